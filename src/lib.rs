@@ -1,0 +1,8 @@
+//! lockstep: strong-synchronous replication of database transaction logs.
+//!
+//! This crate holds the log engine ([`log`]) and the limits shared by every layer
+//! ([`constants`]). All unsafe code lives in the `lockstep-sys` crate.
+#![forbid(unsafe_code)]
+
+pub mod constants;
+pub mod log;

@@ -1,0 +1,40 @@
+//! Fault injection points of the log, for tests of the error paths that real disks reach
+//! rarely: a full disk when a segment is prepared, an I/O error on a durable write.
+//!
+//! A `Faults` handle is shared between the test and the log through `LogOptions`; each
+//! point is a counter of how many upcoming operations fail. The cost when unused is one
+//! relaxed atomic load per write.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    enospc_prepare: AtomicU32,
+    eio_write: AtomicU32,
+}
+
+impl Faults {
+    /// The next `n` segment preparations fail with ENOSPC.
+    pub fn fail_prepare_enospc(&self, n: u32) {
+        self.enospc_prepare.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` durable writes complete with EIO.
+    pub fn fail_write_eio(&self, n: u32) {
+        self.eio_write.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_prepare_enospc(&self) -> bool {
+        take(&self.enospc_prepare)
+    }
+
+    pub(crate) fn take_write_eio(&self) -> bool {
+        take(&self.eio_write)
+    }
+}
+
+fn take(c: &AtomicU32) -> bool {
+    c.load(Ordering::Relaxed) > 0
+        && c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+            .is_ok()
+}
