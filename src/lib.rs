@@ -6,3 +6,4 @@
 
 pub mod constants;
 pub mod log;
+pub mod profile;

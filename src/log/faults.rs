@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 #[derive(Debug, Default)]
 pub struct Faults {
     enospc_prepare: AtomicU32,
+    enospc_rollover: AtomicU32,
     eio_write: AtomicU32,
 }
 
@@ -19,6 +20,12 @@ impl Faults {
         self.enospc_prepare.store(n, Ordering::SeqCst);
     }
 
+    /// The next `n` rollovers to a new segment fail with ENOSPC, as if the prepared
+    /// segment could not be had (it is discarded and prepared again on the next try).
+    pub fn fail_rollover_enospc(&self, n: u32) {
+        self.enospc_rollover.store(n, Ordering::SeqCst);
+    }
+
     /// The next `n` durable writes complete with EIO.
     pub fn fail_write_eio(&self, n: u32) {
         self.eio_write.store(n, Ordering::SeqCst);
@@ -26,6 +33,10 @@ impl Faults {
 
     pub(crate) fn take_prepare_enospc(&self) -> bool {
         take(&self.enospc_prepare)
+    }
+
+    pub(crate) fn take_rollover_enospc(&self) -> bool {
+        take(&self.enospc_rollover)
     }
 
     pub(crate) fn take_write_eio(&self) -> bool {

@@ -75,6 +75,8 @@ pub enum LogError {
     Busy,
     #[error("lsn {lsn} is outside the log's range {first}..={last}")]
     OutOfRange { lsn: u64, first: u64, last: u64 },
+    #[error("the log in {} is in use by another process", dir.display())]
+    Locked { dir: PathBuf },
     #[error("bad log configuration: {0}")]
     Config(String),
 }

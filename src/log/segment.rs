@@ -21,6 +21,7 @@ use crate::log::record::{self, Header, Slot};
 
 pub const SUFFIX: &str = ".log";
 pub const SPARE_NAME: &str = "spare.tmp";
+pub const LOCK_NAME: &str = "LOCK";
 
 /// File name of the segment whose first record is `first_lsn`.
 pub fn file_name(first_lsn: u64) -> String {
@@ -143,6 +144,12 @@ pub fn scan(
             continue;
         }
         if off + RECORD_HEADER_BYTES > len {
+            if data[off..].iter().any(|&b| b != 0) {
+                break Some((
+                    off,
+                    "partial record header at the end of the segment".into(),
+                ));
+            }
             break None;
         }
         let h = match record::decode_header(&data[off..]) {
@@ -197,6 +204,14 @@ pub fn scan(
     };
     s.next_batch = s.valid_end.next_multiple_of(IO_ALIGN as u64);
     match damage {
+        None if later_batch_exists(data, s.next_batch as usize, s.last_lsn) => {
+            // A zero block where the log goes on: lost data, not the end of the log.
+            let d = Damage {
+                offset: s.next_batch,
+                reason: "zeroed block before later batches".into(),
+            };
+            s.end = End::Corrupt(d);
+        }
         None => {
             s.dirty_after_end = first_dirty_block(data, s.next_batch as usize);
         }
@@ -216,7 +231,9 @@ pub fn scan(
 }
 
 /// Whether a complete, valid batch-start record with an LSN above `last_lsn` lies in a
-/// block after `damaged_at`.
+/// block after the one holding `damaged_at`. Such a batch was written after the damaged
+/// place had been written completely (one write in flight at a time), so the damage is
+/// not a torn write.
 fn later_batch_exists(data: &[u8], damaged_at: usize, last_lsn: u64) -> bool {
     let mut q = (damaged_at / IO_ALIGN + 1) * IO_ALIGN;
     while q + RECORD_HEADER_BYTES <= data.len() {
@@ -330,6 +347,39 @@ mod tests {
         assert_eq!(s.end, End::Clean);
         assert_eq!(s.last_lsn, 1);
         assert_eq!(s.dirty_after_end, Some(starts[1] + IO_ALIGN as u64));
+    }
+
+    #[test]
+    fn zeroed_batch_start_block_before_later_batches_is_corruption() {
+        let (data, starts) = image(&[&[100], &[9000], &[30]], 64 * IO_ALIGN);
+        let mut d = data.clone();
+        let b = starts[1] as usize;
+        d[b..b + IO_ALIGN].fill(0);
+        let s = scan_all(&d, Mode::Tail);
+        assert!(
+            matches!(s.end, End::Corrupt(ref x) if x.offset == starts[1]),
+            "{:?}",
+            s.end
+        );
+    }
+
+    #[test]
+    fn padding_shorter_than_a_header_and_partial_headers() {
+        // A batch ending 19 bytes before a block boundary.
+        let n = IO_ALIGN - 19 - 2 * RECORD_HEADER_BYTES - 100;
+        let (data, starts) = image(&[&[100, n], &[10]], 16 * IO_ALIGN);
+        assert_eq!(starts[1], IO_ALIGN as u64);
+        let s = scan_all(&data, Mode::Tail);
+        assert_eq!((s.end.clone(), s.last_lsn), (End::Clean, 3));
+        // Garbage in the padding is damage, not padding.
+        let mut d = data.clone();
+        d[IO_ALIGN - 5] = 1;
+        assert!(
+            matches!(scan_all(&d, Mode::Sealed).end, End::Corrupt(ref x) if x.offset == IO_ALIGN as u64 - 19)
+        );
+        // A file cut inside a header: a partial header, torn.
+        let cut = &data[..starts[1] as usize + 20];
+        assert!(matches!(scan_all(cut, Mode::Tail).end, End::Torn(ref x) if x.offset == starts[1]));
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl Default for LogOptions {
 }
 
 impl LogOptions {
-    fn validate(&self) -> Result<(), LogError> {
+    /// Checks the sizes against the limits of the on-disk format.
+    pub fn validate(&self) -> Result<(), LogError> {
         let seg = self.segment_bytes;
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&seg)
             || !seg.is_multiple_of(IO_ALIGN as u64)
@@ -131,6 +132,8 @@ pub struct Log {
     spare: Spare,
     failed: Option<String>,
     recovery: Recovery,
+    // Held for the life of the Log: one writer per log directory.
+    _lock: File,
 }
 
 impl Log {
@@ -140,6 +143,24 @@ impl Log {
     pub fn open(dir: &Path, opts: LogOptions, tag: u64) -> Result<Log, LogError> {
         opts.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| LogError::io("create directory", dir, e))?;
+        let lock_path = dir.join(segment::LOCK_NAME);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io("lock", &lock_path, e));
+            }
+        }
         let mut recovery = Recovery::default();
         let (access, sync) = choose_io(dir, &opts, &mut recovery)?;
         let spare_path = dir.join(segment::SPARE_NAME);
@@ -163,7 +184,7 @@ impl Log {
         }
         // Find the tail: the newest segment holding a record, or the only one. An empty
         // newest segment is an unused rollover (the crash came before its first write).
-        let (scan, data) = loop {
+        let (scan, mut data) = loop {
             let (first, path) = segs.last().expect("at least one segment");
             let data = std::fs::read(path).map_err(|e| LogError::io("read segment", path, e))?;
             let scan = segment::scan(&data, *first, None, Mode::Tail, |_| {});
@@ -210,6 +231,20 @@ impl Log {
             }),
             End::Corrupt(_) => unreachable!("returned above"),
         };
+        if data.len() % IO_ALIGN != 0 {
+            // A segment cut short mid-block (a truncated file): direct I/O needs whole
+            // blocks, so the file is extended with zeros to the next block.
+            let len = data.len().next_multiple_of(IO_ALIGN);
+            file.set_len(len as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| LogError::io("extend segment", &tail_path, e))?;
+            recovery.notes.push(format!(
+                "extended {} from {} to {len} bytes (whole blocks)",
+                tail_path.display(),
+                data.len()
+            ));
+            data.resize(len, 0);
+        }
         if let Some(to) = clear {
             let to = to.min(data.len() as u64);
             zero_range(&file, &data, scan.valid_end, to)
@@ -249,6 +284,7 @@ impl Log {
             failed: None,
             recovery,
             opts,
+            _lock: lock,
         };
         log.start_spare();
         Ok(log)
@@ -564,7 +600,8 @@ impl Log {
                         last_batch = Some((r.header.lsn, r.offset));
                     }
                     let h = &r.header;
-                    if h.lsn >= lsn
+                    let from = out.last().map_or(lsn, |r: &Record| r.lsn + 1);
+                    if h.lsn >= from
                         && h.lsn <= last_wanted
                         && out.len() < max_records
                         && (bytes < max_bytes || out.is_empty())
@@ -815,6 +852,19 @@ impl Log {
                 self.access,
                 self.opts.faults.as_deref(),
             )?,
+        }
+        if self
+            .opts
+            .faults
+            .as_ref()
+            .is_some_and(|f| f.take_rollover_enospc())
+        {
+            let _ = std::fs::remove_file(&spare_path);
+            let source = io::Error::from_raw_os_error(libc::ENOSPC);
+            return Err(LogError::NoSpace {
+                path: self.dir.clone(),
+                source,
+            });
         }
         let path = self.dir.join(segment::file_name(self.next_lsn));
         install(&spare_path, &path, &self.dir)?;
