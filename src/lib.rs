@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod constants;
+pub mod inspect;
 pub mod log;
 pub mod profile;

@@ -254,3 +254,27 @@ fn a_second_writer_is_refused() {
         Err(LogError::Locked { .. })
     ));
 }
+
+#[test]
+fn damage_before_an_unused_newest_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path());
+    let (first, path) = segments(dir.path()).pop().unwrap();
+    let recs = offsets(&path, first);
+    let &(last, off, _) = recs.last().unwrap();
+    // The rollover came after the last write of this segment had completed, so damage in
+    // its last batch is not a torn write: it would cut acknowledged records.
+    std::fs::write(
+        dir.path().join(lockstep::log::segment::file_name(last + 1)),
+        vec![0u8; 2 << 20],
+    )
+    .unwrap();
+    flip_bit(&path, off + 40);
+    match Log::open(dir.path(), small(), 1) {
+        Err(LogError::Corrupt {
+            path: p, offset, ..
+        }) => assert_eq!((p, offset), (path, off)),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("acknowledged records were cut as a torn tail"),
+    }
+}

@@ -183,12 +183,19 @@ impl Log {
             segs.push((1, path));
         }
         // Find the tail: the newest segment holding a record, or the only one. An empty
-        // newest segment is an unused rollover (the crash came before its first write).
+        // newest segment is an unused rollover (the crash came before its first write
+        // completed). A rollover happens only when no write is in flight, so the segment
+        // before it was complete: it is judged as sealed, where all damage is corruption.
+        let mut mode = Mode::Tail;
         let (scan, mut data) = loop {
             let (first, path) = segs.last().expect("at least one segment");
             let data = std::fs::read(path).map_err(|e| LogError::io("read segment", path, e))?;
-            let scan = segment::scan(&data, *first, None, Mode::Tail, |_| {});
-            if scan.records == 0 && segs.len() > 1 && !matches!(scan.end, End::Corrupt(_)) {
+            let scan = segment::scan(&data, *first, None, mode, |_| {});
+            if mode == Mode::Tail
+                && scan.records == 0
+                && segs.len() > 1
+                && !matches!(scan.end, End::Corrupt(_))
+            {
                 std::fs::remove_file(path)
                     .map_err(|e| LogError::io("remove unused segment", path, e))?;
                 sysfile::sync_dir(dir).map_err(|e| LogError::io("sync directory", dir, e))?;
@@ -196,6 +203,7 @@ impl Log {
                     .notes
                     .push(format!("removed unused segment {}", path.display()));
                 segs.pop();
+                mode = Mode::Sealed;
                 continue;
             }
             break (scan, data);
