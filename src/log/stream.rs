@@ -150,17 +150,7 @@ impl Log {
             .write(true)
             .open(&lock_path)
             .map_err(|e| LogError::io("open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LogError::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(LogError::io("lock", &lock_path, e));
-            }
-        }
+        lock_exclusive(&lock, dir, &lock_path)?;
         let mut recovery = Recovery::default();
         let (access, sync) = choose_io(dir, &opts, &mut recovery)?;
         let spare_path = dir.join(segment::SPARE_NAME);
@@ -839,9 +829,15 @@ impl Log {
             self.access,
             self.opts.faults.clone(),
         );
+        // A thread inherits its parent's CPU affinity: keep the preparation off the
+        // shard's core, where it would delay appends.
+        let parent_cores = lockstep_sys::cpu::current_thread_cores();
         let spawned = std::thread::Builder::new()
             .name("lockstep-segment-prep".into())
-            .spawn(move || prepare_segment(&path, len, access, faults.as_deref()));
+            .spawn(move || {
+                lockstep_sys::cpu::keep_off(&parent_cores);
+                prepare_segment(&path, len, access, faults.as_deref())
+            });
         // If no thread can be started now, the segment is prepared in line at rollover.
         if let Ok(h) = spawned {
             self.spare = Spare::Preparing(h);
@@ -912,6 +908,27 @@ impl Drop for Log {
         }
     }
 }
+
+/// Takes the log's lock. A process that forks (to start another program) shares the
+/// lock with its child until the child's exec closes it; that window is short, so a busy
+/// lock is retried for up to a second before the log is declared in use.
+fn lock_exclusive(lock: &File, dir: &Path, lock_path: &Path) -> Result<(), LogError> {
+    for _ in 0..LOCK_TRIES {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MS));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io("lock", lock_path, e)),
+        }
+    }
+    Err(LogError::Locked {
+        dir: dir.to_path_buf(),
+    })
+}
+
+const LOCK_TRIES: u32 = 50;
+const LOCK_RETRY_MS: u64 = 20;
 
 fn index_floor(index: &[(u64, u64)], lsn: u64) -> Option<(u64, u64)> {
     let i = index.partition_point(|&(l, _)| l <= lsn);

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command of lockstep (the README's): formatting, lints, then every test of
+# the workspace. Runs on a fresh machine; ci/setup.sh installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/setup.sh
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
