@@ -101,3 +101,31 @@ fn append_group_commit_read_reopen() {
         payload(2600)
     );
 }
+
+#[test]
+fn tmpfs_falls_back_to_buffered_writes_and_says_so() {
+    let shm = std::path::Path::new("/dev/shm");
+    if lockstep_sys::probe::storage(shm)
+        .map(|p| p.direct.is_ok())
+        .unwrap_or(true)
+    {
+        eprintln!("skipped: no tmpfs at /dev/shm that refuses O_DIRECT");
+        return;
+    }
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    let mut ring = Ring::new(RingOptions::default()).unwrap();
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    assert!(!log.direct_io());
+    let notes = log.recovery().notes.join("\n");
+    assert!(
+        notes.contains("O_DIRECT") && notes.contains("buffered writes + fdatasync"),
+        "{notes}"
+    );
+    for lsn in 1..=100 {
+        assert_eq!(log.append(1, &payload(lsn)).unwrap(), lsn);
+    }
+    assert_eq!(log.sync(&mut ring).unwrap(), 100);
+    drop(log);
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    assert_eq!(log.read(1, 1000, usize::MAX).unwrap().len(), 100);
+}
