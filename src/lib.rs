@@ -8,3 +8,4 @@ pub mod constants;
 pub mod inspect;
 pub mod log;
 pub mod profile;
+pub mod replication;

@@ -1,0 +1,825 @@
+//! The primary of one stream, as a state machine.
+//!
+//! Inputs: appends (LSNs assigned here), the primary's own durable LSN, members' acks,
+//! connects and disconnects, ticks. Outputs ([`Action`]): what to send to whom, which
+//! waiting requests are complete, and recorded events. It reads no clock and touches no
+//! file or socket; the shard driver turns actions into I/O.
+//!
+//! Invariants:
+//! - `commit_lsn()` never decreases and never exceeds the primary's durable LSN.
+//! - A request completes as committed only when the commit rule holds for its last LSN
+//!   under its mode (the stream's mode, or a weaker one the request asked for).
+//! - With `on_insufficient = block`, no record is committed without `k` acks of the full
+//!   sync set; members are never dropped.
+//! - A request that times out is reported in doubt, never as failed: its records may
+//!   still commit, and the client learns their fate by LSN.
+
+use std::collections::VecDeque;
+
+use crate::replication::commit_rule::commit_point;
+use crate::replication::settings::{Mode, OnInsufficient, StreamSettings};
+
+pub type NodeId = u32;
+pub type RequestId = u64;
+
+/// How a waiting request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    /// Fate unknown to the client: ask by LSN.
+    InDoubt(&'static str),
+}
+
+/// A recorded change of how the stream commits. Each one is a log line and a metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A stalled member left the effective sync set (`degrade` only).
+    MemberDropped { member: NodeId, members_left: usize },
+    /// A member that caught up rejoined the effective sync set.
+    MemberRestored { member: NodeId },
+    /// Fewer members are available than the commit rule needs: commits wait (`block`).
+    Blocked { available: usize, min_sync: usize },
+    /// Fewer members are available than the commit rule needs and the sync set is down
+    /// to `min_sync`: commits proceed on the primary alone (`degrade`).
+    Degraded { available: usize, min_sync: usize },
+    /// Commits follow the stream's mode again.
+    Recovered,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send records `from..=to` to `member`.
+    Send {
+        member: NodeId,
+        from: u64,
+        to: u64,
+    },
+    /// Tell `member` the commit LSN (nothing else to send it).
+    Heartbeat {
+        member: NodeId,
+    },
+    /// A request's records are committed, or in doubt.
+    Complete {
+        request: RequestId,
+        first_lsn: u64,
+        last_lsn: u64,
+        outcome: Outcome,
+    },
+    Event(Event),
+}
+
+/// A member of the stream: a sync-set member or a learner.
+#[derive(Clone, Debug)]
+struct Member {
+    id: NodeId,
+    /// Configured in the sync set.
+    sync: bool,
+    /// Currently counted by the commit rule (a sync member not dropped by `degrade`).
+    in_sync: bool,
+    connected: bool,
+    next_send: u64,
+    received: u64,
+    durable: u64,
+    /// Since when the member owes an ack (or has been disconnected).
+    owing_since: Option<u64>,
+    last_heartbeat: u64,
+}
+
+impl Member {
+    fn acked(&self, mode: Mode) -> u64 {
+        match mode {
+            Mode::Semi => self.received.max(self.durable),
+            Mode::Strong | Mode::Async => self.durable,
+        }
+    }
+}
+
+struct Waiter {
+    request: RequestId,
+    first_lsn: u64,
+    last_lsn: u64,
+    deadline: u64,
+}
+
+/// A member's position as the driver reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub id: NodeId,
+    pub sync: bool,
+}
+
+/// Ticks between heartbeats to an idle member.
+pub const HEARTBEAT_TICKS: u64 = 50;
+
+/// The primary of one stream. See the module docs.
+pub struct Primary {
+    settings: StreamSettings,
+    epoch: u64,
+    next_lsn: u64,
+    local_durable: u64,
+    commit_lsn: u64,
+    members: Vec<Member>,
+    /// Waiting requests per effective mode (async, semi, strong), each in LSN order.
+    waiting: [VecDeque<Waiter>; 3],
+    now: u64,
+    degraded: bool,
+    blocked: bool,
+    actions: Vec<Action>,
+    scratch: Vec<u64>,
+    acked_scratch: Vec<u64>,
+}
+
+impl Primary {
+    /// A primary in `epoch` whose log ends at `last_lsn` (all of it durable).
+    /// `commit_lsn` is the highest LSN known to be committed (0 if unknown: it is then
+    /// learnt from the members' acks).
+    pub fn new(
+        settings: StreamSettings,
+        epoch: u64,
+        members: &[MemberSpec],
+        last_lsn: u64,
+        commit_lsn: u64,
+    ) -> Primary {
+        let sync = members.iter().filter(|m| m.sync).count();
+        settings
+            .validate(sync)
+            .expect("settings were validated with the configuration");
+        assert!(commit_lsn <= last_lsn);
+        Primary {
+            settings,
+            epoch,
+            next_lsn: last_lsn + 1,
+            local_durable: last_lsn,
+            commit_lsn,
+            members: members
+                .iter()
+                .map(|m| Member {
+                    id: m.id,
+                    sync: m.sync,
+                    in_sync: m.sync,
+                    connected: false,
+                    next_send: last_lsn + 1,
+                    received: 0,
+                    durable: 0,
+                    owing_since: Some(0),
+                    last_heartbeat: 0,
+                })
+                .collect(),
+            waiting: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+            now: 0,
+            degraded: false,
+            blocked: false,
+            actions: Vec::new(),
+            scratch: Vec::with_capacity(members.len()),
+            acked_scratch: Vec::with_capacity(members.len()),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    /// Highest LSN committed under the stream's mode: the limit of what readers see.
+    pub fn commit_lsn(&self) -> u64 {
+        self.commit_lsn
+    }
+
+    pub fn local_durable(&self) -> u64 {
+        self.local_durable
+    }
+
+    /// LSN of the last assigned record.
+    pub fn last_lsn(&self) -> u64 {
+        self.next_lsn - 1
+    }
+
+    pub fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Requests waiting for their commit.
+    pub fn waiting(&self) -> usize {
+        self.waiting.iter().map(VecDeque::len).sum()
+    }
+
+    /// (member, in effective sync set, connected, received, durable) of every member.
+    pub fn members(&self) -> impl Iterator<Item = (NodeId, bool, bool, u64, u64)> + '_ {
+        self.members
+            .iter()
+            .map(|m| (m.id, m.in_sync, m.connected, m.received, m.durable))
+    }
+
+    /// Assigns LSNs to `count` records of `request`, to be written locally and sent.
+    /// The request completes when its last record is committed under
+    /// `min(mode, stream mode)`, or in doubt after `timeout_ticks`.
+    pub fn append(
+        &mut self,
+        request: RequestId,
+        count: u64,
+        mode: Option<Mode>,
+        timeout_ticks: u64,
+    ) -> (u64, u64) {
+        assert!(count > 0);
+        let first = self.next_lsn;
+        let last = first + count - 1;
+        self.next_lsn = last + 1;
+        let mode = mode.map_or(self.settings.mode, |m| m.min(self.settings.mode));
+        self.waiting[mode.code() as usize].push_back(Waiter {
+            request,
+            first_lsn: first,
+            last_lsn: last,
+            deadline: self.now.saturating_add(timeout_ticks),
+        });
+        for m in &mut self.members {
+            if m.connected && m.owing_since.is_none() {
+                m.owing_since = Some(self.now);
+            }
+        }
+        (first, last)
+    }
+
+    /// The primary's own log is durable up to `lsn`.
+    pub fn on_local_durable(&mut self, lsn: u64) {
+        assert!(
+            lsn < self.next_lsn,
+            "durable lsn {lsn} beyond the last assigned {}",
+            self.next_lsn - 1
+        );
+        self.local_durable = self.local_durable.max(lsn);
+        self.advance();
+    }
+
+    /// A member connected; its log ends at `last_lsn`, durable up to `durable`. Records
+    /// are sent again from `resume_from` (the driver checked the member shares the
+    /// primary's log up to `resume_from - 1`).
+    pub fn on_member_connected(&mut self, member: NodeId, durable: u64, resume_from: u64) {
+        let now = self.now;
+        let next = self.next_lsn;
+        let m = self.member_mut(member);
+        m.connected = true;
+        m.durable = durable;
+        m.received = durable;
+        m.next_send = resume_from.min(next);
+        m.owing_since = (durable + 1 < next).then_some(now);
+        self.advance();
+    }
+
+    pub fn on_member_disconnected(&mut self, member: NodeId) {
+        let now = self.now;
+        let m = self.member_mut(member);
+        if m.connected {
+            m.connected = false;
+            m.owing_since.get_or_insert(now);
+        }
+    }
+
+    /// A member's cumulative ack. Acks of a turn may come in any order; positions only
+    /// grow.
+    pub fn on_ack(&mut self, member: NodeId, received: u64, durable: u64) {
+        let (now, next) = (self.now, self.next_lsn);
+        let m = self.member_mut(member);
+        let progressed = received > m.received || durable > m.durable;
+        m.received = m.received.max(received).min(next - 1);
+        m.durable = m.durable.max(durable).min(next - 1);
+        if m.durable + 1 >= next {
+            m.owing_since = None;
+        } else if progressed {
+            m.owing_since = Some(now);
+        }
+        self.advance();
+    }
+
+    /// A member refused records because its log ends at `last_lsn` (a gap).
+    pub fn on_refused(&mut self, member: NodeId, last_lsn: u64) {
+        let m = self.member_mut(member);
+        m.next_send = (last_lsn + 1).min(m.next_send);
+    }
+
+    /// Time passes: stalled members, timed-out requests, heartbeats.
+    pub fn on_tick(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        self.check_members();
+        for queue in &mut self.waiting {
+            // Front only: requests time out in LSN order, which keeps a tick O(expired).
+            while queue.front().is_some_and(|w| w.deadline <= self.now) {
+                let w = queue.pop_front().expect("checked");
+                self.actions.push(Action::Complete {
+                    request: w.request,
+                    first_lsn: w.first_lsn,
+                    last_lsn: w.last_lsn,
+                    outcome: Outcome::InDoubt("timed out waiting for the commit"),
+                });
+            }
+        }
+        for m in &mut self.members {
+            if m.connected
+                && m.next_send >= self.next_lsn
+                && self.now >= m.last_heartbeat + HEARTBEAT_TICKS
+            {
+                m.last_heartbeat = self.now;
+                self.actions.push(Action::Heartbeat { member: m.id });
+            }
+        }
+    }
+
+    /// Every waiting request ends in doubt (the primary stops: its log failed, or it
+    /// lost its role).
+    pub fn stop(&mut self, reason: &'static str) {
+        for queue in &mut self.waiting {
+            for w in queue.drain(..) {
+                self.actions.push(Action::Complete {
+                    request: w.request,
+                    first_lsn: w.first_lsn,
+                    last_lsn: w.last_lsn,
+                    outcome: Outcome::InDoubt(reason),
+                });
+            }
+        }
+    }
+
+    /// Collects the sends of this turn (one range per member, within its window) and
+    /// hands over every pending action.
+    pub fn poll(&mut self) -> std::vec::Drain<'_, Action> {
+        let last = self.next_lsn - 1;
+        let window = self.settings.window_records;
+        for m in &mut self.members {
+            if !m.connected || m.next_send > last {
+                continue;
+            }
+            let acked = m.received.max(m.durable);
+            let limit = acked + window;
+            if m.next_send > limit {
+                continue;
+            }
+            let to = last.min(limit);
+            self.actions.push(Action::Send {
+                member: m.id,
+                from: m.next_send,
+                to,
+            });
+            m.next_send = to + 1;
+            m.last_heartbeat = self.now;
+        }
+        self.actions.drain(..)
+    }
+
+    fn member_mut(&mut self, id: NodeId) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("unknown member {id}"))
+    }
+
+    fn stalled(&self, m: &Member) -> bool {
+        m.owing_since
+            .is_some_and(|t| self.now.saturating_sub(t) > self.settings.ack_timeout_ticks)
+    }
+
+    /// Applies `on_insufficient` to stalled and recovered members.
+    fn check_members(&mut self) {
+        let min_sync = self.settings.min_sync;
+        if self.settings.on_insufficient == OnInsufficient::Degrade {
+            for i in 0..self.members.len() {
+                let in_sync = self.members.iter().filter(|m| m.in_sync).count();
+                if self.members[i].in_sync && self.stalled(&self.members[i]) && in_sync > min_sync {
+                    self.members[i].in_sync = false;
+                    let member = self.members[i].id;
+                    self.actions.push(Action::Event(Event::MemberDropped {
+                        member,
+                        members_left: in_sync - 1,
+                    }));
+                }
+            }
+            // A dropped member rejoins once it is connected and holds everything
+            // committed, so counting it again cannot move the commit point back.
+            for i in 0..self.members.len() {
+                let m = &self.members[i];
+                if m.sync
+                    && !m.in_sync
+                    && m.connected
+                    && m.durable >= self.commit_lsn
+                    && !self.stalled(m)
+                {
+                    let member = m.id;
+                    self.members[i].in_sync = true;
+                    self.actions
+                        .push(Action::Event(Event::MemberRestored { member }));
+                }
+            }
+        }
+        let in_sync = self.members.iter().filter(|m| m.in_sync).count();
+        let available = self
+            .members
+            .iter()
+            .filter(|m| m.in_sync && !self.stalled(m))
+            .count();
+        let insufficient =
+            self.settings.mode != Mode::Async && available < self.settings.k(in_sync);
+        match (insufficient, self.settings.on_insufficient) {
+            (true, OnInsufficient::Block) if !self.blocked => {
+                self.blocked = true;
+                self.actions.push(Action::Event(Event::Blocked {
+                    available,
+                    min_sync,
+                }));
+            }
+            (true, OnInsufficient::Degrade) if !self.degraded => {
+                self.degraded = true;
+                self.actions.push(Action::Event(Event::Degraded {
+                    available,
+                    min_sync,
+                }));
+            }
+            (false, _) if self.blocked || self.degraded => {
+                // Leaving async commits needs the members to hold what was committed
+                // without them, or the commit point would stall behind them.
+                let caught_up = self
+                    .members
+                    .iter()
+                    .filter(|m| m.in_sync)
+                    .all(|m| m.durable >= self.commit_lsn);
+                if !self.degraded || caught_up {
+                    self.blocked = false;
+                    self.degraded = false;
+                    self.actions.push(Action::Event(Event::Recovered));
+                }
+            }
+            _ => {}
+        }
+        self.advance();
+    }
+
+    /// The commit point of `mode` now.
+    fn point(&mut self, mode: Mode) -> u64 {
+        if mode == Mode::Async || self.degraded {
+            return self.local_durable;
+        }
+        self.acked_scratch.clear();
+        self.acked_scratch.extend(
+            self.members
+                .iter()
+                .filter(|m| m.in_sync)
+                .map(|m| m.acked(mode)),
+        );
+        let k = self.settings.k(self.acked_scratch.len());
+        commit_point(
+            self.local_durable,
+            &self.acked_scratch,
+            k,
+            &mut self.scratch,
+        )
+    }
+
+    /// Recomputes the commit LSN and completes the requests it covers.
+    fn advance(&mut self) {
+        let stream_point = self.point(self.settings.mode);
+        self.commit_lsn = self.commit_lsn.max(stream_point);
+        assert!(self.commit_lsn <= self.local_durable);
+        for mode in [Mode::Async, Mode::Semi, Mode::Strong] {
+            if self.waiting[mode.code() as usize].is_empty() {
+                continue;
+            }
+            let point = if mode == self.settings.mode {
+                self.commit_lsn
+            } else {
+                self.point(mode)
+            };
+            let queue = &mut self.waiting[mode.code() as usize];
+            while queue.front().is_some_and(|w| w.last_lsn <= point) {
+                let w = queue.pop_front().expect("checked");
+                self.actions.push(Action::Complete {
+                    request: w.request,
+                    first_lsn: w.first_lsn,
+                    last_lsn: w.last_lsn,
+                    outcome: Outcome::Committed,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: u32) -> Vec<MemberSpec> {
+        (2..2 + n).map(|id| MemberSpec { id, sync: true }).collect()
+    }
+
+    fn primary(settings: StreamSettings, n: u32) -> Primary {
+        let mut p = Primary::new(settings, 1, &members(n), 0, 0);
+        for id in 2..2 + n {
+            p.on_member_connected(id, 0, 1);
+        }
+        p
+    }
+
+    /// (committed, in doubt) request ids among the actions.
+    fn outcomes(p: &mut Primary) -> (Vec<RequestId>, Vec<RequestId>) {
+        let (mut ok, mut doubt) = (Vec::new(), Vec::new());
+        for a in p.poll() {
+            match a {
+                Action::Complete {
+                    request,
+                    outcome: Outcome::Committed,
+                    ..
+                } => ok.push(request),
+                Action::Complete {
+                    request,
+                    outcome: Outcome::InDoubt(_),
+                    ..
+                } => doubt.push(request),
+                _ => {}
+            }
+        }
+        (ok, doubt)
+    }
+
+    fn events(p: &mut Primary) -> Vec<Event> {
+        p.poll()
+            .filter_map(|a| {
+                if let Action::Event(e) = a {
+                    Some(e)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strong_waits_for_the_primary_and_every_member() {
+        let mut p = primary(StreamSettings::default(), 2);
+        assert_eq!(p.append(7, 3, None, 1000), (1, 3));
+        // The sends go out before the local write completes: they run in parallel.
+        let sends: Vec<_> = p.poll().collect();
+        assert_eq!(
+            sends,
+            vec![
+                Action::Send {
+                    member: 2,
+                    from: 1,
+                    to: 3
+                },
+                Action::Send {
+                    member: 3,
+                    from: 1,
+                    to: 3
+                }
+            ]
+        );
+        p.on_ack(2, 3, 3);
+        p.on_ack(3, 3, 3);
+        assert_eq!(
+            outcomes(&mut p),
+            (vec![], vec![]),
+            "committed before the primary's own write"
+        );
+        p.on_local_durable(3);
+        assert_eq!(outcomes(&mut p), (vec![7], vec![]));
+        assert_eq!(p.commit_lsn(), 3);
+    }
+
+    #[test]
+    fn one_member_short_blocks_and_resumes() {
+        let mut p = primary(
+            StreamSettings {
+                ack_timeout_ticks: 10,
+                ..Default::default()
+            },
+            2,
+        );
+        p.append(1, 1, None, 1000);
+        p.on_local_durable(1);
+        p.on_ack(2, 1, 1);
+        for t in 1..=20 {
+            p.on_tick(t);
+        }
+        // Member 3 is stopped: nothing commits, and the block is a recorded event.
+        let actions: Vec<_> = p.poll().collect();
+        assert_eq!(
+            actions[0],
+            Action::Event(Event::Blocked {
+                available: 1,
+                min_sync: 1
+            })
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Complete { .. })));
+        assert_eq!(p.commit_lsn(), 0);
+        p.append(2, 1, None, 1000);
+        p.on_local_durable(2);
+        p.on_ack(2, 2, 2);
+        assert!(outcomes(&mut p).0.is_empty());
+        // It comes back.
+        p.on_ack(3, 2, 2);
+        p.on_tick(23);
+        let actions: Vec<_> = p.poll().collect();
+        assert!(
+            actions.contains(&Action::Event(Event::Recovered)),
+            "{actions:?}"
+        );
+        let done: Vec<_> = actions
+            .iter()
+            .filter_map(|a| {
+                if let Action::Complete {
+                    request,
+                    outcome: Outcome::Committed,
+                    ..
+                } = a
+                {
+                    Some(*request)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(done, vec![1, 2]);
+    }
+
+    #[test]
+    fn k_of_n_and_weaker_requests() {
+        let s = StreamSettings {
+            sync_acks: Some(1),
+            ..Default::default()
+        };
+        let mut p = primary(s, 2);
+        p.append(1, 1, None, 1000);
+        p.append(2, 1, Some(Mode::Async), 1000);
+        p.append(3, 1, Some(Mode::Semi), 1000);
+        p.on_local_durable(3);
+        // The async request is done at the primary's durable write; the others wait.
+        assert_eq!(outcomes(&mut p).0, vec![2]);
+        p.on_ack(3, 3, 0);
+        assert_eq!(outcomes(&mut p).0, vec![3], "semi commits on receipt");
+        assert_eq!(p.commit_lsn(), 0, "receipt is not durability");
+        p.on_ack(3, 3, 3);
+        assert_eq!(
+            outcomes(&mut p).0,
+            vec![1],
+            "one of two members is enough with k = 1"
+        );
+        assert_eq!(p.commit_lsn(), 3);
+    }
+
+    #[test]
+    fn timed_out_request_is_in_doubt_once() {
+        let mut p = primary(StreamSettings::default(), 1);
+        p.append(9, 2, None, 5);
+        p.on_local_durable(2);
+        p.on_tick(4);
+        assert_eq!(outcomes(&mut p), (vec![], vec![]));
+        p.on_tick(5);
+        assert_eq!(outcomes(&mut p), (vec![], vec![9]));
+        // Its records may still commit; it is not completed twice.
+        p.on_ack(2, 2, 2);
+        assert_eq!(outcomes(&mut p), (vec![], vec![]));
+        assert_eq!(p.commit_lsn(), 2);
+    }
+
+    #[test]
+    fn degrade_drops_stalled_members_down_to_min_sync_then_goes_async() {
+        let s = StreamSettings {
+            on_insufficient: OnInsufficient::Degrade,
+            min_sync: 1,
+            ack_timeout_ticks: 10,
+            ..Default::default()
+        };
+        let mut p = primary(s, 2);
+        p.append(1, 1, None, 1000);
+        p.on_local_durable(1);
+        p.on_ack(2, 1, 1);
+        p.on_tick(11);
+        let evs = events(&mut p);
+        assert!(
+            evs.contains(&Event::MemberDropped {
+                member: 3,
+                members_left: 1
+            }),
+            "{evs:?}"
+        );
+        // k = all of the effective set, now member 2 alone.
+        assert_eq!(p.commit_lsn(), 1);
+        // Member 2 stalls too: the set may not shrink below min_sync, so the stream
+        // commits on the primary alone, and says so.
+        p.append(2, 1, None, 1000);
+        p.on_local_durable(2);
+        p.on_tick(30);
+        let actions: Vec<_> = p.poll().collect();
+        assert!(
+            actions.contains(&Action::Event(Event::Degraded {
+                available: 0,
+                min_sync: 1
+            })),
+            "{actions:?}"
+        );
+        assert!(actions.contains(&Action::Complete {
+            request: 2,
+            first_lsn: 2,
+            last_lsn: 2,
+            outcome: Outcome::Committed
+        }));
+        // Both come back and catch up: the stream is strong again.
+        p.on_ack(2, 2, 2);
+        p.on_member_connected(3, 2, 3);
+        p.on_tick(31);
+        let evs = events(&mut p);
+        assert!(
+            evs.contains(&Event::MemberRestored { member: 3 }),
+            "{evs:?}"
+        );
+        assert!(evs.contains(&Event::Recovered), "{evs:?}");
+        p.append(3, 1, None, 1000);
+        p.on_local_durable(3);
+        p.on_ack(2, 3, 3);
+        assert_eq!(
+            outcomes(&mut p).0,
+            Vec::<u64>::new(),
+            "member 3 gates commits again"
+        );
+        p.on_ack(3, 3, 3);
+        assert_eq!(outcomes(&mut p).0, vec![3]);
+    }
+
+    #[test]
+    fn reconnect_resends_from_the_durable_lsn_within_the_window() {
+        let s = StreamSettings {
+            window_records: 4,
+            ..Default::default()
+        };
+        let mut p = primary(s, 1);
+        p.append(1, 10, None, 1000);
+        assert_eq!(
+            p.poll().collect::<Vec<_>>(),
+            vec![Action::Send {
+                member: 2,
+                from: 1,
+                to: 4
+            }]
+        );
+        p.on_ack(2, 2, 2);
+        assert_eq!(
+            p.poll().collect::<Vec<_>>(),
+            vec![Action::Send {
+                member: 2,
+                from: 5,
+                to: 6
+            }]
+        );
+        p.on_member_disconnected(2);
+        assert_eq!(p.poll().count(), 0);
+        p.on_member_connected(2, 3, 4);
+        assert_eq!(
+            p.poll().collect::<Vec<_>>(),
+            vec![Action::Send {
+                member: 2,
+                from: 4,
+                to: 7
+            }]
+        );
+        assert_eq!(p.poll().count(), 0, "window full");
+        p.on_ack(2, 5, 5);
+        assert_eq!(
+            p.poll().collect::<Vec<_>>(),
+            vec![Action::Send {
+                member: 2,
+                from: 8,
+                to: 9
+            }]
+        );
+        // A refusal (a gap at the member) rewinds to where its log ends.
+        p.on_refused(2, 5);
+        assert_eq!(
+            p.poll().collect::<Vec<_>>(),
+            vec![Action::Send {
+                member: 2,
+                from: 6,
+                to: 9
+            }]
+        );
+    }
+
+    #[test]
+    fn commit_lsn_never_decreases_nor_passes_local_durability() {
+        let mut p = primary(
+            StreamSettings {
+                sync_acks: Some(1),
+                ..Default::default()
+            },
+            2,
+        );
+        p.append(1, 5, None, 1000);
+        p.on_ack(2, 5, 5);
+        assert_eq!(p.commit_lsn(), 0);
+        p.on_local_durable(4);
+        assert_eq!(p.commit_lsn(), 4);
+        p.on_member_connected(2, 1, 2);
+        assert_eq!(p.commit_lsn(), 4);
+        p.stop("the log failed");
+        assert_eq!(outcomes(&mut p), (vec![], vec![1]));
+    }
+}

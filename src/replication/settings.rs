@@ -1,0 +1,199 @@
+//! Per-stream replication settings and the durability modes.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How much a commit waits for. Ordered from weakest to strongest, so a request may ask
+/// for `min(request, stream)`: a request can weaken its stream's mode, never strengthen
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Mode {
+    /// Commit on the primary's own durable write; secondaries follow.
+    Async,
+    /// Commit when the primary holds the record durably and `k` sync-set members have
+    /// received it (before their own disk write), as MySQL semi-sync does.
+    Semi,
+    /// Commit when the primary and `k` sync-set members hold the record durably.
+    #[default]
+    Strong,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Async => "async",
+            Mode::Semi => "semi",
+            Mode::Strong => "strong",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Mode::Async => 0,
+            Mode::Semi => 1,
+            Mode::Strong => 2,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Mode> {
+        match c {
+            0 => Some(Mode::Async),
+            1 => Some(Mode::Semi),
+            2 => Some(Mode::Strong),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "async" => Ok(Mode::Async),
+            "semi" => Ok(Mode::Semi),
+            "strong" => Ok(Mode::Strong),
+            other => Err(format!(
+                "unknown mode {other:?}: expected strong, semi or async"
+            )),
+        }
+    }
+}
+
+/// What a stream does when too few sync-set members are available to commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnInsufficient {
+    /// Stop committing until enough members are back: an acknowledged commit is never
+    /// lost. The default.
+    #[default]
+    Block,
+    /// Drop stalled members from the effective sync set, down to `min_sync`, and below
+    /// that commit on the primary alone. Every change is a recorded event, never a silent
+    /// timeout.
+    Degrade,
+}
+
+impl FromStr for OnInsufficient {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OnInsufficient, String> {
+        match s {
+            "block" => Ok(OnInsufficient::Block),
+            "degrade" => Ok(OnInsufficient::Degrade),
+            other => Err(format!(
+                "unknown on_insufficient {other:?}: expected block or degrade"
+            )),
+        }
+    }
+}
+
+/// Settings of one stream's replication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    pub mode: Mode,
+    /// Acks needed from the sync set (`k`); `None` means every member.
+    pub sync_acks: Option<usize>,
+    /// Fewest sync-set members a stream may shrink to before `on_insufficient` applies.
+    pub min_sync: usize,
+    pub on_insufficient: OnInsufficient,
+    /// A member whose ack for a record the primary already holds is older than this is
+    /// stalled.
+    pub ack_timeout_ticks: u64,
+    /// Most records sent to a member and not yet acknowledged by it.
+    pub window_records: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            mode: Mode::Strong,
+            sync_acks: None,
+            min_sync: 1,
+            on_insufficient: OnInsufficient::Block,
+            ack_timeout_ticks: 300,
+            window_records: 65_536,
+        }
+    }
+}
+
+impl StreamSettings {
+    /// `k` for a sync set of `members`.
+    pub fn k(&self, members: usize) -> usize {
+        self.sync_acks.unwrap_or(members).min(members)
+    }
+
+    /// Checks the settings against a sync set of `members`.
+    pub fn validate(&self, members: usize) -> Result<(), String> {
+        if let Some(k) = self.sync_acks
+            && (k == 0 || k > members)
+        {
+            return Err(format!(
+                "sync_acks = {k} with {members} sync-set members: must be in 1..={members}"
+            ));
+        }
+        if self.min_sync > members {
+            return Err(format!(
+                "min_sync = {} exceeds the {members} sync-set members",
+                self.min_sync
+            ));
+        }
+        if self.ack_timeout_ticks == 0 || self.window_records == 0 {
+            return Err("ack_timeout and window must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_order_and_parse() {
+        assert!(Mode::Async < Mode::Semi && Mode::Semi < Mode::Strong);
+        for m in [Mode::Async, Mode::Semi, Mode::Strong] {
+            assert_eq!(m.as_str().parse::<Mode>().unwrap(), m);
+            assert_eq!(Mode::from_code(m.code()), Some(m));
+        }
+        assert!(
+            "sync"
+                .parse::<Mode>()
+                .unwrap_err()
+                .contains("strong, semi or async")
+        );
+        assert_eq!(Mode::from_code(3), None);
+    }
+
+    #[test]
+    fn k_and_validation() {
+        let s = StreamSettings::default();
+        assert_eq!(s.k(2), 2);
+        let s = StreamSettings {
+            sync_acks: Some(1),
+            ..s
+        };
+        assert_eq!(s.k(2), 1);
+        assert!(s.validate(2).is_ok());
+        assert!(
+            StreamSettings {
+                sync_acks: Some(3),
+                ..s.clone()
+            }
+            .validate(2)
+            .is_err()
+        );
+        assert!(
+            StreamSettings {
+                sync_acks: Some(0),
+                ..s.clone()
+            }
+            .validate(2)
+            .is_err()
+        );
+        assert!(StreamSettings { min_sync: 3, ..s }.validate(2).is_err());
+    }
+}
