@@ -45,3 +45,56 @@ const _: () = assert!(SEGMENT_BYTES_DEFAULT.is_multiple_of(ZERO_CHUNK_BYTES as u
 const _: () = assert!(ZERO_CHUNK_BYTES.is_multiple_of(IO_ALIGN));
 const _: () = assert!(INDEX_STRIDE_BYTES.is_multiple_of(IO_ALIGN as u64));
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+
+// Wire protocol
+
+/// Bytes of a frame header on the wire (see [`crate::wire`]).
+pub const FRAME_HEADER_BYTES: usize = 24;
+
+/// Largest sum of record payload bytes in one frame (`Append`, `Records`, `Replicate`).
+/// A maximal record always fits (four do), so a sender never splits a record across
+/// frames. Every kind's own body limit is checked against `FRAME_BODY_BYTES_MAX` in
+/// `wire::frame`.
+pub const FRAME_PAYLOAD_BYTES_MAX: usize = 4 << 20;
+
+/// Most records in one frame. It bounds the per-record bookkeeping a receiver does for
+/// one frame, whatever the payload sizes.
+pub const FRAME_RECORDS_MAX: usize = 8192;
+
+/// Bytes a record costs in a `Records` or `Replicate` frame besides its payload: LSN,
+/// epoch and payload length.
+pub const FRAME_RECORD_OVERHEAD_BYTES: usize = 20;
+
+/// Room for the fixed fields of any message, before its records.
+pub const FRAME_FIXED_BYTES_MAX: usize = 64;
+
+/// Largest frame body of any kind: the fixed fields and a full batch of records.
+pub const FRAME_BODY_BYTES_MAX: usize = FRAME_FIXED_BYTES_MAX
+    + FRAME_RECORDS_MAX * FRAME_RECORD_OVERHEAD_BYTES
+    + FRAME_PAYLOAD_BYTES_MAX;
+
+/// Largest stream name. Names become directory names, so they are short and plain.
+pub const STREAM_NAME_BYTES_MAX: usize = 128;
+
+/// Largest node address ("host:port") carried in a message.
+pub const NODE_ADDR_BYTES_MAX: usize = 255;
+
+/// Largest human-readable text (a reason or an error message) carried in a message.
+pub const WIRE_TEXT_BYTES_MAX: usize = 4096;
+
+/// Largest status document (JSON) a node sends.
+pub const STATUS_JSON_BYTES_MAX: usize = 1 << 20;
+
+/// Smallest free space a frame decoder offers to one socket read, so that small frames
+/// arrive many to a read system call.
+pub const FRAME_READ_CHUNK_BYTES: usize = 64 << 10;
+
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(8));
+const _: () = assert!(PAYLOAD_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
+const _: () = assert!(FRAME_RECORDS_MAX <= u32::MAX as usize);
+const _: () = assert!(FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(STATUS_JSON_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
+const _: () = assert!(STREAM_NAME_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(NODE_ADDR_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(WIRE_TEXT_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(FRAME_READ_CHUNK_BYTES >= FRAME_HEADER_BYTES);

@@ -4,8 +4,12 @@
 //! ([`constants`]). All unsafe code lives in the `lockstep-sys` crate.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod constants;
 pub mod inspect;
 pub mod log;
 pub mod profile;
 pub mod replication;
+pub mod server;
+pub mod transport;
+pub mod wire;

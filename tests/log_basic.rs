@@ -129,3 +129,44 @@ fn tmpfs_falls_back_to_buffered_writes_and_says_so() {
     let mut log = Log::open(dir.path(), small(), 1).unwrap();
     assert_eq!(log.read(1, 1000, usize::MAX).unwrap().len(), 100);
 }
+
+#[test]
+fn epoch_queries_and_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ring = Ring::new(RingOptions::default()).unwrap();
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    assert_eq!(log.last_lsn_up_to_epoch(5).unwrap(), 0);
+    // Epochs 1 (lsn 1..=300), 4 (301..=310), 7 (311..=999), across segments.
+    for lsn in 1..=999u64 {
+        let epoch = if lsn <= 300 {
+            1
+        } else if lsn <= 310 {
+            4
+        } else {
+            7
+        };
+        if !log.fits(lockstep::log::record::record_bytes(payload(lsn).len())) {
+            log.sync(&mut ring).unwrap();
+        }
+        assert_eq!(log.append(epoch, &payload(lsn)).unwrap(), lsn);
+    }
+    log.sync(&mut ring).unwrap();
+    let table = [
+        (0, 0),
+        (1, 300),
+        (2, 300),
+        (4, 310),
+        (5, 310),
+        (7, 999),
+        (9, 999),
+    ];
+    for (epoch, want) in table {
+        assert_eq!(
+            log.last_lsn_up_to_epoch(epoch).unwrap(),
+            want,
+            "epoch {epoch}"
+        );
+    }
+    assert_eq!(log.epoch_at(305).unwrap(), 4);
+    assert!(!log.fits(1 << 30));
+}

@@ -1,5 +1,9 @@
 //! `lockstepd`: the lockstep node daemon.
 //!
+//! `lockstepd --config FILE` runs a node (see `lockstep::server::config` for the file)
+//! until SIGINT or SIGTERM, then stops cleanly. Exit status 2 on a bad configuration,
+//! 1 when the node cannot start (a corrupt log, a busy port).
+//!
 //! `lockstepd check --data-dir DIR` runs the node's start-up path without serving: it
 //! probes the kernel features the data path needs (io_uring, O_DIRECT, RWF_DSYNC, CPU
 //! pinning) and recovers the log of every stream under `DIR/streams/`, exactly as a
@@ -17,10 +21,18 @@ use lockstep::profile::HardwareProfile;
 use lockstep_sys::{cpu, probe};
 
 #[derive(Parser)]
-#[command(name = "lockstepd", version, about = "lockstep node daemon")]
+#[command(
+    name = "lockstepd",
+    version,
+    about = "lockstep node daemon",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Run a node with this configuration (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
@@ -40,13 +52,60 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().cmd {
-        Cmd::Check {
-            data_dir,
-            profile,
-            json,
-        } => check(&data_dir, profile.as_deref(), json),
+    let cli = Cli::parse();
+    match (cli.cmd, cli.config) {
+        (
+            Some(Cmd::Check {
+                data_dir,
+                profile,
+                json,
+            }),
+            _,
+        ) => check(&data_dir, profile.as_deref(), json),
+        (None, Some(config)) => serve(&config),
+        (None, None) => {
+            eprintln!("lockstepd: give --config FILE to run a node, or a subcommand (see --help)");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn serve(path: &Path) -> ExitCode {
+    let cfg = match lockstep::server::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lockstepd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = lockstep_sys::signal::block_termination() {
+        eprintln!("lockstepd: cannot block termination signals: {e}");
+        return ExitCode::from(1);
+    }
+    let node = cfg.node_id;
+    let server = match lockstep::server::Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lockstepd: node {node} cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.admin_addr() {
+        Some(a) => eprintln!(
+            "lockstepd: node {node} listening on {} (metrics on http://{a}/metrics)",
+            server.listen_addr()
+        ),
+        None => eprintln!(
+            "lockstepd: node {node} listening on {}",
+            server.listen_addr()
+        ),
+    }
+    match lockstep_sys::signal::wait_termination() {
+        Ok(sig) => eprintln!("lockstepd: node {node} stopping (signal {sig})"),
+        Err(e) => eprintln!("lockstepd: node {node} stopping: {e}"),
+    }
+    server.shutdown();
+    ExitCode::SUCCESS
 }
 
 fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {

@@ -351,6 +351,39 @@ impl Log {
         self.opts.batch_bytes - RECORD_HEADER_BYTES
     }
 
+    /// Whether records of `record_bytes` in all (headers included, see
+    /// [`record::record_bytes`]) can be appended now without [`LogError::Full`].
+    pub fn fits(&self, record_bytes: usize) -> bool {
+        let batch_len = self.pending.len + record_bytes;
+        batch_len <= self.opts.batch_bytes
+            && (self.write_off + batch_len.next_multiple_of(IO_ALIGN) as u64 <= self.tail.len
+                || (self.pending.count == 0 && self.in_flight.is_none()))
+    }
+
+    /// Epoch of the durable record `lsn`.
+    pub fn epoch_at(&mut self, lsn: u64) -> Result<u64, LogError> {
+        Ok(self.read(lsn, 1, 0)?[0].epoch)
+    }
+
+    /// The last durable LSN whose record was written in an epoch up to `epoch` (0 when
+    /// there is none). Epochs never decrease along the log, so this is a binary search.
+    pub fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> Result<u64, LogError> {
+        let (mut lo, mut hi) = (self.first_lsn(), self.durable_lsn);
+        if hi < lo || self.epoch_at(lo)? > epoch {
+            return Ok(lo.saturating_sub(1));
+        }
+        // Invariant: epoch_at(lo) <= epoch; the answer is in lo..=hi.
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.epoch_at(mid)? <= epoch {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
     /// Registers the batch buffers with `ring` so writes use registered buffers.
     pub fn register_buffers(&mut self, ring: &mut Ring) -> Result<(), LogError> {
         let dir = &self.dir;

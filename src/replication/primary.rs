@@ -109,6 +109,15 @@ pub struct MemberSpec {
     pub sync: bool,
 }
 
+/// Index of a mode's queue of waiting requests.
+fn queue(mode: Mode) -> usize {
+    match mode {
+        Mode::Async => 0,
+        Mode::Semi => 1,
+        Mode::Strong => 2,
+    }
+}
+
 /// Ticks between heartbeats to an idle member.
 pub const HEARTBEAT_TICKS: u64 = 50;
 
@@ -229,7 +238,7 @@ impl Primary {
         let last = first + count - 1;
         self.next_lsn = last + 1;
         let mode = mode.map_or(self.settings.mode, |m| m.min(self.settings.mode));
-        self.waiting[mode.code() as usize].push_back(Waiter {
+        self.waiting[queue(mode)].push_back(Waiter {
             request,
             first_lsn: first,
             last_lsn: last,
@@ -481,7 +490,7 @@ impl Primary {
         self.commit_lsn = self.commit_lsn.max(stream_point);
         assert!(self.commit_lsn <= self.local_durable);
         for mode in [Mode::Async, Mode::Semi, Mode::Strong] {
-            if self.waiting[mode.code() as usize].is_empty() {
+            if self.waiting[queue(mode)].is_empty() {
                 continue;
             }
             let point = if mode == self.settings.mode {
@@ -489,7 +498,7 @@ impl Primary {
             } else {
                 self.point(mode)
             };
-            let queue = &mut self.waiting[mode.code() as usize];
+            let queue = &mut self.waiting[queue(mode)];
             while queue.front().is_some_and(|w| w.last_lsn <= point) {
                 let w = queue.pop_front().expect("checked");
                 self.actions.push(Action::Complete {

@@ -1,69 +1,8 @@
 //! Per-stream replication settings and the durability modes.
 
-use std::fmt;
 use std::str::FromStr;
 
-/// How much a commit waits for. Ordered from weakest to strongest, so a request may ask
-/// for `min(request, stream)`: a request can weaken its stream's mode, never strengthen
-/// it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Mode {
-    /// Commit on the primary's own durable write; secondaries follow.
-    Async,
-    /// Commit when the primary holds the record durably and `k` sync-set members have
-    /// received it (before their own disk write), as MySQL semi-sync does.
-    Semi,
-    /// Commit when the primary and `k` sync-set members hold the record durably.
-    #[default]
-    Strong,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Async => "async",
-            Mode::Semi => "semi",
-            Mode::Strong => "strong",
-        }
-    }
-
-    pub fn code(self) -> u8 {
-        match self {
-            Mode::Async => 0,
-            Mode::Semi => 1,
-            Mode::Strong => 2,
-        }
-    }
-
-    pub fn from_code(c: u8) -> Option<Mode> {
-        match c {
-            0 => Some(Mode::Async),
-            1 => Some(Mode::Semi),
-            2 => Some(Mode::Strong),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
-        match s {
-            "async" => Ok(Mode::Async),
-            "semi" => Ok(Mode::Semi),
-            "strong" => Ok(Mode::Strong),
-            other => Err(format!(
-                "unknown mode {other:?}: expected strong, semi or async"
-            )),
-        }
-    }
-}
+pub use crate::wire::Mode;
 
 /// What a stream does when too few sync-set members are available to commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -151,22 +90,6 @@ impl StreamSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_order_and_parse() {
-        assert!(Mode::Async < Mode::Semi && Mode::Semi < Mode::Strong);
-        for m in [Mode::Async, Mode::Semi, Mode::Strong] {
-            assert_eq!(m.as_str().parse::<Mode>().unwrap(), m);
-            assert_eq!(Mode::from_code(m.code()), Some(m));
-        }
-        assert!(
-            "sync"
-                .parse::<Mode>()
-                .unwrap_err()
-                .contains("strong, semi or async")
-        );
-        assert_eq!(Mode::from_code(3), None);
-    }
 
     #[test]
     fn k_and_validation() {

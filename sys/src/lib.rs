@@ -10,6 +10,7 @@
 //! - [`file`]: opening files for direct I/O, `fallocate`, directory sync.
 //! - [`cpu`]: pinning a thread to a core.
 //! - [`probe`]: kernel feature probes that say in one line why a feature is missing.
+//! - [`signal`]: termination signals received synchronously.
 //!
 //! Thread safety: [`uring::Ring`] is `Send` but not `Sync`; it belongs to one thread at a
 //! time. [`mem::AlignedBuf`] is `Send + Sync` like `Vec<u8>`.
@@ -21,4 +22,5 @@ pub mod cpu;
 pub mod file;
 pub mod mem;
 pub mod probe;
+pub mod signal;
 pub mod uring;

@@ -1,7 +1,7 @@
 //! One io_uring instance per thread.
 //!
 //! Ownership rule: every operation takes the buffer and the file it uses **by value**
-//! (`AlignedBuf`, `Arc<File>`) and keeps them in its in-flight slot until the kernel has
+//! (`AlignedBuf`, `Arc<impl AsRawFd>`) and keeps them in its in-flight slot until the kernel has
 //! posted the completion; [`Ring::reap`] hands them back. The caller therefore cannot free,
 //! reuse or close what the kernel is still using, and building a request needs no
 //! `unsafe` outside this module.
@@ -13,7 +13,6 @@
 //! `io::Error` in the [`Completion`]. A linked write + fdatasync reports the first error
 //! of the pair (the fdatasync is cancelled by the kernel if the write fails).
 
-use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -104,7 +103,7 @@ struct InFlight {
     user_data: u64,
     buf: Option<AlignedBuf>,
     // Held only to keep the descriptor open until the kernel is done with it.
-    _file: Arc<File>,
+    _fd: Arc<dyn AsRawFd + Send + Sync>,
     parts_left: u8,
     bytes: usize,
     error: Option<io::Error>,
@@ -191,7 +190,7 @@ impl Ring {
     /// Queues a write of `buf[..len]` at `offset`.
     pub fn write(
         &mut self,
-        file: &Arc<File>,
+        file: &Arc<impl AsRawFd + Send + Sync + 'static>,
         buf: AlignedBuf,
         offset: u64,
         len: usize,
@@ -239,7 +238,7 @@ impl Ring {
     /// Queues a read into `buf[..len]` from `offset`.
     pub fn read(
         &mut self,
-        file: &Arc<File>,
+        file: &Arc<impl AsRawFd + Send + Sync + 'static>,
         mut buf: AlignedBuf,
         offset: u64,
         len: usize,
@@ -264,7 +263,11 @@ impl Ring {
     }
 
     /// Queues `fdatasync(file)`.
-    pub fn fdatasync(&mut self, file: &Arc<File>, user_data: u64) -> Result<(), SubmitError> {
+    pub fn fdatasync(
+        &mut self,
+        file: &Arc<impl AsRawFd + Send + Sync + 'static>,
+        user_data: u64,
+    ) -> Result<(), SubmitError> {
         let fd = types::Fd(file.as_raw_fd());
         let sqe = opcode::Fsync::new(fd)
             .flags(types::FsyncFlags::DATASYNC)
@@ -275,7 +278,7 @@ impl Ring {
     /// Queues `fallocate(file, 0, offset, len)`.
     pub fn fallocate(
         &mut self,
-        file: &Arc<File>,
+        file: &Arc<impl AsRawFd + Send + Sync + 'static>,
         offset: u64,
         len: u64,
         user_data: u64,
@@ -283,6 +286,36 @@ impl Ring {
         let fd = types::Fd(file.as_raw_fd());
         let sqe = opcode::Fallocate::new(fd, len).offset(offset).build();
         self.push(sqe, None, None, file, user_data)
+    }
+
+    /// Queues a one-shot readiness poll of `fd` for `events` (`libc::POLLIN`, ...); the
+    /// completion's result is the ready event mask.
+    pub fn poll(
+        &mut self,
+        fd: &Arc<impl AsRawFd + Send + Sync + 'static>,
+        events: i16,
+        user_data: u64,
+    ) -> Result<(), SubmitError> {
+        let sqe = opcode::PollAdd::new(types::Fd(fd.as_raw_fd()), events as u16 as u32).build();
+        self.push(sqe, None, None, fd, user_data)
+    }
+
+    /// Hands queued submissions to the kernel and waits until at least `want`
+    /// completions are ready or `timeout` passed. Returns whether the wait timed out.
+    pub fn submit_and_wait_timeout(
+        &mut self,
+        want: usize,
+        timeout: std::time::Duration,
+    ) -> io::Result<bool> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match retry_eintr(|| self.ring.submitter().submit_with_args(want, &args)) {
+            // The kernel reports the submitted count even when the wait timed out, so
+            // the completion queue tells.
+            Ok(_) => Ok(self.ring.completion().is_empty()),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// Hands queued submissions to the kernel without waiting.
@@ -340,7 +373,7 @@ impl Ring {
         first: squeue::Entry,
         linked: Option<squeue::Entry>,
         buf: Option<AlignedBuf>,
-        file: &Arc<File>,
+        file: &Arc<impl AsRawFd + Send + Sync + 'static>,
         user_data: u64,
     ) -> Result<(), SubmitError> {
         let Some(slot) = self.free.pop() else {
@@ -362,7 +395,7 @@ impl Ring {
         self.slots[slot as usize] = Some(InFlight {
             user_data,
             buf,
-            _file: Arc::clone(file),
+            _fd: Arc::clone(file) as Arc<dyn AsRawFd + Send + Sync>,
             parts_left: parts,
             bytes: 0,
             error: None,
@@ -499,5 +532,37 @@ mod tests {
             );
         }
         assert_eq!(r.in_flight(), 0);
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[test]
+    fn poll_reports_readiness_and_waits_time_out() {
+        let Ok(mut r) = Ring::new(RingOptions::default()) else {
+            return;
+        };
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let b = Arc::new(b);
+        r.poll(&b, libc::POLLIN, 5).unwrap();
+        let mut out = Vec::new();
+        assert!(
+            r.submit_and_wait_timeout(1, Duration::from_millis(20))
+                .unwrap(),
+            "nothing to read yet"
+        );
+        assert_eq!(r.reap(&mut out), 0);
+        (&a).write_all(b"x").unwrap();
+        assert!(
+            !r.submit_and_wait_timeout(1, Duration::from_secs(5))
+                .unwrap()
+        );
+        r.reap(&mut out);
+        assert_eq!(out[0].user_data, 5);
+        assert!(*out[0].result.as_ref().unwrap() as i16 & libc::POLLIN != 0);
     }
 }

@@ -1,0 +1,969 @@
+//! A blocking Rust client for one stream of a lockstep cluster, on std only.
+//!
+//! [`Client::connect`] opens a connection to the first node that answers, binds it to
+//! the stream (`ClientHello` → `Welcome`) and keeps it open.
+//!
+//! Appends are pipelined: [`Client::submit_append`] queues a request and returns its
+//! [`RequestId`] without waiting; queued requests are written when the client waits,
+//! polls or [`Client::flush`]es (and early, once a burst fills the send buffer).
+//! [`Client::wait`] and [`Client::poll`] match replies to requests by id, in whatever
+//! order the node answers. At most `outstanding_max` requests are outstanding, counting
+//! answered ones not yet collected; submitting at that bound first reads replies.
+//!
+//! What the client does about each outcome, and why:
+//! - `NotPrimary`: the node did nothing, so resending is safe. Once the node has
+//!   answered every other request sent to it, the client connects to the primary the
+//!   node named (or else to the next configured address) and resends the refused
+//!   requests there in their original order. Each request follows at most
+//!   `redirects_max` redirects.
+//! - `InDoubt`, no reply within the timeout, or a connection lost with the append in
+//!   flight: the append may or may not be committed. It becomes
+//!   [`ClientError::InDoubt`] and is never resent, since resending could append it
+//!   twice. Its fate can be read back by LSN.
+//! - `Error`: surfaced as [`ClientError::Server`] with the node's code and message.
+//!
+//! Reads and status requests are answered by whichever node the client is connected
+//! to; a node that refuses them with `NotPrimary` redirects them like appends.
+//!
+//! Thread safety and clean-up: a `Client` is one connection, used from one thread at a
+//! time (`&mut self`); it may be moved between threads. Dropping it closes the
+//! connection; appends still outstanding then have an unknown fate.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::mem;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::constants::FRAME_PAYLOAD_BYTES_MAX;
+use crate::log::Record;
+use crate::wire::{
+    ErrorCode, FrameDecoder, Message, Mode, Payloads, RequestId, Role, StreamNameError, WireError,
+    check_stream_name,
+};
+
+/// Queued request bytes at which a submit writes them at once, so a long burst of
+/// submits does not pile up in memory before the next wait.
+const SEND_BUFFER_BYTES: usize = 64 << 10;
+
+/// Frame buffers kept for reuse by later requests. Only buffers of at most
+/// `SEND_BUFFER_BYTES` are kept, so the pool never holds more than 4 MiB.
+const SPARE_FRAMES_MAX: usize = 64;
+
+/// How a [`Client`] behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long the node may wait for an append's commit before it answers `InDoubt`;
+    /// sent with every append.
+    pub timeout: Duration,
+    /// How much longer than `timeout` the client waits for any reply before it gives up
+    /// on the request itself (an append then is in doubt).
+    pub reply_grace: Duration,
+    /// Bound on each TCP connect and on the node's `Welcome`.
+    pub connect_timeout: Duration,
+    /// Most requests outstanding at once, answered ones not yet collected included.
+    pub outstanding_max: usize,
+    /// Most `NotPrimary` redirects one request follows.
+    pub redirects_max: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            reply_grace: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+            outstanding_max: 1024,
+            redirects_max: 3,
+        }
+    }
+}
+
+/// A committed append: LSNs `first_lsn ..= last_lsn()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub first_lsn: u64,
+    pub count: u32,
+}
+
+impl Appended {
+    pub fn last_lsn(&self) -> u64 {
+        self.first_lsn + u64::from(self.count) - 1
+    }
+}
+
+/// The node the client is connected to, as its `Welcome` described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The address the client connected to.
+    pub addr: String,
+    pub node_id: u32,
+    pub role: Role,
+    pub epoch: u64,
+    /// Where the node believes the primary is.
+    pub primary: Option<String>,
+}
+
+/// Errors of the client. Each names the operation and, where one was involved, the
+/// node's address.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{op} on {addr}: {source}")]
+    Io {
+        addr: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op} on {addr}: the node sent a bad frame: {source}")]
+    Wire {
+        addr: String,
+        op: &'static str,
+        #[source]
+        source: WireError,
+    },
+    #[error("{op} on {addr}: the node broke the protocol: {reason}")]
+    Protocol {
+        addr: String,
+        op: &'static str,
+        reason: String,
+    },
+    /// The append may or may not be committed. Never resend it blindly: read by LSN.
+    #[error(
+        "append of {count} records on {addr} is in doubt{}: {reason}; its fate is unknown \
+         (look it up by LSN; resending could append it twice)",
+        lsns_text(.first_lsn, .count)
+    )]
+    InDoubt {
+        addr: String,
+        /// The first LSN, when the node said which; `None` when no reply came.
+        first_lsn: Option<u64>,
+        count: u32,
+        reason: String,
+    },
+    #[error("{op} on {addr}: no reply within {after:?}")]
+    Timeout {
+        addr: String,
+        op: &'static str,
+        after: Duration,
+    },
+    #[error("{op} on {addr}: the connection was lost before the reply: {reason}")]
+    Disconnected {
+        addr: String,
+        op: &'static str,
+        reason: String,
+    },
+    #[error("{op} on {addr}: refused ({code}): {message}")]
+    Server {
+        addr: String,
+        op: &'static str,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Nothing was done: every node that saw the request refused it as not primary.
+    #[error(
+        "{op}: not accepted after {redirects} redirects; {addr} is not the primary in \
+         epoch {epoch} and names {primary:?}"
+    )]
+    Redirects {
+        op: &'static str,
+        addr: String,
+        redirects: u32,
+        epoch: u64,
+        primary: Option<String>,
+    },
+    /// Nothing was done: the node was not the primary and no other node could be
+    /// reached to take the request.
+    #[error("{op}: refused as not primary, and no other node took it: {reason}")]
+    RedirectFailed { op: &'static str, reason: String },
+    #[error("no node of {tried:?} took the connection; the last said: {last}")]
+    Unreachable {
+        tried: Vec<String>,
+        #[source]
+        last: Box<ClientError>,
+    },
+    #[error("{op}: the request breaks a protocol limit: {source}")]
+    Invalid {
+        op: &'static str,
+        #[source]
+        source: WireError,
+    },
+    #[error(transparent)]
+    StreamName(#[from] StreamNameError),
+    #[error("no node address given")]
+    NoAddress,
+    #[error(
+        "{outstanding} replies wait to be collected (the limit); \
+         collect them with wait or poll before submitting more"
+    )]
+    Busy { outstanding: usize },
+    #[error("request {id} is not outstanding on this client")]
+    UnknownRequest { id: RequestId },
+}
+
+fn lsns_text(first_lsn: &Option<u64>, count: &u32) -> String {
+    match first_lsn {
+        Some(first) => format!(" (lsns {first}..={})", first + u64::from(*count) - 1),
+        None => String::new(),
+    }
+}
+
+/// A client of one stream. See the module docs.
+pub struct Client {
+    addrs: Vec<String>,
+    stream: String,
+    options: ClientOptions,
+    conn: Option<Conn>,
+    /// The address of the latest connection, so the next one starts after it.
+    last_addr: Option<String>,
+    next_id: u64,
+    /// Requests written to (or queued for) the current connection.
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Requests refused as not primary, to resend on the next connection in id order.
+    refused: BTreeMap<u64, Pending>,
+    /// Outcomes not yet collected.
+    done: BTreeMap<u64, Result<Reply, ClientError>>,
+    /// The primary named by the newest `NotPrimary`, and its epoch.
+    hint: Option<String>,
+    hint_epoch: u64,
+    spare_frames: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Append { count: u32 },
+    Read,
+    Status,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Append { .. } => "append",
+            Op::Read => "read",
+            Op::Status => "status",
+        }
+    }
+}
+
+/// A request not yet answered, with its encoded frame for a resend.
+struct Pending {
+    op: Op,
+    frame: Vec<u8>,
+    redirects: u32,
+}
+
+struct InFlight {
+    pending: Pending,
+    deadline: Instant,
+}
+
+/// A successful outcome.
+enum Reply {
+    Appended(Appended),
+    Records {
+        commit_lsn: u64,
+        records: Vec<Record>,
+    },
+    Status(serde_json::Value),
+}
+
+/// A reply turned into owned data, so the request table can change while the
+/// decoder's buffer is reused.
+enum Answer {
+    Reply(Reply),
+    InDoubt {
+        first_lsn: u64,
+        count: u32,
+        reason: String,
+    },
+    NotPrimary {
+        epoch: u64,
+        primary: Option<String>,
+    },
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
+    BadStatus(String),
+}
+
+impl Answer {
+    fn from_message(m: Message<'_>) -> Result<Answer, String> {
+        Ok(match m {
+            Message::Appended { first_lsn, count } => {
+                Answer::Reply(Reply::Appended(Appended { first_lsn, count }))
+            }
+            Message::InDoubt {
+                first_lsn,
+                count,
+                reason,
+            } => Answer::InDoubt {
+                first_lsn,
+                count,
+                reason: reason.to_owned(),
+            },
+            Message::NotPrimary { epoch, primary } => Answer::NotPrimary {
+                epoch,
+                primary: primary.map(str::to_owned),
+            },
+            Message::Records {
+                commit_lsn,
+                records,
+            } => Answer::Reply(Reply::Records {
+                commit_lsn,
+                records: records.iter().map(Record::from).collect(),
+            }),
+            Message::StatusReply { json } => match serde_json::from_str(json) {
+                Ok(v) => Answer::Reply(Reply::Status(v)),
+                Err(e) => Answer::BadStatus(format!("the status reply is not JSON: {e}")),
+            },
+            Message::Error { code, message } => Answer::Refused {
+                code,
+                message: message.to_owned(),
+            },
+            other => return Err(format!("a {} message on a client connection", other.kind())),
+        })
+    }
+}
+
+impl Client {
+    /// Connects to the first of `addrs` ("host:port") that takes a connection for
+    /// `stream`, trying them in order.
+    pub fn connect<A: ToString>(
+        addrs: &[A],
+        stream: &str,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        check_stream_name(stream)?;
+        if addrs.is_empty() {
+            return Err(ClientError::NoAddress);
+        }
+        let mut client = Client {
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+            stream: stream.to_owned(),
+            options,
+            conn: None,
+            last_addr: None,
+            next_id: 1,
+            in_flight: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            done: BTreeMap::new(),
+            hint: None,
+            hint_epoch: 0,
+            spare_frames: Vec::new(),
+        };
+        client.conn = Some(client.open_any(None)?);
+        Ok(client)
+    }
+
+    /// The node of the current connection; `None` between a lost connection and the
+    /// next request.
+    pub fn node(&self) -> Option<&NodeInfo> {
+        self.conn.as_ref().map(|c| &c.node)
+    }
+
+    /// Requests submitted and not yet collected.
+    pub fn outstanding(&self) -> usize {
+        self.in_flight.len() + self.refused.len() + self.done.len()
+    }
+
+    /// Queues an append of `payloads` (one record each, consecutive LSNs) without
+    /// waiting for it. `mode` may weaken the stream's commit mode for this append.
+    pub fn submit_append(
+        &mut self,
+        payloads: &[&[u8]],
+        mode: Option<Mode>,
+    ) -> Result<RequestId, ClientError> {
+        let timeout_ms = u32::try_from(self.options.timeout.as_millis()).unwrap_or(u32::MAX);
+        let message = Message::Append {
+            mode,
+            timeout_ms,
+            payloads: Payloads::new(payloads),
+        };
+        // A batch that encodes has at most FRAME_RECORDS_MAX payloads, so the count fits.
+        let count = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
+        self.submit(Op::Append { count }, &message)
+    }
+
+    /// Waits for the outcome of the append `id`.
+    pub fn wait(&mut self, id: RequestId) -> Result<Appended, ClientError> {
+        self.wait_reply(id).and_then(|reply| appended(id, reply))
+    }
+
+    /// Writes queued requests and collects one outcome if one is ready, without
+    /// waiting for replies. Outcomes come in request-id order among those ready.
+    pub fn poll(&mut self) -> Option<(RequestId, Result<Appended, ClientError>)> {
+        if self.done.is_empty() {
+            self.step(false);
+        }
+        let (id, outcome) = self.done.pop_first()?;
+        let id = RequestId(id);
+        Some((id, outcome.and_then(|reply| appended(id, reply))))
+    }
+
+    /// Writes queued requests now.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.settle();
+        self.flush_now()
+    }
+
+    /// Appends one record and waits for its commit; returns its LSN.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, ClientError> {
+        Ok(self.append_batch(&[payload])?.first_lsn)
+    }
+
+    /// Appends records as consecutive LSNs and waits for their commit.
+    pub fn append_batch(&mut self, payloads: &[&[u8]]) -> Result<Appended, ClientError> {
+        let id = self.submit_append(payloads, None)?;
+        self.wait(id)
+    }
+
+    /// Reads up to `records_max` committed records from `from_lsn`; returns the node's
+    /// commit LSN and the records.
+    pub fn read(
+        &mut self,
+        from_lsn: u64,
+        records_max: u32,
+    ) -> Result<(u64, Vec<Record>), ClientError> {
+        let message = Message::Read {
+            from_lsn,
+            records_max,
+            bytes_max: FRAME_PAYLOAD_BYTES_MAX as u32,
+        };
+        let id = self.submit(Op::Read, &message)?;
+        match self.wait_reply(id)? {
+            Reply::Records {
+                commit_lsn,
+                records,
+            } => Ok((commit_lsn, records)),
+            _ => unreachable!("answer() pairs a read only with Records"),
+        }
+    }
+
+    /// The node's view of the stream.
+    pub fn status(&mut self) -> Result<serde_json::Value, ClientError> {
+        let id = self.submit(Op::Status, &Message::Status)?;
+        match self.wait_reply(id)? {
+            Reply::Status(v) => Ok(v),
+            _ => unreachable!("answer() pairs a status request only with StatusReply"),
+        }
+    }
+
+    fn submit(&mut self, op: Op, message: &Message<'_>) -> Result<RequestId, ClientError> {
+        let id = RequestId(self.next_id);
+        let mut frame = self.spare_frames.pop().unwrap_or_default();
+        message
+            .encode_into(id, &mut frame)
+            .map_err(|source| ClientError::Invalid {
+                op: op.name(),
+                source,
+            })?;
+        self.next_id += 1;
+        self.make_room()?;
+        let pending = Pending {
+            op,
+            frame,
+            redirects: 0,
+        };
+        if !self.refused.is_empty() {
+            // The current node refused earlier requests as not primary: this one goes
+            // to the next node with them, after them.
+            self.refused.insert(id.0, pending);
+            return Ok(id);
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.open_any(None)?);
+        }
+        self.send(id.0, pending);
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.out.len() >= SEND_BUFFER_BYTES)
+        {
+            // A failure is recorded with every request in flight, this one included.
+            let _ = self.flush_now();
+        }
+        Ok(id)
+    }
+
+    /// Reads replies while the outstanding requests are at the bound.
+    fn make_room(&mut self) -> Result<(), ClientError> {
+        while self.outstanding() >= self.options.outstanding_max.max(1) {
+            if self.in_flight.is_empty() && self.refused.is_empty() {
+                return Err(ClientError::Busy {
+                    outstanding: self.outstanding(),
+                });
+            }
+            self.step(true);
+        }
+        Ok(())
+    }
+
+    fn wait_reply(&mut self, id: RequestId) -> Result<Reply, ClientError> {
+        loop {
+            if let Some(outcome) = self.done.remove(&id.0) {
+                return outcome;
+            }
+            if !self.in_flight.contains_key(&id.0) && !self.refused.contains_key(&id.0) {
+                return Err(ClientError::UnknownRequest { id });
+            }
+            self.step(true);
+        }
+    }
+
+    /// One turn: move on from a node that refused requests, write what is queued, read
+    /// what arrived (waiting until the earliest deadline if `block`), time out what is
+    /// late. Every failure lands in `done` with the requests it affects.
+    fn step(&mut self, block: bool) {
+        self.settle();
+        if self.flush_now().is_err() {
+            return;
+        }
+        let Some(deadline) = self.in_flight.values().map(|f| f.deadline).min() else {
+            return;
+        };
+        let conn = self
+            .conn
+            .as_mut()
+            .expect("requests in flight have a connection");
+        match receive(
+            &mut conn.socket,
+            &mut conn.decoder,
+            block.then_some(deadline),
+        ) {
+            Ok(0) => self.lose_connection("the node closed the connection"),
+            Ok(_) => self.take_frames(),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => self.lose_connection(&format!("receive: {e}")),
+        }
+        self.expire(Instant::now());
+    }
+
+    /// Once the current node refused requests as not primary and has answered all
+    /// others, connects to the next node and resends the refused ones, in order.
+    fn settle(&mut self) {
+        if self.refused.is_empty() || !self.in_flight.is_empty() {
+            return;
+        }
+        self.conn = None;
+        let hint = self.hint.take();
+        match self.open_any(hint) {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                for (id, pending) in mem::take(&mut self.refused) {
+                    self.send(id, pending);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for (id, pending) in mem::take(&mut self.refused) {
+                    let op = pending.op.name();
+                    let reason = reason.clone();
+                    self.complete(id, pending, Err(ClientError::RedirectFailed { op, reason }));
+                }
+            }
+        }
+    }
+
+    /// Queues a request's frame on the current connection.
+    fn send(&mut self, id: u64, pending: Pending) {
+        let conn = self.conn.as_mut().expect("send needs a connection");
+        conn.out.extend_from_slice(&pending.frame);
+        let deadline = Instant::now() + self.options.timeout + self.options.reply_grace;
+        self.in_flight.insert(id, InFlight { pending, deadline });
+    }
+
+    fn flush_now(&mut self) -> Result<(), ClientError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if conn.out.is_empty() {
+            return Ok(());
+        }
+        let written = conn.socket.write_all(&conn.out);
+        conn.out.clear();
+        if let Err(source) = written {
+            let err = ClientError::Io {
+                addr: conn.node.addr.clone(),
+                op: "send",
+                source,
+            };
+            self.lose_connection(&err.to_string());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn take_frames(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            let (id, answer) = match conn.decoder.next_frame() {
+                Ok(None) => return,
+                Ok(Some(frame)) => {
+                    let id = frame.id;
+                    match Answer::from_message(frame.message) {
+                        Ok(answer) => (id, answer),
+                        Err(reason) => return self.lose_connection(&reason),
+                    }
+                }
+                Err(e) => return self.lose_connection(&e.to_string()),
+            };
+            self.answer(id, answer);
+        }
+    }
+
+    fn answer(&mut self, id: RequestId, answer: Answer) {
+        let Some(InFlight { pending, deadline }) = self.in_flight.remove(&id.0) else {
+            match answer {
+                Answer::Refused { code, message } if id == RequestId::UNSOLICITED => {
+                    self.lose_connection(&format!("the node ended the session ({code}): {message}"))
+                }
+                _ if id != RequestId::UNSOLICITED && id.0 < self.next_id => {
+                    // A late reply to a request the client already gave up on.
+                }
+                _ => self
+                    .lose_connection(&format!("a reply to request {id}, which is not in flight")),
+            }
+            return;
+        };
+        let addr = self.addr();
+        let op = pending.op;
+        let outcome = match (answer, op) {
+            (Answer::Reply(Reply::Appended(a)), Op::Append { count }) if a.count == count => {
+                Ok(Reply::Appended(a))
+            }
+            (Answer::Reply(r @ Reply::Records { .. }), Op::Read) => Ok(r),
+            (Answer::Reply(r @ Reply::Status(_)), Op::Status) => Ok(r),
+            (
+                Answer::InDoubt {
+                    first_lsn,
+                    count: n,
+                    reason,
+                },
+                Op::Append { count },
+            ) if n == count => Err(ClientError::InDoubt {
+                addr,
+                first_lsn: Some(first_lsn),
+                count,
+                reason,
+            }),
+            (Answer::Refused { code, message }, op) => Err(ClientError::Server {
+                addr,
+                op: op.name(),
+                code,
+                message,
+            }),
+            (Answer::BadStatus(reason), Op::Status) => Err(ClientError::Protocol {
+                addr,
+                op: "status",
+                reason,
+            }),
+            (Answer::NotPrimary { epoch, primary }, _) => {
+                return self.not_primary(id.0, pending, epoch, primary);
+            }
+            (_, op) => {
+                // A reply that does not fit its request: the request's fate is unknown,
+                // like that of every other request on this connection.
+                self.in_flight.insert(id.0, InFlight { pending, deadline });
+                return self.lose_connection(&format!(
+                    "the reply to request {id} does not fit its {} request",
+                    op.name()
+                ));
+            }
+        };
+        self.complete(id.0, pending, outcome);
+    }
+
+    fn not_primary(&mut self, id: u64, mut pending: Pending, epoch: u64, primary: Option<String>) {
+        // Advice from a node that knows an older epoch is stale; keep the newer one.
+        if epoch >= self.hint_epoch {
+            self.hint_epoch = epoch;
+            self.hint.clone_from(&primary);
+        }
+        if pending.redirects >= self.options.redirects_max {
+            let err = ClientError::Redirects {
+                op: pending.op.name(),
+                addr: self.addr(),
+                redirects: pending.redirects,
+                epoch,
+                primary,
+            };
+            return self.complete(id, pending, Err(err));
+        }
+        pending.redirects += 1;
+        self.refused.insert(id, pending);
+    }
+
+    /// Closes the connection. Appends in flight become in doubt; other requests fail.
+    /// Requests refused as not primary stay queued: the node did nothing with them.
+    fn lose_connection(&mut self, reason: &str) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let addr = conn.node.addr;
+        for (id, InFlight { pending, .. }) in mem::take(&mut self.in_flight) {
+            let err = match pending.op {
+                Op::Append { count } => ClientError::InDoubt {
+                    addr: addr.clone(),
+                    first_lsn: None,
+                    count,
+                    reason: format!("the connection was lost: {reason}"),
+                },
+                op => ClientError::Disconnected {
+                    addr: addr.clone(),
+                    op: op.name(),
+                    reason: reason.to_owned(),
+                },
+            };
+            self.complete(id, pending, Err(err));
+        }
+    }
+
+    /// Gives up on requests past their deadline; the connection stays open for others.
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = (self.in_flight.iter())
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        let after = self.options.timeout + self.options.reply_grace;
+        for id in late {
+            let InFlight { pending, .. } = self.in_flight.remove(&id).expect("listed above");
+            let addr = self.addr();
+            let err = match pending.op {
+                Op::Append { count } => ClientError::InDoubt {
+                    addr,
+                    first_lsn: None,
+                    count,
+                    reason: format!("no reply within {after:?}"),
+                },
+                op => ClientError::Timeout {
+                    addr,
+                    op: op.name(),
+                    after,
+                },
+            };
+            self.complete(id, pending, Err(err));
+        }
+    }
+
+    fn complete(&mut self, id: u64, pending: Pending, outcome: Result<Reply, ClientError>) {
+        if self.spare_frames.len() < SPARE_FRAMES_MAX
+            && pending.frame.capacity() <= SEND_BUFFER_BYTES
+        {
+            let mut frame = pending.frame;
+            frame.clear();
+            self.spare_frames.push(frame);
+        }
+        self.done.insert(id, outcome);
+    }
+
+    fn addr(&self) -> String {
+        self.conn
+            .as_ref()
+            .map_or_else(String::new, |c| c.node.addr.clone())
+    }
+
+    /// Connects to `hint`, then to the configured addresses starting after the latest
+    /// one; returns the first connection that completes the hello.
+    fn open_any(&mut self, hint: Option<String>) -> Result<Conn, ClientError> {
+        let n = self.addrs.len();
+        let start = (self.last_addr.as_ref())
+            .and_then(|last| self.addrs.iter().position(|a| a == last))
+            .map_or(0, |i| i + 1);
+        let candidates = hint
+            .into_iter()
+            .chain((0..n).map(|i| self.addrs[(start + i) % n].clone()));
+        let mut tried: Vec<String> = Vec::new();
+        let mut last = None;
+        for addr in candidates {
+            if tried.contains(&addr) {
+                continue;
+            }
+            let hello = RequestId(self.next_id);
+            self.next_id += 1;
+            match Conn::open(&addr, &self.stream, hello, &self.options) {
+                Ok(conn) => {
+                    self.last_addr = Some(addr);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    tried.push(addr);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(ClientError::Unreachable {
+            tried,
+            last: Box::new(last.unwrap_or(ClientError::NoAddress)),
+        })
+    }
+}
+
+fn appended(id: RequestId, reply: Reply) -> Result<Appended, ClientError> {
+    match reply {
+        Reply::Appended(a) => Ok(a),
+        _ => Err(ClientError::UnknownRequest { id }),
+    }
+}
+
+/// One connection bound to the stream.
+struct Conn {
+    node: NodeInfo,
+    socket: TcpStream,
+    decoder: FrameDecoder,
+    /// Request frames not yet written.
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects, sends the hello and waits for the welcome.
+    fn open(
+        addr: &str,
+        stream: &str,
+        hello: RequestId,
+        options: &ClientOptions,
+    ) -> Result<Conn, ClientError> {
+        let io_err = |op, source| ClientError::Io {
+            addr: addr.to_owned(),
+            op,
+            source,
+        };
+        let mut socket =
+            connect_tcp(addr, options.connect_timeout).map_err(|e| io_err("connect", e))?;
+        let deadline = Instant::now() + options.connect_timeout;
+        socket.set_nodelay(true).map_err(|e| io_err("connect", e))?;
+        // A node that stops reading must not block the client for longer than a reply
+        // may take.
+        (socket.set_write_timeout(Some(options.timeout + options.reply_grace)))
+            .map_err(|e| io_err("connect", e))?;
+        let mut out = Vec::new();
+        (Message::ClientHello { stream }.encode_into(hello, &mut out)).map_err(|source| {
+            ClientError::Invalid {
+                op: "hello",
+                source,
+            }
+        })?;
+        socket.write_all(&out).map_err(|e| io_err("hello", e))?;
+        out.clear();
+        let mut decoder = FrameDecoder::new();
+        loop {
+            let protocol = |reason: String| ClientError::Protocol {
+                addr: addr.to_owned(),
+                op: "hello",
+                reason,
+            };
+            match decoder.next_frame() {
+                Err(source) => {
+                    return Err(ClientError::Wire {
+                        addr: addr.to_owned(),
+                        op: "hello",
+                        source,
+                    });
+                }
+                Ok(Some(frame)) if frame.id != hello => {
+                    return Err(protocol(format!(
+                        "a reply to request {} before the welcome",
+                        frame.id
+                    )));
+                }
+                Ok(Some(frame)) => {
+                    let node = match frame.message {
+                        Message::Welcome {
+                            node_id,
+                            role,
+                            epoch,
+                            primary,
+                        } => NodeInfo {
+                            addr: addr.to_owned(),
+                            node_id,
+                            role,
+                            epoch,
+                            primary: primary.map(str::to_owned),
+                        },
+                        Message::Error { code, message } => {
+                            return Err(ClientError::Server {
+                                addr: addr.to_owned(),
+                                op: "hello",
+                                code,
+                                message: message.to_owned(),
+                            });
+                        }
+                        other => {
+                            return Err(protocol(format!(
+                                "a {} instead of a Welcome",
+                                other.kind()
+                            )));
+                        }
+                    };
+                    return Ok(Conn {
+                        node,
+                        socket,
+                        decoder,
+                        out,
+                    });
+                }
+                Ok(None) => match receive(&mut socket, &mut decoder, Some(deadline)) {
+                    Ok(0) => return Err(protocol("the node closed the connection".to_owned())),
+                    Ok(_) => {}
+                    Err(e) if is_timeout(&e) => {
+                        return Err(ClientError::Timeout {
+                            addr: addr.to_owned(),
+                            op: "hello",
+                            after: options.connect_timeout,
+                        });
+                    }
+                    Err(e) => return Err(io_err("hello", e)),
+                },
+            }
+        }
+    }
+}
+
+/// Connects to the first address `addr` resolves to that accepts within `timeout`.
+fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for sa in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "the address resolves to nothing")
+    }))
+}
+
+/// One read into `decoder`: waits until `until`, or not at all when it is `None`.
+/// A timeout is an error of kind `WouldBlock` or `TimedOut` (see [`is_timeout`]).
+fn receive(
+    socket: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    until: Option<Instant>,
+) -> io::Result<usize> {
+    match until {
+        None => {
+            socket.set_nonblocking(true)?;
+            let read = decoder.read_from(socket);
+            socket.set_nonblocking(false)?;
+            read
+        }
+        Some(until) => {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            socket.set_read_timeout(Some(left))?;
+            decoder.read_from(socket)
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}

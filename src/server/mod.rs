@@ -1,0 +1,263 @@
+//! The lockstep node: shard threads, the acceptor, the admin endpoint.
+//!
+//! [`Server::start`] opens (and recovers) the log of every stream of the configuration,
+//! gives each stream to one shard (a pinned thread with its own io_uring), and starts
+//! listening. A stream whose primary is this node takes a new epoch first (see
+//! [`epoch_file`]). [`Server::shutdown`] stops every thread; nothing in flight is lost
+//! that was acknowledged, because nothing is acknowledged before it is durable.
+//!
+//! Resources: one thread per shard, one acceptor thread, one admin thread, and short
+//! threads for handshakes and dials. Each stream holds its log's two batch buffers and
+//! a bounded in-memory cache of recent records.
+
+pub mod acceptor;
+pub mod admin;
+pub mod config;
+pub mod dialer;
+pub mod epoch_file;
+pub mod metrics;
+pub mod record_cache;
+pub mod shard;
+pub mod stream;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use lockstep_sys::uring::Ring;
+
+use crate::log::Log;
+use config::Config;
+use metrics::StreamMetrics;
+use shard::{Handoff, Shard};
+use stream::StreamDriver;
+
+/// Connections waiting for a shard to take them.
+const HANDOFF_QUEUE: usize = 1024;
+
+/// State the shards publish for the other threads.
+pub struct Shared {
+    pub shutdown: AtomicBool,
+    pub metrics: Vec<Mutex<Vec<StreamMetrics>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("stream {stream}: {source}")]
+    Log {
+        stream: String,
+        #[source]
+        source: crate::log::LogError,
+    },
+    #[error("{what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A running node.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+}
+
+impl Server {
+    pub fn start(cfg: Config) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
+            what: "listen on",
+            addr: cfg.listen,
+            source,
+        })?;
+        let listen = listener
+            .local_addr()
+            .map_err(|e| ServerError::Setup(e.to_string()))?;
+        let admin_listener = match cfg.admin {
+            Some(a) => Some(TcpListener::bind(a).map_err(|source| ServerError::Bind {
+                what: "admin on",
+                addr: a,
+                source,
+            })?),
+            None => None,
+        };
+        let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let shared = Arc::new(Shared {
+            shutdown: AtomicBool::new(false),
+            metrics: (0..cfg.shards).map(|_| Mutex::new(Vec::new())).collect(),
+        });
+        let started = Instant::now();
+        let mut per_shard: Vec<Vec<StreamDriver>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+        let mut routes = Vec::new();
+        for (index, s) in cfg.streams.iter().enumerate() {
+            let shard = cfg.shard_of(index);
+            let local = per_shard[shard].len();
+            let driver = open_stream(&cfg, s, local, started)?;
+            routes.push((s.name.clone(), shard, local));
+            per_shard[shard].push(driver);
+        }
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..cfg.shards {
+            let (tx, rx) = mpsc::sync_channel::<Handoff>(HANDOFF_QUEUE);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let mut threads = Vec::new();
+        for (i, (streams, rx)) in per_shard.into_iter().zip(receivers).enumerate() {
+            let ring = Ring::new(cfg.profile.ring_options())
+                .map_err(|e| ServerError::Setup(format!("io_uring for shard {i}: {e}")))?;
+            let shard = Shard::new(
+                i,
+                ring,
+                streams,
+                rx,
+                senders[i].clone(),
+                Arc::clone(&shared),
+                cfg.node_id,
+            );
+            let t = std::thread::Builder::new()
+                .name(format!("lockstep-shard-{i}"))
+                .spawn(move || {
+                    if let Err(e) = shard::pin(i) {
+                        eprintln!("lockstep: shard {i} runs unpinned: {e}");
+                    }
+                    shard.run();
+                })
+                .map_err(|e| ServerError::Setup(format!("start shard {i}: {e}")))?;
+            threads.push(t);
+        }
+        // Streams are addressed by their index within their shard.
+        let routes = Arc::new(acceptor::Routes {
+            streams: routes
+                .iter()
+                .map(|(n, shard, _)| (n.clone(), *shard))
+                .collect(),
+            local: routes.iter().map(|(_, _, local)| *local).collect(),
+            shards: senders,
+        });
+        let (sh, r) = (Arc::clone(&shared), Arc::clone(&routes));
+        threads.push(
+            std::thread::Builder::new()
+                .name("lockstep-accept".into())
+                .spawn(move || acceptor::run(listener, r, sh))
+                .map_err(|e| ServerError::Setup(e.to_string()))?,
+        );
+        if let Some(l) = admin_listener {
+            let sh = Arc::clone(&shared);
+            let node = cfg.node_id;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("lockstep-admin".into())
+                    .spawn(move || admin::run(l, node, sh))
+                    .map_err(|e| ServerError::Setup(e.to_string()))?,
+            );
+        }
+        Ok(Server {
+            shared,
+            threads,
+            listen,
+            admin,
+        })
+    }
+
+    /// The address clients and peers connect to.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Metrics of every stream, as last published by the shards.
+    pub fn metrics(&self) -> Vec<StreamMetrics> {
+        self.shared
+            .metrics
+            .iter()
+            .flat_map(|m| m.lock().expect("metrics lock").clone())
+            .collect()
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        // Wake the blocking accept loops.
+        let _ = TcpStream::connect(self.listen);
+        if let Some(a) = self.admin {
+            let _ = TcpStream::connect(a);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+fn open_stream(
+    cfg: &Config,
+    s: &config::StreamConfig,
+    local: usize,
+    started: Instant,
+) -> Result<StreamDriver, ServerError> {
+    let dir = cfg.data_dir.join("streams").join(&s.name);
+    let log_err = |source| ServerError::Log {
+        stream: s.name.clone(),
+        source,
+    };
+    let log = Log::open(&dir, cfg.profile.log_options(), local as u64).map_err(log_err)?;
+    for n in &log.recovery().notes {
+        eprintln!("lockstep: stream {}: {n}", s.name);
+    }
+    let last_epoch = log.last_epoch().unwrap_or(0);
+    let io = |e: std::io::Error| {
+        ServerError::Setup(format!(
+            "stream {}: epoch file in {}: {e}",
+            s.name,
+            dir.display()
+        ))
+    };
+    let stored = epoch_file::load(&dir).map_err(io)?;
+    let epoch = if s.primary == cfg.node_id {
+        // A new incarnation of the primary: a new epoch, durable before any record.
+        let e = s.epoch.max(last_epoch + 1).max(stored + 1);
+        epoch_file::store(&dir, e).map_err(io)?;
+        e
+    } else {
+        s.epoch.max(last_epoch).max(stored)
+    };
+    let members = s
+        .sync_set
+        .iter()
+        .chain(&s.learners)
+        .map(|&id| (id, cfg.node(id).expect("validated").addr.clone()))
+        .collect();
+    let primary_addr = cfg.node(s.primary).map(|n| n.addr.clone());
+    Ok(StreamDriver::new(
+        s.clone(),
+        cfg.node_id,
+        log,
+        epoch,
+        members,
+        primary_addr,
+        started,
+    ))
+}

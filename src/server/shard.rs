@@ -1,0 +1,538 @@
+//! A shard: one pinned thread with one io_uring, owning its streams, their logs and
+//! every connection to them. Shards share nothing; new connections arrive through a
+//! bounded queue from the acceptor and the dialers.
+//!
+//! One turn of the loop: take new connections, read ready sockets and handle their
+//! frames, drive every stream's core, submit the log writes, flush the links, then wait
+//! for the next completion or tick. Requests waiting for their commit are state in the
+//! core, not threads.
+
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use lockstep_sys::uring::{Completion, Ring};
+
+use crate::replication::NodeId;
+use crate::server::Shared;
+use crate::server::stream::{Handled, RoleDriver, StreamDriver};
+use crate::transport::tcp::{Conn, TcpLinks};
+use crate::transport::{LinkId, Links};
+use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
+
+/// Time between turns when nothing happens: the core's clock resolution.
+const TICK: Duration = Duration::from_millis(1);
+/// Time between two dials of an unreachable member.
+const REDIAL: Duration = Duration::from_millis(100);
+/// How often a shard publishes its metrics.
+const PUBLISH: Duration = Duration::from_millis(100);
+
+const POLL_BIT: u64 = 1 << 63;
+
+/// A connection handed to a shard.
+pub enum Handoff {
+    /// A client greeted with `ClientHello` (id `hello`).
+    Client {
+        stream: usize,
+        sock: TcpStream,
+        decoder: FrameDecoder,
+        hello: RequestId,
+    },
+    /// The stream's primary greeted this node with `PeerHello`.
+    FromPrimary {
+        stream: usize,
+        sock: TcpStream,
+        decoder: FrameDecoder,
+        hello: RequestId,
+        from: NodeId,
+        epoch: u64,
+    },
+    /// A dialer reached a member, which answered with `PeerWelcome`.
+    ToMember {
+        stream: usize,
+        member: NodeId,
+        sock: TcpStream,
+        decoder: FrameDecoder,
+        last_lsn: u64,
+        last_epoch: u64,
+        durable_lsn: u64,
+    },
+    /// A dial failed; try again later.
+    DialFailed { stream: usize, member: NodeId },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkKind {
+    Client,
+    FromPrimary,
+    ToMember,
+}
+
+struct LinkInfo {
+    stream: usize,
+    kind: LinkKind,
+    generation: u32,
+    /// A frame waits for room in the log.
+    stalled: bool,
+}
+
+struct Dial {
+    dialing: bool,
+    next: Instant,
+}
+
+pub struct Shard {
+    pub index: usize,
+    ring: Ring,
+    links: TcpLinks,
+    info: Vec<Option<LinkInfo>>,
+    generation: u32,
+    streams: Vec<StreamDriver>,
+    dials: Vec<Vec<Dial>>,
+    inbox: Receiver<Handoff>,
+    to_self: SyncSender<Handoff>,
+    shared: Arc<Shared>,
+    completions: Vec<Completion>,
+    node_id: NodeId,
+}
+
+impl Shard {
+    pub fn new(
+        index: usize,
+        ring: Ring,
+        streams: Vec<StreamDriver>,
+        inbox: Receiver<Handoff>,
+        to_self: SyncSender<Handoff>,
+        shared: Arc<Shared>,
+        node_id: NodeId,
+    ) -> Shard {
+        let now = Instant::now();
+        let dials = streams
+            .iter()
+            .map(|s| match &s.role {
+                RoleDriver::Primary(p) => p
+                    .members
+                    .iter()
+                    .map(|_| Dial {
+                        dialing: false,
+                        next: now,
+                    })
+                    .collect(),
+                RoleDriver::Secondary(_) => Vec::new(),
+            })
+            .collect();
+        Shard {
+            index,
+            ring,
+            links: TcpLinks::default(),
+            info: Vec::new(),
+            generation: 0,
+            streams,
+            dials,
+            inbox,
+            to_self,
+            shared,
+            completions: Vec::with_capacity(256),
+            node_id,
+        }
+    }
+
+    /// Runs until the node shuts down.
+    pub fn run(mut self) {
+        for s in &mut self.streams {
+            if let Err(e) = s.log.register_buffers(&mut self.ring) {
+                eprintln!(
+                    "lockstep: shard {}: registered buffers unavailable: {e}",
+                    self.index
+                );
+            }
+        }
+        let mut next_publish = Instant::now();
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            self.take_handoffs(now);
+            self.dial_members(now);
+            let stalled = self.read_links(now);
+            for i in 0..self.streams.len() {
+                self.streams[i].drive(&mut self.links, now);
+            }
+            self.flush_logs();
+            // The log writes leave now, before the network sends: both are then in flight
+            // together.
+            if let Err(e) = self.ring.submit() {
+                eprintln!(
+                    "lockstep: shard {}: io_uring submit failed: {e}",
+                    self.index
+                );
+            }
+            self.flush_links();
+            let wait = if stalled { Duration::ZERO } else { TICK };
+            if let Err(e) = self.ring.submit_and_wait_timeout(1, wait) {
+                eprintln!("lockstep: shard {}: io_uring wait failed: {e}", self.index);
+                std::thread::sleep(TICK);
+            }
+            self.reap(Instant::now());
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + PUBLISH;
+            }
+        }
+        for (i, c) in self.links.conns.iter().enumerate() {
+            if let Some(c) = c {
+                let _ = c.sock.shutdown(Shutdown::Both);
+            }
+            let _ = i;
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let mut out = Vec::with_capacity(self.streams.len());
+        for s in &mut self.streams {
+            s.refresh_metrics();
+            out.push(s.metrics.clone());
+        }
+        *self.shared.metrics[self.index]
+            .lock()
+            .expect("metrics lock") = out;
+    }
+
+    fn add_link(&mut self, conn: Conn, stream: usize, kind: LinkKind) -> LinkId {
+        let link = self.links.add(conn);
+        if self.info.len() <= link {
+            self.info.resize_with(link + 1, || None);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        self.info[link] = Some(LinkInfo {
+            stream,
+            kind,
+            generation: self.generation,
+            stalled: false,
+        });
+        link
+    }
+
+    fn take_handoffs(&mut self, now: Instant) {
+        // Bounded per turn, like every queue.
+        for _ in 0..64 {
+            let Ok(h) = self.inbox.try_recv() else { break };
+            match h {
+                Handoff::Client {
+                    stream,
+                    sock,
+                    decoder,
+                    hello,
+                } => {
+                    let Some(conn) = conn(sock, decoder) else {
+                        continue;
+                    };
+                    let link = self.add_link(conn, stream, LinkKind::Client);
+                    let s = &self.streams[stream];
+                    let _ = self.links.send(link, hello, &s.welcome());
+                }
+                Handoff::FromPrimary {
+                    stream,
+                    sock,
+                    decoder,
+                    hello,
+                    from,
+                    epoch,
+                } => {
+                    let Some(conn) = conn(sock, decoder) else {
+                        continue;
+                    };
+                    let link = self.add_link(conn, stream, LinkKind::FromPrimary);
+                    if let Handled::Close(why) = self.streams[stream].on_peer_hello(
+                        &mut self.links,
+                        link,
+                        hello,
+                        from,
+                        epoch,
+                    ) {
+                        self.links.close(link, &why);
+                    }
+                }
+                Handoff::ToMember {
+                    stream,
+                    member,
+                    sock,
+                    decoder,
+                    last_lsn,
+                    last_epoch,
+                    durable_lsn,
+                } => {
+                    if let Some(d) = self.dial(stream, member) {
+                        d.dialing = false;
+                    }
+                    let Some(conn) = conn(sock, decoder) else {
+                        continue;
+                    };
+                    let link = self.add_link(conn, stream, LinkKind::ToMember);
+                    self.streams[stream].on_member_connected(
+                        &mut self.links,
+                        member,
+                        link,
+                        last_lsn,
+                        last_epoch,
+                        durable_lsn,
+                    );
+                }
+                Handoff::DialFailed { stream, member } => {
+                    if let Some(d) = self.dial(stream, member) {
+                        d.dialing = false;
+                        d.next = now + REDIAL;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dial(&mut self, stream: usize, member: NodeId) -> Option<&mut Dial> {
+        let RoleDriver::Primary(p) = &self.streams[stream].role else {
+            return None;
+        };
+        let i = p.members.iter().position(|m| m.id == member)?;
+        self.dials[stream].get_mut(i)
+    }
+
+    fn dial_members(&mut self, now: Instant) {
+        for (si, s) in self.streams.iter().enumerate() {
+            let RoleDriver::Primary(p) = &s.role else {
+                continue;
+            };
+            for (mi, m) in p.members.iter().enumerate() {
+                let d = &mut self.dials[si][mi];
+                if m.link.is_some() || d.dialing || now < d.next {
+                    continue;
+                }
+                d.dialing = true;
+                d.next = now + REDIAL;
+                crate::server::dialer::spawn(crate::server::dialer::Dial {
+                    stream: si,
+                    stream_name: s.cfg.name.clone(),
+                    member: m.id,
+                    addr: m.addr.clone(),
+                    node_id: self.node_id,
+                    epoch: s.metrics.epoch,
+                    reply: self.to_self.clone(),
+                });
+            }
+        }
+    }
+
+    /// Reads every readable link and handles its frames. Returns whether a frame waits
+    /// for room in a log (then the next wait must not sleep).
+    fn read_links(&mut self, now: Instant) -> bool {
+        let mut any_stalled = false;
+        for link in 0..self.links.conns.len() {
+            let Some(info) = self.info.get(link).and_then(Option::as_ref) else {
+                continue;
+            };
+            let (stream, kind, stalled) = (info.stream, info.kind, info.stalled);
+            let Some(c) = self.links.get_mut(link) else {
+                continue;
+            };
+            if c.closed.is_some() || !(c.readable || stalled) {
+                continue;
+            }
+            if c.readable {
+                match c.fill() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let why = match c.decoder.finish() {
+                            Ok(()) => "closed by the peer".to_string(),
+                            Err(e) => format!("closed by the peer inside a frame: {e}"),
+                        };
+                        self.links.close(link, &why);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.links.close(link, &format!("read failed: {e}"));
+                        continue;
+                    }
+                }
+            }
+            // The decoder leaves the link while its frames are handled, so that the
+            // handlers may queue replies on any link, this one included.
+            let mut decoder = std::mem::take(&mut self.links.get_mut(link).expect("open").decoder);
+            let mut now_stalled = false;
+            loop {
+                let frame = match decoder.next_frame() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let message = e.to_string();
+                        let _ = self.links.send(
+                            link,
+                            RequestId(0),
+                            &Message::Error {
+                                code: ErrorCode::Malformed,
+                                message: &message,
+                            },
+                        );
+                        self.links
+                            .close(link, &format!("malformed frame: {message}"));
+                        break;
+                    }
+                };
+                let s = &mut self.streams[stream];
+                let handled = match kind {
+                    LinkKind::Client => {
+                        s.on_client(&mut self.links, link, frame.id, &frame.message, now)
+                    }
+                    LinkKind::FromPrimary | LinkKind::ToMember => match &frame.message {
+                        Message::PeerWelcome {
+                            last_lsn,
+                            last_epoch,
+                            durable_lsn,
+                            ..
+                        } if kind == LinkKind::ToMember => {
+                            // A member greets again after cutting its tail.
+                            let RoleDriver::Primary(p) = &s.role else {
+                                break;
+                            };
+                            let Some(member) = p
+                                .members
+                                .iter()
+                                .find(|m| m.link == Some(link))
+                                .map(|m| m.id)
+                            else {
+                                break;
+                            };
+                            s.on_member_connected(
+                                &mut self.links,
+                                member,
+                                link,
+                                *last_lsn,
+                                *last_epoch,
+                                *durable_lsn,
+                            );
+                            Handled::Done
+                        }
+                        m => s.on_peer(&mut self.links, link, m),
+                    },
+                };
+                match handled {
+                    Handled::Done => {}
+                    Handled::Later => {
+                        decoder.rewind_last();
+                        now_stalled = true;
+                        break;
+                    }
+                    Handled::Close(why) => {
+                        self.links.close(link, &why);
+                        break;
+                    }
+                }
+            }
+            if let Some(c) = self.links.get_mut(link) {
+                c.decoder = decoder;
+            }
+            if let Some(info) = self.info[link].as_mut() {
+                info.stalled = now_stalled;
+            }
+            any_stalled |= now_stalled;
+        }
+        any_stalled
+    }
+
+    fn flush_logs(&mut self) {
+        for s in &mut self.streams {
+            if s.metrics.failure.is_some() {
+                continue;
+            }
+            if let Err(e) = s.log.flush(&mut self.ring) {
+                s.fail(&mut self.links, e);
+            }
+        }
+    }
+
+    fn flush_links(&mut self) {
+        for link in 0..self.links.conns.len() {
+            let Some(generation) = self
+                .info
+                .get(link)
+                .and_then(Option::as_ref)
+                .map(|i| i.generation)
+            else {
+                continue;
+            };
+            let Some(c) = self.links.get_mut(link) else {
+                continue;
+            };
+            if c.closed.is_none()
+                && let Err(e) = c.flush()
+            {
+                c.closed = Some(format!("write failed: {e}"));
+            }
+            if let Some(why) = c.closed.clone() {
+                // Send what is queued (an error reply, say), then let go.
+                let _ = c.flush();
+                let _ = c.sock.shutdown(Shutdown::Both);
+                let peer = c.peer.clone();
+                let info = self.info[link].take().expect("link info");
+                if info.kind != LinkKind::Client || !why.starts_with("closed by the peer") {
+                    eprintln!(
+                        "lockstep: shard {}: link to {peer} closed: {why}",
+                        self.index
+                    );
+                }
+                self.links.conns[link] = None;
+                self.streams[info.stream].on_link_closed(link);
+                continue;
+            }
+            let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
+            if let Err(e) = c.arm(&mut self.ring, base, base | 1) {
+                c.closed = Some(format!("cannot poll: {e}"));
+            }
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        self.ring.reap(&mut self.completions);
+        for c in self.completions.drain(..) {
+            if c.user_data & POLL_BIT != 0 {
+                let link = ((c.user_data >> 1) & 0x7fff_ffff) as usize;
+                let generation = ((c.user_data >> 32) & 0x7fff_ffff) as u32;
+                let current = self
+                    .info
+                    .get(link)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|i| i.generation == generation);
+                if current && let Some(conn) = self.links.get_mut(link) {
+                    conn.on_poll(c.user_data & 1 == 1);
+                }
+                continue;
+            }
+            let s = &mut self.streams[c.user_data as usize];
+            match s.log.complete(c) {
+                Ok(durable) => s.on_durable(durable, now),
+                Err(e) => {
+                    s.fail(&mut self.links, e);
+                }
+            }
+        }
+    }
+}
+
+fn conn(sock: TcpStream, decoder: FrameDecoder) -> Option<Conn> {
+    match Conn::with_decoder(sock, decoder) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("lockstep: cannot set up a connection: {e}");
+            None
+        }
+    }
+}
+
+/// Pins the calling shard thread, or says why not.
+pub fn pin(index: usize) -> io::Result<()> {
+    let cores = lockstep_sys::cpu::available_cores();
+    let Some(&core) = cores.get(index % cores.len().max(1)) else {
+        return Err(io::Error::other("no cores reported"));
+    };
+    lockstep_sys::cpu::pin_current_thread(core).map_err(|e| io::Error::other(e.to_string()))
+}

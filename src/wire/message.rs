@@ -1,0 +1,562 @@
+//! The messages of the protocol and their body layouts.
+//!
+//! All integers are little-endian. `str16` is a u16 byte length and UTF-8 bytes; `str32`
+//! the same with a u32 length; `addr` is a `str16` node address ("host:port"), where
+//! length 0 means "not known". `payloads` and `records` are laid out as in
+//! [`crate::wire::records`].
+//!
+//! ```text
+//! code kind         body
+//! 0x01 ClientHello  stream str16
+//! 0x02 Append       mode u8 (0 = the stream's, 1 strong, 2 semi, 3 async),
+//!                   timeout_ms u32 (0 = the node's default), payloads (at least one)
+//! 0x03 Read         from_lsn u64 (>= 1), records_max u32 (>= 1), bytes_max u32
+//! 0x04 Status       (empty)
+//! 0x10 Welcome      node_id u32, role u8 (1 primary, 2 secondary, 3 learner), epoch u64,
+//!                   primary addr
+//! 0x11 Appended     first_lsn u64 (>= 1), count u32 (>= 1)
+//! 0x12 InDoubt      first_lsn u64 (>= 1), count u32 (>= 1), reason str16
+//! 0x13 NotPrimary   epoch u64, primary addr
+//! 0x14 Records      commit_lsn u64, records (every lsn <= commit_lsn)
+//! 0x15 StatusReply  json str32
+//! 0x16 Error        code u16 (see ErrorCode), message str16
+//! 0x20 PeerHello    node_id u32, epoch u64, stream str16
+//! 0x21 Replicate    epoch u64, prev_lsn u64, prev_epoch u64, commit_lsn u64,
+//!                   records (at least one; the first lsn is prev_lsn + 1; epochs from
+//!                   prev_epoch up to epoch)
+//! 0x22 Heartbeat    epoch u64, commit_lsn u64
+//! 0x23 Truncate     epoch u64, after_lsn u64
+//! 0x30 PeerWelcome  node_id u32, epoch u64, last_lsn u64, last_epoch u64,
+//!                   durable_lsn u64 (<= last_lsn)
+//! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
+//! 0x32 Refuse       epoch u64, last_lsn u64, reason str16
+//! ```
+//!
+//! Stream names follow [`check_stream_name`]; texts are at most `WIRE_TEXT_BYTES_MAX`
+//! bytes, addresses `NODE_ADDR_BYTES_MAX`, the status JSON `STATUS_JSON_BYTES_MAX`.
+//!
+//! One set of rules: [`Message::encode_into`] runs [`Message::decode`] over the body it
+//! wrote, so a node never sends what a node would refuse, and every message has exactly
+//! one encoding (a decoded message re-encodes to the same bytes).
+
+use super::WireError;
+use super::codes::{ErrorCode, Mode, Role};
+use super::cursor::{Reader, Writer};
+use super::frame::{self, Kind, RequestId};
+use super::records::{Payloads, Records};
+use super::stream_name::check_stream_name;
+use crate::constants::{
+    FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    WIRE_TEXT_BYTES_MAX,
+};
+
+/// One message. Decoded messages borrow their strings and payloads from the frame.
+///
+/// Every message after a hello concerns the stream the hello named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Client → node, first on a client connection: binds it to `stream`.
+    ClientHello { stream: &'a str },
+    /// Client → node: append `payloads` in order, as consecutive LSNs. `mode` may ask
+    /// for a commit rule weaker than the stream's; `timeout_ms` bounds how long the node
+    /// waits for the commit before it answers `InDoubt`.
+    Append {
+        mode: Option<Mode>,
+        timeout_ms: u32,
+        payloads: Payloads<'a>,
+    },
+    /// Client → node: committed records from `from_lsn`, at most `records_max` of them
+    /// and about `bytes_max` of payload (at least one record when one is committed).
+    Read {
+        from_lsn: u64,
+        records_max: u32,
+        bytes_max: u32,
+    },
+    /// Client → node: the node's view of the stream, as JSON.
+    Status,
+    /// Node → client, the reply to `ClientHello`.
+    Welcome {
+        node_id: u32,
+        role: Role,
+        epoch: u64,
+        primary: Option<&'a str>,
+    },
+    /// Node → client: the append holds LSNs `first_lsn..first_lsn + count` and is
+    /// committed by the commit rule of its mode.
+    Appended { first_lsn: u64, count: u32 },
+    /// Node → client: the append got LSNs `first_lsn..first_lsn + count` but its fate is
+    /// unknown (the commit timed out or the node is stopping). Ask by LSN; never resend.
+    InDoubt {
+        first_lsn: u64,
+        count: u32,
+        reason: &'a str,
+    },
+    /// Node → client: this node is not the stream's primary; nothing was done. `primary`
+    /// is where the node believes the primary is in `epoch`.
+    NotPrimary {
+        epoch: u64,
+        primary: Option<&'a str>,
+    },
+    /// Node → client, the reply to `Read`: committed records and the commit LSN.
+    Records {
+        commit_lsn: u64,
+        records: Records<'a>,
+    },
+    /// Node → client, the reply to `Status`.
+    StatusReply { json: &'a str },
+    /// Node → client: the request (or, with id 0, the connection) was refused. For an
+    /// `Append` this promises that nothing was appended; a node that cannot promise
+    /// that answers `InDoubt`.
+    Error { code: ErrorCode, message: &'a str },
+    /// Primary → secondary, first on a peer connection: binds it to `stream`.
+    PeerHello {
+        stream: &'a str,
+        node_id: u32,
+        epoch: u64,
+    },
+    /// Primary → secondary: records following `(prev_lsn, prev_epoch)`, and the
+    /// primary's commit LSN.
+    Replicate {
+        epoch: u64,
+        prev_lsn: u64,
+        prev_epoch: u64,
+        commit_lsn: u64,
+        records: Records<'a>,
+    },
+    /// Primary → secondary: liveness and the commit LSN when there is nothing to send.
+    Heartbeat { epoch: u64, commit_lsn: u64 },
+    /// Primary → secondary: cut every record after `after_lsn` (a tail this primary
+    /// does not have: never committed), then greet again with `PeerWelcome`.
+    Truncate { epoch: u64, after_lsn: u64 },
+    /// Secondary → primary, the reply to `PeerHello`: where the secondary's log ends,
+    /// so the primary knows where to resume.
+    PeerWelcome {
+        node_id: u32,
+        epoch: u64,
+        last_lsn: u64,
+        last_epoch: u64,
+        durable_lsn: u64,
+    },
+    /// Secondary → primary: cumulative positions received and durable.
+    Ack {
+        epoch: u64,
+        received_lsn: u64,
+        durable_lsn: u64,
+    },
+    /// Secondary → primary: the records or the hello were refused (an older epoch, a
+    /// gap); `last_lsn` is where the secondary's log ends.
+    Refuse {
+        epoch: u64,
+        last_lsn: u64,
+        reason: &'a str,
+    },
+}
+
+impl<'a> Message<'a> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::ClientHello { .. } => Kind::ClientHello,
+            Message::Append { .. } => Kind::Append,
+            Message::Read { .. } => Kind::Read,
+            Message::Status => Kind::Status,
+            Message::Welcome { .. } => Kind::Welcome,
+            Message::Appended { .. } => Kind::Appended,
+            Message::InDoubt { .. } => Kind::InDoubt,
+            Message::NotPrimary { .. } => Kind::NotPrimary,
+            Message::Records { .. } => Kind::Records,
+            Message::StatusReply { .. } => Kind::StatusReply,
+            Message::Error { .. } => Kind::Error,
+            Message::PeerHello { .. } => Kind::PeerHello,
+            Message::Replicate { .. } => Kind::Replicate,
+            Message::Heartbeat { .. } => Kind::Heartbeat,
+            Message::Truncate { .. } => Kind::Truncate,
+            Message::PeerWelcome { .. } => Kind::PeerWelcome,
+            Message::Ack { .. } => Kind::Ack,
+            Message::Refuse { .. } => Kind::Refuse,
+        }
+    }
+
+    /// Appends this message as one frame with request id `id` to `out`. It allocates
+    /// only when `out` lacks the capacity. On error (a limit or a rule of the message is
+    /// broken) nothing is appended.
+    pub fn encode_into(&self, id: RequestId, out: &mut Vec<u8>) -> Result<(), WireError> {
+        let start = out.len();
+        let result = self.encode_frame(id, out, start);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn encode_frame(
+        &self,
+        id: RequestId,
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), WireError> {
+        let kind = self.kind();
+        out.resize(start + FRAME_HEADER_BYTES, 0);
+        self.encode_body(&mut Writer::new(kind, out))?;
+        Message::decode(kind, &out[start + FRAME_HEADER_BYTES..])?;
+        frame::seal(&mut out[start..], kind, id);
+        Ok(())
+    }
+
+    fn encode_body(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
+        match *self {
+            Message::ClientHello { stream } => w.str16(stream, "stream"),
+            Message::Append {
+                mode,
+                timeout_ms,
+                payloads,
+            } => {
+                w.u8(mode.map_or(0, Mode::code))?;
+                w.u32(timeout_ms)?;
+                payloads.encode(w)
+            }
+            Message::Read {
+                from_lsn,
+                records_max,
+                bytes_max,
+            } => {
+                w.u64(from_lsn)?;
+                w.u32(records_max)?;
+                w.u32(bytes_max)
+            }
+            Message::Status => Ok(()),
+            Message::Welcome {
+                node_id,
+                role,
+                epoch,
+                primary,
+            } => {
+                w.u32(node_id)?;
+                w.u8(role.code())?;
+                w.u64(epoch)?;
+                w.addr(primary, "primary")
+            }
+            Message::Appended { first_lsn, count } => {
+                w.u64(first_lsn)?;
+                w.u32(count)
+            }
+            Message::InDoubt {
+                first_lsn,
+                count,
+                reason,
+            } => {
+                w.u64(first_lsn)?;
+                w.u32(count)?;
+                w.str16(reason, "reason")
+            }
+            Message::NotPrimary { epoch, primary } => {
+                w.u64(epoch)?;
+                w.addr(primary, "primary")
+            }
+            Message::Records {
+                commit_lsn,
+                records,
+            } => {
+                w.u64(commit_lsn)?;
+                records.encode(w)
+            }
+            Message::StatusReply { json } => w.str32(json, "json"),
+            Message::Error { code, message } => {
+                w.u16(code.code())?;
+                w.str16(message, "message")
+            }
+            Message::PeerHello {
+                stream,
+                node_id,
+                epoch,
+            } => {
+                w.u32(node_id)?;
+                w.u64(epoch)?;
+                w.str16(stream, "stream")
+            }
+            Message::Replicate {
+                epoch,
+                prev_lsn,
+                prev_epoch,
+                commit_lsn,
+                records,
+            } => {
+                w.u64(epoch)?;
+                w.u64(prev_lsn)?;
+                w.u64(prev_epoch)?;
+                w.u64(commit_lsn)?;
+                records.encode(w)
+            }
+            Message::Heartbeat { epoch, commit_lsn } => {
+                w.u64(epoch)?;
+                w.u64(commit_lsn)
+            }
+            Message::Truncate { epoch, after_lsn } => {
+                w.u64(epoch)?;
+                w.u64(after_lsn)
+            }
+            Message::PeerWelcome {
+                node_id,
+                epoch,
+                last_lsn,
+                last_epoch,
+                durable_lsn,
+            } => {
+                w.u32(node_id)?;
+                w.u64(epoch)?;
+                w.u64(last_lsn)?;
+                w.u64(last_epoch)?;
+                w.u64(durable_lsn)
+            }
+            Message::Ack {
+                epoch,
+                received_lsn,
+                durable_lsn,
+            } => {
+                w.u64(epoch)?;
+                w.u64(received_lsn)?;
+                w.u64(durable_lsn)
+            }
+            Message::Refuse {
+                epoch,
+                last_lsn,
+                reason,
+            } => {
+                w.u64(epoch)?;
+                w.u64(last_lsn)?;
+                w.str16(reason, "reason")
+            }
+        }
+    }
+
+    /// Decodes and checks the body of a frame of kind `kind` (the checksum is the
+    /// caller's: [`crate::wire::FrameDecoder`] checks it). Every length is checked
+    /// against the body and its limit, trailing bytes are refused, and the rules in the
+    /// module docs hold for every message this returns.
+    pub fn decode(kind: Kind, body: &'a [u8]) -> Result<Message<'a>, WireError> {
+        let max = kind.body_bytes_max();
+        if body.len() > max {
+            return Err(WireError::TooLarge {
+                kind,
+                len: body.len(),
+                max,
+            });
+        }
+        let mut r = Reader::new(kind, body);
+        let message = match kind {
+            Kind::ClientHello => Message::ClientHello {
+                stream: stream(&mut r)?,
+            },
+            Kind::Append => {
+                let mode = match r.u8("mode")? {
+                    0 => None,
+                    code => Some(
+                        Mode::from_code(code)
+                            .ok_or_else(|| r.malformed(format!("unknown mode code {code}")))?,
+                    ),
+                };
+                Message::Append {
+                    mode,
+                    timeout_ms: r.u32("timeout_ms")?,
+                    payloads: Payloads::decode(&mut r)?,
+                }
+            }
+            Kind::Read => {
+                let from_lsn = r.u64("from_lsn")?;
+                let records_max = r.u32("records_max")?;
+                let bytes_max = r.u32("bytes_max")?;
+                if from_lsn == 0 {
+                    return Err(r.malformed("from_lsn is 0; LSNs start at 1"));
+                }
+                if records_max == 0 {
+                    return Err(r.malformed("records_max is 0"));
+                }
+                Message::Read {
+                    from_lsn,
+                    records_max,
+                    bytes_max,
+                }
+            }
+            Kind::Status => Message::Status,
+            Kind::Welcome => {
+                let node_id = r.u32("node_id")?;
+                let code = r.u8("role")?;
+                let role = Role::from_code(code)
+                    .ok_or_else(|| r.malformed(format!("unknown role code {code}")))?;
+                Message::Welcome {
+                    node_id,
+                    role,
+                    epoch: r.u64("epoch")?,
+                    primary: addr(&mut r, "primary")?,
+                }
+            }
+            Kind::Appended => {
+                let (first_lsn, count) = lsn_range(&mut r)?;
+                Message::Appended { first_lsn, count }
+            }
+            Kind::InDoubt => {
+                let (first_lsn, count) = lsn_range(&mut r)?;
+                Message::InDoubt {
+                    first_lsn,
+                    count,
+                    reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
+                }
+            }
+            Kind::NotPrimary => Message::NotPrimary {
+                epoch: r.u64("epoch")?,
+                primary: addr(&mut r, "primary")?,
+            },
+            Kind::Records => {
+                let commit_lsn = r.u64("commit_lsn")?;
+                let (records, span) = Records::decode(&mut r)?;
+                if let Some(s) = span
+                    && s.last_lsn > commit_lsn
+                {
+                    return Err(r.malformed(format!(
+                        "record lsn {} is beyond the commit lsn {commit_lsn}",
+                        s.last_lsn
+                    )));
+                }
+                Message::Records {
+                    commit_lsn,
+                    records,
+                }
+            }
+            Kind::StatusReply => Message::StatusReply {
+                json: r.str32("json", STATUS_JSON_BYTES_MAX)?,
+            },
+            Kind::Error => {
+                let code = r.u16("code")?;
+                let code = ErrorCode::from_code(code)
+                    .ok_or_else(|| r.malformed(format!("unknown error code {code}")))?;
+                Message::Error {
+                    code,
+                    message: r.str16("message", WIRE_TEXT_BYTES_MAX)?,
+                }
+            }
+            Kind::PeerHello => {
+                let node_id = r.u32("node_id")?;
+                let epoch = r.u64("epoch")?;
+                Message::PeerHello {
+                    stream: stream(&mut r)?,
+                    node_id,
+                    epoch,
+                }
+            }
+            Kind::Replicate => {
+                let epoch = r.u64("epoch")?;
+                let prev_lsn = r.u64("prev_lsn")?;
+                let prev_epoch = r.u64("prev_epoch")?;
+                let commit_lsn = r.u64("commit_lsn")?;
+                let (records, span) = Records::decode(&mut r)?;
+                let Some(s) = span else {
+                    return Err(r.malformed("no records; an empty Replicate is a Heartbeat"));
+                };
+                if prev_lsn.checked_add(1) != Some(s.first_lsn) {
+                    return Err(r.malformed(format!(
+                        "the first record has lsn {}, expected prev_lsn + 1 = {}",
+                        s.first_lsn,
+                        prev_lsn.wrapping_add(1)
+                    )));
+                }
+                if s.first_epoch < prev_epoch {
+                    return Err(r.malformed(format!(
+                        "the first record has epoch {}, older than prev_epoch {prev_epoch}",
+                        s.first_epoch
+                    )));
+                }
+                if s.last_epoch > epoch {
+                    return Err(r.malformed(format!(
+                        "record lsn {} has epoch {}, newer than the frame's epoch {epoch}",
+                        s.last_lsn, s.last_epoch
+                    )));
+                }
+                Message::Replicate {
+                    epoch,
+                    prev_lsn,
+                    prev_epoch,
+                    commit_lsn,
+                    records,
+                }
+            }
+            Kind::Heartbeat => Message::Heartbeat {
+                epoch: r.u64("epoch")?,
+                commit_lsn: r.u64("commit_lsn")?,
+            },
+            Kind::Truncate => Message::Truncate {
+                epoch: r.u64("epoch")?,
+                after_lsn: r.u64("after_lsn")?,
+            },
+            Kind::PeerWelcome => {
+                let node_id = r.u32("node_id")?;
+                let epoch = r.u64("epoch")?;
+                let last_lsn = r.u64("last_lsn")?;
+                let last_epoch = r.u64("last_epoch")?;
+                let durable_lsn = r.u64("durable_lsn")?;
+                if durable_lsn > last_lsn {
+                    return Err(r.malformed(format!(
+                        "durable_lsn {durable_lsn} is beyond last_lsn {last_lsn}"
+                    )));
+                }
+                Message::PeerWelcome {
+                    node_id,
+                    epoch,
+                    last_lsn,
+                    last_epoch,
+                    durable_lsn,
+                }
+            }
+            Kind::Ack => {
+                let epoch = r.u64("epoch")?;
+                let received_lsn = r.u64("received_lsn")?;
+                let durable_lsn = r.u64("durable_lsn")?;
+                if durable_lsn > received_lsn {
+                    return Err(r.malformed(format!(
+                        "durable_lsn {durable_lsn} is beyond received_lsn {received_lsn}"
+                    )));
+                }
+                Message::Ack {
+                    epoch,
+                    received_lsn,
+                    durable_lsn,
+                }
+            }
+            Kind::Refuse => Message::Refuse {
+                epoch: r.u64("epoch")?,
+                last_lsn: r.u64("last_lsn")?,
+                reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
+            },
+        };
+        r.finish()?;
+        Ok(message)
+    }
+}
+
+fn stream<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
+    let name = r.str16("stream", STREAM_NAME_BYTES_MAX)?;
+    check_stream_name(name).map_err(|e| r.malformed(e.to_string()))?;
+    Ok(name)
+}
+
+/// A node address; length 0 stands for "not known".
+fn addr<'a>(r: &mut Reader<'a>, field: &str) -> Result<Option<&'a str>, WireError> {
+    let a = r.str16(field, NODE_ADDR_BYTES_MAX)?;
+    Ok((!a.is_empty()).then_some(a))
+}
+
+/// `first_lsn u64, count u32`: a non-empty range of LSNs that does not wrap.
+fn lsn_range(r: &mut Reader<'_>) -> Result<(u64, u32), WireError> {
+    let first_lsn = r.u64("first_lsn")?;
+    let count = r.u32("count")?;
+    if first_lsn == 0 {
+        return Err(r.malformed("first_lsn is 0; LSNs start at 1"));
+    }
+    if count == 0 {
+        return Err(r.malformed("count is 0"));
+    }
+    if first_lsn.checked_add(u64::from(count) - 1).is_none() {
+        return Err(r.malformed(format!(
+            "{count} records from lsn {first_lsn} run past the largest lsn"
+        )));
+    }
+    Ok((first_lsn, count))
+}
