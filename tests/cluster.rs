@@ -78,3 +78,114 @@ fn three_nodes_strong_sync_end_to_end() {
         "committed prefixes differ"
     );
 }
+
+fn http_get(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn degrade_drops_a_stopped_member_as_a_recorded_event_and_metrics_show_it() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let spec = ClusterSpec {
+        nodes: 3,
+        stream_toml: "on_insufficient = \"degrade\"\nmin_sync = 1\nack_timeout_ms = 100\nrequest_timeout_ms = 3000\n".into(),
+    };
+    let configs = write_configs(dir.path(), &spec);
+    let mut servers: Vec<Option<Server>> = configs
+        .iter()
+        .map(|(p, _)| Some(Server::start(load(p)).unwrap()))
+        .collect();
+    let admin = servers[0].as_ref().unwrap().admin_addr().unwrap();
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let mut c = Client::connect(&[configs[0].1.clone()], "s", opts).unwrap();
+    for i in 0..20u32 {
+        c.append(format!("a{i}").as_bytes()).unwrap();
+    }
+    // Node 3 goes away: after the ack timeout it leaves the effective sync set, as an
+    // event, and commits go on with node 2.
+    servers[2].take().unwrap().shutdown();
+    let t = std::time::Instant::now();
+    let lsn = c.append(b"after node 3 stopped").unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "commit took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(lsn, 21);
+    let status = c.status().unwrap();
+    assert!(status["events"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["sync_set_size"], 1, "{status}");
+    assert_eq!(status["degraded"], false, "{status}");
+    // Node 2 goes away too: below min_sync the stream commits on the primary alone, and
+    // says so in its metrics.
+    servers[1].take().unwrap().shutdown();
+    c.append(b"primary alone").unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    let text = http_get(admin);
+    assert!(
+        text.contains("lockstep_degraded{node=\"1\",stream=\"s\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lockstep_commits_total{node=\"1\",stream=\"s\"} 22"),
+        "{text}"
+    );
+    assert!(text.contains("phase=\"total\",quantile=\"0.5\"}"), "{text}");
+    drop(c);
+    for s in servers.into_iter().flatten() {
+        s.shutdown();
+    }
+}
+
+#[test]
+fn block_keeps_waiting_and_answers_in_doubt() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let spec = ClusterSpec {
+        nodes: 3,
+        stream_toml: "ack_timeout_ms = 100\nrequest_timeout_ms = 400\n".into(),
+    };
+    let configs = write_configs(dir.path(), &spec);
+    let mut servers: Vec<Option<Server>> = configs
+        .iter()
+        .map(|(p, _)| Some(Server::start(load(p)).unwrap()))
+        .collect();
+    let opts = ClientOptions {
+        timeout: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let mut c = Client::connect(&[configs[0].1.clone()], "s", opts).unwrap();
+    assert_eq!(c.append(b"one").unwrap(), 1);
+    servers[2].take().unwrap().shutdown();
+    match c.append(b"two") {
+        Err(lockstep::client::ClientError::InDoubt { first_lsn, .. }) => {
+            assert_eq!(first_lsn, Some(2))
+        }
+        other => panic!("expected in doubt, got {other:?}"),
+    }
+    // Node 3 returns and catches up: the in-doubt record turns out committed.
+    let (p, _) = &configs[2];
+    servers[2] = Some(Server::start(load(p)).unwrap());
+    let mut committed = 0;
+    for _ in 0..100 {
+        committed = c.status().unwrap()["commit_lsn"].as_u64().unwrap();
+        if committed >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(committed >= 2, "commit lsn stayed at {committed}");
+    assert_eq!(c.read(2, 1).unwrap().1[0].payload, b"two");
+    drop(c);
+    for s in servers.into_iter().flatten() {
+        s.shutdown();
+    }
+}
