@@ -663,8 +663,7 @@ impl StreamDriver {
             RoleDriver::Primary(p) => {
                 p.core.on_tick(ticks);
                 let commit = p.core.commit_lsn();
-                let actions: Vec<Action> = p.core.poll().collect();
-                for a in actions {
+                for a in p.core.poll() {
                     match a {
                         Action::Send { member, from, to } => {
                             let Some(link) = p
