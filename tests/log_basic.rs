@@ -145,8 +145,15 @@ fn epoch_queries_and_fits() {
         } else {
             7
         };
-        if !log.fits(lockstep::log::record::record_bytes(payload(lsn).len())) {
+        if !log
+            .make_room(lockstep::log::record::record_bytes(payload(lsn).len()))
+            .unwrap()
+        {
             log.sync(&mut ring).unwrap();
+            assert!(
+                log.make_room(lockstep::log::record::record_bytes(payload(lsn).len()))
+                    .unwrap()
+            );
         }
         assert_eq!(log.append(epoch, &payload(lsn)).unwrap(), lsn);
     }
@@ -168,5 +175,27 @@ fn epoch_queries_and_fits() {
         );
     }
     assert_eq!(log.epoch_at(305).unwrap(), 4);
-    assert!(!log.fits(1 << 30));
+    assert!(!log.make_room(1 << 30).unwrap());
+    // A group that reaches past the end of the segment starts a new one: every record
+    // of it then goes in without Full.
+    let group: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 1500]).collect();
+    for _ in 0..100 {
+        let bytes: usize = group
+            .iter()
+            .map(|p| lockstep::log::record::record_bytes(p.len()))
+            .sum();
+        if !log.make_room(bytes).unwrap() {
+            log.sync(&mut ring).unwrap();
+            assert!(log.make_room(bytes).unwrap());
+        }
+        for p in &group {
+            log.append(7, p).unwrap();
+        }
+        log.flush(&mut ring).unwrap();
+    }
+    log.sync(&mut ring).unwrap();
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() > 4,
+        "the groups never crossed a segment end"
+    );
 }

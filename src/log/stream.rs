@@ -351,13 +351,33 @@ impl Log {
         self.opts.batch_bytes - RECORD_HEADER_BYTES
     }
 
-    /// Whether records of `record_bytes` in all (headers included, see
-    /// [`record::record_bytes`]) can be appended now without [`LogError::Full`].
-    pub fn fits(&self, record_bytes: usize) -> bool {
+    /// Makes room for a group of records of `record_bytes` in all (headers included,
+    /// see [`record::record_bytes`]) that must go into one batch. `Ok(true)`: every
+    /// record of the group can now be appended without [`LogError::Full`] (starting a
+    /// new segment if the group does not fit in this one). `Ok(false)`: not now, try
+    /// again after the write in flight completes. Errors are those of a rollover (a
+    /// full disk: nothing was appended).
+    pub fn make_room(&mut self, record_bytes: usize) -> Result<bool, LogError> {
+        if let Some(reason) = &self.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
         let batch_len = self.pending.len + record_bytes;
-        batch_len <= self.opts.batch_bytes
-            && (self.write_off + batch_len.next_multiple_of(IO_ALIGN) as u64 <= self.tail.len
-                || (self.pending.count == 0 && self.in_flight.is_none()))
+        if batch_len > self.opts.batch_bytes {
+            return Ok(false);
+        }
+        if self.write_off + batch_len.next_multiple_of(IO_ALIGN) as u64 <= self.tail.len {
+            return Ok(true);
+        }
+        // The group crosses the end of the segment: it starts the next one, once nothing
+        // is pending or in flight in this one.
+        if self.pending.count > 0 || self.in_flight.is_some() {
+            return Ok(false);
+        }
+        self.roll_over()?;
+        Ok(true)
     }
 
     /// Epoch of the durable record `lsn`.
@@ -588,8 +608,9 @@ impl Log {
         Ok(self.durable_lsn)
     }
 
-    /// Reads durable records from `from` on, at most `max_records` and about
-    /// `max_bytes` of payload (at least one record). Every checksum is verified.
+    /// Reads durable records from `from` on: at most `max_records`, and at most
+    /// `max_bytes` of payload unless the first record alone is larger (at least one
+    /// record is returned when one exists). Every checksum is verified.
     pub fn read(
         &mut self,
         from: u64,
@@ -606,11 +627,9 @@ impl Log {
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut full = false;
         let mut lsn = from;
-        while lsn <= self.durable_lsn
-            && out.len() < max_records
-            && (bytes < max_bytes || out.is_empty())
-        {
+        while lsn <= self.durable_lsn && out.len() < max_records && !full {
             let (path, start_lsn, start_off, seg_end_lsn) = self.locate(lsn)?;
             let last_wanted = seg_end_lsn.min(self.durable_lsn);
             let file = File::open(&path).map_err(|e| LogError::io("open segment", &path, e))?;
@@ -632,11 +651,11 @@ impl Log {
                     }
                     let h = &r.header;
                     let from = out.last().map_or(lsn, |r: &Record| r.lsn + 1);
-                    if h.lsn >= from
-                        && h.lsn <= last_wanted
-                        && out.len() < max_records
-                        && (bytes < max_bytes || out.is_empty())
-                    {
+                    if h.lsn >= from && h.lsn <= last_wanted && out.len() < max_records && !full {
+                        if !out.is_empty() && bytes + r.payload.len() > max_bytes {
+                            full = true;
+                            return;
+                        }
                         bytes += r.payload.len();
                         out.push(Record {
                             lsn: h.lsn,
@@ -646,9 +665,7 @@ impl Log {
                     }
                 });
                 let reached = out.last().map_or(lsn - 1, |r| r.lsn);
-                let done = reached >= last_wanted
-                    || out.len() >= max_records
-                    || (bytes >= max_bytes && !out.is_empty());
+                let done = reached >= last_wanted || out.len() >= max_records || full;
                 if done {
                     break 'chunks;
                 }

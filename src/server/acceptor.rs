@@ -55,6 +55,14 @@ fn greet(sock: TcpStream, routes: &Routes) {
     let mut decoder = FrameDecoder::new();
     let (id, stream_name, peer) = loop {
         match decoder.read_from(&mut &sock) {
+            Ok(0) if decoder.buffered() > 0 => {
+                return refuse(
+                    &sock,
+                    RequestId(0),
+                    ErrorCode::Malformed,
+                    "the connection ended inside a frame",
+                );
+            }
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -70,7 +78,7 @@ fn greet(sock: TcpStream, routes: &Routes) {
                 } => break (f.id, stream.to_string(), Some((node_id, epoch))),
                 other => {
                     let msg = format!("expected a hello first, got {}", other.kind());
-                    return refuse(&sock, f.id, ErrorCode::Malformed, &msg);
+                    return refuse(&sock, f.id, ErrorCode::Unexpected, &msg);
                 }
             },
         }

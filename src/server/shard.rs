@@ -344,7 +344,18 @@ impl Shard {
                     Ok(false) => {
                         let why = match c.decoder.finish() {
                             Ok(()) => "closed by the peer".to_string(),
-                            Err(e) => format!("closed by the peer inside a frame: {e}"),
+                            Err(e) => {
+                                // The peer may have closed only its sending side: say why.
+                                let message = format!("the connection ended inside a frame: {e}");
+                                let _ = c.queue(
+                                    RequestId(0),
+                                    &Message::Error {
+                                        code: ErrorCode::Malformed,
+                                        message: &message,
+                                    },
+                                );
+                                format!("closed by the peer inside a frame: {e}")
+                            }
                         };
                         self.links.close(link, &why);
                         continue;

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX};
 use crate::log::{Log, LogError, record};
 use crate::replication::{
     Action, Event, MemberSpec, Mode, NodeId, Outcome, Primary, Secondary, Verdict,
@@ -23,8 +24,11 @@ use crate::server::record_cache::RecordCache;
 use crate::transport::{LinkId, Links};
 use crate::wire::{ErrorCode, Message, Payloads, RecordRef, Records, RequestId, Role};
 
-/// Bytes of records in one Replicate frame: one log batch on the member.
+/// Bytes of records (headers included) in one Replicate frame: well within one log
+/// batch on the member, so a member whose batch is empty can always take a frame.
 const REPLICATE_BYTES_MAX: usize = 512 << 10;
+const _: () = assert!(REPLICATE_BYTES_MAX <= crate::constants::BATCH_BYTES_DEFAULT / 2);
+const _: () = assert!(REPLICATE_BYTES_MAX <= crate::constants::FRAME_PAYLOAD_BYTES_MAX);
 /// Records kept in memory for sending.
 const CACHE_BYTES: usize = 64 << 20;
 const CACHE_RECORDS: usize = 1 << 18;
@@ -210,11 +214,12 @@ impl StreamDriver {
                 let commit = self.commit_lsn();
                 let mut recs = Vec::new();
                 if *from_lsn <= commit {
-                    match self.log.read(
-                        *from_lsn,
-                        (*records_max as usize).min((commit - from_lsn + 1) as usize),
-                        *bytes_max as usize,
-                    ) {
+                    // The reply must fit one frame, whatever the client asked for.
+                    let count = (*records_max as usize)
+                        .min((commit - from_lsn + 1) as usize)
+                        .min(FRAME_RECORDS_MAX);
+                    let bytes = (*bytes_max as usize).min(FRAME_PAYLOAD_BYTES_MAX);
+                    match self.log.read(*from_lsn, count, bytes) {
                         Ok(r) => recs = r,
                         Err(e) => {
                             return self.reply_error(
@@ -246,10 +251,14 @@ impl StreamDriver {
                 let json = self.metrics.to_json().to_string();
                 send_or_close(links, link, id, &Message::StatusReply { json: &json })
             }
-            other => Handled::Close(format!(
-                "unexpected {} on a client connection",
-                other.kind()
-            )),
+            other => {
+                let why = format!("unexpected {} on a client connection", other.kind());
+                let m = Message::Error {
+                    code: ErrorCode::Unexpected,
+                    message: &why,
+                };
+                send_then_close(links, link, id, &m, &why)
+            }
         }
     }
 
@@ -284,8 +293,18 @@ impl StreamDriver {
             );
             return self.reply_error(links, link, id, ErrorCode::TooLarge, &msg);
         }
-        if !self.log.fits(bytes) {
-            return Handled::Later;
+        match self.log.make_room(bytes) {
+            Ok(true) => {}
+            Ok(false) => return Handled::Later,
+            // A full disk refuses this append (nothing was appended); the stream goes on.
+            Err(e @ LogError::NoSpace { .. }) => {
+                return self.reply_error(links, link, id, ErrorCode::Unavailable, &e.to_string());
+            }
+            Err(e) => {
+                self.fail(links, e);
+                let why = self.failed.clone().unwrap_or_default();
+                return self.reply_error(links, link, id, ErrorCode::Unavailable, &why);
+            }
         }
         let timeout = if timeout_ms == 0 {
             self.cfg.request_timeout_ms
@@ -368,6 +387,7 @@ impl StreamDriver {
                     last_lsn: self.log.durable_lsn(),
                     reason,
                 },
+                reason,
             );
         };
         if from != self.cfg.primary || epoch < s.core.epoch() {
@@ -381,6 +401,7 @@ impl StreamDriver {
                     last_lsn: s.core.last_lsn(),
                     reason,
                 },
+                reason,
             );
         }
         if let Some(old) = s.primary_link.replace(link)
@@ -421,12 +442,21 @@ impl StreamDriver {
                 let first = prev_lsn + 1;
                 let last = first + records.len() as u64 - 1;
                 let last_epoch = records.iter().last().map_or(*epoch, |r| r.epoch);
+                // Room for the records this node does not have yet, in one batch.
+                let have = s.core.last_lsn();
                 let bytes: usize = records
                     .iter()
+                    .filter(|r| r.lsn > have)
                     .map(|r| record::record_bytes(r.payload.len()))
                     .sum();
-                if !self.log.fits(bytes) && first > s.core.last_lsn() {
-                    return Handled::Later;
+                if bytes > 0 {
+                    match self.log.make_room(bytes) {
+                        Ok(true) => {}
+                        Ok(false) => return Handled::Later,
+                        // The primary dials again: a full disk is retried at that pace.
+                        Err(e @ LogError::NoSpace { .. }) => return Handled::Close(e.to_string()),
+                        Err(e) => return self.fail(links, e),
+                    }
                 }
                 match s.core.on_replicate(
                     *epoch,
@@ -516,7 +546,12 @@ impl StreamDriver {
                 Handled::Done
             }
             (_, other) => {
-                Handled::Close(format!("unexpected {} on a peer connection", other.kind()))
+                let why = format!("unexpected {} on a peer connection", other.kind());
+                let m = Message::Error {
+                    code: ErrorCode::Unexpected,
+                    message: &why,
+                };
+                send_then_close(links, link, RequestId(0), &m, &why)
             }
         }
     }
@@ -853,14 +888,16 @@ fn send_or_close(
     }
 }
 
+/// Answers, then closes the link once the answer is out.
 fn send_then_close(
     links: &mut impl Links,
     link: LinkId,
     id: RequestId,
     msg: &Message<'_>,
+    why: &str,
 ) -> Handled {
     let _ = links.send(link, id, msg);
-    Handled::Close("refused".into())
+    Handled::Close(why.to_string())
 }
 
 /// Sends records `from..=to` to a member in frames of at most one member batch.
@@ -892,25 +929,36 @@ fn send_records(
         owned.clear();
         let mut refs: Vec<RecordRef<'_>> = Vec::new();
         let mut bytes = 0;
+        // Bounded by the wire's records per frame and by REPLICATE_BYTES_MAX (a record
+        // larger than that goes alone).
+        let count_max = ((to - lsn + 1) as usize).min(FRAME_RECORDS_MAX);
         if cache.get(lsn).is_none() {
             owned = log
-                .read(lsn, (to - lsn + 1) as usize, REPLICATE_BYTES_MAX)
+                .read(lsn, count_max, REPLICATE_BYTES_MAX)
                 .map_err(|e| e.to_string())?;
-            refs.extend(owned.iter().map(|r| RecordRef {
-                lsn: r.lsn,
-                epoch: r.epoch,
-                payload: &r.payload,
-            }));
+            for r in &owned {
+                let b = record::record_bytes(r.payload.len());
+                if !refs.is_empty() && bytes + b > REPLICATE_BYTES_MAX {
+                    break;
+                }
+                bytes += b;
+                refs.push(RecordRef {
+                    lsn: r.lsn,
+                    epoch: r.epoch,
+                    payload: &r.payload,
+                });
+            }
         } else {
-            while lsn + (refs.len() as u64) <= to {
+            while refs.len() < count_max {
                 let l = lsn + refs.len() as u64;
                 let Some((e, payload)) = cache.get(l) else {
                     break;
                 };
-                if !refs.is_empty() && bytes + payload.len() > REPLICATE_BYTES_MAX {
+                let b = record::record_bytes(payload.len());
+                if !refs.is_empty() && bytes + b > REPLICATE_BYTES_MAX {
                     break;
                 }
-                bytes += payload.len();
+                bytes += b;
                 refs.push(RecordRef {
                     lsn: l,
                     epoch: e,

@@ -416,21 +416,40 @@ impl Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         // The kernel may still be reading or writing the buffers of in-flight operations:
-        // wait for them before their memory is freed. If waiting fails, leak the buffers
-        // rather than free memory the kernel may still touch.
+        // wait for them before their memory is freed. Socket polls may never complete by
+        // themselves, so everything is cancelled first (writes already with the device
+        // finish anyway). The wait is bounded; what is still in flight after it is
+        // leaked rather than freed while the kernel may touch it.
+        if self.in_flight == 0 {
+            return;
+        }
+        let timeout = types::Timespec::new().sec(1);
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
         let mut done = Vec::new();
-        while self.in_flight > 0 {
-            if self.submit_and_wait(1).is_err() {
-                for op in self.slots.iter_mut().filter_map(Option::take) {
-                    std::mem::forget(op);
-                }
+        for _ in 0..DROP_WAIT_TURNS {
+            if self.in_flight == 0 {
                 return;
+            }
+            if self
+                .submit_and_wait_timeout(1, std::time::Duration::from_millis(10))
+                .is_err()
+            {
+                break;
             }
             self.reap(&mut done);
             done.clear();
         }
+        for op in self.slots.iter_mut().filter_map(Option::take) {
+            std::mem::forget(op);
+        }
     }
 }
+
+/// Turns of 10 ms a dropped ring waits for its operations to finish.
+const DROP_WAIT_TURNS: u32 = 500;
 
 fn retry_eintr(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     // Bounded: a signal storm long enough to interrupt this many times is an error.
