@@ -189,3 +189,38 @@ fn block_keeps_waiting_and_answers_in_doubt() {
         s.shutdown();
     }
 }
+
+#[test]
+fn a_request_may_weaken_its_mode_but_not_strengthen_it() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let spec = ClusterSpec {
+        nodes: 3,
+        stream_toml: "mode = \"semi\"\n".into(),
+    };
+    let configs = write_configs(dir.path(), &spec);
+    let servers: Vec<Server> = configs
+        .iter()
+        .map(|(p, _)| Server::start(load(p)).unwrap())
+        .collect();
+    let mut c = Client::connect(&[configs[0].1.clone()], "s", ClientOptions::default()).unwrap();
+    let id = c
+        .submit_append(&[b"async is weaker"], Some(lockstep::wire::Mode::Async))
+        .unwrap();
+    assert_eq!(c.wait(id).unwrap().first_lsn, 1);
+    let id = c
+        .submit_append(&[b"strong is stronger"], Some(lockstep::wire::Mode::Strong))
+        .unwrap();
+    match c.wait(id) {
+        Err(lockstep::client::ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, lockstep::wire::ErrorCode::ModeNotAllowed);
+            assert!(message.contains("stronger"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nothing was appended by the refused request.
+    assert_eq!(c.append(b"next").unwrap(), 2);
+    drop(c);
+    for s in servers {
+        s.shutdown();
+    }
+}

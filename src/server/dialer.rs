@@ -75,9 +75,12 @@ fn handshake(d: &Dial) -> Result<Handoff, String> {
         .map_err(|e| format!("send hello: {e}"))?;
     let mut decoder = FrameDecoder::new();
     loop {
-        let n = decoder
-            .read_from(&mut &sock)
-            .map_err(|e| format!("handshake: {e}"))?;
+        let n = decoder.read_from(&mut &sock).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("no answer to the hello within {HANDSHAKE_TIMEOUT:?}")
+            }
+            _ => format!("handshake: {e}"),
+        })?;
         if n == 0 {
             return Err("closed during the handshake".into());
         }

@@ -285,6 +285,14 @@ impl StreamDriver {
             let why = why.clone();
             return self.reply_error(links, link, id, ErrorCode::Unavailable, &why);
         }
+        if let Some(m) = mode.filter(|&m| m > self.cfg.settings.mode) {
+            // Per request, a mode may only be weaker than the stream's.
+            let msg = format!(
+                "mode {m} is stronger than the stream's mode {}",
+                self.cfg.settings.mode
+            );
+            return self.reply_error(links, link, id, ErrorCode::ModeNotAllowed, &msg);
+        }
         let bytes: usize = payloads.iter().map(|p| record::record_bytes(p.len())).sum();
         if bytes > self.log.payload_bytes_max() + record::record_bytes(0) {
             let msg = format!(
