@@ -151,10 +151,6 @@ impl Floor {
         write_bytes: usize,
         window: Window,
     ) -> Result<Sample, Error> {
-        assert!(write_bytes > 0);
-        assert!(write_bytes <= WRITE_BYTES_MAX);
-        assert!(write_bytes.is_multiple_of(IO_ALIGN));
-        assert_eq!(ring.in_flight(), 0);
         self.hist.reset();
         let start = Instant::now();
         let warm_end = start + window.warm_up;
@@ -162,39 +158,7 @@ impl Floor {
         // Measurement starts at the first completion after the warm-up.
         let mut measuring_since = None;
         let last_done = loop {
-            if self.next_offset + write_bytes as u64 > self.file_bytes {
-                self.next_offset = 0;
-            }
-            let buf = self.buf.take().expect("the floor buffer is not in flight");
-            let started = Instant::now();
-            ring.write(
-                &self.file,
-                buf,
-                self.next_offset,
-                write_bytes,
-                self.io.sync,
-                TAG,
-            )
-            .map_err(|e| format!("floor write to {}: {e}", self.path.display()))?;
-            ring.submit_and_wait(1)
-                .map_err(|e| format!("io_uring wait for {}: {e}", self.path.display()))?;
-            ring.reap(&mut self.done);
-            let now = Instant::now();
-            let c = self
-                .done
-                .pop()
-                .expect("submit_and_wait(1) returned a completion");
-            assert!(self.done.is_empty());
-            assert_eq!(c.user_data, TAG);
-            self.buf = c.buf;
-            match c.result {
-                Ok(n) if n == write_bytes => {}
-                Ok(n) => {
-                    return Err(format!("short floor write: {n} of {write_bytes} bytes").into());
-                }
-                Err(e) => return Err(format!("floor write to {}: {e}", self.path.display()).into()),
-            }
-            self.next_offset += write_bytes as u64;
+            let (started, now) = self.write_once(ring, write_bytes)?;
             match measuring_since {
                 Some(_) => stats::record(&mut self.hist, now - started),
                 None if now >= warm_end => measuring_since = Some(now),
@@ -206,6 +170,68 @@ impl Floor {
         };
         let since = measuring_since.expect("measurement started before stopping");
         Ok(Sample::new(&self.hist, self.hist.len(), last_done - since))
+    }
+
+    /// One durable write of `write_bytes` at the next offset, waited for. Returns the
+    /// instants just before the submission and just after the completion was reaped.
+    pub fn write_once(
+        &mut self,
+        ring: &mut Ring,
+        write_bytes: usize,
+    ) -> Result<(Instant, Instant), Error> {
+        let started = self.start_write(ring, write_bytes)?;
+        ring.submit_and_wait(1)
+            .map_err(|e| format!("io_uring wait for {}: {e}", self.path.display()))?;
+        let done = self.finish_write(ring, write_bytes)?;
+        Ok((started, done))
+    }
+
+    /// Queues one durable write of `write_bytes` at the next offset; the caller submits
+    /// it (`ring.submit*`) and then calls [`Floor::finish_write`]. Returns the instant
+    /// just before it was queued.
+    pub fn start_write(&mut self, ring: &mut Ring, write_bytes: usize) -> Result<Instant, Error> {
+        assert!(write_bytes > 0);
+        assert!(write_bytes <= WRITE_BYTES_MAX);
+        assert!(write_bytes.is_multiple_of(IO_ALIGN));
+        assert_eq!(ring.in_flight(), 0);
+        if self.next_offset + write_bytes as u64 > self.file_bytes {
+            self.next_offset = 0;
+        }
+        let buf = self.buf.take().expect("the floor buffer is not in flight");
+        let started = Instant::now();
+        ring.write(
+            &self.file,
+            buf,
+            self.next_offset,
+            write_bytes,
+            self.io.sync,
+            TAG,
+        )
+        .map_err(|e| format!("floor write to {}: {e}", self.path.display()))?;
+        Ok(started)
+    }
+
+    /// Waits for the write [`Floor::start_write`] queued and checks it. Returns the
+    /// instant just after its completion was reaped.
+    pub fn finish_write(&mut self, ring: &mut Ring, write_bytes: usize) -> Result<Instant, Error> {
+        while ring.reap(&mut self.done) == 0 {
+            ring.submit_and_wait(1)
+                .map_err(|e| format!("io_uring wait for {}: {e}", self.path.display()))?;
+        }
+        let now = Instant::now();
+        let c = self.done.pop().expect("a completion was reaped");
+        assert!(self.done.is_empty());
+        assert_eq!(c.user_data, TAG);
+        self.buf = c.buf;
+        match c.result {
+            Ok(n) if n == write_bytes => {}
+            Ok(n) => {
+                return Err(format!("short floor write: {n} of {write_bytes} bytes").into());
+            }
+            Err(e) => return Err(format!("floor write to {}: {e}", self.path.display()).into()),
+        }
+        self.next_offset += write_bytes as u64;
+        Ok(now)
     }
 
     /// Removes the scratch file.

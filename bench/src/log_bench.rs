@@ -21,20 +21,19 @@
 //! under ./target (never /tmp, which may be tmpfs) that is removed.
 
 use std::fs::{self, TryLockError};
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use lockstep::log::segment::{self, LOCK_NAME, SPARE_NAME, parse_name};
 use lockstep::log::{Log, LogOptions};
 use lockstep::profile::HardwareProfile;
 use lockstep_sys::file::Access;
 use lockstep_sys::uring::Ring;
-use tempfile::TempDir;
 
 use crate::floor::{Floor, FloorIo};
 use crate::report::{FLOOR_WRITE_BYTES, Report, Round, Setup};
 use crate::stats::Window;
+use crate::workdir::{Progress, Workdir, pin_last_core, rounds_and_window};
 use crate::writers::{Series, Writers, bytes_label};
 use crate::{Error, LogArgs};
 
@@ -95,68 +94,18 @@ impl Settings {
             Some(path) => HardwareProfile::load(path)?,
             None => HardwareProfile::default(),
         };
-        let (rounds, seconds, segment_bytes) = if args.quick {
-            (3, 0.15, 4 << 20)
+        let (defaults, segment_bytes) = if args.quick {
+            ((3, 0.15), 4 << 20)
         } else {
-            (7, 1.5, profile.log_options().segment_bytes)
+            ((7, 1.5), profile.log_options().segment_bytes)
         };
-        let rounds = args.rounds.unwrap_or(rounds);
-        let seconds = args.seconds.unwrap_or(seconds);
-        if rounds == 0 {
-            return Err("--rounds must be at least 1".into());
-        }
-        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
-            return Err(format!("--seconds {seconds}: must be in (0, 3600]").into());
-        }
-        let measure = Duration::from_secs_f64(seconds);
+        let (rounds, window) = rounds_and_window(args.rounds, args.seconds, defaults)?;
         Ok(Settings {
             rounds,
-            window: Window {
-                warm_up: measure / 10,
-                measure,
-            },
+            window,
             segment_bytes,
             profile,
         })
-    }
-}
-
-/// Where the run's files live: a kept directory (`--dir`) or a temporary one.
-enum Workdir {
-    Kept(PathBuf),
-    Temp(TempDir),
-}
-
-impl Workdir {
-    fn new(dir: Option<&Path>) -> Result<Workdir, Error> {
-        if let Some(dir) = dir {
-            fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-            return Ok(Workdir::Kept(dir.to_path_buf()));
-        }
-        // Under the build directory when run from the workspace, else under the current
-        // directory: both are on a real disk, where /tmp may be tmpfs (no O_DIRECT).
-        let base = if Path::new("target").is_dir() {
-            PathBuf::from("target/bench-tmp")
-        } else {
-            PathBuf::from(".")
-        };
-        fs::create_dir_all(&base).map_err(|e| format!("create {}: {e}", base.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix("lockstep-bench-")
-            .tempdir_in(&base)
-            .map_err(|e| format!("create a temporary directory in {}: {e}", base.display()))?;
-        Ok(Workdir::Temp(tmp))
-    }
-
-    fn path(&self) -> &Path {
-        match self {
-            Workdir::Kept(p) => p,
-            Workdir::Temp(t) => t.path(),
-        }
-    }
-
-    fn kept(&self) -> bool {
-        matches!(self, Workdir::Kept(_))
     }
 }
 
@@ -171,7 +120,7 @@ pub fn run(args: &LogArgs) -> Result<(), Error> {
         .map_err(|e| format!("probe storage under {}: {e}", dir.display()))?;
     let (floor_io, why) = FloorIo::choose(&probe);
     notes.extend(why);
-    let pinned_core = pin(&mut notes);
+    let pinned_core = pin_last_core(&mut notes);
     let mut ring =
         Ring::new(settings.profile.ring_options()).map_err(|e| format!("io_uring: {e}"))?;
     let mut floor = Floor::create(
@@ -216,7 +165,14 @@ pub fn run(args: &LogArgs) -> Result<(), Error> {
             progress.step(r, &s.label());
             series.push(writers.run(&mut log, &mut ring, s, settings.window)?);
         }
-        progress.round_done(r, started.elapsed(), &floors[0], &series[0].latency);
+        progress.round_done(
+            r,
+            started.elapsed(),
+            &format!(
+                "floor 4 KiB p50 {:.1} µs, 1 × 256 B p50 {:.1} µs",
+                floors[0].p50_us, series[0].latency.p50_us
+            ),
+        );
         rounds.push(Round { floors, series });
     }
     let durable = log.sync(&mut ring)?;
@@ -296,22 +252,6 @@ fn trim(log: &mut Log, segment_bytes: u64) -> Result<u64, Error> {
     Ok(log.delete_before(first_kept)?)
 }
 
-/// Pins the calling thread to the last core this process may use, as a shard is pinned.
-/// Threads it starts (the log's segment preparation) inherit the pinning.
-fn pin(notes: &mut Vec<String>) -> Option<usize> {
-    let Some(&core) = lockstep_sys::cpu::available_cores().last() else {
-        notes.push("not pinned: the CPU set of this process is unknown".into());
-        return None;
-    };
-    match lockstep_sys::cpu::pin_current_thread(core) {
-        Ok(()) => Some(core),
-        Err(e) => {
-            notes.push(format!("not pinned: {e}"));
-            None
-        }
-    }
-}
-
 /// Removes the log a previous run left in `log_dir`, refusing if anything there is not
 /// a log file (the benchmark never deletes what it did not write) or if another process
 /// holds the log's lock.
@@ -373,45 +313,4 @@ fn not_a_log(log_dir: &Path, path: &Path) -> Error {
         path.display()
     )
     .into()
-}
-
-/// One line on stderr per round; on a terminal it also shows the running series.
-struct Progress {
-    rounds: usize,
-    live: bool,
-}
-
-impl Progress {
-    fn new(rounds: usize) -> Progress {
-        Progress {
-            rounds,
-            live: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn step(&self, round: usize, what: &str) {
-        if self.live {
-            eprint!("\r\x1b[Kround {}/{}: {what}", round + 1, self.rounds);
-        }
-    }
-
-    fn round_done(
-        &self,
-        round: usize,
-        took: Duration,
-        floor_4k: &crate::stats::Sample,
-        one_writer: &crate::stats::Sample,
-    ) {
-        if self.live {
-            eprint!("\r\x1b[K");
-        }
-        eprintln!(
-            "round {}/{} done in {:.1} s: floor 4 KiB p50 {:.1} µs, 1 × 256 B p50 {:.1} µs",
-            round + 1,
-            self.rounds,
-            took.as_secs_f64(),
-            floor_4k.p50_us,
-            one_writer.p50_us
-        );
-    }
 }

@@ -8,22 +8,31 @@
 //!
 //! Subcommands:
 //! - `log`: the log engine alone (group commit, durable writes), see [`log_bench`].
+//! - `repl`: a 3-node cluster on loopback against the floor of a replicated commit
+//!   (round trip + remote durable write), see [`repl_bench`].
 //!
 //! Every benchmark has a `--quick` size that the test suite runs, so it cannot rot.
 //! Benchmarks report numbers and exit 0 whether or not a goal is met; they exit non-zero
 //! only when something actually failed (an I/O error, a refused configuration).
 #![forbid(unsafe_code)]
 
+mod cluster;
+mod committers;
 mod floor;
 mod log_bench;
+mod net_floor;
+mod raw_commit;
+mod repl_bench;
+mod repl_report;
 mod report;
 mod stats;
+mod workdir;
 mod writers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Errors of a benchmark run: the message names the operation and the file.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +48,9 @@ struct Cli {
 enum Command {
     /// Log engine: durable-write floor vs. group commit with 1, 8 and 64 writers.
     Log(LogArgs),
+    /// Replication: a 3-node loopback cluster (strong, semi, async) vs. the floor of
+    /// round trip + remote durable write.
+    Repl(ReplArgs),
 }
 
 /// Options of `lockstep-bench log`.
@@ -66,10 +78,61 @@ pub struct LogArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Options of `lockstep-bench repl`.
+#[derive(Args, Debug, Clone)]
+pub struct ReplArgs {
+    /// Tiny run (a few seconds) with small segments, as the test suite runs it.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured seconds of each series in each round (a tenth more is spent warming up).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<f64>,
+    /// Rounds of interleaved floor and cluster series; the median across rounds is
+    /// reported.
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+    /// Payload bytes of each record.
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    pub payload: usize,
+    /// Appends outstanding in the pipelined series.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub outstanding: usize,
+    /// Connections (each driven by its own thread) the pipelined series spreads its
+    /// outstanding appends over.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub connections: usize,
+    /// Secondaries in the cluster (all in the sync set, k = all of them).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub secondaries: u8,
+    /// Streams (by commit mode) to measure, comma-separated; the cluster has all three.
+    #[arg(long, value_delimiter = ',', default_values = ["strong", "semi", "async"])]
+    pub modes: Vec<lockstep::wire::Mode>,
+    /// Where the nodes' threads run.
+    #[arg(long, value_enum, default_value_t = PlacementArg::Server)]
+    pub placement: PlacementArg,
+    /// Hardware profile (see hw-profiles/) of every node and of the floor's writes.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Where `lockstep-bench repl` runs the nodes.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementArg {
+    /// Every node's shard on the first core (Server::start's own pinning); the clients
+    /// on the last core.
+    Server,
+    /// The primary on the first core; the secondaries and the clients on the last.
+    Spread,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Log(args) => log_bench::run(&args),
+        Command::Repl(args) => repl_bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,381 @@
+//! `lockstep-bench repl`: a lockstep cluster on loopback against the floor of a
+//! replicated commit on the same machine.
+//!
+//! What it measures, in one run:
+//! - the floor (see [`crate::net_floor`]): a loopback round trip (`rtt`), and a round
+//!   trip whose far side makes one 4 KiB O_DIRECT + RWF_DSYNC write before it answers
+//!   (`remote dsync`, which also yields the bare write time, `dsync`). The floor of one
+//!   commit is `rtt + remote dsync`;
+//! - the raw commit (see [`crate::raw_commit`]): the same strong commit made of bare
+//!   threads, sockets and writes on the cluster's cores and disk, which shows what of the
+//!   distance to the floor is the shared machine and what is lockstep;
+//! - the cluster (see [`crate::cluster`]): a primary and `--secondaries` (default 2)
+//!   [`lockstep::server::Server`]s in this process with one shard each, node 1 the
+//!   primary of three streams, one per commit mode (strong, semi, async), sync set =
+//!   every other node, k = all of them;
+//! - per stream, lockstep's own [`lockstep::client::Client`] committing `--payload`-byte
+//!   records (see [`crate::committers`]): one client with one append at a time, and
+//!   `--outstanding` appends pipelined on `--connections` connections.
+//!
+//! Why: the goals are stated against the hardware, not in absolute numbers: one strong
+//! commit should cost at most 1.5 × the floor, and the pipeline should carry 100k strong
+//! commits/s. The machine is shared and noisy, so floors and series alternate in rounds
+//! and the report gives medians of per-round values and ratios.
+//!
+//! Placement. The default, `--placement server`, leaves the nodes where `Server::start`
+//! pins them when started from one process: every node's shard on the first core; the
+//! clients run on the last core. `--placement spread` puts the primary on the first core
+//! and the secondaries on the last, with the clients. On a 2-core VM, `server` measured
+//! better (strong 1 client 1.21–1.24 × floor against 1.53–1.63, 64 outstanding 91–99k
+//! against 78–86k commits/s, 5 rounds each): there the disk's interrupt and the
+//! direct-I/O completion workers run on the last core, and secondaries sharing it with
+//! them and the client wake up later. The floor's far end and the raw commit's primary
+//! run on the primary's core, its secondaries on the secondaries' core; the floor's near
+//! end and the raw commit's client run on the clients' core.
+//!
+//! With one connection the pipelined series is latency-bound, not capped by the
+//! connection: commits/s ≈ outstanding ÷ latency (measured: 64 → 93k, 128 → 150k,
+//! 256 → 186k commits/s), and spreading 64 over 2 or 4 connections (a thread each) was
+//! slower on 2 cores (75k, 69k). Hence one connection by default.
+//!
+//! Everything lives in a temporary directory under ./target (never /tmp, which may be
+//! tmpfs), removed at the end.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lockstep::client::{Client, ClientOptions};
+use lockstep::profile::HardwareProfile;
+use lockstep::server::metrics::{PHASES, Phase, StreamMetrics};
+use lockstep::wire::Mode;
+
+use crate::cluster::{Cluster, Placement, absolute};
+use crate::committers::{self, COMMIT_TIMEOUT, Load};
+use crate::floor::FloorIo;
+use crate::net_floor::{self, FarSide, FrameSizes, NetFloor};
+use crate::raw_commit::{self, RawCommit};
+use crate::repl_report::{Report, Round, Series, ServerPhases, Setup};
+use crate::workdir::{Progress, Workdir, pin_to, rounds_and_window};
+use crate::writers::{bytes_label, payload_byte};
+use crate::{Error, PlacementArg, ReplArgs};
+
+/// Segment size of the quick run (small: every node prepares one per stream at start).
+const QUICK_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// How long the cluster may take to connect its members.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the logs may take to prepare their spare segments before a round.
+const PREP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long to wait for the shards to publish their metrics after a series (they
+/// publish every 100 ms).
+const PUBLISH_WAIT: Duration = Duration::from_millis(150);
+
+/// Runs `lockstep-bench repl`.
+pub fn run(args: &ReplArgs) -> Result<(), Error> {
+    let defaults = if args.quick { (3, 0.15) } else { (7, 1.0) };
+    let (rounds, window) = rounds_and_window(args.rounds, args.seconds, defaults)?;
+    if args.payload == 0 || args.payload > lockstep::constants::PAYLOAD_BYTES_MAX {
+        return Err(format!(
+            "--payload {}: must be in 1..={}",
+            args.payload,
+            lockstep::constants::PAYLOAD_BYTES_MAX
+        )
+        .into());
+    }
+    if args.connections == 0 || args.outstanding < args.connections {
+        return Err(format!(
+            "--connections {} with --outstanding {}: need 1 ≤ connections ≤ outstanding",
+            args.connections, args.outstanding
+        )
+        .into());
+    }
+    lockstep_sys::probe::io_uring()
+        .map_err(|why| format!("cannot benchmark replication: {why}"))?;
+    let work = Workdir::new(None)?;
+    let dir = work.path();
+    let mut notes = Vec::new();
+
+    let probe = lockstep_sys::probe::storage(dir)
+        .map_err(|e| format!("probe storage under {}: {e}", dir.display()))?;
+    let (floor_io, why) = FloorIo::choose(&probe);
+    notes.extend(why);
+
+    // The profile: --profile, or for --quick small segments so that start-up is quick.
+    let profile_path = match (&args.profile, args.quick) {
+        (Some(p), _) => Some(absolute(p)?),
+        (None, true) => {
+            let p = dir.join("quick-profile.toml");
+            std::fs::write(
+                &p,
+                format!("description = \"lockstep-bench repl --quick\"\n\n[log]\nsegment_bytes = {QUICK_SEGMENT_BYTES}\n"),
+            )
+            .map_err(|e| format!("write {}: {e}", p.display()))?;
+            Some(p)
+        }
+        (None, false) => None,
+    };
+    let profile = match &profile_path {
+        Some(p) => HardwareProfile::load(p)?,
+        None => HardwareProfile::default(),
+    };
+
+    let cores = lockstep_sys::cpu::available_cores();
+    let (placement, primary_core, secondary_core, client_core) =
+        place(args.placement, &cores, &mut notes);
+
+    let modes = Mode::ALL;
+    let loads = [
+        Load {
+            outstanding: 1,
+            connections: 1,
+        },
+        Load {
+            outstanding: args.outstanding,
+            connections: args.connections,
+        },
+    ];
+    let series: Vec<Series> = args
+        .modes
+        .iter()
+        .flat_map(|m| {
+            loads.iter().map(|&load| Series {
+                mode: m.as_str(),
+                load,
+            })
+        })
+        .collect();
+
+    let nodes = usize::from(args.secondaries) + 1;
+    let cluster = Cluster::start(dir, nodes, &modes, profile_path.as_deref(), placement)?;
+    let sizes = FrameSizes::for_payload(args.payload);
+    let scratch_bytes = profile.log_options().segment_bytes;
+    let mut floor = NetFloor::start(
+        FarSide {
+            core: primary_core,
+            scratch: net_floor::scratch_path(dir, "remote"),
+            scratch_bytes,
+            io: floor_io,
+            ring: profile.ring_options(),
+        },
+        sizes,
+    )?;
+    let mut raw = RawCommit::start(
+        raw_commit::Sides {
+            primary_core,
+            secondary_core,
+            scratch: (0..=args.secondaries)
+                .map(|i| net_floor::scratch_path(dir, &format!("raw-{i}")))
+                .collect(),
+            scratch_bytes,
+            io: floor_io,
+            ring: profile.ring_options(),
+        },
+        sizes,
+    )?;
+    // The main thread drives the clients and the floor's near end; client threads it
+    // starts inherit its core. Pinned only now: the nodes and the floor's far end were
+    // started from it, and a thread can only pin itself within its own CPU set.
+    let client_core = client_core.and_then(|c| pin_to(c, &mut notes));
+    cluster.wait_ready(READY_TIMEOUT)?;
+    let options = ClientOptions {
+        timeout: COMMIT_TIMEOUT,
+        ..ClientOptions::default()
+    };
+    let mut clients: Vec<Vec<Client>> = modes
+        .iter()
+        .map(|m| {
+            (0..args.connections)
+                .map(|_| {
+                    Client::connect(cluster.addrs(), m.as_str(), options.clone())
+                        .map_err(|e| format!("connect a client to stream {}: {e}", m.as_str()))
+                })
+                .collect::<Result<Vec<Client>, String>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let payload: Vec<u8> = (0..args.payload).map(payload_byte).collect();
+
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let progress = Progress::new(rounds);
+    let mut measured = Vec::with_capacity(rounds);
+    let mut before = cluster.primary_metrics();
+    let mut prep_waits = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        // Floors are measured on a quiet disk: no log still zeroing its next segment
+        // (the series pay for the rollovers they cause themselves).
+        progress.step(r, "waiting for segment preparation");
+        prep_waits.push(cluster.wait_segments_prepared(PREP_TIMEOUT)?);
+        let started = Instant::now();
+        progress.step(r, "rtt");
+        let rtt = floor.rtt(window)?;
+        progress.step(r, "remote dsync");
+        let remote = floor.remote_dsync(window)?;
+        progress.step(r, "raw commit");
+        let raw_sample = raw.run(window)?;
+        let mut samples = Vec::with_capacity(series.len());
+        let mut phases = Vec::with_capacity(series.len());
+        for s in &series {
+            progress.step(r, &s.label());
+            let m = modes
+                .iter()
+                .position(|m| m.as_str() == s.mode)
+                .expect("a configured mode");
+            let sample =
+                committers::run(&mut clients[m], s.load, &payload, window).map_err(|e| {
+                    match cluster.check() {
+                        // The cluster's own account of what went wrong comes first.
+                        Err(why) => format!("{}: {why}; the client saw: {e}", s.label()),
+                        Ok(()) => format!("{}: {e}", s.label()),
+                    }
+                })?;
+            samples.push(sample);
+            std::thread::sleep(PUBLISH_WAIT);
+            let after = cluster.primary_metrics();
+            phases.push(phase_delta(&before, &after, s.mode));
+            before = after;
+        }
+        cluster.check()?;
+        let round = Round {
+            rtt,
+            remote,
+            raw: raw_sample,
+            series: samples,
+            phases,
+        };
+        progress.round_done(
+            r,
+            started.elapsed(),
+            &format!(
+                "floor p50 {:.1} µs, {}",
+                round.floor_us(),
+                series
+                    .iter()
+                    .zip(&round.series)
+                    .map(|(s, x)| format!("{} p50 {:.0} µs {:.0}/s", s.label(), x.p50_us, x.per_s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        measured.push(round);
+    }
+    drop(clients);
+    cluster.shutdown();
+    floor.finish()?;
+    raw.finish()?;
+
+    if prep_waits[0] > Duration::from_millis(100) {
+        notes.push(format!(
+            "waited {:.1} s after start-up (and at most {:.1} s before a later round) for \
+             the logs to prepare their spare segments, so that no floor shares the disk \
+             with that",
+            prep_waits[0].as_secs_f64(),
+            prep_waits[1..]
+                .iter()
+                .max()
+                .map_or(0.0, Duration::as_secs_f64)
+        ));
+    }
+    if cores.len() < nodes + 1 {
+        notes.push(format!(
+            "{} cores for {nodes} shards and the client: threads share cores, so the series \
+             pay for wake-ups and context switches that a cluster of separate machines \
+             would not (the raw commit pays them too)",
+            cores.len()
+        ));
+    }
+    let setup = Setup {
+        nodes,
+        shards_per_node: 1,
+        payload_bytes: args.payload,
+        placement: placement.label(),
+        client_core,
+        floor_io: floor_io.label().into(),
+        profile: profile_path.as_ref().map(|p| p.display().to_string()),
+        frames: sizes,
+        rounds,
+        seconds_per_series: window.measure.as_secs_f64(),
+        warm_up_seconds: window.warm_up.as_secs_f64(),
+        segment_prep_wait_seconds: prep_waits.iter().map(Duration::as_secs_f64).collect(),
+        notes,
+    };
+    let report = Report::new(setup, &series, &measured);
+    println!(
+        "lockstep-bench repl: {nodes} nodes on loopback, {} payloads, {rounds} rounds × {:.2} s \
+         per series (+{:.2} s warm-up), {}; clients on {}",
+        bytes_label(args.payload),
+        window.measure.as_secs_f64(),
+        window.warm_up.as_secs_f64(),
+        report.setup.placement,
+        client_core.map_or("any core".into(), |c| format!("core {c}")),
+    );
+    for n in &report.setup.notes {
+        println!("note: {n}");
+    }
+    println!("medians across rounds; ratios are taken within each round\n");
+    print!("{}", report.markdown());
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// The placement, and the cores of the primary, the secondaries and the clients (for
+/// the floor's and the raw commit's threads, which stand in for them).
+fn place(
+    arg: PlacementArg,
+    cores: &[usize],
+    notes: &mut Vec<String>,
+) -> (Placement, Option<usize>, Option<usize>, Option<usize>) {
+    let (Some(&first), Some(&last)) = (cores.first(), cores.last()) else {
+        notes.push("the CPU set of this process is unknown: nothing is placed".into());
+        return (Placement::ServerDefault, None, None, None);
+    };
+    match arg {
+        PlacementArg::Spread => (
+            Placement::Cores {
+                primary: first,
+                secondaries: last,
+            },
+            Some(first),
+            Some(last),
+            Some(last),
+        ),
+        PlacementArg::Server => (
+            Placement::ServerDefault,
+            Some(first),
+            Some(first),
+            Some(last),
+        ),
+    }
+}
+
+/// The primary's phase medians of the commits of stream `mode` between two snapshots.
+fn phase_delta(before: &[StreamMetrics], after: &[StreamMetrics], mode: &str) -> ServerPhases {
+    let find = |ms: &[StreamMetrics]| ms.iter().find(|m| m.stream == mode).cloned();
+    let (Some(b), Some(a)) = (find(before), find(after)) else {
+        return ServerPhases::default();
+    };
+    let p50 = |phase: Phase| {
+        let i = PHASES.iter().position(|&p| p == phase).expect("a phase");
+        let mut h = a.latency_us[i].clone();
+        if h.subtract(&b.latency_us[i]).is_err() || h.is_empty() {
+            return 0.0;
+        }
+        h.value_at_quantile(0.5) as f64
+    };
+    ServerPhases {
+        commits: a.commits.saturating_sub(b.commits),
+        queued_p50_us: p50(Phase::Queued),
+        local_durable_p50_us: p50(Phase::LocalDurable),
+        remote_ack_p50_us: p50(Phase::RemoteAck),
+        total_p50_us: p50(Phase::Total),
+    }
+}
+
+fn write_json(path: &Path, report: &Report) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()).into())
+}
