@@ -530,6 +530,7 @@ impl Client {
         match receive(
             &mut conn.socket,
             &mut conn.decoder,
+            &mut conn.read_timeout,
             block.then_some(deadline),
         ) {
             Ok(0) => self.lose_connection("the node closed the connection"),
@@ -814,6 +815,8 @@ struct Conn {
     node: NodeInfo,
     socket: TcpStream,
     decoder: FrameDecoder,
+    /// The socket's read timeout as last set (see [`receive`]).
+    read_timeout: Option<Duration>,
     /// Request frames not yet written.
     out: Vec<u8>,
 }
@@ -849,6 +852,7 @@ impl Conn {
         socket.write_all(&out).map_err(|e| io_err("hello", e))?;
         out.clear();
         let mut decoder = FrameDecoder::new();
+        let mut read_timeout = None;
         loop {
             let protocol = |reason: String| ClientError::Protocol {
                 addr: addr.to_owned(),
@@ -902,21 +906,24 @@ impl Conn {
                         node,
                         socket,
                         decoder,
+                        read_timeout,
                         out,
                     });
                 }
-                Ok(None) => match receive(&mut socket, &mut decoder, Some(deadline)) {
-                    Ok(0) => return Err(protocol("the node closed the connection".to_owned())),
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) => {
-                        return Err(ClientError::Timeout {
-                            addr: addr.to_owned(),
-                            op: "hello",
-                            after: options.connect_timeout,
-                        });
+                Ok(None) => {
+                    match receive(&mut socket, &mut decoder, &mut read_timeout, Some(deadline)) {
+                        Ok(0) => return Err(protocol("the node closed the connection".to_owned())),
+                        Ok(_) => {}
+                        Err(e) if is_timeout(&e) => {
+                            return Err(ClientError::Timeout {
+                                addr: addr.to_owned(),
+                                op: "hello",
+                                after: options.connect_timeout,
+                            });
+                        }
+                        Err(e) => return Err(io_err("hello", e)),
                     }
-                    Err(e) => return Err(io_err("hello", e)),
-                },
+                }
             }
         }
     }
@@ -938,9 +945,14 @@ fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
 
 /// One read into `decoder`: waits until `until`, or not at all when it is `None`.
 /// A timeout is an error of kind `WouldBlock` or `TimedOut` (see [`is_timeout`]).
+///
+/// The socket's read timeout is set again only when it would wait past `until` or is
+/// far shorter than needed: callers loop until their deadline, so an early timeout
+/// costs a turn, while a system call per read would cost every read.
 fn receive(
     socket: &mut TcpStream,
     decoder: &mut FrameDecoder,
+    timeout_set: &mut Option<Duration>,
     until: Option<Instant>,
 ) -> io::Result<usize> {
     match until {
@@ -955,7 +967,10 @@ fn receive(
             if left.is_zero() {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            socket.set_read_timeout(Some(left))?;
+            if timeout_set.is_none_or(|t| t > left || t < left / 2) {
+                socket.set_read_timeout(Some(left))?;
+                *timeout_set = Some(left);
+            }
             decoder.read_from(socket)
         }
     }

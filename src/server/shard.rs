@@ -159,15 +159,12 @@ impl Shard {
             for i in 0..self.streams.len() {
                 self.streams[i].drive(&mut self.links, now);
             }
+            // The log writes are queued, the sends leave, then the wait below submits the
+            // writes: local write and sends are in flight together. The sends go first
+            // because submitting a direct write costs a device notification (tens of
+            // microseconds on a VM) and the remote path — network and the member's own
+            // write — is the longer one of a strong commit.
             self.flush_logs();
-            // The log writes leave now, before the network sends: both are then in flight
-            // together.
-            if let Err(e) = self.ring.submit() {
-                eprintln!(
-                    "lockstep: shard {}: io_uring submit failed: {e}",
-                    self.index
-                );
-            }
             self.flush_links();
             let wait = if stalled { Duration::ZERO } else { TICK };
             if let Err(e) = self.ring.submit_and_wait_timeout(1, wait) {

@@ -57,13 +57,21 @@ impl Conn {
 
     /// Reads what the socket has (bounded per turn, so one busy link cannot starve
     /// the others). Returns false at the end of the stream.
+    ///
+    /// A read that does not fill the space offered has taken everything the socket had:
+    /// reading again would only return EAGAIN, so the link waits for its next poll.
     pub fn fill(&mut self) -> io::Result<bool> {
         self.readable = false;
         for _ in 0..16 {
+            let offered = self.decoder.spare_mut().len();
             match self.decoder.read_from(&mut &*self.sock) {
                 Ok(0) => return Ok(false),
+                Ok(n) if n < offered => return Ok(true),
                 Ok(_) => self.readable = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Ok(true);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
