@@ -12,5 +12,6 @@ pub mod log;
 pub mod profile;
 pub mod replication;
 pub mod server;
+pub mod sim;
 pub mod transport;
 pub mod wire;
