@@ -9,6 +9,7 @@ pub mod commit_rule;
 pub mod primary;
 pub mod secondary;
 pub mod settings;
+pub mod shared_prefix;
 
 pub use primary::{Action, Event, MemberSpec, NodeId, Outcome, Primary, RequestId};
 pub use secondary::{Secondary, Verdict};

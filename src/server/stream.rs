@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX};
 use crate::log::{Log, LogError, record};
+use crate::replication::shared_prefix::{Epochs, shared_prefix};
 use crate::replication::{
     Action, Event, MemberSpec, Mode, NodeId, Outcome, Primary, Secondary, Verdict,
 };
@@ -646,20 +647,11 @@ impl StreamDriver {
         let RoleDriver::Primary(p) = &self.role else {
             return Ok(0);
         };
-        let mine = p.core.last_lsn();
-        if last_lsn <= mine {
-            let epoch_here = match p.cache.get(last_lsn) {
-                Some((e, _)) => e,
-                None if last_lsn <= self.log.durable_lsn() => self.log.epoch_at(last_lsn)?,
-                None => 0,
-            };
-            if epoch_here == last_epoch {
-                return Ok(last_lsn);
-            }
-        }
-        // The member's log has records this one does not (or other ones): they share
-        // the records up to the last one here written in an epoch the member also had.
-        Ok(last_lsn.min(self.log.last_lsn_up_to_epoch(last_epoch)?))
+        let mut epochs = PrimaryEpochs {
+            cache: &p.cache,
+            log: &mut self.log,
+        };
+        shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut epochs)
     }
 
     /// The log is durable up to `lsn`.
@@ -881,6 +873,28 @@ impl StreamDriver {
                 m.epoch = s.core.epoch();
             }
         }
+    }
+}
+
+/// The primary's epochs: recent records from the send cache, older ones from the log.
+struct PrimaryEpochs<'a> {
+    cache: &'a RecordCache,
+    log: &'a mut Log,
+}
+
+impl Epochs for PrimaryEpochs<'_> {
+    type Error = LogError;
+
+    fn epoch_at(&mut self, lsn: u64) -> Result<Option<u64>, LogError> {
+        match self.cache.get(lsn) {
+            Some((e, _)) => Ok(Some(e)),
+            None if lsn <= self.log.durable_lsn() => self.log.epoch_at(lsn).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn last_up_to_epoch(&mut self, epoch: u64) -> Result<u64, LogError> {
+        self.log.last_lsn_up_to_epoch(epoch)
     }
 }
 
