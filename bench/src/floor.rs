@@ -152,24 +152,14 @@ impl Floor {
         window: Window,
     ) -> Result<Sample, Error> {
         self.hist.reset();
-        let start = Instant::now();
-        let warm_end = start + window.warm_up;
-        let stop = warm_end + window.measure;
-        // Measurement starts at the first completion after the warm-up.
-        let mut measuring_since = None;
-        let last_done = loop {
+        let mut m = stats::Measure::start(window);
+        while !m.done(self.hist.len()) {
             let (started, now) = self.write_once(ring, write_bytes)?;
-            match measuring_since {
-                Some(_) => stats::record(&mut self.hist, now - started),
-                None if now >= warm_end => measuring_since = Some(now),
-                None => {}
+            if m.completed(now) {
+                stats::record(&mut self.hist, now - started);
             }
-            if now >= stop && !self.hist.is_empty() {
-                break now;
-            }
-        };
-        let since = measuring_since.expect("measurement started before stopping");
-        Ok(Sample::new(&self.hist, self.hist.len(), last_done - since))
+        }
+        Ok(Sample::new(&self.hist, self.hist.len(), m.elapsed()))
     }
 
     /// One durable write of `write_bytes` at the next offset, waited for. Returns the

@@ -161,36 +161,25 @@ impl NetFloor {
     fn series(&mut self, op: u8, window: Window) -> Result<RemoteDsync, Error> {
         self.trips.reset();
         self.writes.reset();
-        let start = Instant::now();
-        let warm_end = start + window.warm_up;
-        let stop = warm_end + window.measure;
-        // Measurement starts at the first reply after the warm-up.
-        let mut measuring_since = None;
-        let last_done = loop {
+        let mut m = stats::Measure::start(window);
+        while !m.done(self.trips.len()) {
             let started = Instant::now();
             let write = self.trip(op).map_err(|e| self.explain(e))?;
             let now = Instant::now();
-            match measuring_since {
-                Some(_) => {
-                    stats::record(&mut self.trips, now - started);
-                    stats::record(&mut self.writes, write);
-                }
-                None if now >= warm_end => measuring_since = Some(now),
-                None => {}
+            if m.completed(now) {
+                stats::record(&mut self.trips, now - started);
+                stats::record(&mut self.writes, write);
             }
-            if now >= stop && !self.trips.is_empty() {
-                break now;
-            }
-        };
-        let since = measuring_since.expect("measurement started before stopping");
+        }
+        let elapsed = m.elapsed();
         let n = self.trips.len();
         let write = if op == OP_DSYNC {
-            Sample::new(&self.writes, n, last_done - since)
+            Sample::new(&self.writes, n, elapsed)
         } else {
-            Sample::new(&self.trips, n, last_done - since)
+            Sample::new(&self.trips, n, elapsed)
         };
         Ok(RemoteDsync {
-            round_trip: Sample::new(&self.trips, n, last_done - since),
+            round_trip: Sample::new(&self.trips, n, elapsed),
             write,
         })
     }

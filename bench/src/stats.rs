@@ -71,6 +71,53 @@ pub struct Window {
     pub measure: Duration,
 }
 
+/// The measuring window of a series of operations done one at a time: the warm-up is
+/// discarded, measurement starts at the first completion after it, and the series stops
+/// at the first completion after `measure` has passed (once something was recorded).
+pub struct Measure {
+    warm_end: std::time::Instant,
+    stop: std::time::Instant,
+    since: Option<std::time::Instant>,
+    last: std::time::Instant,
+}
+
+impl Measure {
+    pub fn start(window: Window) -> Measure {
+        let now = std::time::Instant::now();
+        let warm_end = now + window.warm_up;
+        Measure {
+            warm_end,
+            stop: warm_end + window.measure,
+            since: None,
+            last: now,
+        }
+    }
+
+    /// An operation completed at `now`: whether its latency counts.
+    pub fn completed(&mut self, now: std::time::Instant) -> bool {
+        self.last = now;
+        match self.since {
+            Some(_) => true,
+            None => {
+                if now >= self.warm_end {
+                    self.since = Some(now);
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the series is over, with `recorded` latencies so far.
+    pub fn done(&self, recorded: u64) -> bool {
+        self.last >= self.stop && recorded > 0
+    }
+
+    /// Time from the start of measurement to the last completion.
+    pub fn elapsed(&self) -> Duration {
+        self.last - self.since.expect("measurement started before stopping")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +139,21 @@ mod tests {
         assert!((s.p99_us - 990.0).abs() < 1.5, "p99 {}", s.p99_us);
         assert!((s.per_s - 2000.0).abs() < 1e-9);
         assert_eq!(s.count, 1000);
+    }
+
+    #[test]
+    fn measure_discards_the_warm_up_and_stops_after_the_window() {
+        let w = Window {
+            warm_up: Duration::ZERO,
+            measure: Duration::ZERO,
+        };
+        let mut m = Measure::start(w);
+        let t = std::time::Instant::now();
+        // The first completion only starts the measurement.
+        assert!(!m.completed(t));
+        assert!(!m.done(0), "nothing recorded yet");
+        assert!(m.completed(t + Duration::from_millis(3)));
+        assert!(m.done(1));
+        assert_eq!(m.elapsed(), Duration::from_millis(3));
     }
 }
