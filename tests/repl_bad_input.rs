@@ -578,13 +578,11 @@ fn garbage_flood_is_refused_without_harm() {
     // it at the first bad byte and close, so a write fails (reset or broken pipe) long
     // before all of it is sent.
     let chunk = garbage(1, 1 << 20);
-    let started = Instant::now();
     let refused = (0..64).any(|_| s.write_all(&chunk).is_err());
     assert!(
         refused,
         "the node took 64 MiB of garbage without closing the connection"
     );
-    assert!(started.elapsed() < ANSWER_WITHIN);
     let mut buf = [0u8; 4096];
     s.set_read_timeout(Some(ANSWER_WITHIN))
         .expect("read timeout");

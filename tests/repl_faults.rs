@@ -90,8 +90,13 @@ fn sigstop_blocks_strong_commits_and_sigcont_releases_them() {
                 a.first_lsn
             ),
             Err(ClientError::InDoubt {
-                first_lsn, count, ..
+                first_lsn,
+                count,
+                reason,
+                ..
             }) => {
+                // The node's own answer at its request timeout, not the client giving up.
+                assert_eq!(reason, "timed out waiting for the commit");
                 let lsn = first_lsn.expect("the node answered InDoubt with the LSN");
                 assert_eq!(count, 1);
                 in_doubt.push((lsn, payload.clone()));
@@ -103,10 +108,6 @@ fn sigstop_blocks_strong_commits_and_sigcont_releases_them() {
     assert!(
         waited >= Duration::from_millis(1400),
         "the appends ended in doubt after {waited:?}, before request_timeout_ms = 1500"
-    );
-    assert!(
-        waited < Duration::from_millis(3000),
-        "the node's in-doubt answers took {waited:?} (request_timeout_ms = 1500)"
     );
     let lsns: Vec<u64> = in_doubt.iter().map(|(l, _)| *l).collect();
     assert_eq!(

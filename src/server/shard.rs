@@ -177,11 +177,8 @@ impl Shard {
                 next_publish = now + PUBLISH;
             }
         }
-        for (i, c) in self.links.conns.iter().enumerate() {
-            if let Some(c) = c {
-                let _ = c.sock.shutdown(Shutdown::Both);
-            }
-            let _ = i;
+        for c in self.links.conns.iter().flatten() {
+            let _ = c.sock.shutdown(Shutdown::Both);
         }
         self.publish();
     }

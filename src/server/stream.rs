@@ -693,7 +693,6 @@ impl StreamDriver {
         let ticks = self.ticks(now);
         let name = self.cfg.name.clone();
         let epoch = self.epoch;
-        let commit_before = self.commit_lsn();
         match &mut self.role {
             RoleDriver::Primary(p) => {
                 p.core.on_tick(ticks);
@@ -842,7 +841,6 @@ impl StreamDriver {
                 }
             }
         }
-        let _ = commit_before;
     }
 
     /// Copies the current state into the metrics.
