@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod constants;
+pub mod control;
 pub mod demo;
 pub mod inspect;
 pub mod log;

@@ -1,0 +1,386 @@
+//! The cluster configuration the controller agrees on, and the commands that change it.
+//!
+//! Every voting node applies the same committed commands in the same order, so every
+//! node computes the same configuration. A command carries the epoch it was decided in
+//! and is applied only if that epoch is still current (compare-and-set): a decision
+//! taken by a leader that has since been replaced, or a removal asked for by a primary
+//! that has since been fenced, is refused by every node alike instead of being applied
+//! on top of a newer configuration.
+//!
+//! Invariants kept by [`ClusterConfig::apply`]:
+//! - A stream's epoch only grows, and grows on every change of primary.
+//! - The primary is never in its own sync set or learners; a node is never both a
+//!   sync-set member and a learner.
+//! - With `on_insufficient = block`, a removal never shrinks the sync set below
+//!   `min_sync`; with `degrade` it may, and the stream is then marked degraded.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::replication::{Mode, NodeId, OnInsufficient, StreamSettings};
+
+/// What the controller needs to know of a stream's settings to decide failovers and
+/// removals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// `strong`, `semi` or `async`.
+    pub mode: String,
+    /// `k`: acks needed from the sync set; `None` means every member.
+    pub sync_acks: Option<usize>,
+    pub min_sync: usize,
+    /// `on_insufficient = degrade`.
+    pub degrade: bool,
+}
+
+impl Policy {
+    pub fn of(settings: &StreamSettings) -> Policy {
+        Policy {
+            mode: settings.mode.as_str().to_string(),
+            sync_acks: settings.sync_acks,
+            min_sync: settings.min_sync,
+            degrade: settings.on_insufficient == OnInsufficient::Degrade,
+        }
+    }
+
+    /// `k` for a sync set of `members`: 0 when commits do not wait for the sync set.
+    pub fn k(&self, members: usize) -> usize {
+        if self.mode == Mode::Async.as_str() {
+            return 0;
+        }
+        self.sync_acks.unwrap_or(members).min(members)
+    }
+}
+
+/// The roles of one stream in one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRoles {
+    pub epoch: u64,
+    pub primary: NodeId,
+    /// The process (incarnation) of the primary node that holds the role; 0 before any
+    /// process was promoted. A primary that restarts is a new incarnation and does not
+    /// inherit the role: it is fenced and promoted again in a newer epoch, so that an
+    /// (epoch, LSN) pair names one record forever.
+    pub incarnation: u64,
+    pub sync_set: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// The sync set shrank below `min_sync` under `degrade`: commits wait for the
+    /// primary alone.
+    pub degraded: bool,
+    pub policy: Policy,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Raft index of the last command applied.
+    pub version: u64,
+    /// Every node with its address, voters and learners of the controller alike.
+    pub members: BTreeMap<NodeId, String>,
+    /// The controller's voting nodes.
+    pub voters: Vec<NodeId>,
+    pub streams: BTreeMap<String, StreamRoles>,
+}
+
+/// A change of the configuration, decided by the controller's leader (or asked for by
+/// a primary) and applied by every node once committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Makes `primary` (process `incarnation`) the primary of `stream` in `epoch`,
+    /// replacing the configuration of epoch `from_epoch`.
+    Promote {
+        stream: String,
+        from_epoch: u64,
+        epoch: u64,
+        primary: NodeId,
+        incarnation: u64,
+        sync_set: Vec<NodeId>,
+        learners: Vec<NodeId>,
+    },
+    /// Moves a stalled sync-set member to the learners (asked by the primary of
+    /// `epoch`, which waits for this change before committing without the member).
+    Remove {
+        stream: String,
+        epoch: u64,
+        member: NodeId,
+    },
+    /// Moves a learner that holds everything committed back into the sync set.
+    Restore {
+        stream: String,
+        epoch: u64,
+        member: NodeId,
+    },
+    /// Adds a node that proved it knows the cluster secret, as a learner of every
+    /// stream.
+    Join { node: NodeId, addr: String },
+}
+
+impl Command {
+    /// The stream a command is about, if any.
+    pub fn stream(&self) -> Option<&str> {
+        match self {
+            Command::Promote { stream, .. }
+            | Command::Remove { stream, .. }
+            | Command::Restore { stream, .. } => Some(stream),
+            Command::Join { .. } => None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("commands always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("bad controller command: {e}"))
+    }
+}
+
+impl ClusterConfig {
+    /// The configuration every node starts from: the one of the configuration files.
+    pub fn genesis(
+        members: BTreeMap<NodeId, String>,
+        voters: Vec<NodeId>,
+        streams: BTreeMap<String, StreamRoles>,
+    ) -> ClusterConfig {
+        ClusterConfig {
+            version: 0,
+            members,
+            voters,
+            streams,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("configurations always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ClusterConfig, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("bad cluster configuration: {e}"))
+    }
+
+    /// Applies a committed command at raft index `index`. A command whose precondition
+    /// no longer holds is refused (the configuration is unchanged) with the reason.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<(), String> {
+        assert!(index > self.version, "commands apply in raft order");
+        let result = self.apply_inner(cmd);
+        self.version = index;
+        result
+    }
+
+    fn apply_inner(&mut self, cmd: &Command) -> Result<(), String> {
+        match cmd {
+            Command::Promote {
+                stream,
+                from_epoch,
+                epoch,
+                primary,
+                incarnation,
+                sync_set,
+                learners,
+            } => {
+                let roles = self.stream_mut(stream)?;
+                if roles.epoch != *from_epoch {
+                    return Err(format!(
+                        "stale promotion of {stream}: decided in epoch {from_epoch}, now {}",
+                        roles.epoch
+                    ));
+                }
+                assert!(epoch > from_epoch, "a promotion moves to a newer epoch");
+                assert!(!sync_set.contains(primary));
+                assert!(!learners.contains(primary));
+                assert!(sync_set.iter().all(|m| !learners.contains(m)));
+                roles.epoch = *epoch;
+                roles.primary = *primary;
+                roles.incarnation = *incarnation;
+                roles.sync_set = sync_set.clone();
+                roles.learners = learners.clone();
+                let min_sync = roles.policy.min_sync;
+                roles.degraded = roles.policy.degrade && sync_set.len() < min_sync;
+                Ok(())
+            }
+            Command::Remove {
+                stream,
+                epoch,
+                member,
+            } => {
+                let roles = self.stream_mut(stream)?;
+                if roles.epoch != *epoch {
+                    return Err(format!(
+                        "removal from {stream} asked in epoch {epoch}, now {}",
+                        roles.epoch
+                    ));
+                }
+                let Some(at) = roles.sync_set.iter().position(|m| m == member) else {
+                    return Err(format!("node {member} is not in the sync set of {stream}"));
+                };
+                let left = roles.sync_set.len() - 1;
+                if left < roles.policy.min_sync && !roles.policy.degrade {
+                    return Err(format!(
+                        "removing node {member} would leave {left} sync members of {stream}, \
+                         below min_sync {} (on_insufficient = block)",
+                        roles.policy.min_sync
+                    ));
+                }
+                roles.sync_set.remove(at);
+                roles.learners.push(*member);
+                roles.learners.sort_unstable();
+                roles.degraded = left < roles.policy.min_sync;
+                Ok(())
+            }
+            Command::Restore {
+                stream,
+                epoch,
+                member,
+            } => {
+                let roles = self.stream_mut(stream)?;
+                if roles.epoch != *epoch {
+                    return Err(format!(
+                        "restore to {stream} asked in epoch {epoch}, now {}",
+                        roles.epoch
+                    ));
+                }
+                let Some(at) = roles.learners.iter().position(|m| m == member) else {
+                    return Err(format!("node {member} is not a learner of {stream}"));
+                };
+                roles.learners.remove(at);
+                roles.sync_set.push(*member);
+                roles.sync_set.sort_unstable();
+                roles.degraded = roles.sync_set.len() < roles.policy.min_sync;
+                Ok(())
+            }
+            Command::Join { node, addr } => {
+                if let Some(known) = self.members.get(node) {
+                    if known == addr {
+                        return Ok(());
+                    }
+                    return Err(format!(
+                        "node {node} is already a member at {known}, not {addr}"
+                    ));
+                }
+                self.members.insert(*node, addr.clone());
+                for roles in self.streams.values_mut() {
+                    roles.learners.push(*node);
+                    roles.learners.sort_unstable();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn stream_mut(&mut self, stream: &str) -> Result<&mut StreamRoles, String> {
+        self.streams
+            .get_mut(stream)
+            .ok_or_else(|| format!("unknown stream {stream:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ClusterConfig {
+        let roles = StreamRoles {
+            epoch: 3,
+            primary: 1,
+            incarnation: 7,
+            sync_set: vec![2, 3],
+            learners: vec![],
+            degraded: false,
+            policy: Policy::of(&StreamSettings::default()),
+        };
+        ClusterConfig::genesis(
+            (1..=3)
+                .map(|n| (n, format!("127.0.0.1:{}", 7000 + n)))
+                .collect(),
+            vec![1, 2, 3],
+            [("s".to_string(), roles)].into(),
+        )
+    }
+
+    fn remove(epoch: u64, member: NodeId) -> Command {
+        Command::Remove {
+            stream: "s".into(),
+            epoch,
+            member,
+        }
+    }
+
+    #[test]
+    fn removal_is_refused_below_min_sync_when_blocking() {
+        let mut c = config();
+        c.apply(1, &remove(3, 3)).unwrap();
+        assert_eq!(c.streams["s"].sync_set, vec![2]);
+        assert_eq!(c.streams["s"].learners, vec![3]);
+        assert!(!c.streams["s"].degraded);
+        let err = c.apply(2, &remove(3, 2)).unwrap_err();
+        assert!(err.contains("below min_sync"), "{err}");
+        assert_eq!(c.streams["s"].sync_set, vec![2]);
+        assert_eq!(c.version, 2);
+    }
+
+    #[test]
+    fn removal_below_min_sync_degrades_when_allowed() {
+        let mut c = config();
+        c.streams.get_mut("s").unwrap().policy.degrade = true;
+        c.apply(1, &remove(3, 3)).unwrap();
+        c.apply(2, &remove(3, 2)).unwrap();
+        assert!(c.streams["s"].sync_set.is_empty());
+        assert!(c.streams["s"].degraded);
+        c.apply(
+            3,
+            &Command::Restore {
+                stream: "s".into(),
+                epoch: 3,
+                member: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.streams["s"].sync_set, vec![2]);
+        assert!(!c.streams["s"].degraded);
+    }
+
+    #[test]
+    fn stale_commands_change_nothing() {
+        let mut c = config();
+        let before = c.streams.clone();
+        assert!(c.apply(1, &remove(2, 3)).unwrap_err().contains("epoch 2"));
+        let promote = Command::Promote {
+            stream: "s".into(),
+            from_epoch: 2,
+            epoch: 4,
+            primary: 2,
+            incarnation: 1,
+            sync_set: vec![3],
+            learners: vec![1],
+        };
+        assert!(c.apply(2, &promote).unwrap_err().contains("stale"));
+        assert_eq!(c.streams, before);
+        let promote = Command::Promote {
+            stream: "s".into(),
+            from_epoch: 3,
+            epoch: 4,
+            primary: 2,
+            incarnation: 1,
+            sync_set: vec![3],
+            learners: vec![1],
+        };
+        c.apply(3, &promote).unwrap();
+        assert_eq!(c.streams["s"].epoch, 4);
+        assert_eq!(c.streams["s"].primary, 2);
+        // A second decision for the same old epoch (another leader's) is refused.
+        assert!(c.apply(4, &promote).unwrap_err().contains("stale"));
+    }
+
+    #[test]
+    fn commands_and_configs_round_trip() {
+        let c = config();
+        assert_eq!(ClusterConfig::decode(&c.encode()).unwrap(), c);
+        let cmd = remove(3, 2);
+        assert_eq!(Command::decode(&cmd.encode()).unwrap(), cmd);
+        assert!(
+            Command::decode(b"{")
+                .unwrap_err()
+                .contains("bad controller command")
+        );
+    }
+}

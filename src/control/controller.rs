@@ -1,0 +1,801 @@
+//! The controller of one node: its replica of the cluster's raft group, the
+//! configuration that group agrees on, and — on the raft leader — the decisions that
+//! change it (failovers, removals, restores, switchovers).
+//!
+//! Sans-I/O: inputs are messages from other nodes' controllers, this node's status,
+//! requests of this node's primaries and the time in milliseconds; outputs
+//! ([`Output`]) are messages to send, state to persist and configurations to apply.
+//! The driver executes outputs in order: a `Persist` must be durable before any
+//! output after it is carried out (raft's rule: persist before sending the messages
+//! that promise it).
+//!
+//! Decisions are taken by the leader only, and every decision is a compare-and-set on
+//! the stream's epoch (see `cluster_config`), so two leaders that overlap for a moment
+//! cannot both change a stream's roles.
+//!
+//! Failure detection: every node sends its status to every voter every
+//! `status_interval_ms`. The leader replaces a stream's primary when the primary has
+//! been silent for `failover_timeout_ms`, or when it reports a process (incarnation)
+//! other than the one promoted — it restarted, and a restarted primary is promoted
+//! again in a newer epoch, never resumed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use raft::StateRole;
+use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
+use raft::{RawNode, Storage};
+
+use crate::control::cluster_config::{ClusterConfig, Command};
+use crate::control::fence::{FenceAnswer, decide};
+use crate::control::message::{ControlMsg, NodeStatus, Request};
+use crate::control::storage::ControlLog;
+use crate::replication::NodeId;
+
+/// Timing of the controller. The defaults suit a LAN or loopback: a failed primary is
+/// replaced in a few hundred milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// Milliseconds per raft tick.
+    pub raft_tick_ms: u64,
+    /// Raft ticks without a leader before an election (randomized up to twice this).
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub status_interval_ms: u64,
+    /// A primary silent for this long is replaced.
+    pub failover_timeout_ms: u64,
+    /// Fences, drains and proposals not answered within this are sent again.
+    pub retry_ms: u64,
+    /// Applied commands kept in the raft log before it is compacted to a snapshot.
+    pub compact_after: u64,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            raft_tick_ms: 10,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            status_interval_ms: 20,
+            failover_timeout_ms: 150,
+            retry_ms: 50,
+            compact_after: 64,
+        }
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send {
+        to: NodeId,
+        msg: ControlMsg,
+    },
+    /// Store these bytes durably (replacing the previous state) before carrying out
+    /// any output after this one. [`ControlLog::decode`] reads them back.
+    Persist(Vec<u8>),
+    /// The configuration changed: apply it.
+    Config(ClusterConfig),
+    /// A line for the node's log: a failover started or decided, a command refused.
+    Event(String),
+}
+
+/// A failover (or switchover) of one stream in progress, on the leader.
+#[derive(Clone, Debug)]
+struct Round {
+    from_epoch: u64,
+    epoch: u64,
+    answers: Vec<FenceAnswer>,
+    last_sent_ms: u64,
+    proposed_ms: Option<u64>,
+    /// A switchover to this node: it must win, holding the whole drained log.
+    switchover: Option<(NodeId, u64)>,
+}
+
+/// A switchover waiting for the old primary to drain.
+#[derive(Clone, Debug)]
+struct Draining {
+    epoch: u64,
+    to: NodeId,
+    last_sent_ms: u64,
+}
+
+struct Heard {
+    at_ms: u64,
+    status: NodeStatus,
+}
+
+/// A small deterministic generator for election timeouts, so that a seed replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// One node's controller. See the module docs.
+pub struct Controller {
+    id: NodeId,
+    raw: RawNode<ControlLog>,
+    config: ClusterConfig,
+    settings: ControllerSettings,
+    rng: Rng,
+    now_ms: u64,
+    raft_ticked_ms: u64,
+    raft_shape: (u64, StateRole),
+    leader_since_ms: u64,
+    local: Option<NodeStatus>,
+    status_sent_ms: Option<u64>,
+    heard: BTreeMap<NodeId, Heard>,
+    rounds: BTreeMap<String, Round>,
+    draining: BTreeMap<String, Draining>,
+    /// Requests proposed recently (encoded command → when), so that a primary that
+    /// repeats a request does not fill the raft log.
+    proposed: HashMap<Vec<u8>, u64>,
+    outputs: Vec<Output>,
+}
+
+fn raft_id(n: NodeId) -> u64 {
+    u64::from(n)
+}
+
+fn node_id(n: u64) -> NodeId {
+    NodeId::try_from(n).expect("raft ids are node ids")
+}
+
+impl Controller {
+    /// A controller starting from `persisted` state (None for a node's first start)
+    /// or else from `genesis`, the configuration every node's file describes.
+    /// `seed` drives the randomized election timeouts.
+    pub fn new(
+        id: NodeId,
+        genesis: ClusterConfig,
+        persisted: Option<ControlLog>,
+        settings: ControllerSettings,
+        seed: u64,
+    ) -> Result<Controller, String> {
+        let voters: Vec<u64> = genesis.voters.iter().copied().map(raft_id).collect();
+        if !genesis.voters.contains(&id) {
+            return Err(format!(
+                "node {id} is not a voter of the controller ({:?})",
+                genesis.voters
+            ));
+        }
+        let store = persisted.unwrap_or_else(|| ControlLog::new(&voters));
+        let snapshot = store.snapshot_ref().clone();
+        let mut config = if snapshot.get_data().is_empty() {
+            genesis
+        } else {
+            ClusterConfig::decode(snapshot.get_data())?
+        };
+        // Commands committed before a restart apply again now, so the node never acts
+        // on a configuration older than the one it had.
+        let commit = store.hard_state().get_commit();
+        let first = snapshot.get_metadata().get_index() + 1;
+        if commit >= first {
+            let replay = store
+                .entries(
+                    first,
+                    commit + 1,
+                    None,
+                    raft::GetEntriesContext::empty(false),
+                )
+                .map_err(|e| format!("controller state: {e}"))?;
+            for e in replay {
+                if e.get_entry_type() == EntryType::EntryNormal && !e.get_data().is_empty() {
+                    // A refused command changes nothing, as it did the first time.
+                    let _ = config.apply(e.get_index(), &Command::decode(e.get_data())?);
+                }
+            }
+        }
+        let applied = commit.max(snapshot.get_metadata().get_index());
+        let raft_config = raft::Config {
+            id: raft_id(id),
+            election_tick: settings.election_ticks,
+            heartbeat_tick: settings.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| format!("controller settings: {e}"))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, store, &logger)
+            .map_err(|e| format!("controller state: {e}"))?;
+        let mut c = Controller {
+            id,
+            raft_shape: (raw.raft.term, raw.raft.state),
+            raw,
+            config,
+            settings,
+            rng: Rng(seed),
+            now_ms: 0,
+            raft_ticked_ms: 0,
+            leader_since_ms: 0,
+            local: None,
+            status_sent_ms: None,
+            heard: BTreeMap::new(),
+            rounds: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            proposed: HashMap::new(),
+            outputs: Vec::new(),
+        };
+        c.randomize_election();
+        Ok(c)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration applied so far.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The controller's leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        let l = self.raw.raft.leader_id;
+        (l != raft::INVALID_ID).then(|| node_id(l))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The latest status heard from `node` and how old it is, in milliseconds.
+    pub fn heard_from(&self, node: NodeId) -> Option<(&NodeStatus, u64)> {
+        self.heard
+            .get(&node)
+            .map(|h| (&h.status, self.now_ms.saturating_sub(h.at_ms)))
+    }
+
+    /// This node's own status, sent to every voter at the status interval.
+    pub fn set_status(&mut self, status: NodeStatus) {
+        assert_eq!(status.node, self.id);
+        self.heard.insert(
+            self.id,
+            Heard {
+                at_ms: self.now_ms,
+                status: status.clone(),
+            },
+        );
+        self.local = Some(status);
+    }
+
+    /// Time passes.
+    pub fn on_tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        while self.now_ms >= self.raft_ticked_ms + self.settings.raft_tick_ms {
+            self.raft_ticked_ms += self.settings.raft_tick_ms;
+            self.raw.tick();
+            self.after_raft();
+        }
+        if let Some(local) = &self.local {
+            let due = self
+                .status_sent_ms
+                .is_none_or(|t| self.now_ms >= t + self.settings.status_interval_ms);
+            if due {
+                self.status_sent_ms = Some(self.now_ms);
+                if let Some(h) = self.heard.get_mut(&self.id) {
+                    h.at_ms = self.now_ms;
+                }
+                for &v in &self.config.voters {
+                    if v != self.id {
+                        self.outputs.push(Output::Send {
+                            to: v,
+                            msg: ControlMsg::Status(local.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        self.lead();
+    }
+
+    /// A message from another node's controller. `Fence` and `Drain` are for the
+    /// node's streams, not for the controller: the driver hands them to the streams.
+    pub fn on_message(&mut self, from: NodeId, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Raft(m) => {
+                if m.get_from() != raft_id(from) {
+                    self.outputs.push(Output::Event(format!(
+                        "raft message from node {} arrived on node {from}'s link: dropped",
+                        m.get_from()
+                    )));
+                    return;
+                }
+                if let Err(e) = self.raw.step(m) {
+                    self.outputs
+                        .push(Output::Event(format!("raft message from node {from}: {e}")));
+                }
+                self.after_raft();
+            }
+            ControlMsg::Status(status) => {
+                if status.node == from {
+                    self.heard.insert(
+                        from,
+                        Heard {
+                            at_ms: self.now_ms,
+                            status,
+                        },
+                    );
+                }
+            }
+            ControlMsg::Fenced {
+                stream,
+                epoch,
+                node,
+                incarnation,
+                last_epoch,
+                last_lsn,
+            } => {
+                if let Some(round) = self.rounds.get_mut(&stream)
+                    && round.epoch == epoch
+                    && !round.answers.iter().any(|a| a.node == node)
+                {
+                    round.answers.push(FenceAnswer {
+                        node,
+                        incarnation,
+                        last_epoch,
+                        last_lsn,
+                    });
+                }
+            }
+            ControlMsg::Drained {
+                stream,
+                epoch,
+                to,
+                last_lsn,
+            } => self.on_drained(&stream, epoch, to, last_lsn),
+            ControlMsg::Request(r) => self.request(r),
+            ControlMsg::Fence { .. } | ControlMsg::Drain { .. } => {
+                self.outputs.push(Output::Event(format!(
+                    "a stream message from node {from} reached the controller: dropped"
+                )));
+            }
+        }
+        self.lead();
+    }
+
+    /// A request of this node (or forwarded by another): handled by the leader, sent
+    /// to it otherwise. Without a known leader the request is dropped; the asker asks
+    /// again while its reason holds.
+    pub fn request(&mut self, r: Request) {
+        if !self.is_leader() {
+            if let Some(leader) = self.leader()
+                && leader != self.id
+            {
+                self.outputs.push(Output::Send {
+                    to: leader,
+                    msg: ControlMsg::Request(r),
+                });
+            }
+            return;
+        }
+        match r {
+            Request::Remove {
+                stream,
+                epoch,
+                member,
+            } => self.propose(Command::Remove {
+                stream,
+                epoch,
+                member,
+            }),
+            Request::Restore {
+                stream,
+                epoch,
+                member,
+            } => self.propose(Command::Restore {
+                stream,
+                epoch,
+                member,
+            }),
+            Request::Switchover { stream, to } => self.start_switchover(stream, to),
+        }
+    }
+
+    /// Hands over the outputs of everything since the last call.
+    pub fn poll(&mut self) -> Vec<Output> {
+        self.drive_raft();
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn propose(&mut self, cmd: Command) {
+        let bytes = cmd.encode();
+        let now = self.now_ms;
+        let retry = self.settings.retry_ms * 4;
+        self.proposed.retain(|_, t| now < *t + retry);
+        if self.proposed.contains_key(&bytes) {
+            return;
+        }
+        match self.raw.propose(Vec::new(), bytes.clone()) {
+            Ok(()) => {
+                self.proposed.insert(bytes, now);
+            }
+            Err(e) => self
+                .outputs
+                .push(Output::Event(format!("proposal {cmd:?} not accepted: {e}"))),
+        }
+    }
+
+    /// raft-rs draws election timeouts from the thread's random generator; the
+    /// controller draws them from its seed instead whenever raft resets them (on
+    /// every change of term or role), so that a simulated cluster replays exactly.
+    fn after_raft(&mut self) {
+        let shape = (self.raw.raft.term, self.raw.raft.state);
+        if shape != self.raft_shape {
+            if shape.1 == StateRole::Leader {
+                self.leader_since_ms = self.now_ms;
+                self.rounds.clear();
+                self.draining.clear();
+            }
+            self.raft_shape = shape;
+            self.randomize_election();
+        }
+    }
+
+    fn randomize_election(&mut self) {
+        // raft-rs's defaults: a timeout in [election_ticks, 2 × election_ticks).
+        let min = self.settings.election_ticks;
+        let max = 2 * min;
+        let t = min + (self.rng.next() % (max - min) as u64) as usize;
+        self.raw.raft.set_randomized_election_timeout(t);
+    }
+
+    fn drive_raft(&mut self) {
+        if !self.raw.has_ready() {
+            return;
+        }
+        let mut rd = self.raw.ready();
+        let messages = rd.take_messages();
+        self.send_raft(messages);
+        let mut persist = false;
+        if !rd.snapshot().is_empty() {
+            let snapshot = rd.snapshot().clone();
+            match ClusterConfig::decode(snapshot.get_data()) {
+                Ok(config) => {
+                    self.config = config;
+                    self.outputs.push(Output::Config(self.config.clone()));
+                }
+                Err(e) => panic!("the leader sent a snapshot that does not decode: {e}"),
+            }
+            self.raw.mut_store().apply_snapshot(snapshot);
+            persist = true;
+        }
+        let committed = rd.take_committed_entries();
+        self.apply(committed);
+        if !rd.entries().is_empty() {
+            let entries = rd.entries().clone();
+            self.raw.mut_store().append(&entries);
+            persist = true;
+        }
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone());
+            persist = true;
+        }
+        if persist {
+            self.outputs
+                .push(Output::Persist(self.raw.store().encode()));
+        }
+        let persisted = rd.take_persisted_messages();
+        self.send_raft(persisted);
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        let messages = light.take_messages();
+        self.send_raft(messages);
+        let committed = light.take_committed_entries();
+        self.apply(committed);
+        self.raw.advance_apply();
+        self.after_raft();
+        self.compact();
+    }
+
+    fn send_raft(&mut self, messages: Vec<raft::eraftpb::Message>) {
+        for m in messages {
+            self.outputs.push(Output::Send {
+                to: node_id(m.get_to()),
+                msg: ControlMsg::Raft(m),
+            });
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let mut changed = false;
+        for e in entries {
+            if e.get_index() <= self.config.version {
+                continue;
+            }
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.get_data().is_empty() => {
+                    // A new leader's empty entry: nothing to apply.
+                }
+                EntryType::EntryNormal => match Command::decode(e.get_data()) {
+                    Ok(cmd) => match self.config.apply(e.get_index(), &cmd) {
+                        Ok(()) => {
+                            changed = true;
+                            self.outputs.push(Output::Event(format!("applied {cmd:?}")));
+                        }
+                        Err(why) => self.outputs.push(Output::Event(format!("refused: {why}"))),
+                    },
+                    Err(why) => panic!("a committed controller entry does not decode: {why}"),
+                },
+                EntryType::EntryConfChange => {
+                    let cc: raft::eraftpb::ConfChange =
+                        protobuf::Message::parse_from_bytes(e.get_data())
+                            .expect("committed conf changes decode");
+                    let cs = self
+                        .raw
+                        .apply_conf_change(&cc)
+                        .expect("committed conf changes apply");
+                    self.raw.mut_store().set_conf_state(cs);
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc: ConfChangeV2 = protobuf::Message::parse_from_bytes(e.get_data())
+                        .expect("committed conf changes decode");
+                    let cs = self
+                        .raw
+                        .apply_conf_change(&cc)
+                        .expect("committed conf changes apply");
+                    self.raw.mut_store().set_conf_state(cs);
+                }
+            }
+        }
+        if changed {
+            self.outputs.push(Output::Config(self.config.clone()));
+        }
+    }
+
+    fn compact(&mut self) {
+        let applied = self.raw.raft.raft_log.applied;
+        let snap = self.raw.store().snapshot_ref().get_metadata().get_index();
+        if applied >= snap + self.settings.compact_after
+            && self.raw.store().last_index().is_ok_and(|l| l >= applied)
+        {
+            self.raw.mut_store().compact(applied, self.config.encode());
+            self.outputs
+                .push(Output::Persist(self.raw.store().encode()));
+        }
+    }
+
+    fn alive(&self, node: NodeId) -> bool {
+        self.heard
+            .get(&node)
+            .is_some_and(|h| self.now_ms < h.at_ms + self.settings.failover_timeout_ms)
+    }
+
+    /// The leader's duties: replace failed primaries, push fences and drains along.
+    fn lead(&mut self) {
+        if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let streams: Vec<String> = self.config.streams.keys().cloned().collect();
+        for stream in streams {
+            self.lead_stream(&stream);
+        }
+    }
+
+    fn lead_stream(&mut self, stream: &str) {
+        let roles = self.config.streams[stream].clone();
+        let now = self.now_ms;
+        if let Some(round) = self.rounds.get(stream)
+            && round.from_epoch != roles.epoch
+        {
+            // The configuration moved on (this round's promotion, or another's).
+            self.rounds.remove(stream);
+        }
+        if let Some(d) = self.draining.get(stream)
+            && d.epoch != roles.epoch
+        {
+            self.draining.remove(stream);
+        }
+        if let Some(mut round) = self.rounds.remove(stream) {
+            if round
+                .proposed_ms
+                .is_some_and(|t| now >= t + self.settings.retry_ms * 4)
+            {
+                round.proposed_ms = None;
+            }
+            if round.proposed_ms.is_none() {
+                let decision = match round.switchover {
+                    // A switchover's target must win, once it holds the whole drained
+                    // log and the old primary is fenced.
+                    Some((to, last_lsn)) => {
+                        let target_ready = round
+                            .answers
+                            .iter()
+                            .any(|a| a.node == to && a.last_lsn >= last_lsn);
+                        let primary_fenced = round.answers.iter().any(|a| a.node == roles.primary);
+                        let answers: Vec<FenceAnswer> = round
+                            .answers
+                            .iter()
+                            .filter(|a| a.node == to || a.node == roles.primary)
+                            .copied()
+                            .collect();
+                        (target_ready && primary_fenced)
+                            .then(|| decide(&roles, &answers, |n| self.alive(n), to))
+                            .flatten()
+                            .filter(|d| d.primary == to)
+                    }
+                    None => decide(&roles, &round.answers, |n| self.alive(n), roles.primary),
+                };
+                if let Some(d) = decision {
+                    self.outputs.push(Output::Event(format!(
+                        "stream {stream}: node {} becomes primary in epoch {} (answers {:?})",
+                        d.primary, round.epoch, round.answers
+                    )));
+                    let cmd = Command::Promote {
+                        stream: stream.to_string(),
+                        from_epoch: roles.epoch,
+                        epoch: round.epoch,
+                        primary: d.primary,
+                        incarnation: d.incarnation,
+                        sync_set: d.sync_set,
+                        learners: d.learners,
+                    };
+                    self.proposed.remove(&cmd.encode());
+                    self.propose(cmd);
+                    round.proposed_ms = Some(now);
+                } else if now >= round.last_sent_ms + self.settings.retry_ms {
+                    round.last_sent_ms = now;
+                    self.send_fences(stream, &roles, &round);
+                }
+            }
+            self.rounds.insert(stream.to_string(), round);
+            return;
+        }
+        if let Some(d) = self.draining.get_mut(stream) {
+            if now >= d.last_sent_ms + self.settings.retry_ms {
+                d.last_sent_ms = now;
+                let (epoch, to) = (d.epoch, d.to);
+                self.outputs.push(Output::Send {
+                    to: roles.primary,
+                    msg: ControlMsg::Drain {
+                        stream: stream.to_string(),
+                        epoch,
+                        to,
+                    },
+                });
+            }
+            return;
+        }
+        let why = match self.heard.get(&roles.primary) {
+            None if now >= self.leader_since_ms + self.settings.failover_timeout_ms => {
+                Some("primary not heard from".to_string())
+            }
+            None => None,
+            Some(h) if now >= h.at_ms + self.settings.failover_timeout_ms => {
+                Some(format!("primary silent for {} ms", now - h.at_ms))
+            }
+            Some(h) if h.status.incarnation != roles.incarnation => Some(format!(
+                "primary runs as process {}, promoted was {}",
+                h.status.incarnation, roles.incarnation
+            )),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            self.start_round(stream, &roles, None, &why);
+        }
+    }
+
+    fn start_round(
+        &mut self,
+        stream: &str,
+        roles: &crate::control::cluster_config::StreamRoles,
+        switchover: Option<(NodeId, u64)>,
+        why: &str,
+    ) {
+        let round = Round {
+            from_epoch: roles.epoch,
+            epoch: roles.epoch + 1,
+            answers: Vec::new(),
+            last_sent_ms: self.now_ms,
+            proposed_ms: None,
+            switchover,
+        };
+        self.outputs.push(Output::Event(format!(
+            "stream {stream}: fencing epoch {} ({why})",
+            round.epoch
+        )));
+        self.send_fences(stream, roles, &round);
+        self.rounds.insert(stream.to_string(), round);
+    }
+
+    fn send_fences(
+        &mut self,
+        stream: &str,
+        roles: &crate::control::cluster_config::StreamRoles,
+        round: &Round,
+    ) {
+        let targets = std::iter::once(roles.primary).chain(roles.sync_set.iter().copied());
+        for node in targets {
+            if round.answers.iter().any(|a| a.node == node) {
+                continue;
+            }
+            self.outputs.push(Output::Send {
+                to: node,
+                msg: ControlMsg::Fence {
+                    stream: stream.to_string(),
+                    epoch: round.epoch,
+                },
+            });
+        }
+    }
+
+    fn start_switchover(&mut self, stream: String, to: NodeId) {
+        let Some(roles) = self.config.streams.get(&stream).cloned() else {
+            self.outputs.push(Output::Event(format!(
+                "switchover of unknown stream {stream:?} refused"
+            )));
+            return;
+        };
+        if roles.primary == to || !roles.sync_set.contains(&to) {
+            self.outputs.push(Output::Event(format!(
+                "switchover of {stream} to node {to} refused: it is not a sync-set member"
+            )));
+            return;
+        }
+        if self.rounds.contains_key(&stream) || self.draining.contains_key(&stream) {
+            return;
+        }
+        self.outputs.push(Output::Event(format!(
+            "stream {stream}: switchover to node {to}, draining node {}",
+            roles.primary
+        )));
+        self.draining.insert(
+            stream.clone(),
+            Draining {
+                epoch: roles.epoch,
+                to,
+                last_sent_ms: self.now_ms,
+            },
+        );
+        self.outputs.push(Output::Send {
+            to: roles.primary,
+            msg: ControlMsg::Drain {
+                stream,
+                epoch: roles.epoch,
+                to,
+            },
+        });
+    }
+
+    fn on_drained(&mut self, stream: &str, epoch: u64, to: NodeId, last_lsn: u64) {
+        let Some(d) = self.draining.get(stream) else {
+            return;
+        };
+        if d.epoch != epoch || d.to != to || !self.is_leader() {
+            return;
+        }
+        self.draining.remove(stream);
+        let roles = self.config.streams[stream].clone();
+        if roles.epoch != epoch {
+            return;
+        }
+        self.start_round(
+            stream,
+            &roles,
+            Some((to, last_lsn)),
+            &format!("switchover to node {to}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
