@@ -85,6 +85,10 @@ pub const WIRE_TEXT_BYTES_MAX: usize = 4096;
 /// Largest status document (JSON) a node sends.
 pub const STATUS_JSON_BYTES_MAX: usize = 1 << 20;
 
+/// Largest controller message (a raft message or snapshot, a status) in a `Control`
+/// frame. The controller's raft messages carry at most 1 MiB of entries.
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 2 << 20;
+
 /// Smallest free space a frame decoder offers to one socket read, so that small frames
 /// arrive many to a read system call.
 pub const FRAME_READ_CHUNK_BYTES: usize = 64 << 10;
@@ -94,6 +98,7 @@ const _: () = assert!(PAYLOAD_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(FRAME_RECORDS_MAX <= u32::MAX as usize);
 const _: () = assert!(FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(STATUS_JSON_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
+const _: () = assert!(CONTROL_MESSAGE_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
 const _: () = assert!(STREAM_NAME_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(NODE_ADDR_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(WIRE_TEXT_BYTES_MAX <= u16::MAX as usize);

@@ -129,6 +129,13 @@ fn samples() -> Vec<Message<'static>> {
             last_lsn: 40,
             reason: "epoch 7 is older than 8",
         },
+        Message::ControlHello {
+            node_id: 3,
+            incarnation: 0x1234_5678_9abc,
+        },
+        Message::Control {
+            message: b"\x02{\"Fence\":{\"stream\":\"orders\",\"epoch\":9}}",
+        },
     ];
     for code in ErrorCode::ALL {
         v.push(Message::Error {
@@ -458,6 +465,13 @@ fn the_encoder_refuses_what_the_decoder_would() {
                 ..
             }
         ),
+        "{err}"
+    );
+    let err = Message::Control { message: &[] }
+        .encode_into(RequestId(1), &mut out)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("control message of 0 bytes"),
         "{err}"
     );
     let err = Message::ClientHello { stream: "../etc" }

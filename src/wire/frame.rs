@@ -9,9 +9,9 @@ use std::fmt;
 use super::WireError;
 use super::message::Message;
 use crate::constants::{
-    FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORD_OVERHEAD_BYTES,
-    FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX,
-    WIRE_TEXT_BYTES_MAX,
+    CONTROL_MESSAGE_BYTES_MAX, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
+    FRAME_RECORD_OVERHEAD_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX,
+    STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 /// "LSW1". Every byte is non-zero, so a run of zeros (a common kind of garbage) is
@@ -43,7 +43,8 @@ impl fmt::Display for RequestId {
 }
 
 /// The message type of a frame. Codes are grouped by direction: 0x0_ client to node,
-/// 0x1_ node to client, 0x2_ primary to secondary, 0x3_ secondary to primary.
+/// 0x1_ node to client, 0x2_ primary to secondary, 0x3_ secondary to primary,
+/// 0x4_ between the nodes' controllers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
@@ -65,10 +66,12 @@ pub enum Kind {
     PeerWelcome = 0x30,
     Ack = 0x31,
     Refuse = 0x32,
+    ControlHello = 0x40,
+    Control = 0x41,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::ClientHello,
         Kind::Append,
         Kind::Read,
@@ -87,6 +90,8 @@ impl Kind {
         Kind::PeerWelcome,
         Kind::Ack,
         Kind::Refuse,
+        Kind::ControlHello,
+        Kind::Control,
     ];
 
     pub const fn code(self) -> u8 {
@@ -117,6 +122,8 @@ impl Kind {
             Kind::PeerWelcome => "PeerWelcome",
             Kind::Ack => "Ack",
             Kind::Refuse => "Refuse",
+            Kind::ControlHello => "ControlHello",
+            Kind::Control => "Control",
         }
     }
 
@@ -149,6 +156,8 @@ impl Kind {
             Kind::PeerWelcome => 4 + 8 * 4,
             Kind::Ack => 8 * 3,
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,
+            Kind::ControlHello => 4 + 8,
+            Kind::Control => 4 + CONTROL_MESSAGE_BYTES_MAX,
         }
     }
 }

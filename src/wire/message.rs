@@ -30,6 +30,9 @@
 //!                   durable_lsn u64 (<= last_lsn)
 //! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
 //! 0x32 Refuse       epoch u64, last_lsn u64, reason str16
+//! 0x40 ControlHello node_id u32, incarnation u64
+//! 0x41 Control      len u32, a controller message of len bytes (see
+//!                   `control::ControlMsg`; at most CONTROL_MESSAGE_BYTES_MAX)
 //! ```
 //!
 //! Stream names follow [`check_stream_name`]; texts are at most `WIRE_TEXT_BYTES_MAX`
@@ -46,8 +49,8 @@ use super::frame::{self, Kind, RequestId};
 use super::records::{Payloads, Records};
 use super::stream_name::check_stream_name;
 use crate::constants::{
-    FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX,
-    WIRE_TEXT_BYTES_MAX,
+    CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX,
+    STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 /// One message. Decoded messages borrow their strings and payloads from the frame.
@@ -150,6 +153,11 @@ pub enum Message<'a> {
         last_lsn: u64,
         reason: &'a str,
     },
+    /// Node → node, first on a control connection: the controller of `node_id`,
+    /// process `incarnation`.
+    ControlHello { node_id: u32, incarnation: u64 },
+    /// Node → node: one controller message (opaque here; `control::ControlMsg`).
+    Control { message: &'a [u8] },
 }
 
 impl<'a> Message<'a> {
@@ -173,6 +181,8 @@ impl<'a> Message<'a> {
             Message::PeerWelcome { .. } => Kind::PeerWelcome,
             Message::Ack { .. } => Kind::Ack,
             Message::Refuse { .. } => Kind::Refuse,
+            Message::ControlHello { .. } => Kind::ControlHello,
+            Message::Control { .. } => Kind::Control,
         }
     }
 
@@ -324,6 +334,23 @@ impl<'a> Message<'a> {
                 w.u64(epoch)?;
                 w.u64(last_lsn)?;
                 w.str16(reason, "reason")
+            }
+            Message::ControlHello {
+                node_id,
+                incarnation,
+            } => {
+                w.u32(node_id)?;
+                w.u64(incarnation)
+            }
+            Message::Control { message } => {
+                if message.is_empty() || message.len() > CONTROL_MESSAGE_BYTES_MAX {
+                    return Err(w.malformed(format!(
+                        "a control message of {} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}",
+                        message.len()
+                    )));
+                }
+                w.len32(message.len(), "message")?;
+                w.bytes(message)
             }
         }
     }
@@ -525,6 +552,21 @@ impl<'a> Message<'a> {
                 last_lsn: r.u64("last_lsn")?,
                 reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
             },
+            Kind::ControlHello => Message::ControlHello {
+                node_id: r.u32("node_id")?,
+                incarnation: r.u64("incarnation")?,
+            },
+            Kind::Control => {
+                let len = r.u32("len")? as usize;
+                if len == 0 || len > CONTROL_MESSAGE_BYTES_MAX {
+                    return Err(r.malformed(format!(
+                        "a control message of {len} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}"
+                    )));
+                }
+                Message::Control {
+                    message: r.bytes(len, "message")?,
+                }
+            }
         };
         r.finish()?;
         Ok(message)

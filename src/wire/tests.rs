@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::constants::{
-    FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FRAME_READ_CHUNK_BYTES, FRAME_RECORDS_MAX,
-    NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
+    CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FRAME_READ_CHUNK_BYTES,
+    FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    WIRE_TEXT_BYTES_MAX,
 };
 
 const PAYLOAD: usize = FRAME_PAYLOAD_BYTES_MAX / FRAME_RECORDS_MAX;
@@ -22,6 +23,7 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
     let addr = "a".repeat(NODE_ADDR_BYTES_MAX);
     let text = "t".repeat(WIRE_TEXT_BYTES_MAX);
     let json = "j".repeat(STATUS_JSON_BYTES_MAX);
+    let control = vec![0xc7u8; CONTROL_MESSAGE_BYTES_MAX];
     let payload = vec![0xabu8; PAYLOAD];
     let payloads = vec![&payload[..]; FRAME_RECORDS_MAX];
     let records: Vec<RecordRef<'_>> = (1..=FRAME_RECORDS_MAX as u64)
@@ -109,6 +111,11 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
             last_lsn: 1,
             reason: &text,
         },
+        Message::ControlHello {
+            node_id: u32::MAX,
+            incarnation: u64::MAX,
+        },
+        Message::Control { message: &control },
     ];
     assert_eq!(messages.len(), Kind::ALL.len());
     for m in messages {
