@@ -44,6 +44,12 @@ pub enum Event {
     Degraded { available: usize, min_sync: usize },
     /// Commits follow the stream's mode again.
     Recovered,
+    /// A sync-set member is stalled: the controller should move it to the learners.
+    /// Repeated every ack timeout while it stays stalled and in the sync set.
+    RemovalWanted { member: NodeId },
+    /// A learner holds everything committed: the controller may put it back into the
+    /// sync set. Repeated every ack timeout until it is.
+    RestoreWanted { member: NodeId },
 }
 
 /// What the driver must do.
@@ -84,6 +90,8 @@ struct Member {
     /// Since when the member owes an ack (or has been disconnected).
     owing_since: Option<u64>,
     last_heartbeat: u64,
+    /// When the controller was last asked about this member.
+    asked_at: Option<u64>,
 }
 
 impl Member {
@@ -134,6 +142,8 @@ pub struct Primary {
     now: u64,
     degraded: bool,
     blocked: bool,
+    /// Membership changes go through the cluster's controller.
+    controlled: bool,
     actions: Vec<Action>,
     scratch: Vec<u64>,
     acked_scratch: Vec<u64>,
@@ -150,10 +160,8 @@ impl Primary {
         last_lsn: u64,
         commit_lsn: u64,
     ) -> Primary {
-        let sync = members.iter().filter(|m| m.sync).count();
-        settings
-            .validate(sync)
-            .expect("settings were validated with the configuration");
+        // The settings were validated against the configured sync set; a controller
+        // may since have shrunk it (`k` never exceeds the members there are).
         assert!(commit_lsn <= last_lsn);
         Primary {
             settings,
@@ -173,20 +181,71 @@ impl Primary {
                     durable: 0,
                     owing_since: Some(0),
                     last_heartbeat: 0,
+                    asked_at: None,
                 })
                 .collect(),
             waiting: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
             now: 0,
             degraded: false,
             blocked: false,
+            controlled: false,
             actions: Vec::new(),
             scratch: Vec::with_capacity(members.len()),
             acked_scratch: Vec::with_capacity(members.len()),
         }
     }
 
+    /// Membership changes go through the controller from now on (see the module docs).
+    pub fn under_controller(mut self) -> Primary {
+        self.controlled = true;
+        self
+    }
+
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The committed configuration's members (sync set and learners) and whether the
+    /// stream is degraded (its sync set shrank below `min_sync` under `degrade`: commits
+    /// wait for the primary alone). Members keep what the primary knows of them.
+    pub fn set_members(&mut self, members: &[MemberSpec], degraded: bool) {
+        let next = self.next_lsn;
+        let mut old = std::mem::take(&mut self.members);
+        for spec in members {
+            let m = match old.iter().position(|m| m.id == spec.id) {
+                Some(at) => old.swap_remove(at),
+                None => Member {
+                    id: spec.id,
+                    sync: spec.sync,
+                    in_sync: spec.sync,
+                    connected: false,
+                    next_send: next,
+                    received: 0,
+                    durable: 0,
+                    owing_since: Some(self.now),
+                    last_heartbeat: 0,
+                    asked_at: None,
+                },
+            };
+            self.members.push(Member {
+                sync: spec.sync,
+                in_sync: spec.sync,
+                asked_at: None,
+                ..m
+            });
+        }
+        if degraded != self.degraded {
+            self.degraded = degraded;
+            self.actions.push(Action::Event(if degraded {
+                Event::Degraded {
+                    available: self.members.iter().filter(|m| m.in_sync).count(),
+                    min_sync: self.settings.min_sync,
+                }
+            } else {
+                Event::Recovered
+            }));
+        }
+        self.check_members();
     }
 
     pub fn settings(&self) -> &StreamSettings {
@@ -389,8 +448,54 @@ impl Primary {
             .is_some_and(|t| self.now.saturating_sub(t) > self.settings.ack_timeout_ticks)
     }
 
+    /// Asks the controller to remove stalled sync members and restore caught-up
+    /// learners; the sync set itself changes only in [`Primary::set_members`].
+    fn ask_controller(&mut self) {
+        let again = self.settings.ack_timeout_ticks.max(1);
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            let due = m.asked_at.is_none_or(|t| self.now >= t + again);
+            let event = if m.sync && self.stalled(m) {
+                Event::RemovalWanted { member: m.id }
+            } else if !m.sync && m.connected && m.durable >= self.commit_lsn && !self.stalled(m) {
+                Event::RestoreWanted { member: m.id }
+            } else {
+                self.members[i].asked_at = None;
+                continue;
+            };
+            if due {
+                self.members[i].asked_at = Some(self.now);
+                self.actions.push(Action::Event(event));
+            }
+        }
+        let in_sync = self.members.iter().filter(|m| m.in_sync).count();
+        let available = self
+            .members
+            .iter()
+            .filter(|m| m.in_sync && !self.stalled(m))
+            .count();
+        let insufficient = self.settings.mode != Mode::Async
+            && !self.degraded
+            && available < self.settings.k(in_sync);
+        if insufficient != self.blocked {
+            self.blocked = insufficient;
+            self.actions.push(Action::Event(if insufficient {
+                Event::Blocked {
+                    available,
+                    min_sync: self.settings.min_sync,
+                }
+            } else {
+                Event::Recovered
+            }));
+        }
+        self.advance();
+    }
+
     /// Applies `on_insufficient` to stalled and recovered members.
     fn check_members(&mut self) {
+        if self.controlled {
+            return self.ask_controller();
+        }
         let min_sync = self.settings.min_sync;
         if self.settings.on_insufficient == OnInsufficient::Degrade {
             for i in 0..self.members.len() {
@@ -830,5 +935,58 @@ mod tests {
         assert_eq!(p.commit_lsn(), 4);
         p.stop("the log failed");
         assert_eq!(outcomes(&mut p), (vec![], vec![1]));
+    }
+
+    #[test]
+    fn under_a_controller_a_stalled_member_is_asked_for_not_dropped() {
+        let settings = StreamSettings {
+            on_insufficient: OnInsufficient::Degrade,
+            ack_timeout_ticks: 10,
+            ..StreamSettings::default()
+        };
+        let mut p = primary(settings, 2).under_controller();
+        p.append(1, 1, None, 1_000);
+        p.on_local_durable(1);
+        p.on_ack(2, 1, 1);
+        p.on_tick(50);
+        let evs = events(&mut p);
+        assert!(evs.contains(&Event::RemovalWanted { member: 3 }), "{evs:?}");
+        assert!(!evs.iter().any(|e| matches!(e, Event::MemberDropped { .. })));
+        // Still counted: nothing commits without it until the controller agrees.
+        assert_eq!(p.commit_lsn(), 0);
+        p.on_tick(55);
+        assert!(!events(&mut p).contains(&Event::RemovalWanted { member: 3 }));
+        p.on_tick(61);
+        assert!(events(&mut p).contains(&Event::RemovalWanted { member: 3 }));
+        p.set_members(
+            &[MemberSpec { id: 2, sync: true }, MemberSpec { id: 3, sync: false }],
+            false,
+        );
+        assert_eq!(outcomes(&mut p).0, vec![1]);
+        assert_eq!(p.commit_lsn(), 1);
+        // Back and caught up: the controller is asked to restore it.
+        p.on_member_connected(3, 1, 2);
+        p.on_tick(80);
+        assert!(events(&mut p).contains(&Event::RestoreWanted { member: 3 }));
+        p.set_members(
+            &[MemberSpec { id: 2, sync: true }, MemberSpec { id: 3, sync: true }],
+            false,
+        );
+        p.append(2, 1, None, 1_000);
+        p.on_local_durable(2);
+        p.on_ack(2, 2, 2);
+        assert_eq!(p.commit_lsn(), 1, "member 3 counts again");
+        p.on_ack(3, 2, 2);
+        assert_eq!(p.commit_lsn(), 2);
+    }
+
+    #[test]
+    fn a_degraded_configuration_commits_on_the_primary_alone() {
+        let mut p = primary(StreamSettings::default(), 1).under_controller();
+        p.set_members(&[MemberSpec { id: 2, sync: false }], true);
+        assert!(events(&mut p).iter().any(|e| matches!(e, Event::Degraded { .. })));
+        p.append(1, 1, None, 1_000);
+        p.on_local_durable(1);
+        assert_eq!(outcomes(&mut p).0, vec![1]);
     }
 }

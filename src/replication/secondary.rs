@@ -50,6 +50,12 @@ impl Secondary {
         self.epoch
     }
 
+    /// This node answered a fence for `epoch` (after storing it durably): records of
+    /// older epochs are refused from now on.
+    pub fn fence(&mut self, epoch: u64) {
+        self.epoch = self.epoch.max(epoch);
+    }
+
     pub fn last_lsn(&self) -> u64 {
         self.last_lsn
     }
