@@ -11,6 +11,7 @@ pub mod demo;
 pub mod inspect;
 pub mod log;
 pub mod profile;
+pub mod proxy;
 pub mod replication;
 pub mod server;
 pub mod sim;
