@@ -347,10 +347,15 @@ impl Primary {
     }
 
     /// A member's cumulative ack. Acks of a turn may come in any order; positions only
-    /// grow.
+    /// grow. Acks of a member that is not connected are ignored.
     pub fn on_ack(&mut self, member: NodeId, received: u64, durable: u64) {
         let (now, next) = (self.now, self.next_lsn);
         let m = self.member_mut(member);
+        // Only a connected member's acks count: a member connects once its log agrees
+        // with this primary's, and an ack from before that speaks of other records.
+        if !m.connected {
+            return;
+        }
         let progressed = received > m.received || durable > m.durable;
         m.received = m.received.max(received).min(next - 1);
         m.durable = m.durable.max(durable).min(next - 1);
@@ -959,7 +964,10 @@ mod tests {
         p.on_tick(61);
         assert!(events(&mut p).contains(&Event::RemovalWanted { member: 3 }));
         p.set_members(
-            &[MemberSpec { id: 2, sync: true }, MemberSpec { id: 3, sync: false }],
+            &[
+                MemberSpec { id: 2, sync: true },
+                MemberSpec { id: 3, sync: false },
+            ],
             false,
         );
         assert_eq!(outcomes(&mut p).0, vec![1]);
@@ -969,7 +977,10 @@ mod tests {
         p.on_tick(80);
         assert!(events(&mut p).contains(&Event::RestoreWanted { member: 3 }));
         p.set_members(
-            &[MemberSpec { id: 2, sync: true }, MemberSpec { id: 3, sync: true }],
+            &[
+                MemberSpec { id: 2, sync: true },
+                MemberSpec { id: 3, sync: true },
+            ],
             false,
         );
         p.append(2, 1, None, 1_000);
@@ -984,7 +995,11 @@ mod tests {
     fn a_degraded_configuration_commits_on_the_primary_alone() {
         let mut p = primary(StreamSettings::default(), 1).under_controller();
         p.set_members(&[MemberSpec { id: 2, sync: false }], true);
-        assert!(events(&mut p).iter().any(|e| matches!(e, Event::Degraded { .. })));
+        assert!(
+            events(&mut p)
+                .iter()
+                .any(|e| matches!(e, Event::Degraded { .. }))
+        );
         p.append(1, 1, None, 1_000);
         p.on_local_durable(1);
         assert_eq!(outcomes(&mut p).0, vec![1]);

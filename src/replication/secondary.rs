@@ -50,6 +50,13 @@ impl Secondary {
         self.epoch
     }
 
+    /// Only `durable` of the log is durable yet (a write is in flight); the rest
+    /// becomes durable through [`Secondary::on_local_durable`].
+    pub fn set_durable(&mut self, durable: u64) {
+        assert!(durable <= self.last_lsn);
+        self.durable_lsn = durable;
+    }
+
     /// This node answered a fence for `epoch` (after storing it durably): records of
     /// older epochs are refused from now on.
     pub fn fence(&mut self, epoch: u64) {

@@ -21,6 +21,8 @@ pub struct Routes {
     /// Index of each stream within its shard.
     pub local: Vec<usize>,
     pub shards: Vec<SyncSender<Handoff>>,
+    /// The node's control loop, when it runs a controller.
+    pub control: Option<SyncSender<crate::server::control_loop::ToControl>>,
 }
 
 pub fn run(listener: TcpListener, routes: Arc<Routes>, shared: Arc<Shared>) {
@@ -76,6 +78,18 @@ fn greet(sock: TcpStream, routes: &Routes) {
                     node_id,
                     epoch,
                 } => break (f.id, stream.to_string(), Some((node_id, epoch))),
+                Message::ControlHello { node_id, .. } => {
+                    let Some(control) = routes.control.clone() else {
+                        return refuse(
+                            &sock,
+                            f.id,
+                            ErrorCode::Unexpected,
+                            "this node runs no controller",
+                        );
+                    };
+                    let _ = sock.set_read_timeout(None);
+                    return crate::server::control_loop::read_peer(node_id, sock, decoder, control);
+                }
                 other => {
                     let msg = format!("expected a hello first, got {}", other.kind());
                     return refuse(&sock, f.id, ErrorCode::Unexpected, &msg);

@@ -27,6 +27,17 @@
 //! epoch = 1
 //! ```
 //!
+//! With a `[control]` section the cluster runs its controller (an embedded raft group
+//! of the voters): the streams' `primary`, `sync_set`, `learners` and `epoch` above are
+//! then only the starting configuration, and failover, removal and restore of members
+//! happen by themselves:
+//!
+//! ```toml
+//! [control]
+//! voters = [1, 2, 3]          # default: every node
+//! failover_timeout_ms = 150   # a primary silent this long is replaced
+//! ```
+//!
 //! Every node of a cluster reads the same `nodes` and `streams`. Errors name the key
 //! that is wrong. Unknown keys are refused.
 
@@ -62,6 +73,21 @@ struct Raw {
     nodes: Vec<RawNode>,
     #[serde(default)]
     streams: Vec<RawStream>,
+    control: Option<RawControl>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    voters: Option<Vec<NodeId>>,
+    failover_timeout_ms: Option<u64>,
+}
+
+/// The `[control]` section: the cluster runs its controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    pub voters: Vec<NodeId>,
+    pub failover_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -119,6 +145,7 @@ pub struct Config {
     pub profile: crate::profile::HardwareProfile,
     pub nodes: Vec<NodeConfig>,
     pub streams: Vec<StreamConfig>,
+    pub control: Option<ControlConfig>,
 }
 
 /// Milliseconds per core tick: the replication core counts time in ticks.
@@ -238,7 +265,35 @@ impl Config {
                 epoch,
             });
         }
+        let control = match raw.control {
+            None => None,
+            Some(c) => {
+                let voters = c.voters.unwrap_or_else(|| ids.clone());
+                if voters.is_empty() || voters.iter().any(|v| !unique.contains(v)) {
+                    return Err(format!(
+                        "control: voters {voters:?} must be configured nodes"
+                    ));
+                }
+                if !voters.contains(&raw.node_id) {
+                    return Err(format!(
+                        "control: node_id = {} is not among the voters {voters:?}",
+                        raw.node_id
+                    ));
+                }
+                let failover_timeout_ms = c.failover_timeout_ms.unwrap_or(150);
+                if !(20..=60_000).contains(&failover_timeout_ms) {
+                    return Err(format!(
+                        "control: failover_timeout_ms = {failover_timeout_ms}: must be in 20..=60000"
+                    ));
+                }
+                Some(ControlConfig {
+                    voters,
+                    failover_timeout_ms,
+                })
+            }
+        };
         Ok(Config {
+            control,
             node_id: raw.node_id,
             data_dir: base.join(raw.data_dir),
             listen: raw.listen,
@@ -255,6 +310,31 @@ impl Config {
                 .collect(),
             streams,
         })
+    }
+
+    /// The configuration the controller starts from: the streams as this file
+    /// describes them, their primaries not yet bound to a process.
+    pub fn genesis(&self) -> crate::control::ClusterConfig {
+        let control = self.control.as_ref().expect("a [control] section");
+        crate::control::ClusterConfig::genesis(
+            self.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
+            control.voters.clone(),
+            self.streams
+                .iter()
+                .map(|s| {
+                    let roles = crate::control::StreamRoles {
+                        epoch: s.epoch,
+                        primary: s.primary,
+                        incarnation: 0,
+                        sync_set: s.sync_set.clone(),
+                        learners: s.learners.clone(),
+                        degraded: false,
+                        policy: crate::control::Policy::of(&s.settings),
+                    };
+                    (s.name.clone(), roles)
+                })
+                .collect(),
+        )
     }
 
     pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {

@@ -13,6 +13,7 @@
 pub mod acceptor;
 pub mod admin;
 pub mod config;
+pub mod control_loop;
 pub mod dialer;
 pub mod epoch_file;
 pub mod metrics;
@@ -94,12 +95,18 @@ impl Server {
             metrics: (0..cfg.shards).map(|_| Mutex::new(Vec::new())).collect(),
         });
         let started = Instant::now();
+        // Identifies this process to the controller: a node that restarts is a new
+        // incarnation and never resumes a primary role by itself.
+        let incarnation = cfg.control.as_ref().map(|_| new_incarnation());
         let mut per_shard: Vec<Vec<StreamDriver>> = (0..cfg.shards).map(|_| Vec::new()).collect();
         let mut routes = Vec::new();
         for (index, s) in cfg.streams.iter().enumerate() {
             let shard = cfg.shard_of(index);
             let local = per_shard[shard].len();
-            let driver = open_stream(&cfg, s, local, started)?;
+            let mut driver = open_stream(&cfg, s, local, started)?;
+            if let Some(inc) = incarnation {
+                driver = driver.controlled(inc);
+            }
             routes.push((s.name.clone(), shard, local));
             per_shard[shard].push(driver);
         }
@@ -111,6 +118,45 @@ impl Server {
             receivers.push(rx);
         }
         let mut threads = Vec::new();
+        let control = match (&cfg.control, incarnation) {
+            (Some(cc), Some(inc)) => {
+                let (tx, rx) = mpsc::sync_channel(control_loop::CONTROL_QUEUE);
+                let persisted =
+                    control_loop::load_state(&cfg.data_dir).map_err(ServerError::Setup)?;
+                let settings = crate::control::ControllerSettings {
+                    failover_timeout_ms: cc.failover_timeout_ms,
+                    ..Default::default()
+                };
+                let stream_routes = routes
+                    .iter()
+                    .map(|(name, shard, local)| control_loop::StreamRoute {
+                        name: name.clone(),
+                        shard: senders[*shard].clone(),
+                        local: *local,
+                    })
+                    .collect();
+                let l = control_loop::ControlLoop::new(
+                    cfg.node_id,
+                    inc,
+                    cfg.genesis(),
+                    persisted,
+                    settings,
+                    rx,
+                    stream_routes,
+                    &cfg.data_dir,
+                    Arc::clone(&shared),
+                )
+                .map_err(ServerError::Setup)?;
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("lockstep-control".into())
+                        .spawn(move || l.run())
+                        .map_err(|e| ServerError::Setup(e.to_string()))?,
+                );
+                Some(tx)
+            }
+            _ => None,
+        };
         for (i, (streams, rx)) in per_shard.into_iter().zip(receivers).enumerate() {
             let ring = Ring::new(cfg.profile.ring_options())
                 .map_err(|e| ServerError::Setup(format!("io_uring for shard {i}: {e}")))?;
@@ -122,6 +168,7 @@ impl Server {
                 senders[i].clone(),
                 Arc::clone(&shared),
                 cfg.node_id,
+                control.clone(),
             );
             let t = std::thread::Builder::new()
                 .name(format!("lockstep-shard-{i}"))
@@ -142,6 +189,7 @@ impl Server {
                 .collect(),
             local: routes.iter().map(|(_, _, local)| *local).collect(),
             shards: senders,
+            control,
         });
         let (sh, r) = (Arc::clone(&shared), Arc::clone(&routes));
         threads.push(
@@ -236,7 +284,7 @@ fn open_stream(
         ))
     };
     let stored = epoch_file::load(&dir).map_err(io)?;
-    let epoch = if s.primary == cfg.node_id {
+    let epoch = if s.primary == cfg.node_id && cfg.control.is_none() {
         // A new incarnation of the primary: a new epoch, durable before any record.
         let e = s.epoch.max(last_epoch + 1).max(stored + 1);
         epoch_file::store(&dir, e).map_err(io)?;
@@ -260,4 +308,14 @@ fn open_stream(
         primary_addr,
         started,
     ))
+}
+
+/// A number that differs between any two processes of a node: the time of the start
+/// and the process id.
+fn new_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 40)).max(1)
 }

@@ -18,6 +18,8 @@ use lockstep_sys::uring::{Completion, Ring};
 
 use crate::replication::NodeId;
 use crate::server::Shared;
+use crate::server::control_loop::ToControl;
+use crate::server::stream::RolesApplied;
 use crate::server::stream::{Handled, RoleDriver, StreamDriver};
 use crate::transport::tcp::{Conn, TcpLinks};
 use crate::transport::{LinkId, Links};
@@ -27,6 +29,8 @@ use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
 const TICK: Duration = Duration::from_millis(1);
 /// Time between two dials of an unreachable member.
 const REDIAL: Duration = Duration::from_millis(100);
+/// How often a shard reports its streams to the node's controller.
+const STATUS: Duration = Duration::from_millis(10);
 /// How often a shard publishes its metrics.
 const PUBLISH: Duration = Duration::from_millis(100);
 
@@ -62,6 +66,18 @@ pub enum Handoff {
     },
     /// A dial failed; try again later.
     DialFailed { stream: usize, member: NodeId },
+    /// The controller committed a configuration of the stream.
+    Roles {
+        stream: usize,
+        roles: Box<crate::control::StreamRoles>,
+        addrs: Arc<std::collections::BTreeMap<NodeId, String>>,
+    },
+    /// The controller's leader `reply_to` fences the stream at `epoch`.
+    Fence {
+        stream: usize,
+        epoch: u64,
+        reply_to: NodeId,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,9 +113,15 @@ pub struct Shard {
     shared: Arc<Shared>,
     completions: Vec<Completion>,
     node_id: NodeId,
+    /// The node's control loop, when the node runs a controller.
+    control: Option<SyncSender<ToControl>>,
+    /// Configurations that wait for a stream's log to be idle.
+    roles_later: Vec<Handoff>,
+    next_status: Instant,
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)] // the shard's parts, each handed over once
     pub fn new(
         index: usize,
         ring: Ring,
@@ -108,6 +130,7 @@ impl Shard {
         to_self: SyncSender<Handoff>,
         shared: Arc<Shared>,
         node_id: NodeId,
+        control: Option<SyncSender<ToControl>>,
     ) -> Shard {
         let now = Instant::now();
         let dials = streams
@@ -137,6 +160,9 @@ impl Shard {
             shared,
             completions: Vec::with_capacity(256),
             node_id,
+            control,
+            roles_later: Vec::new(),
+            next_status: now,
         }
     }
 
@@ -154,6 +180,7 @@ impl Shard {
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let now = Instant::now();
             self.take_handoffs(now);
+            self.report(now);
             self.dial_members(now);
             let stalled = self.read_links(now);
             for i in 0..self.streams.len() {
@@ -209,11 +236,104 @@ impl Shard {
         link
     }
 
+    /// Statuses and requests for the controller, every `STATUS` interval.
+    fn report(&mut self, now: Instant) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        for s in &mut self.streams {
+            for r in s.take_requests() {
+                let _ = control.try_send(ToControl::Request(r));
+            }
+        }
+        if now < self.next_status {
+            return;
+        }
+        self.next_status = now + STATUS;
+        for s in &self.streams {
+            let _ = control.try_send(ToControl::Status(s.status()));
+        }
+    }
+
+    /// Closes every peer link of a stream (its role changed).
+    fn close_peer_links(&mut self, stream: usize, why: &str) {
+        for link in 0..self.info.len() {
+            if let Some(info) = &self.info[link]
+                && info.stream == stream
+                && info.kind != LinkKind::Client
+            {
+                self.links.close(link, why);
+            }
+        }
+    }
+
+    fn reset_dials(&mut self, stream: usize, now: Instant) {
+        self.dials[stream] = match &self.streams[stream].role {
+            RoleDriver::Primary(p) => p
+                .members
+                .iter()
+                .map(|_| Dial {
+                    dialing: false,
+                    next: now,
+                })
+                .collect(),
+            RoleDriver::Secondary(_) => Vec::new(),
+        };
+    }
+
     fn take_handoffs(&mut self, now: Instant) {
+        let later = std::mem::take(&mut self.roles_later);
         // Bounded per turn, like every queue.
-        for _ in 0..64 {
-            let Ok(h) = self.inbox.try_recv() else { break };
+        let mut batch = later;
+        batch.extend(self.inbox.try_iter().take(64));
+        for h in batch {
             match h {
+                Handoff::Roles {
+                    stream,
+                    roles,
+                    addrs,
+                } => {
+                    let applied =
+                        self.streams[stream].set_roles(&mut self.links, &roles, &addrs, now);
+                    match applied {
+                        RolesApplied::Same => {}
+                        RolesApplied::Members => self.reset_dials(stream, now),
+                        RolesApplied::Role => {
+                            self.close_peer_links(stream, "the stream's roles changed");
+                            self.reset_dials(stream, now);
+                        }
+                        RolesApplied::Later => self.roles_later.push(Handoff::Roles {
+                            stream,
+                            roles,
+                            addrs,
+                        }),
+                    }
+                }
+                Handoff::Fence {
+                    stream,
+                    epoch,
+                    reply_to,
+                } => {
+                    let was_primary = self.streams[stream].is_primary();
+                    match self.streams[stream].fence(&mut self.links, epoch, now) {
+                        Ok((last_epoch, last_lsn)) => {
+                            if was_primary && !self.streams[stream].is_primary() {
+                                self.close_peer_links(stream, "fenced");
+                                self.reset_dials(stream, now);
+                            }
+                            if let Some(c) = &self.control {
+                                let _ = c.try_send(ToControl::Fenced {
+                                    reply_to,
+                                    stream: self.streams[stream].cfg.name.clone(),
+                                    epoch,
+                                    last_epoch,
+                                    last_lsn,
+                                });
+                            }
+                        }
+                        Err(e) => eprintln!("lockstep: cannot answer a fence: {e}"),
+                    }
+                }
                 Handoff::Client {
                     stream,
                     sock,

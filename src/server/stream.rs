@@ -10,6 +10,10 @@
 //! doubt, later requests get `Unavailable`); a member link that fails is closed and
 //! dialled again; a primary that sends records of an older epoch, or a gap, is refused.
 
+mod roles;
+
+pub use roles::RolesApplied;
+
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -93,6 +97,10 @@ pub struct StreamDriver {
     epoch: u64,
     failed: Option<String>,
     started: Instant,
+    /// This process, when the stream is under the cluster's controller.
+    incarnation: Option<u64>,
+    /// Requests for the controller (removal, restore of members).
+    requests: Vec<crate::control::Request>,
 }
 
 fn role_name(role: &RoleDriver) -> &'static str {
@@ -164,6 +172,8 @@ impl StreamDriver {
             epoch,
             failed: None,
             started,
+            incarnation: None,
+            requests: Vec::new(),
         }
     }
 
@@ -418,6 +428,9 @@ impl StreamDriver {
         {
             links.close(old, "the primary connected again");
         }
+        // An ack owed to the previous connection would reach the new primary before
+        // the handshake: the welcome below says everything it said.
+        s.ack_due = false;
         s.core.on_heartbeat(epoch, 0);
         let welcome = Message::PeerWelcome {
             node_id,
@@ -527,7 +540,12 @@ impl StreamDriver {
                 let Some(m) = p.members.iter().find(|m| m.link == Some(link)) else {
                     return Handled::Close("an ack on a link that is no member's".into());
                 };
-                p.core.on_ack(m.id, *received_lsn, *durable_lsn);
+                // Until a returning member has cut the tail this primary lacks and
+                // greeted again, its acks speak of records that are not this
+                // primary's: counting them would commit records the member lacks.
+                if !m.truncating {
+                    p.core.on_ack(m.id, *received_lsn, *durable_lsn);
+                }
                 Handled::Done
             }
             (
@@ -782,6 +800,23 @@ impl StreamDriver {
                                 }
                             };
                             let _ = links.send(r.link, r.id, &msg);
+                        }
+                        Action::Event(Event::RemovalWanted { member }) => {
+                            eprintln!(
+                                "lockstep: stream {name}: member {member} is stalled: asking the controller to move it to the learners"
+                            );
+                            self.requests.push(crate::control::Request::Remove {
+                                stream: name.clone(),
+                                epoch,
+                                member,
+                            });
+                        }
+                        Action::Event(Event::RestoreWanted { member }) => {
+                            self.requests.push(crate::control::Request::Restore {
+                                stream: name.clone(),
+                                epoch,
+                                member,
+                            });
                         }
                         Action::Event(ev) => {
                             self.metrics.events += 1;

@@ -1,0 +1,388 @@
+//! The node's control loop: one thread that drives the node's [`Controller`], carries
+//! its messages to and from the other nodes, persists its state, and passes committed
+//! configurations and fences to the shards.
+//!
+//! Connections: one outgoing connection per other voter, owned by a writer thread with
+//! a bounded queue (a message that finds the queue full, or no connection, is dropped:
+//! raft, statuses and fences are all sent again). Incoming connections greet with
+//! `ControlHello` at the node's listening address; the acceptor's handshake thread then
+//! reads their `Control` frames and queues them here.
+//!
+//! Persistence: the controller's state is one small file, `control/STATE` in the data
+//! directory, replaced atomically (write, fsync, rename, fsync the directory) before
+//! anything that depends on it is sent. A failure to persist stops the node: raft's
+//! promises cannot be kept without it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use crate::control::{
+    ClusterConfig, ControlLog, ControlMsg, Controller, ControllerSettings, NodeStatus, Output,
+    Request, StreamStatus,
+};
+use crate::replication::NodeId;
+use crate::server::Shared;
+use crate::server::shard::Handoff;
+use crate::wire::{Message, RequestId};
+
+/// Messages queued for one peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Inputs queued for the control loop.
+pub const CONTROL_QUEUE: usize = 16 * 1024;
+const DIAL_TIMEOUT: Duration = Duration::from_millis(200);
+const REDIAL: Duration = Duration::from_millis(50);
+const TURN: Duration = Duration::from_millis(2);
+
+/// An input of the control loop.
+pub enum ToControl {
+    /// A message from another node's controller.
+    Peer { from: NodeId, msg: ControlMsg },
+    /// A shard's report of one of its streams.
+    Status(StreamStatus),
+    /// A primary's request.
+    Request(Request),
+    /// A shard answered a fence of `reply_to`.
+    Fenced {
+        reply_to: NodeId,
+        stream: String,
+        epoch: u64,
+        last_epoch: u64,
+        last_lsn: u64,
+    },
+}
+
+/// Where the control loop sends each stream's configuration and fences.
+pub struct StreamRoute {
+    pub name: String,
+    pub shard: SyncSender<Handoff>,
+    pub local: usize,
+}
+
+pub struct ControlLoop {
+    node_id: NodeId,
+    incarnation: u64,
+    ctrl: Controller,
+    inbox: Receiver<ToControl>,
+    peers: BTreeMap<NodeId, SyncSender<Vec<u8>>>,
+    routes: Vec<StreamRoute>,
+    statuses: BTreeMap<String, StreamStatus>,
+    state_dir: PathBuf,
+    shared: Arc<Shared>,
+    applied_version: Option<u64>,
+}
+
+/// Reads the persisted state of `data_dir`, if any.
+pub fn load_state(data_dir: &Path) -> Result<Option<ControlLog>, String> {
+    let path = data_dir.join("control").join("STATE");
+    match std::fs::read(&path) {
+        Ok(bytes) => ControlLog::decode(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("read {}: {e}", path.display())),
+    }
+}
+
+fn store_state(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("STATE.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join("STATE"))?;
+    lockstep_sys::file::sync_dir(dir)
+}
+
+impl ControlLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: NodeId,
+        incarnation: u64,
+        genesis: ClusterConfig,
+        persisted: Option<ControlLog>,
+        settings: ControllerSettings,
+        inbox: Receiver<ToControl>,
+        routes: Vec<StreamRoute>,
+        data_dir: &Path,
+        shared: Arc<Shared>,
+    ) -> Result<ControlLoop, String> {
+        let peers_addrs: Vec<(NodeId, String)> = genesis
+            .members
+            .iter()
+            .filter(|(id, _)| **id != node_id)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        let ctrl = Controller::new(node_id, genesis, persisted, settings, incarnation)?;
+        let mut peers = BTreeMap::new();
+        for (id, addr) in peers_addrs {
+            let (tx, rx) = std::sync::mpsc::sync_channel(PEER_QUEUE);
+            let sh = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(format!("lockstep-ctl-{id}"))
+                .spawn(move || write_peer(node_id, incarnation, id, addr, rx, sh))
+                .map_err(|e| format!("start the control link to node {id}: {e}"))?;
+            peers.insert(id, tx);
+        }
+        Ok(ControlLoop {
+            node_id,
+            incarnation,
+            ctrl,
+            inbox,
+            peers,
+            routes,
+            statuses: BTreeMap::new(),
+            state_dir: data_dir.join("control"),
+            shared,
+            applied_version: None,
+        })
+    }
+
+    pub fn run(mut self) {
+        let started = Instant::now();
+        // The configuration restored from disk applies first.
+        let config = self.ctrl.config().clone();
+        self.apply(&config);
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            match self.inbox.recv_timeout(TURN) {
+                Ok(first) => {
+                    self.handle(first);
+                    for _ in 0..1024 {
+                        match self.inbox.try_recv() {
+                            Ok(m) => self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.ctrl.set_status(NodeStatus {
+                node: self.node_id,
+                incarnation: self.incarnation,
+                streams: self.statuses.values().cloned().collect(),
+            });
+            self.ctrl.on_tick(started.elapsed().as_millis() as u64);
+            self.execute();
+        }
+    }
+
+    fn handle(&mut self, m: ToControl) {
+        match m {
+            ToControl::Status(s) => {
+                self.statuses.insert(s.stream.clone(), s);
+            }
+            ToControl::Request(r) => self.ctrl.request(r),
+            ToControl::Fenced {
+                reply_to,
+                stream,
+                epoch,
+                last_epoch,
+                last_lsn,
+            } => {
+                let msg = ControlMsg::Fenced {
+                    stream,
+                    epoch,
+                    node: self.node_id,
+                    incarnation: self.incarnation,
+                    last_epoch,
+                    last_lsn,
+                };
+                self.send(reply_to, msg);
+            }
+            ToControl::Peer { from, msg } => self.deliver(from, msg),
+        }
+        self.execute();
+    }
+
+    /// A message for this node, from `from` (possibly this node itself).
+    fn deliver(&mut self, from: NodeId, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Fence { stream, epoch } => {
+                match self.routes.iter().find(|r| r.name == stream) {
+                    Some(r) => {
+                        let _ = r.shard.try_send(Handoff::Fence {
+                            stream: r.local,
+                            epoch,
+                            reply_to: from,
+                        });
+                    }
+                    None => {
+                        eprintln!("lockstep: control: node {from} fences unknown stream {stream:?}")
+                    }
+                }
+            }
+            ControlMsg::Drain { stream, .. } => {
+                eprintln!("lockstep: control: switchover of {stream} is not served by this node");
+            }
+            other => self.ctrl.on_message(from, other),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: ControlMsg) {
+        if to == self.node_id {
+            return self.deliver(to, msg);
+        }
+        let Some(peer) = self.peers.get(&to) else {
+            return;
+        };
+        match peer.try_send(msg.encode()) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                eprintln!("lockstep: control: the link to node {to} stopped");
+            }
+        }
+    }
+
+    fn execute(&mut self) {
+        // Outputs may produce more (a message to this node itself): bounded rounds.
+        for _ in 0..16 {
+            let outputs = self.ctrl.poll();
+            if outputs.is_empty() {
+                return;
+            }
+            for o in outputs {
+                match o {
+                    Output::Send { to, msg } => self.send(to, msg),
+                    Output::Persist(bytes) => {
+                        if let Err(e) = store_state(&self.state_dir, &bytes) {
+                            // Raft's promises rest on this write: the node stops rather
+                            // than vote or ack without it.
+                            panic!(
+                                "lockstep: control: cannot persist the controller state in {}: {e}",
+                                self.state_dir.display()
+                            );
+                        }
+                    }
+                    Output::Config(c) => self.apply(&c),
+                    Output::Event(e) => eprintln!("lockstep: control: {e}"),
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, config: &ClusterConfig) {
+        if self.applied_version == Some(config.version) {
+            return;
+        }
+        self.applied_version = Some(config.version);
+        let addrs = Arc::new(config.members.clone());
+        for r in &self.routes {
+            if let Some(roles) = config.streams.get(&r.name) {
+                let _ = r.shard.try_send(Handoff::Roles {
+                    stream: r.local,
+                    roles: Box::new(roles.clone()),
+                    addrs: Arc::clone(&addrs),
+                });
+            }
+        }
+    }
+}
+
+/// Owns the outgoing control connection to `peer`: dials, greets, writes.
+fn write_peer(
+    node_id: NodeId,
+    incarnation: u64,
+    peer: NodeId,
+    addr: String,
+    rx: Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
+    let mut conn: Option<TcpStream> = None;
+    let mut next_dial = Instant::now();
+    let mut frame = Vec::with_capacity(4096);
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let msg = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if conn.is_none() && Instant::now() >= next_dial {
+            next_dial = Instant::now() + REDIAL;
+            conn = dial(&addr, node_id, incarnation);
+        }
+        let Some(sock) = conn.as_mut() else {
+            continue;
+        };
+        frame.clear();
+        if let Err(e) = (Message::Control { message: &msg }).encode_into(RequestId(0), &mut frame) {
+            eprintln!("lockstep: control: a message for node {peer} does not encode: {e}");
+            continue;
+        }
+        if sock.write_all(&frame).is_err() {
+            let _ = sock.shutdown(Shutdown::Both);
+            conn = None;
+        }
+    }
+    if let Some(sock) = conn {
+        let _ = sock.shutdown(Shutdown::Both);
+    }
+}
+
+fn dial(addr: &str, node_id: NodeId, incarnation: u64) -> Option<TcpStream> {
+    let target = addr.to_socket_addrs().ok()?.next()?;
+    let mut sock = TcpStream::connect_timeout(&target, DIAL_TIMEOUT).ok()?;
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut hello = Vec::new();
+    Message::ControlHello {
+        node_id,
+        incarnation,
+    }
+    .encode_into(RequestId(0), &mut hello)
+    .ok()?;
+    sock.write_all(&hello).ok()?;
+    Some(sock)
+}
+
+/// Reads a peer's `Control` frames (after its `ControlHello`) into the control loop.
+pub fn read_peer(
+    from: NodeId,
+    sock: TcpStream,
+    mut decoder: crate::wire::FrameDecoder,
+    to_control: SyncSender<ToControl>,
+) {
+    loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => match f.message {
+                    Message::Control { message } => match ControlMsg::decode(message) {
+                        Ok(msg) => {
+                            if to_control.send(ToControl::Peer { from, msg }).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("lockstep: control: from node {from}: {e}; closing");
+                            let _ = sock.shutdown(Shutdown::Both);
+                            return;
+                        }
+                    },
+                    other => {
+                        eprintln!(
+                            "lockstep: control: node {from} sent {} on a control link; closing",
+                            other.kind()
+                        );
+                        let _ = sock.shutdown(Shutdown::Both);
+                        return;
+                    }
+                },
+                Err(e) => {
+                    eprintln!("lockstep: control: from node {from}: {e}; closing");
+                    let _ = sock.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        }
+        match decoder.read_from(&mut &sock) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
