@@ -1,74 +1,56 @@
-//! The deterministic simulator (`lockstep::sim`): a time-bounded batch of seeds,
-//! replay, the planted bug caught, and scripted hard cases.
+//! The deterministic simulator (`lockstep::sim`): a time-bounded batch of seeds, replay,
+//! the planted bugs caught, and the known hard cases as scripts.
 
 use std::time::{Duration, Instant};
 
-use lockstep::replication::{Outcome, StreamSettings};
-use lockstep::sim::{Bug, Fault, Sim, SimOptions};
+use lockstep::replication::{Mode, OnInsufficient, StreamSettings};
+use lockstep::sim::workload::Ending;
+use lockstep::sim::{Bug, Config, Fault, MsgKind, Sim, SimOptions, Test};
 
-/// Seeds run for about this long (a debug build).
-const BATCH_TIME: Duration = Duration::from_secs(20);
-
-/// A cluster driven by the script alone: no random faults, no random clients.
-fn scripted() -> Sim {
-    let mut t = Sim::new(
-        1,
-        SimOptions {
-            faults: false,
-            workload: false,
-            settings: Some(StreamSettings::default()),
-            ..SimOptions::default()
-        },
-    );
-    t.run_until(100, |t| t.connected(1) && t.connected(2));
-    t
-}
-
-trait Script {
-    fn run(&mut self, ticks: u64);
-    fn run_until(&mut self, max_ticks: u64, done: impl Fn(&Sim) -> bool);
-}
-
-impl Script for Sim {
-    fn run(&mut self, ticks: u64) {
-        for _ in 0..ticks {
-            self.step();
-            assert_eq!(self.violation(), None);
-        }
-    }
-
-    fn run_until(&mut self, max_ticks: u64, done: impl Fn(&Sim) -> bool) {
-        for _ in 0..max_ticks {
-            if done(self) {
-                return;
-            }
-            self.step();
-            assert_eq!(self.violation(), None);
-        }
-        assert!(done(self), "not reached in {max_ticks} ticks");
-    }
+/// How long the batch of random seeds runs: about two minutes on every CI run.
+/// `LOCKSTEP_SIM_BATCH_SECS` changes it (a quick local run, or a longer one).
+fn batch_time() -> Duration {
+    let secs = std::env::var("LOCKSTEP_SIM_BATCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    Duration::from_secs(secs)
 }
 
 #[test]
 fn seeds_hold_the_invariants() {
+    let time = batch_time();
     let start = Instant::now();
     let mut faults = [0u64; Fault::ALL.len()];
-    let (mut seeds, mut committed) = (0u64, 0u64);
-    while start.elapsed() < BATCH_TIME {
+    let (mut seeds, mut committed, mut primary_starts, mut lost) = (0u64, 0u64, 0u64, 0u64);
+    while start.elapsed() < time {
         let r = Sim::run_seed(seeds, SimOptions::default());
         assert!(r.violation.is_none(), "{r}");
         for (t, n) in faults.iter_mut().zip(r.faults) {
             *t += n;
         }
-        committed += r.committed;
+        committed += r.stats.committed;
+        primary_starts += r.stats.primary_starts;
+        lost += r.stats.resolved_lost;
         seeds += 1;
     }
+    let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "{seeds} seeds in {:.1} s, {committed} requests committed, faults {faults:?}",
-        start.elapsed().as_secs_f64()
+        "{seeds} seeds in {secs:.1} s ({:.0} seeds/s), {committed} appends committed, {primary_starts} primary starts",
+        seeds as f64 / secs
     );
-    assert!(seeds >= 20, "only {seeds} seeds ran");
-    assert!(committed > 0);
+    for (kind, n) in Fault::ALL.iter().zip(faults) {
+        eprintln!("  {kind:?}: {n}");
+    }
+    // About 300 seeds per second in the dev profile: a full batch is thousands.
+    let expected = (time.as_secs() * 20).max(20);
+    assert!(seeds >= expected, "only {seeds} seeds ran in {secs:.0} s");
+    assert!(committed > seeds, "the workload barely committed");
+    assert!(primary_starts > seeds, "the primary never restarted");
+    assert!(
+        lost > 0 || seeds < 1000,
+        "no in-doubt append was ever resolved as lost"
+    );
     for (kind, n) in Fault::ALL.iter().zip(faults) {
         assert!(n > 0, "no {kind:?} fault injected");
     }
@@ -86,62 +68,294 @@ fn same_seed_same_trace() {
     assert_ne!(a.trace_hash, c.trace_hash);
 }
 
-#[test]
-fn planted_ack_before_durable_is_caught() {
+/// Seeds within which each planted bug must be reported.
+const PLANTED_SEEDS_MAX: u64 = 20;
+
+fn planted_bug_is_caught(bug: Bug) {
     let opts = SimOptions {
-        plant: Some(Bug::AckBeforeDurable),
+        plant: Some(bug),
         ..SimOptions::default()
     };
-    let caught = (0..20).find_map(|seed| {
+    let caught = (0..PLANTED_SEEDS_MAX).find_map(|seed| {
         Sim::run_seed(seed, opts.clone())
             .violation
             .map(|v| (seed, v))
     });
     let (seed, violation) =
-        caught.expect("the checker misses acks sent before the write is durable");
-    eprintln!("seed {seed}: {violation}");
-    // The report replays: the same seed fails the same way.
-    let again = Sim::run_seed(seed, opts);
-    assert_eq!(again.violation.as_deref(), Some(violation.as_str()));
-    assert!(again.to_string().contains(&format!("--seed {seed}")));
+        caught.unwrap_or_else(|| panic!("{bug:?} not reported within {PLANTED_SEEDS_MAX} seeds"));
+    eprintln!("{bug:?}: seed {seed}: {violation}");
+    // The report replays: the same seed fails the same way, with the same trace.
+    let (a, b) = (Sim::run_seed(seed, opts.clone()), Sim::run_seed(seed, opts));
+    assert_eq!(a.violation.as_deref(), Some(violation.as_str()));
+    assert_eq!(a.trace_hash, b.trace_hash);
+    let text = a.to_string();
+    assert!(text.contains(&format!("--seed {seed}")), "{text}");
+    assert!(text.contains("VIOLATION"), "{text}");
 }
 
 #[test]
-fn member_crashes_after_its_durable_write_before_the_ack() {
-    let mut t = scripted();
-    let r = t.append(1, 10_000);
-    // The tick member 1's write becomes durable, its ack leaves; then it crashes.
-    t.run_until(50, |t| t.member_durable(1) >= 1);
-    assert!(t.acks_in_flight(1) >= 1);
-    t.crash(1, false);
+fn planted_ack_before_durable_is_caught() {
+    planted_bug_is_caught(Bug::AckBeforeDurable);
+}
+
+#[test]
+fn planted_commit_on_k_minus_one_acks_is_caught() {
+    planted_bug_is_caught(Bug::CommitOnKMinusOne);
+}
+
+#[test]
+fn the_checker_reports_a_planted_bug_in_a_script() {
+    let mut t = Test::with(StreamSettings::default(), 3, Some(Bug::CommitOnKMinusOne));
+    // Member 2 hears nothing: with the bug, member 1's ack alone commits.
+    t.partition(&[0], &[2]);
+    t.append(1);
+    let v = t.run_expecting_violation(200).expect("reported");
+    assert!(v.contains("commit rule allowed 0"), "{v}");
+}
+
+#[test]
+fn primary_crashes_between_its_durable_write_and_the_acks() {
+    let mut t = Test::new();
+    t.hold_next(1, 0, MsgKind::Ack);
+    t.hold_next(2, 0, MsgKind::Ack);
+    let r = t.append(3);
+    // Everyone holds the records durably; the acks are on their way.
+    t.run_until(100, |t| {
+        (0..3).all(|n| t.view(n).disk.durable_lsn() >= 3) && t.held() == 2
+    });
+    assert_eq!(t.ending(r), None);
+    t.node(0).crash();
+    t.run(20);
+    t.node(0).restart();
+    assert_eq!(t.view(0).epoch(), Some(2), "a restart takes a new epoch");
+    // The records were never acknowledged, but they are durable everywhere: the new
+    // incarnation commits them once the members reconnect.
+    t.run_until(200, |t| t.view(0).readable_commit() == Some(3));
+    let (commit, recs) = t.read(0, 1, 10).expect("up");
+    assert_eq!(commit, 3);
+    assert!(recs.iter().all(|r| r.epoch == 1));
+    // The acks of the old connection arrive late, on the new ones: nothing breaks.
+    assert_eq!(t.deliver_held(), 2);
+    t.run(50);
+    let r2 = t.append(1);
+    t.run_until(100, |t| t.committed(r2));
+}
+
+#[test]
+fn secondary_crashes_after_its_durable_write_before_the_ack() {
+    let mut t = Test::new();
+    t.hold_next(1, 0, MsgKind::Ack);
+    let r = t.append(1);
+    t.run_until(50, |t| t.view(1).disk.durable_lsn() >= 1 && t.held() == 1);
+    t.node(1).crash();
     t.run(200);
     // k = all: member 2 alone cannot commit the record.
-    assert_eq!(t.outcome(r), None);
-    assert_eq!(t.primary_commit(), 0);
+    assert_eq!(t.ending(r), None);
+    assert_eq!(t.view(0).readable_commit(), Some(0));
     assert_eq!(
-        t.member_durable(1),
+        t.view(1).disk.durable_lsn(),
         1,
-        "the durable write survived the crash"
+        "the durable write survived"
     );
-    // Restarted, member 1 reconnects with its durable LSN: the record commits without
-    // the ack that was lost.
-    t.restart(1);
-    t.run_until(100, |t| t.outcome(r).is_some());
-    assert_eq!(t.outcome(r), Some(&Outcome::Committed));
-    assert_eq!(t.primary_commit(), 1);
+    // Restarted, member 1 greets with its durable LSN: the record commits without the
+    // ack that was lost.
+    t.node(1).restart();
+    t.run_until(100, |t| t.ending(r).is_some());
+    assert!(t.committed(r));
 }
 
 #[test]
 fn ack_lost_in_the_network() {
-    let mut t = scripted();
-    let r = t.append(3, 10_000);
-    t.run_until(50, |t| t.member_durable(1) >= 3 && t.acks_in_flight(1) > 0);
-    assert!(t.lose_acks(1) >= 1);
-    assert!(!t.connected(1), "a link that lost data closes");
-    assert_eq!(t.outcome(r), None);
-    // The next tick reconnects; the handshake carries the durable LSN the ack had.
-    t.run_until(100, |t| t.outcome(r).is_some());
-    assert_eq!(t.outcome(r), Some(&Outcome::Committed));
-    assert!(t.connected(1));
-    assert_eq!(t.primary_commit(), 3);
+    let mut t = Test::new();
+    t.drop_next(1, 0, MsgKind::Ack);
+    let r = t.append(3);
+    t.run_until(50, |t| t.view(0).connected_members() == vec![2]);
+    assert_eq!(t.ending(r), None, "one ack is missing");
+    // The primary dials again; the handshake carries the durable LSN the ack had.
+    t.run_until(100, |t| t.committed(r));
+    assert_eq!(t.view(0).readable_commit(), Some(3));
+}
+
+#[test]
+fn duplicate_and_reordered_batches() {
+    let mut t = Test::new();
+    t.duplicate_next(0, 1, MsgKind::Replicate);
+    t.delay_next(0, 2, MsgKind::Replicate, 40);
+    let a = t.append(2);
+    let b = t.append(2);
+    // Member 2 gets b's batch first: a gap, refused; the primary sends again from where
+    // member 2's log ends; the late batch is then a duplicate.
+    t.run_until(200, |t| t.committed(a) && t.committed(b));
+    t.run(60);
+    let log0 = t.view(0).disk.records().to_vec();
+    for n in 1..3 {
+        assert_eq!(t.view(n).disk.records(), &log0[..], "n{n}");
+    }
+}
+
+#[test]
+fn old_epoch_traffic_arriving_late_is_refused() {
+    let mut t = Test::new();
+    let a = t.append(2);
+    t.run_until(100, |t| t.committed(a));
+    t.hold_next(0, 1, MsgKind::Replicate);
+    let b = t.append(2);
+    t.run_until(100, |t| t.view(0).disk.durable_lsn() == 4 && t.held() == 1);
+    assert_eq!(t.ending(b), None);
+    t.node(0).crash();
+    t.node(0).restart();
+    let c = t.append(2);
+    t.run_until(200, |t| t.committed(c));
+    assert_eq!(t.view(1).epoch(), Some(2));
+    // The epoch-1 batch lands on member 1's connection to the epoch-2 primary: the
+    // member refuses it (the checker fails the step if it accepted it).
+    assert_eq!(t.deliver_held(), 1);
+    t.run(50);
+    assert_eq!(t.view(1).disk.records(), t.view(0).disk.records());
+    let d = t.append(1);
+    t.run_until(100, |t| t.committed(d));
+}
+
+/// The primary crashes after the members received a batch it never made durable; the
+/// members make it durable while no primary is up. The new incarnation writes other
+/// records at those LSNs; the members must cut their tails before they count.
+fn returning_members_cut_the_lost_tail(mut t: Test) {
+    let a = t.append(2);
+    t.run_until(100, |t| t.committed(a));
+    for n in 0..3 {
+        t.node(n).slow_disk(1_000);
+    }
+    let b = t.append(3);
+    t.run_until(20, |t| {
+        t.view(1).disk.last_lsn() == 5 && t.view(2).disk.last_lsn() == 5
+    });
+    assert_eq!(t.view(0).disk.durable_lsn(), 2);
+    t.node(0).crash();
+    t.run_until(400, |t| {
+        t.view(1).disk.durable_lsn() == 5 && t.view(2).disk.durable_lsn() == 5
+    });
+    assert_eq!(t.ending(b), None, "never answered");
+    t.node(0).slow_disk(0);
+    t.node(0).restart();
+    let c = t.append(2);
+    t.run_until(600, |t| t.committed(c));
+    t.run(20);
+    for n in 1..3 {
+        let log = t.view(n).disk.records();
+        assert_eq!(&log[..4], &t.view(0).disk.records()[..4], "n{n}");
+        assert_eq!(log[2].epoch, 2, "n{n} cut the epoch-1 tail");
+    }
+}
+
+#[test]
+fn returning_members_cut_the_lost_tail_before_counting() {
+    returning_members_cut_the_lost_tail(Test::new());
+}
+
+#[test]
+#[ignore = "production bug: the primary counts a member's ack that arrives before the \
+            connect handshake ended (server::stream: the Ack is matched by link and passed \
+            to Primary::on_ack while the member is still truncating); the ack speaks of \
+            the member's old tail, so the primary commits its own new records at those \
+            LSNs though no member holds them. Seed 399 of `lockstep-sim --no-workarounds`."]
+fn returning_members_cut_the_lost_tail_exactly_as_production() {
+    returning_members_cut_the_lost_tail(Test::exact());
+}
+
+#[test]
+fn a_failed_write_on_the_primary_ends_its_requests_in_doubt() {
+    let mut t = Test::new();
+    t.node(0).fail_next_write();
+    let r = t.append(2);
+    t.run_until(50, |t| t.ending(r).is_some());
+    assert_eq!(t.ending(r), Some(&Ending::InDoubt { first: Some(1) }));
+    // The node stops, recovers from its log and comes back in a new epoch.
+    assert!(!t.view(0).up());
+    t.run_until(300, |t| {
+        t.view(0).up() && t.view(0).connected_members().len() == 2
+    });
+    assert_eq!(t.view(0).epoch(), Some(2));
+    let s = t.append(1);
+    t.run_until(100, |t| t.committed(s));
+}
+
+#[test]
+fn a_full_disk_refuses_appends_and_stalls_a_member_until_freed() {
+    let mut t = Test::new();
+    t.node(0).fill_disk(20);
+    let r = t.append(1);
+    assert!(
+        matches!(t.ending(r), Some(Ending::Refused(_))),
+        "nothing was appended"
+    );
+    t.run(20);
+    t.node(2).fill_disk(100);
+    let s = t.append(2);
+    t.run(60);
+    assert_eq!(t.ending(s), None, "member 2 cannot take the records");
+    t.run_until(300, |t| t.committed(s));
+}
+
+#[test]
+fn degrade_commits_without_a_stalled_member_and_the_checker_follows_its_events() {
+    let settings = StreamSettings {
+        on_insufficient: OnInsufficient::Degrade,
+        ack_timeout_ticks: 50,
+        ..StreamSettings::default()
+    };
+    let mut t = Test::with(settings, 3, None);
+    t.partition(&[0], &[2]);
+    let r = t.append(2);
+    t.run_until(300, |t| t.committed(r));
+    assert_eq!(
+        t.view(2).disk.durable_lsn(),
+        0,
+        "committed without member 2"
+    );
+    // A read from the cut-off member never shows what it does not know is committed.
+    assert_eq!(t.read(2, 1, 10).expect("up").1.len(), 0);
+    t.heal();
+    let s = t.append_mode(1, Some(Mode::Semi));
+    t.run_until(300, |t| t.committed(s) && t.view(2).disk.durable_lsn() == 3);
+}
+
+#[test]
+fn a_configuration_moves_the_primary_role() {
+    let mut t = Test::new();
+    let a = t.append(3);
+    t.run_until(100, |t| t.committed(a) && t.view(1).disk.durable_lsn() == 3);
+    let config = Config {
+        epoch: 2,
+        primary: 1,
+        sync_set: vec![0, 2],
+        learners: vec![],
+    };
+    for n in 0..3 {
+        t.node(n).configure(config.clone());
+    }
+    t.run_until(100, |t| t.view(1).is_primary() && !t.view(0).is_primary());
+    assert_eq!(t.view(1).epoch(), Some(2));
+    // The client is told where the primary is now, and follows.
+    let refused = t.append_to(0, 1, None);
+    assert!(matches!(t.ending(refused), Some(Ending::Refused(_))));
+    let b = t.append(2);
+    t.run_until(200, |t| t.committed(b));
+    t.run(20);
+    assert_eq!(t.view(0).disk.records(), t.view(1).disk.records());
+    assert_eq!(t.view(0).epoch(), Some(2));
+}
+
+#[test]
+fn a_script_replays_exactly() {
+    let run = || {
+        let mut t = Test::new();
+        let r = t.append(2);
+        t.drop_next(2, 0, MsgKind::Ack);
+        t.node(1).crash_torn();
+        t.run(30);
+        t.node(1).restart();
+        t.run_until(300, |t| t.committed(r));
+        t.sim().trace_hash()
+    };
+    assert_eq!(run(), run());
 }

@@ -1,15 +1,24 @@
 //! `lockstep-sim`: runs the deterministic simulator (see `lockstep::sim`) over seeds.
 //!
-//! `lockstep-sim --seed S` replays one seed and prints its report; `--seeds N` runs
-//! seeds 0..N (or from `--first`), `--minutes M` runs seeds until the time is up. Prints
-//! seeds per second and the faults injected by kind; exits 1 on a violation, with the
-//! seed to replay.
+//! `lockstep-sim --seed S` replays one seed (twice, and says whether both runs gave the
+//! same trace) and prints its report; `--seeds N` runs seeds from `--first` on,
+//! `--minutes M` runs seeds until the time is up. A batch prints seeds per second and
+//! the faults injected by kind, and stops at the first violation with the seed to
+//! replay (exit status 1).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use lockstep::sim::{Bug, Fault, Sim, SimOptions};
+use clap::{Parser, ValueEnum};
+use lockstep::sim::{Bug, Fault, Sim, SimOptions, Stats, TICKS_DEFAULT};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Plant {
+    /// Members ack what they received as durable.
+    AckBeforeDurable,
+    /// The primary commits on one ack fewer than the commit rule needs.
+    CommitOnKMinusOne,
+}
 
 #[derive(Parser)]
 #[command(about = "Deterministic simulation of one replicated stream")]
@@ -27,31 +36,49 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     first: u64,
     /// Ticks per seed.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = TICKS_DEFAULT)]
     ticks: u64,
-    /// Plant the ack-before-durable bug in the simulated members (checks the checker).
+    /// Plant a bug in the simulated drivers (checks the checker).
+    #[arg(long, value_enum)]
+    plant: Option<Plant>,
+    /// Events of the trace printed before a violation (or the end of a replay).
+    #[arg(long, default_value_t = 40)]
+    trace_tail: usize,
+    /// Run the drivers exactly as production, without the workarounds of its known
+    /// bugs (see `SimOptions::workarounds`).
     #[arg(long)]
-    plant_ack_before_durable: bool,
+    no_workarounds: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let opts = SimOptions {
         ticks: args.ticks,
-        quiet_ticks: args.ticks / 3,
-        plant: args
-            .plant_ack_before_durable
-            .then_some(Bug::AckBeforeDurable),
+        quiet_ticks: args.ticks * 3 / 10,
+        plant: args.plant.map(|p| match p {
+            Plant::AckBeforeDurable => Bug::AckBeforeDurable,
+            Plant::CommitOnKMinusOne => Bug::CommitOnKMinusOne,
+        }),
+        trace_tail: args.trace_tail,
+        workarounds: !args.no_workarounds,
         ..SimOptions::default()
     };
     if let Some(seed) = args.seed {
-        let r = Sim::run_seed(seed, opts);
+        let r = Sim::run_seed(seed, opts.clone());
+        let again = Sim::run_seed(seed, opts);
         print!("{r}");
+        let same = r.trace_hash == again.trace_hash && r.violation == again.violation;
         println!(
-            "trace hash {:016x}, {} committed, {} in doubt",
-            r.trace_hash, r.committed, r.in_doubt
+            "trace hash {:016x}; replayed: {:016x} ({})",
+            r.trace_hash,
+            again.trace_hash,
+            if same {
+                "same trace"
+            } else {
+                "DIFFERENT TRACE"
+            }
         );
-        return if r.violation.is_some() {
+        return if r.violation.is_some() || !same {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
@@ -68,28 +95,43 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let mut faults = [0u64; Fault::ALL.len()];
     let mut ran = 0u64;
-    let mut committed = 0u64;
+    let mut total = Stats::default();
     for seed in args.first..args.first.saturating_add(count) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         let r = Sim::run_seed(seed, opts.clone());
         ran += 1;
-        committed += r.committed;
         for (t, n) in faults.iter_mut().zip(r.faults) {
             *t += n;
         }
+        let s = r.stats;
+        total.committed += s.committed;
+        total.resolved_committed += s.resolved_committed;
+        total.resolved_lost += s.resolved_lost;
+        total.in_doubt += s.in_doubt;
+        total.refused += s.refused;
+        total.reads += s.reads;
+        total.primary_starts += s.primary_starts;
         if r.violation.is_some() {
             print!("{r}");
-            eprintln!("lockstep-sim: violation with seed {seed}");
+            eprintln!("lockstep-sim: violation with seed {seed} (after {ran} seeds)");
             return ExitCode::FAILURE;
         }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{ran} seeds in {secs:.1} s: {:.1} seeds/s, {committed} requests committed",
-        ran as f64 / secs.max(1e-9)
+        "{ran} seeds in {secs:.1} s: {:.1} seeds/s; appends: {} committed, {} in doubt resolved committed, {} resolved lost, {} unresolved, {} refused; {} reads; {} primary starts",
+        ran as f64 / secs.max(1e-9),
+        total.committed,
+        total.resolved_committed,
+        total.resolved_lost,
+        total.in_doubt,
+        total.refused,
+        total.reads,
+        total.primary_starts
     );
+    println!("faults injected:");
     for (kind, n) in Fault::ALL.iter().zip(faults) {
         println!("  {kind:?}: {n}");
     }

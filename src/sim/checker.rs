@@ -1,0 +1,458 @@
+//! The invariants of `DESIGN.md`, checked after every step of a run and at its end.
+//!
+//! The checker knows what the nodes really hold (their disks) and what they say about
+//! themselves (their [`NodeEvent`]s): who took the primary role in which epoch, which
+//! sync-set members the primary counts, which epochs a member answered. It never reads
+//! the cores' own positions to decide what was allowed.
+//!
+//! 1. No acknowledged commit is lost: records a client was told are committed are, at
+//!    that moment, in the primary's durable log with the client's bytes, within what the
+//!    commit rule allowed for the request's mode; and every later primary's log holds
+//!    them. More strongly, the committed history (every LSN the commit rule ever allowed
+//!    in the stream's mode) stays a prefix of the current primary's durable log.
+//! 2. Committed prefixes are byte-identical: whatever a node serves as committed (its
+//!    readable commit LSN, and the records a read returns) equals the committed history.
+//! 3. At most one primary per epoch (a primary start is a new epoch, so a second start
+//!    in the same epoch counts too), and no node accepts records of an epoch older than
+//!    one it answered a primary of (the Welcome, production's fence answer until the
+//!    controller brings `Fence`).
+//! 4. Nothing is readable as committed before the commit rule holds: no node's readable
+//!    commit LSN and no read go beyond the highest LSN the rule ever allowed, computed
+//!    from the disks: the primary's durable LSN and the `k`-th best sync-set member
+//!    among those the primary counts, where a member holds what it has durably (strong)
+//!    or ever received (semi) of the primary's own records.
+//!
+//! Also at the end: no record was appended twice (a client resending an in-doubt
+//! append as new would do that).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
+
+use crate::replication::commit_rule::commit_point;
+use crate::replication::{Event, Mode, NodeId, StreamSettings};
+use crate::sim::Rec;
+use crate::sim::node::{Node, NodeEvent};
+
+fn mode_index(m: Mode) -> usize {
+    match m {
+        Mode::Async => 0,
+        Mode::Semi => 1,
+        Mode::Strong => 2,
+    }
+}
+
+/// The commit rule as the current primary applies it, from its events.
+struct PrimaryView {
+    node: NodeId,
+    epoch: u64,
+    settings: StreamSettings,
+    sync_set: Vec<NodeId>,
+    /// Per sync-set member: counted by the commit rule (not dropped by `degrade`).
+    in_sync: Vec<bool>,
+    degraded: bool,
+    /// Per node: length of its log's prefix known equal to the primary's log.
+    with_primary: Vec<usize>,
+    /// Per node: most of the primary's records it ever held (received) in this epoch.
+    received_max: Vec<u64>,
+    live: bool,
+}
+
+/// An acknowledged append.
+struct Acked {
+    first: u64,
+    payloads: Vec<Vec<u8>>,
+}
+
+pub struct Checker {
+    history: Vec<Rec>,
+    /// Per mode (async, semi, strong): the highest LSN the rule ever allowed.
+    allowed: [u64; 3],
+    stream_mode: Mode,
+    primaries: BTreeMap<u64, NodeId>,
+    view: Option<PrimaryView>,
+    /// Per node: the newest epoch it answered a primary of.
+    answered: Vec<u64>,
+    /// Per node: length of its log's prefix known equal to the committed history.
+    with_history: Vec<usize>,
+    acked: Vec<Acked>,
+    violation: Option<String>,
+    scratch: Vec<u64>,
+}
+
+/// How a node's log shrinks between checks is told through these slots: the shortest
+/// length since the observer last looked.
+pub const SLOT_HISTORY: usize = 0;
+pub const SLOT_PRIMARY: usize = 1;
+
+#[derive(Debug)]
+pub struct LowWater([Cell<usize>; 2]);
+
+impl Default for LowWater {
+    fn default() -> Self {
+        LowWater([Cell::new(usize::MAX), Cell::new(usize::MAX)])
+    }
+}
+
+impl LowWater {
+    /// The log was cut to `len` records.
+    pub fn cut(&self, len: usize) {
+        for c in &self.0 {
+            c.set(c.get().min(len));
+        }
+    }
+
+    /// The shortest length since the last call for `slot`.
+    pub fn take(&self, slot: usize) -> usize {
+        self.0[slot].replace(usize::MAX)
+    }
+}
+
+/// Extends `agree` (a prefix of `a` known equal to `b`) as far as both go.
+fn extend(agree: &mut usize, a: &[Rec], b: &[Rec]) {
+    let end = a.len().min(b.len());
+    *agree = (*agree).min(end);
+    while *agree < end && a[*agree] == b[*agree] {
+        *agree += 1;
+    }
+}
+
+impl Checker {
+    pub fn new(nodes: usize, stream_mode: Mode) -> Checker {
+        Checker {
+            history: Vec::new(),
+            allowed: [0; 3],
+            stream_mode,
+            primaries: BTreeMap::new(),
+            view: None,
+            answered: vec![0; nodes],
+            with_history: vec![0; nodes],
+            acked: Vec::new(),
+            violation: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn violation(&self) -> Option<&str> {
+        self.violation.as_deref()
+    }
+
+    /// The committed history: every record the commit rule allowed, in LSN order.
+    pub fn history(&self) -> &[Rec] {
+        &self.history
+    }
+
+    /// Highest LSN the rule ever allowed in `mode`.
+    pub fn allowed(&self, mode: Mode) -> u64 {
+        self.allowed[mode_index(mode)]
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(what);
+        }
+    }
+
+    /// What a node says about itself.
+    pub fn on_event(&mut self, e: &NodeEvent, nodes: &[Node]) {
+        match e {
+            NodeEvent::BecamePrimary {
+                node,
+                epoch,
+                settings,
+                sync_set,
+            } => {
+                if let Some(other) = self.primaries.insert(*epoch, *node) {
+                    self.violate(format!(
+                        "invariant 3: n{node} became primary of epoch {epoch}, which n{other} already held"
+                    ));
+                }
+                self.view = Some(PrimaryView {
+                    node: *node,
+                    epoch: *epoch,
+                    settings: settings.clone(),
+                    sync_set: sync_set.clone(),
+                    in_sync: vec![true; sync_set.len()],
+                    degraded: false,
+                    with_primary: vec![0; nodes.len()],
+                    received_max: vec![0; nodes.len()],
+                    live: true,
+                });
+                self.check_acked_kept(nodes, *node);
+            }
+            NodeEvent::StoppedPrimary { node, epoch } => {
+                if let Some(v) = &mut self.view
+                    && v.node == *node
+                    && v.epoch == *epoch
+                {
+                    v.live = false;
+                }
+            }
+            NodeEvent::Welcomed { node, epoch } => {
+                let a = &mut self.answered[*node as usize];
+                *a = (*a).max(*epoch);
+            }
+            NodeEvent::Accepted {
+                node,
+                epoch,
+                first,
+                last,
+            } => {
+                let answered = self.answered[*node as usize];
+                if *epoch < answered {
+                    self.violate(format!(
+                        "invariant 3: n{node} accepted {first}..={last} of epoch {epoch} after answering a primary of epoch {answered}"
+                    ));
+                }
+            }
+            NodeEvent::Core { node, epoch, event } => {
+                let Some(v) = &mut self.view else { return };
+                if v.node != *node || v.epoch != *epoch {
+                    return;
+                }
+                let pos = |m: &NodeId| v.sync_set.iter().position(|x| x == m);
+                match event {
+                    Event::MemberDropped { member, .. } => {
+                        if let Some(i) = pos(member) {
+                            v.in_sync[i] = false;
+                        }
+                    }
+                    Event::MemberRestored { member } => {
+                        if let Some(i) = pos(member) {
+                            v.in_sync[i] = true;
+                        }
+                    }
+                    Event::Degraded { .. } => v.degraded = true,
+                    Event::Recovered => v.degraded = false,
+                    Event::Blocked { .. } => {}
+                }
+            }
+            NodeEvent::BecameSecondary { .. } | NodeEvent::Truncated { .. } => {}
+        }
+    }
+
+    /// Every acknowledged record is in `primary`'s log.
+    fn check_acked_kept(&mut self, nodes: &[Node], primary: NodeId) {
+        let log = nodes[primary as usize].disk.records();
+        for a in &self.acked {
+            for (i, p) in a.payloads.iter().enumerate() {
+                let lsn = a.first + i as u64;
+                if log.get(lsn as usize - 1).is_none_or(|r| &r.payload != p) {
+                    let what = format!(
+                        "invariant 1: acknowledged lsn {lsn} is not in the log of n{primary}, the primary"
+                    );
+                    self.violation.get_or_insert(what);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After every step: the commit rule from the disks, the history, and what every
+    /// node would serve as committed.
+    pub fn check(&mut self, nodes: &[Node]) {
+        for n in nodes {
+            let w = n.disk.low_water.take(SLOT_HISTORY);
+            let a = &mut self.with_history[n.id as usize];
+            *a = (*a).min(w);
+        }
+        self.apply_rule(nodes);
+        for n in nodes {
+            let i = n.id as usize;
+            extend(&mut self.with_history[i], n.disk.records(), &self.history);
+            let Some(r) = n.readable_commit() else {
+                continue;
+            };
+            let allowed = self.allowed[mode_index(self.stream_mode)];
+            if r > allowed {
+                self.violate(format!(
+                    "invariant 4: n{} reads {r} as committed, the commit rule allowed {allowed}",
+                    n.id
+                ));
+            }
+            if (self.with_history[i] as u64) < r.min(self.history.len() as u64) {
+                self.violate(format!(
+                    "invariant 2: n{} reads {r} as committed but its record {} differs from the committed one",
+                    n.id,
+                    self.with_history[i] + 1
+                ));
+            }
+        }
+    }
+
+    fn apply_rule(&mut self, nodes: &[Node]) {
+        let Some(v) = &mut self.view else { return };
+        let p = &nodes[v.node as usize];
+        if !v.live || p.epoch() != Some(v.epoch) || !p.is_primary() {
+            return;
+        }
+        let plog = p.disk.records();
+        for n in nodes {
+            let i = n.id as usize;
+            let w = n.disk.low_water.take(SLOT_PRIMARY);
+            v.with_primary[i] = v.with_primary[i].min(w);
+            extend(&mut v.with_primary[i], n.disk.records(), plog);
+            v.received_max[i] = v.received_max[i].max(v.with_primary[i] as u64);
+        }
+        let local = p.disk.durable_lsn();
+        let mut points = [local; 3];
+        if !v.degraded {
+            for mode in [Mode::Semi, Mode::Strong] {
+                let acked: Vec<u64> = v
+                    .sync_set
+                    .iter()
+                    .zip(&v.in_sync)
+                    .filter(|(_, in_sync)| **in_sync)
+                    .map(|(&m, _)| {
+                        let n = &nodes[m as usize];
+                        let durable = n.disk.durable_lsn().min(v.with_primary[m as usize] as u64);
+                        match mode {
+                            Mode::Semi => durable.max(v.received_max[m as usize]),
+                            _ => durable,
+                        }
+                    })
+                    .collect();
+                let k = v.settings.k(acked.len());
+                points[mode_index(mode)] = commit_point(local, &acked, k, &mut self.scratch);
+            }
+        }
+        if v.settings.mode == Mode::Async {
+            points = [local; 3];
+        }
+        for (a, p) in self.allowed.iter_mut().zip(points) {
+            *a = (*a).max(p);
+        }
+        // The history grows to what the stream's mode allowed, from the primary's log,
+        // which must hold the history so far.
+        let target = self.allowed[mode_index(self.stream_mode)] as usize;
+        let pi = v.node as usize;
+        extend(&mut self.with_history[pi], plog, &self.history);
+        let node = v.node;
+        let epoch = v.epoch;
+        if self.with_history[pi] < self.history.len() {
+            self.violate(format!(
+                "invariant 1: committed lsn {} is not in the log of n{node}, primary of epoch {epoch}",
+                self.with_history[pi] + 1
+            ));
+            return;
+        }
+        if target > self.history.len() {
+            assert!(
+                target <= plog.len(),
+                "the rule never passes the primary's log"
+            );
+            self.history
+                .extend_from_slice(&plog[self.history.len()..target]);
+            self.with_history[pi] = target;
+        }
+        if (p.disk.durable_lsn() as usize) < self.history.len() {
+            self.violate(format!(
+                "invariant 1: n{node} holds {} durably, the committed history is {} long",
+                p.disk.durable_lsn(),
+                self.history.len()
+            ));
+        }
+    }
+
+    /// A client was told `first..` (its `payloads`) are committed by `node`, for a
+    /// request of `mode` (`None`: the stream's).
+    pub fn on_acked(
+        &mut self,
+        nodes: &[Node],
+        node: NodeId,
+        first: u64,
+        payloads: &[Vec<u8>],
+        mode: Option<Mode>,
+    ) {
+        let mode = mode.map_or(self.stream_mode, |m| m.min(self.stream_mode));
+        let last = first + payloads.len() as u64 - 1;
+        let allowed = self.allowed[mode_index(mode)];
+        if last > allowed {
+            self.violate(format!(
+                "invariant 1: {first}..={last} acknowledged as committed ({mode:?}) by n{node}, the commit rule allowed {allowed}"
+            ));
+        }
+        let n = &nodes[node as usize];
+        let log = n.disk.records();
+        let held = (first..=last).all(|lsn| {
+            lsn <= n.disk.durable_lsn()
+                && log[lsn as usize - 1].payload == payloads[(lsn - first) as usize]
+        });
+        if !held {
+            self.violate(format!(
+                "invariant 1: {first}..={last} acknowledged by n{node} whose durable log does not hold the client's records"
+            ));
+        }
+        self.acked.push(Acked {
+            first,
+            payloads: payloads.to_vec(),
+        });
+    }
+
+    /// A read from `node` returned `records` with `commit`.
+    pub fn on_read(&mut self, node: NodeId, commit: u64, records: &[(u64, Rec)]) {
+        let allowed = self.allowed[mode_index(self.stream_mode)];
+        if commit > allowed {
+            self.violate(format!(
+                "invariant 4: a read from n{node} says {commit} is committed, the rule allowed {allowed}"
+            ));
+        }
+        for (lsn, r) in records {
+            if *lsn > commit {
+                self.violate(format!(
+                    "invariant 4: a read from n{node} returned lsn {lsn} beyond its commit {commit}"
+                ));
+            }
+            if self.history.get(*lsn as usize - 1) != Some(r) {
+                self.violate(format!(
+                    "invariant 2: a read from n{node} returned a record at {lsn} that differs from the committed one"
+                ));
+            }
+        }
+    }
+
+    /// At the end: acknowledged records kept by the current primary, no record twice.
+    pub fn finish(&mut self, nodes: &[Node]) {
+        if let Some(p) = nodes.iter().find(|n| n.is_primary()) {
+            self.check_acked_kept(nodes, p.id);
+        }
+        let mut seen = HashSet::with_capacity(self.history.len());
+        for (i, r) in self.history.iter().enumerate() {
+            if !seen.insert(r.payload.as_slice()) && r.payload.len() >= 8 {
+                let what = format!(
+                    "lsn {} repeats an earlier record: an append was sent twice",
+                    i + 1
+                );
+                self.violation.get_or_insert(what);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(b: u8) -> Rec {
+        Rec {
+            epoch: 1,
+            payload: vec![b],
+        }
+    }
+
+    #[test]
+    fn agreement_extends_only_over_equal_records() {
+        let a = [rec(1), rec(2), rec(3)];
+        let b = [rec(1), rec(2), rec(9), rec(4)];
+        let mut agree = 0;
+        extend(&mut agree, &a, &b);
+        assert_eq!(agree, 2);
+        // A cut below the agreement is told through the low water mark.
+        let w = LowWater::default();
+        w.cut(1);
+        w.cut(3);
+        assert_eq!(w.take(SLOT_HISTORY), 1);
+        assert_eq!(w.take(SLOT_HISTORY), usize::MAX);
+        assert_eq!(w.take(SLOT_PRIMARY), 1);
+    }
+}
