@@ -44,10 +44,6 @@ struct Args {
     /// Events of the trace printed before a violation (or the end of a replay).
     #[arg(long, default_value_t = 40)]
     trace_tail: usize,
-    /// Run the drivers exactly as production, without the workarounds of its known
-    /// bugs (see `SimOptions::workarounds`).
-    #[arg(long)]
-    no_workarounds: bool,
 }
 
 fn main() -> ExitCode {
@@ -60,7 +56,6 @@ fn main() -> ExitCode {
             Plant::CommitOnKMinusOne => Bug::CommitOnKMinusOne,
         }),
         trace_tail: args.trace_tail,
-        workarounds: !args.no_workarounds,
         ..SimOptions::default()
     };
     if let Some(seed) = args.seed {

@@ -221,6 +221,8 @@ impl Checker {
                             v.in_sync[i] = true;
                         }
                     }
+                    // Requests to a controller change nothing until it answers.
+                    Event::RemovalWanted { .. } | Event::RestoreWanted { .. } => {}
                     Event::Degraded { .. } => v.degraded = true,
                     Event::Recovered => v.degraded = false,
                     Event::Blocked { .. } => {}

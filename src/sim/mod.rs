@@ -90,13 +90,6 @@ pub struct SimOptions {
     pub nodes: Option<usize>,
     /// Events kept for the report.
     pub trace_tail: usize,
-    /// Work around the production bugs the simulator found and that are not fixed yet,
-    /// so that a batch keeps testing everything else. Each workaround is one deviation
-    /// of a simulated driver from production, named where it is made:
-    /// - a primary ignores a member's ack that arrives before the handshake of its
-    ///   connection ended (production counts it, though it may speak of a tail the
-    ///   member is about to cut, and commits a record no member holds).
-    pub workarounds: bool,
 }
 
 /// Ticks of a run by default. Short enough for thousands of seeds in the test suite's
@@ -114,7 +107,6 @@ impl Default for SimOptions {
             settings: None,
             nodes: None,
             trace_tail: 40,
-            workarounds: true,
         }
     }
 }
@@ -152,7 +144,6 @@ pub struct Report {
     pub stats: Stats,
     pub ticks: u64,
     pub plant: Option<Bug>,
-    pub workarounds: bool,
 }
 
 impl fmt::Display for Report {
@@ -189,9 +180,6 @@ impl fmt::Display for Report {
             Some(Bug::AckBeforeDurable) => write!(f, " --plant ack-before-durable")?,
             Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
             None => {}
-        }
-        if !self.workarounds {
-            write!(f, " --no-workarounds")?;
         }
         writeln!(f)
     }
@@ -288,15 +276,7 @@ impl Sim {
             }
         };
         let nodes = (0..n as NodeId)
-            .map(|id| {
-                Node::new(
-                    id,
-                    settings.clone(),
-                    config.clone(),
-                    opts.plant,
-                    opts.workarounds,
-                )
-            })
+            .map(|id| Node::new(id, settings.clone(), config.clone(), opts.plant))
             .collect();
         let client_count = if opts.workload {
             rng.range(2, 4) as usize
@@ -353,7 +333,6 @@ impl Sim {
             stats: self.stats,
             ticks: self.opts.ticks,
             plant: self.opts.plant,
-            workarounds: self.opts.workarounds,
         }
     }
 

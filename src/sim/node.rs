@@ -170,19 +170,11 @@ pub struct Node {
     /// Tick of the next restart while down (`None`: stays down until told).
     pub restart_at: Option<u64>,
     plant: Option<Bug>,
-    /// Deviate from production where it has a known bug (`SimOptions::workarounds`).
-    workarounds: bool,
 }
 
 impl Node {
     /// A node that is down; [`Node::start`] brings it up.
-    pub fn new(
-        id: NodeId,
-        settings: StreamSettings,
-        config: Config,
-        plant: Option<Bug>,
-        workarounds: bool,
-    ) -> Node {
+    pub fn new(id: NodeId, settings: StreamSettings, config: Config, plant: Option<Bug>) -> Node {
         Node {
             id,
             disk: Disk::default(),
@@ -192,7 +184,6 @@ impl Node {
             reconfigure: false,
             restart_at: None,
             plant,
-            workarounds,
         }
     }
 
@@ -693,10 +684,10 @@ impl Node {
                     out.closes.push(conn);
                     return Handled::Done;
                 };
-                if !m.ready && self.workarounds {
-                    // Known production bug (see `SimOptions::workarounds`): production
-                    // counts this ack, which may speak of a tail the member is about
-                    // to cut.
+                if !m.ready {
+                    // As production: until a returning member has cut its tail and
+                    // greeted again, its acks speak of records that are not this
+                    // primary's.
                     out.trace.push(format!(
                         "n{id} ignores an ack of n{} sent before its handshake ended",
                         m.id

@@ -90,22 +90,7 @@ impl Test {
         Test::with(StreamSettings::default(), 3, None)
     }
 
-    /// As [`Test::new`], with the drivers exactly as production, known bugs included
-    /// (see `SimOptions::workarounds`).
-    pub fn exact() -> Test {
-        Test::build(StreamSettings::default(), 3, None, false)
-    }
-
     pub fn with(settings: StreamSettings, nodes: usize, plant: Option<Bug>) -> Test {
-        Test::build(settings, nodes, plant, true)
-    }
-
-    fn build(
-        settings: StreamSettings,
-        nodes: usize,
-        plant: Option<Bug>,
-        workarounds: bool,
-    ) -> Test {
         let sim = Sim::new(
             1,
             SimOptions {
@@ -114,7 +99,6 @@ impl Test {
                 settings: Some(settings),
                 nodes: Some(nodes),
                 plant,
-                workarounds,
                 ..SimOptions::default()
             },
         );
