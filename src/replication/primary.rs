@@ -460,8 +460,15 @@ impl Primary {
         for i in 0..self.members.len() {
             let m = &self.members[i];
             let due = m.asked_at.is_none_or(|t| self.now >= t + again);
+            let id = m.id;
             let event = if m.sync && self.stalled(m) {
-                Event::RemovalWanted { member: m.id }
+                if !self.covered_without(id) {
+                    // Removing it now would leave a committed record on fewer than
+                    // `k` of the remaining members: a failover among them could lose
+                    // it. Wait until they hold everything committed.
+                    continue;
+                }
+                Event::RemovalWanted { member: id }
             } else if !m.sync && m.connected && m.durable >= self.commit_lsn && !self.stalled(m) {
                 Event::RestoreWanted { member: m.id }
             } else {
@@ -494,6 +501,25 @@ impl Primary {
             }));
         }
         self.advance();
+    }
+
+    /// Whether every committed record is held by `k` of the sync set without `member`
+    /// (as the commit rule counts them), so that removing it loses nothing to a
+    /// failover decided among the others.
+    fn covered_without(&mut self, member: NodeId) -> bool {
+        let mode = self.settings.mode;
+        self.acked_scratch.clear();
+        self.acked_scratch.extend(
+            self.members
+                .iter()
+                .filter(|m| m.in_sync && m.id != member)
+                .map(|m| m.acked(mode)),
+        );
+        let k = self.settings.k(self.acked_scratch.len());
+        if k == 0 {
+            return true;
+        }
+        commit_point(u64::MAX, &self.acked_scratch, k, &mut self.scratch) >= self.commit_lsn
     }
 
     /// Applies `on_insufficient` to stalled and recovered members.
