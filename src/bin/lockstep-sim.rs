@@ -18,6 +18,8 @@ enum Plant {
     AckBeforeDurable,
     /// The primary commits on one ack fewer than the commit rule needs.
     CommitOnKMinusOne,
+    /// The controller decides a failover on one fence answer fewer than it needs.
+    FenceShort,
 }
 
 #[derive(Parser)]
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         plant: args.plant.map(|p| match p {
             Plant::AckBeforeDurable => Bug::AckBeforeDurable,
             Plant::CommitOnKMinusOne => Bug::CommitOnKMinusOne,
+            Plant::FenceShort => Bug::FenceShort,
         }),
         trace_tail: args.trace_tail,
         ..SimOptions::default()

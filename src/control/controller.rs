@@ -47,6 +47,9 @@ pub struct ControllerSettings {
     pub retry_ms: u64,
     /// Applied commands kept in the raft log before it is compacted to a snapshot.
     pub compact_after: u64,
+    /// A deliberate bug for the simulator's test of its own checker: a failover is
+    /// decided on one fence answer fewer than the rule needs. Never set otherwise.
+    pub plant_fence_short: bool,
 }
 
 impl Default for ControllerSettings {
@@ -59,6 +62,7 @@ impl Default for ControllerSettings {
             failover_timeout_ms: 150,
             retry_ms: 50,
             compact_after: 64,
+            plant_fence_short: false,
         }
     }
 }
@@ -140,12 +144,13 @@ pub struct Controller {
     outputs: Vec<Output>,
 }
 
+/// Raft ids start at 1 (0 means "none" to raft-rs); node ids may start at 0.
 fn raft_id(n: NodeId) -> u64 {
-    u64::from(n)
+    u64::from(n) + 1
 }
 
 fn node_id(n: u64) -> NodeId {
-    NodeId::try_from(n).expect("raft ids are node ids")
+    NodeId::try_from(n - 1).expect("raft ids are node ids")
 }
 
 impl Controller {
@@ -632,6 +637,17 @@ impl Controller {
                             .then(|| decide(&roles, &answers, |n| self.alive(n), to))
                             .flatten()
                             .filter(|d| d.primary == to)
+                    }
+                    None if self.settings.plant_fence_short => {
+                        let mut short = roles.clone();
+                        if let Some(&m) = short.sync_set.first()
+                            && crate::control::fence::answers_needed(&short) > 1
+                            && !round.answers.iter().any(|a| a.node == m)
+                        {
+                            // Pretends the first member answered: one answer short.
+                            short.sync_set.remove(0);
+                        }
+                        decide(&short, &round.answers, |n| self.alive(n), roles.primary)
                     }
                     None => decide(&roles, &round.answers, |n| self.alive(n), roles.primary),
                 };

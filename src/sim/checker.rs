@@ -187,7 +187,22 @@ impl Checker {
                     v.live = false;
                 }
             }
-            NodeEvent::Welcomed { node, epoch } => {
+            NodeEvent::MembersChanged {
+                node,
+                epoch,
+                sync_set,
+                degraded,
+            } => {
+                if let Some(v) = &mut self.view
+                    && v.node == *node
+                    && v.epoch == *epoch
+                {
+                    v.sync_set = sync_set.clone();
+                    v.in_sync = vec![true; sync_set.len()];
+                    v.degraded = *degraded;
+                }
+            }
+            NodeEvent::Welcomed { node, epoch } | NodeEvent::Fenced { node, epoch } => {
                 let a = &mut self.answered[*node as usize];
                 *a = (*a).max(*epoch);
             }

@@ -34,6 +34,7 @@
 //! which epoch from the nodes' events.
 
 pub mod checker;
+pub mod control;
 pub mod disk;
 pub mod faults;
 pub mod network;
@@ -71,6 +72,8 @@ pub enum Bug {
     AckBeforeDurable,
     /// The primary's driver gives the core a commit quorum one short (`k - 1`).
     CommitOnKMinusOne,
+    /// The controller decides a failover on one fence answer fewer than it needs.
+    FenceShort,
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +93,10 @@ pub struct SimOptions {
     pub nodes: Option<usize>,
     /// Events kept for the report.
     pub trace_tail: usize,
+    /// Run the cluster's controller (failover, removal, restore). `None`: only with the
+    /// planted fence bug. Batches run without it until the liveness of controlled runs
+    /// in the quiet tail is settled.
+    pub controller: Option<bool>,
 }
 
 /// Ticks of a run by default. Short enough for thousands of seeds in the test suite's
@@ -107,6 +114,7 @@ impl Default for SimOptions {
             settings: None,
             nodes: None,
             trace_tail: 40,
+            controller: None,
         }
     }
 }
@@ -179,6 +187,7 @@ impl fmt::Display for Report {
         match self.plant {
             Some(Bug::AckBeforeDurable) => write!(f, " --plant ack-before-durable")?,
             Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
+            Some(Bug::FenceShort) => write!(f, " --plant fence-short")?,
             None => {}
         }
         writeln!(f)
@@ -205,6 +214,8 @@ pub struct Sim {
     trace_hash: u64,
     stats: Stats,
     violation: Option<String>,
+    /// Per node, under the controller.
+    control: Option<Vec<control::NodeControl>>,
 }
 
 impl Sim {
@@ -238,6 +249,20 @@ impl Sim {
             // The bug needs a quorum of two or more to be one short of.
             settings.sync_acks = None;
         }
+        let controlled = opts
+            .controller
+            .unwrap_or(opts.plant == Some(Bug::FenceShort));
+        if opts.plant == Some(Bug::FenceShort) && opts.settings.is_none() {
+            // The bug needs a fence that must hear from two members: k = 1 of 2.
+            settings.sync_acks = Some(1);
+        }
+        if controlled {
+            // A failover keeps every acknowledged commit only when commits waited for
+            // the sync set's durable writes: `semi` (acks on receipt, lost when a member
+            // crashes too), `async` and `degrade` trade that away by design.
+            settings.mode = Mode::Strong;
+            settings.on_insufficient = OnInsufficient::Block;
+        }
         let n = opts
             .nodes
             .unwrap_or_else(|| if rng.chance(200) { 4 } else { 3 });
@@ -247,6 +272,9 @@ impl Sim {
             primary: 0,
             sync_set: (1..3.min(n) as NodeId).collect(),
             learners: (3..n as NodeId).collect(),
+
+            incarnation: controlled.then_some(0),
+            degraded: false,
         };
         settings
             .validate(config.sync_set.len())
@@ -303,6 +331,14 @@ impl Sim {
             trace_hash: 0xCBF2_9CE4_8422_2325,
             stats: Stats::default(),
             violation: None,
+            control: controlled.then(|| {
+                (0..n)
+                    .map(|_| control::NodeControl {
+                        ctrl: None,
+                        persisted: None,
+                    })
+                    .collect()
+            }),
             opts,
         };
         for id in 0..n as NodeId {
@@ -442,6 +478,7 @@ impl Sim {
             }
             self.checker.on_event(e, &self.nodes);
         }
+        self.control_requests(from, &out.events);
         let rates = if self.quiet() {
             NetFaults::NONE
         } else {
@@ -479,6 +516,7 @@ impl Sim {
 
     /// Starts node `id` (it must be down).
     fn start(&mut self, id: NodeId) {
+        self.start_control(id);
         let mut out = Out::default();
         self.nodes[id as usize].start(&mut out);
         self.route(id, out);
@@ -497,6 +535,7 @@ impl Sim {
         } else {
             0
         };
+        self.crash_control(id);
         let mut out = Out::default();
         self.nodes[i].crash(keep, &mut out);
         self.net.close_all_of(id);
@@ -729,6 +768,10 @@ impl Sim {
                 self.notify_closed();
                 continue;
             }
+            if let Msg::Control(bytes) = &p.msg {
+                self.deliver_control(p.from, p.to, bytes);
+                continue;
+            }
             let mut out = Out::default();
             let handled = self.nodes[to].on_message(now, p.from, p.conn, &p.msg, &mut out);
             self.route(p.to, out);
@@ -736,6 +779,7 @@ impl Sim {
                 self.net.retry_later(p, now + 1);
             }
         }
+        self.tick_control();
         for id in 0..self.nodes.len() {
             let mut out = Out::default();
             self.nodes[id].drive(now, &mut out);

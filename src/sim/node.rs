@@ -44,6 +44,11 @@ pub struct Config {
     pub primary: NodeId,
     pub sync_set: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// Under the controller: the process (incarnation) that holds the primary role.
+    /// `None`: a static configuration, whose primary takes a new epoch at every start.
+    pub incarnation: Option<u64>,
+    /// Under the controller: the sync set shrank below `min_sync` under `degrade`.
+    pub degraded: bool,
 }
 
 /// Who is waiting for a request's answer: (client, the client's token).
@@ -88,6 +93,19 @@ pub enum NodeEvent {
     },
     /// Answered a primary of `epoch`: from now on older epochs must be refused.
     Welcomed {
+        node: NodeId,
+        epoch: u64,
+    },
+    /// The primary of `epoch` applied a committed change of its sync set.
+    MembersChanged {
+        node: NodeId,
+        epoch: u64,
+        sync_set: Vec<NodeId>,
+        degraded: bool,
+    },
+    /// Answered the controller's fence of `epoch` (durably): from now on older epochs
+    /// must be refused.
+    Fenced {
         node: NodeId,
         epoch: u64,
     },
@@ -170,6 +188,8 @@ pub struct Node {
     /// Tick of the next restart while down (`None`: stays down until told).
     pub restart_at: Option<u64>,
     plant: Option<Bug>,
+    /// This process, as the controller knows it (a restart is a new incarnation).
+    pub incarnation: u64,
 }
 
 impl Node {
@@ -184,6 +204,57 @@ impl Node {
             reconfigure: false,
             restart_at: None,
             plant,
+            incarnation: 0,
+        }
+    }
+
+    /// Answers the controller's `Fence(epoch)` as production's `StreamDriver::fence`:
+    /// the epoch is stored durably, a primary of an older epoch stops, older records are
+    /// refused from now on. Returns where the log ends (epoch, LSN).
+    pub fn fence(&mut self, epoch: u64, out: &mut Out) -> (u64, u64) {
+        if epoch > self.disk.epoch_file {
+            self.disk.epoch_file = epoch;
+            out.events.push(NodeEvent::Fenced {
+                node: self.id,
+                epoch,
+            });
+        }
+        match &mut self.role {
+            Role::Primary(p) if p.epoch < epoch => {
+                out.trace.push(format!(
+                    "n{} fenced by epoch {epoch}: stops as primary",
+                    self.id
+                ));
+                if self.disk.settled() {
+                    self.switch_role(out);
+                } else {
+                    // The role ends now; the switch waits for the write in flight.
+                    p.core.stop("fenced by a newer epoch");
+                    Self::primary_actions(self.id, p, &self.disk, out);
+                    self.reconfigure = true;
+                }
+            }
+            Role::Secondary(s) => s.core.fence(epoch),
+            _ => {}
+        }
+        (self.disk.last_epoch(), self.disk.last_lsn())
+    }
+
+    /// The stream's state as the controller sees it.
+    pub fn status(&self) -> crate::control::StreamStatus {
+        let (primary, commit) = match &self.role {
+            Role::Primary(p) => (true, p.core.commit_lsn()),
+            Role::Secondary(s) => (false, s.core.readable_commit()),
+            Role::Down => (false, 0),
+        };
+        crate::control::StreamStatus {
+            stream: "s".into(),
+            epoch: self.disk.epoch_file,
+            primary,
+            last_epoch: self.disk.last_epoch(),
+            last_lsn: self.disk.last_lsn(),
+            durable_lsn: self.disk.durable_lsn(),
+            commit_lsn: commit,
         }
     }
 
@@ -247,6 +318,15 @@ impl Node {
         s
     }
 
+    /// Whether the configuration makes this process the primary.
+    fn primary_here(&self) -> bool {
+        self.config.primary == self.id
+            && self
+                .config
+                .incarnation
+                .is_none_or(|i| i == self.incarnation && self.config.epoch >= self.disk.epoch_file)
+    }
+
     /// Starts the process: the role of the configuration, from the durable log.
     pub fn start(&mut self, out: &mut Out) {
         assert!(!self.up());
@@ -255,13 +335,18 @@ impl Node {
         self.reconfigure = false;
         let last = self.disk.last_lsn();
         let last_epoch = self.disk.last_epoch();
-        if self.config.primary == self.id {
-            // A new incarnation of the primary: a new epoch, durable before any record.
-            let epoch = self
-                .config
-                .epoch
-                .max(last_epoch + 1)
-                .max(self.disk.epoch_file + 1);
+        if self.primary_here() {
+            // Static: a new incarnation of the primary takes a new epoch, durable before
+            // any record. Under the controller, the configuration's epoch, promised to
+            // this very process.
+            let epoch = if self.config.incarnation.is_some() {
+                self.config.epoch
+            } else {
+                self.config
+                    .epoch
+                    .max(last_epoch + 1)
+                    .max(self.disk.epoch_file + 1)
+            };
             self.disk.epoch_file = epoch;
             let specs: Vec<MemberSpec> = self
                 .config
@@ -275,7 +360,11 @@ impl Node {
                         .map(|&id| MemberSpec { id, sync: false }),
                 )
                 .collect();
-            let core = Primary::new(self.core_settings(), epoch, &specs, last, 0);
+            let mut core = Primary::new(self.core_settings(), epoch, &specs, last, 0);
+            if self.config.incarnation.is_some() {
+                core = core.under_controller();
+                core.set_members(&specs, self.config.degraded);
+            }
             self.role = Role::Primary(Box::new(PrimaryRole {
                 core,
                 epoch,
@@ -354,10 +443,58 @@ impl Node {
     /// the log is settled, then restarts the role; a node that is down uses it at its
     /// next start.
     pub fn apply_config(&mut self, config: Config, out: &mut Out) {
-        let changes_role = match &self.role {
+        let old = std::mem::replace(&mut self.config, config.clone());
+        let here = self.primary_here();
+        self.config = old;
+        let changes_role = match &mut self.role {
             Role::Down => false,
-            Role::Primary(p) => config.primary != self.id || config.epoch > p.epoch,
-            Role::Secondary(_) => config.primary == self.id,
+            Role::Primary(p) if here && config.epoch == p.epoch => {
+                // The same primary: its members changed (removal, restore).
+                let specs: Vec<MemberSpec> = config
+                    .sync_set
+                    .iter()
+                    .map(|&id| MemberSpec { id, sync: true })
+                    .chain(
+                        config
+                            .learners
+                            .iter()
+                            .map(|&id| MemberSpec { id, sync: false }),
+                    )
+                    .collect();
+                p.core.set_members(&specs, config.degraded);
+                out.events.push(NodeEvent::MembersChanged {
+                    node: self.id,
+                    epoch: p.epoch,
+                    sync_set: config.sync_set.clone(),
+                    degraded: config.degraded,
+                });
+                p.members.retain(|m| {
+                    let keep = specs.iter().any(|s| s.id == m.id);
+                    if !keep {
+                        out.closes.extend(m.conn);
+                    }
+                    keep
+                });
+                for s in &specs {
+                    if !p.members.iter().any(|m| m.id == s.id) {
+                        p.members.push(MemberLink {
+                            id: s.id,
+                            conn: None,
+                            truncating: false,
+                            ready: false,
+                            next_dial: 0,
+                        });
+                    }
+                }
+                false
+            }
+            Role::Primary(_) => true,
+            Role::Secondary(s) => {
+                if config.incarnation.is_some() {
+                    s.core.fence(config.epoch);
+                }
+                here
+            }
         };
         out.trace.push(format!(
             "n{} configured: epoch {}, primary n{}, sync set {:?}, learners {:?}",

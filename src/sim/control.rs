@@ -1,0 +1,210 @@
+//! The cluster's controller in the simulator: every node runs the production
+//! [`Controller`], its messages travel the simulated network as `Msg::Control`
+//! datagrams (lost, delayed, duplicated like any other), its persisted state survives a
+//! crash, and its committed configurations, fences and the primaries' requests reach
+//! the nodes as production's control loop passes them.
+//!
+//! A process gets a new incarnation at every start, so a restarted primary never
+//! resumes its role: the controller fences its epoch and promotes a node again.
+
+use crate::control::{
+    ClusterConfig, ControlLog, ControlMsg, Controller, ControllerSettings, NodeStatus, Output,
+    Policy, Request, StreamRoles,
+};
+use crate::replication::{Event, NodeId};
+use crate::sim::Sim;
+use crate::sim::network::{Msg, NO_CONN};
+use crate::sim::node::{Config, NodeEvent, Out};
+
+/// One node's controller and what survives its crashes.
+pub struct NodeControl {
+    pub ctrl: Option<Controller>,
+    pub persisted: Option<Vec<u8>>,
+}
+
+impl Sim {
+    pub(crate) fn genesis(&self) -> ClusterConfig {
+        let config = self.nodes[0].config().clone();
+        let n = self.nodes.len() as NodeId;
+        let roles = StreamRoles {
+            epoch: config.epoch,
+            primary: config.primary,
+            incarnation: 0,
+            sync_set: config.sync_set.clone(),
+            learners: config.learners.clone(),
+            degraded: false,
+            policy: Policy::of(&self.settings),
+        };
+        ClusterConfig::genesis(
+            (0..n).map(|id| (id, format!("n{id}"))).collect(),
+            (0..n).collect(),
+            [("s".to_string(), roles)].into(),
+        )
+    }
+
+    /// A node's process starts: a new incarnation and its controller from its
+    /// persisted state.
+    pub(crate) fn start_control(&mut self, id: NodeId) {
+        let Some(control) = self.control.as_mut() else {
+            return;
+        };
+        let incarnation = self.rng.next_u64() | 1;
+        self.nodes[id as usize].incarnation = incarnation;
+        let persisted = control[id as usize]
+            .persisted
+            .as_ref()
+            .map(|b| ControlLog::decode(b).expect("the controller's state decodes"));
+        let genesis = self.genesis();
+        let settings = ControllerSettings {
+            plant_fence_short: self.opts.plant == Some(crate::sim::Bug::FenceShort),
+            ..ControllerSettings::default()
+        };
+        let ctrl = Controller::new(id, genesis, persisted, settings, incarnation)
+            .expect("a valid controller");
+        self.control.as_mut().expect("checked")[id as usize].ctrl = Some(ctrl);
+    }
+
+    pub(crate) fn crash_control(&mut self, id: NodeId) {
+        if let Some(control) = self.control.as_mut() {
+            control[id as usize].ctrl = None;
+        }
+    }
+
+    /// Every up node's controller: its status, the time, and what it asks for.
+    pub(crate) fn tick_control(&mut self) {
+        let Some(control) = self.control.as_ref() else {
+            return;
+        };
+        let now = self.now;
+        for id in 0..control.len() {
+            let node = &self.nodes[id];
+            if !node.up() {
+                continue;
+            }
+            let status = NodeStatus {
+                node: id as NodeId,
+                incarnation: node.incarnation,
+                streams: vec![node.status()],
+            };
+            let Some(ctrl) = self.control.as_mut().expect("checked")[id].ctrl.as_mut() else {
+                continue;
+            };
+            ctrl.set_status(status);
+            ctrl.on_tick(now);
+            self.control_outputs(id as NodeId);
+        }
+    }
+
+    /// A node's primary asked for a change of its members.
+    pub(crate) fn control_requests(&mut self, from: NodeId, events: &[NodeEvent]) {
+        if self.control.is_none() {
+            return;
+        }
+        for e in events {
+            let NodeEvent::Core { node, epoch, event } = e else {
+                continue;
+            };
+            let r = match event {
+                Event::RemovalWanted { member } => Request::Remove {
+                    stream: "s".into(),
+                    epoch: *epoch,
+                    member: *member,
+                },
+                Event::RestoreWanted { member } => Request::Restore {
+                    stream: "s".into(),
+                    epoch: *epoch,
+                    member: *member,
+                },
+                _ => continue,
+            };
+            debug_assert_eq!(*node, from);
+            if let Some(ctrl) = self.control.as_mut().expect("checked")[from as usize]
+                .ctrl
+                .as_mut()
+            {
+                ctrl.request(r);
+            }
+        }
+    }
+
+    /// A control message arrived at `to`.
+    pub(crate) fn deliver_control(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
+        if self.control.is_none() || !self.nodes[to as usize].up() {
+            return;
+        }
+        let msg = ControlMsg::decode(bytes).expect("simulated control messages decode");
+        match msg {
+            ControlMsg::Fence { stream, epoch } => {
+                let mut out = Out::default();
+                let (last_epoch, last_lsn) = self.nodes[to as usize].fence(epoch, &mut out);
+                self.route(to, out);
+                let reply = ControlMsg::Fenced {
+                    stream,
+                    epoch,
+                    node: to,
+                    incarnation: self.nodes[to as usize].incarnation,
+                    last_epoch,
+                    last_lsn,
+                };
+                self.send_control(to, from, reply);
+            }
+            ControlMsg::Drain { .. } => {}
+            other => {
+                if let Some(ctrl) = self.control.as_mut().expect("checked")[to as usize]
+                    .ctrl
+                    .as_mut()
+                {
+                    ctrl.on_message(from, other);
+                }
+            }
+        }
+        self.control_outputs(to);
+    }
+
+    fn send_control(&mut self, from: NodeId, to: NodeId, msg: ControlMsg) {
+        if from == to {
+            return self.deliver_control(from, to, &msg.encode());
+        }
+        let mut out = Out::default();
+        out.sends.push((to, NO_CONN, Msg::Control(msg.encode())));
+        self.route(from, out);
+    }
+
+    fn control_outputs(&mut self, id: NodeId) {
+        // Outputs may cause more (a fence of this node itself): bounded rounds.
+        for _ in 0..8 {
+            let Some(ctrl) = self.control.as_mut().expect("checked")[id as usize]
+                .ctrl
+                .as_mut()
+            else {
+                return;
+            };
+            let outputs = ctrl.poll();
+            if outputs.is_empty() {
+                return;
+            }
+            for o in outputs {
+                match o {
+                    Output::Send { to, msg } => self.send_control(id, to, msg),
+                    Output::Persist(bytes) => {
+                        self.control.as_mut().expect("checked")[id as usize].persisted =
+                            Some(bytes);
+                    }
+                    Output::Config(c) => {
+                        let roles = &c.streams["s"];
+                        let config = Config {
+                            epoch: roles.epoch,
+                            primary: roles.primary,
+                            sync_set: roles.sync_set.clone(),
+                            learners: roles.learners.clone(),
+                            incarnation: Some(roles.incarnation),
+                            degraded: roles.degraded,
+                        };
+                        self.apply_config(id, config);
+                    }
+                    Output::Event(e) => self.event(format!("n{id} control: {e}")),
+                }
+            }
+        }
+    }
+}
