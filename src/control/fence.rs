@@ -89,6 +89,18 @@ pub fn decide(
             learners.push(node);
         }
     }
+    // Under `block` the sync set never shrinks below `min_sync` by a failover either:
+    // silent members stay in it, and commits wait for them (or for their removal,
+    // which keeps the same rule).
+    if !roles.policy.degrade {
+        while sync_set.len() < roles.policy.min_sync
+            && let Some(at) = learners
+                .iter()
+                .position(|&n| n == roles.primary || roles.sync_set.contains(&n))
+        {
+            sync_set.push(learners.remove(at));
+        }
+    }
     sync_set.sort_unstable();
     sync_set.dedup();
     learners.sort_unstable();

@@ -92,6 +92,14 @@ struct Member {
     last_heartbeat: u64,
     /// When the controller was last asked about this member.
     asked_at: Option<u64>,
+    /// Its removal was asked for: its acks no longer count (the controller may apply
+    /// the removal at any moment, and a failover then looks only at the others), while
+    /// `k` stays that of the configured sync set until the removal is committed.
+    leaving: bool,
+    /// A learner whose return to the sync set was asked for: from then on commits
+    /// also satisfy the rule of the sync set with it, whenever the controller applies
+    /// the change (one member joins at a time).
+    joining: bool,
 }
 
 impl Member {
@@ -144,6 +152,9 @@ pub struct Primary {
     blocked: bool,
     /// Membership changes go through the cluster's controller.
     controlled: bool,
+    /// Where the log ended when this primary started: records it inherited, which an
+    /// earlier primary may have committed without this one knowing.
+    inherited_lsn: u64,
     actions: Vec<Action>,
     scratch: Vec<u64>,
     acked_scratch: Vec<u64>,
@@ -182,6 +193,8 @@ impl Primary {
                     owing_since: Some(0),
                     last_heartbeat: 0,
                     asked_at: None,
+                    leaving: false,
+                    joining: false,
                 })
                 .collect(),
             waiting: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
@@ -189,6 +202,7 @@ impl Primary {
             degraded: false,
             blocked: false,
             controlled: false,
+            inherited_lsn: last_lsn,
             actions: Vec::new(),
             scratch: Vec::with_capacity(members.len()),
             acked_scratch: Vec::with_capacity(members.len()),
@@ -225,12 +239,19 @@ impl Primary {
                     owing_since: Some(self.now),
                     last_heartbeat: 0,
                     asked_at: None,
+                    leaving: false,
+                    joining: false,
                 },
             };
+            // A removal or a restore asked for and not yet committed stays asked for.
+            let leaving = spec.sync && m.sync && m.leaving;
+            let joining = !spec.sync && m.joining;
             self.members.push(Member {
                 sync: spec.sync,
                 in_sync: spec.sync,
-                asked_at: None,
+                asked_at: if leaving || joining { m.asked_at } else { None },
+                leaving,
+                joining,
                 ..m
             });
         }
@@ -461,16 +482,32 @@ impl Primary {
             let m = &self.members[i];
             let due = m.asked_at.is_none_or(|t| self.now >= t + again);
             let id = m.id;
-            let event = if m.sync && self.stalled(m) {
+            let sync_members = self.members.iter().filter(|m| m.sync).count();
+            let allowed = sync_members > self.settings.min_sync
+                || self.settings.on_insufficient == OnInsufficient::Degrade;
+            let event = if m.sync && m.leaving {
+                // Asked until the committed configuration removes it: a request can be
+                // lost with a controller leader.
+                Event::RemovalWanted { member: id }
+            } else if m.sync && self.stalled(m) && allowed {
                 if !self.covered_without(id) {
                     // Removing it now would leave a committed record on fewer than
                     // `k` of the remaining members: a failover among them could lose
                     // it. Wait until they hold everything committed.
                     continue;
                 }
+                self.members[i].leaving = true;
                 Event::RemovalWanted { member: id }
-            } else if !m.sync && m.connected && m.durable >= self.commit_lsn && !self.stalled(m) {
-                Event::RestoreWanted { member: m.id }
+            } else if !m.sync && m.joining {
+                Event::RestoreWanted { member: id }
+            } else if !m.sync
+                && m.connected
+                && m.durable >= self.held_lsn()
+                && !self.stalled(m)
+                && !self.members.iter().any(|o| o.joining)
+            {
+                self.members[i].joining = true;
+                Event::RestoreWanted { member: id }
             } else {
                 self.members[i].asked_at = None;
                 continue;
@@ -513,13 +550,19 @@ impl Primary {
             self.members
                 .iter()
                 .filter(|m| m.in_sync && m.id != member)
-                .map(|m| m.acked(mode)),
+                .map(|m| if m.leaving { 0 } else { m.acked(mode) }),
         );
         let k = self.settings.k(self.acked_scratch.len());
         if k == 0 {
             return true;
         }
-        commit_point(u64::MAX, &self.acked_scratch, k, &mut self.scratch) >= self.commit_lsn
+        commit_point(u64::MAX, &self.acked_scratch, k, &mut self.scratch) >= self.held_lsn()
+    }
+
+    /// Every record that may be committed: what this primary committed, and what it
+    /// inherited (an earlier primary may have committed it).
+    fn held_lsn(&self) -> u64 {
+        self.commit_lsn.max(self.inherited_lsn)
     }
 
     /// Applies `on_insufficient` to stalled and recovered members.
@@ -609,15 +652,39 @@ impl Primary {
             self.members
                 .iter()
                 .filter(|m| m.in_sync)
-                .map(|m| m.acked(mode)),
+                .map(|m| if m.leaving { 0 } else { m.acked(mode) }),
         );
-        let k = self.settings.k(self.acked_scratch.len());
-        commit_point(
-            self.local_durable,
-            &self.acked_scratch,
-            k,
-            &mut self.scratch,
-        )
+        let joining = self
+            .members
+            .iter()
+            .find(|m| m.joining)
+            .map(|m| m.acked(mode));
+        if self.acked_scratch.is_empty() && joining.is_none() {
+            // No sync set and not degraded: nothing commits on the primary alone.
+            return 0;
+        }
+        let mut point = u64::MAX;
+        if !self.acked_scratch.is_empty() {
+            let k = self.settings.k(self.acked_scratch.len());
+            point = commit_point(
+                self.local_durable,
+                &self.acked_scratch,
+                k,
+                &mut self.scratch,
+            );
+        }
+        if let Some(acked) = joining {
+            // The sync set as it will be once the restore is applied.
+            self.acked_scratch.push(acked);
+            let k = self.settings.k(self.acked_scratch.len());
+            point = point.min(commit_point(
+                self.local_durable,
+                &self.acked_scratch,
+                k,
+                &mut self.scratch,
+            ));
+        }
+        point
     }
 
     /// Recomputes the commit LSN and completes the requests it covers.
@@ -1029,5 +1096,25 @@ mod tests {
         p.append(1, 1, None, 1_000);
         p.on_local_durable(1);
         assert_eq!(outcomes(&mut p).0, vec![1]);
+    }
+
+    /// Found by the real-process fault run: a promotion left the sync set empty, and
+    /// the primary committed alone under `block` while cut off from the controller; a
+    /// later primary reused the acknowledged LSNs.
+    #[test]
+    fn an_empty_sync_set_commits_nothing_under_block() {
+        let mut p = Primary::new(StreamSettings::default(), 97, &[], 0, 0).under_controller();
+        p.set_members(
+            &[
+                MemberSpec { id: 1, sync: false },
+                MemberSpec { id: 2, sync: false },
+            ],
+            false,
+        );
+        p.append(1, 1, None, 1000);
+        p.on_local_durable(1);
+        p.on_tick(1);
+        assert!(outcomes(&mut p).0.is_empty());
+        assert_eq!(p.commit_lsn(), 0);
     }
 }
