@@ -587,7 +587,14 @@ impl Controller {
 
     /// The leader's duties: replace failed primaries, push fences and drains along.
     fn lead(&mut self) {
-        if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+        // A leader decides on the configuration of every committed command: until its
+        // own term's first entry is committed and everything committed is applied, it
+        // may hold an older configuration than the one it would change.
+        let log = &self.raw.raft.raft_log;
+        if !self.is_leader()
+            || !self.raw.raft.commit_to_current_term()
+            || log.applied < log.committed
+        {
             return;
         }
         let streams: Vec<String> = self.config.streams.keys().cloned().collect();
@@ -703,7 +710,18 @@ impl Controller {
                 "primary runs as process {}, promoted was {}",
                 h.status.incarnation, roles.incarnation
             )),
-            Some(_) => None,
+            Some(h) => {
+                // Alive as the promoted process, but fenced by a round that never
+                // finished (its leader lost its place): it no longer serves, so
+                // nobody does until a new round.
+                let s = h.status.streams.iter().find(|s| s.stream == stream);
+                s.filter(|s| s.epoch > roles.epoch).map(|s| {
+                    format!(
+                        "primary promised epoch {} and stopped serving epoch {}",
+                        s.epoch, roles.epoch
+                    )
+                })
+            }
         };
         if let Some(why) = why {
             self.start_round(stream, &roles, None, &why);
@@ -717,9 +735,19 @@ impl Controller {
         switchover: Option<(NodeId, u64)>,
         why: &str,
     ) {
+        // Above every epoch a node has promised already, so that a round never reuses
+        // the epoch of an abandoned one that promoted nobody.
+        let promised = self
+            .heard
+            .values()
+            .flat_map(|h| h.status.streams.iter())
+            .filter(|s| s.stream == stream)
+            .map(|s| s.epoch)
+            .max()
+            .unwrap_or(0);
         let round = Round {
             from_epoch: roles.epoch,
-            epoch: roles.epoch + 1,
+            epoch: roles.epoch.max(promised) + 1,
             answers: Vec::new(),
             last_sent_ms: self.now_ms,
             proposed_ms: None,
