@@ -43,6 +43,9 @@ struct Args {
     /// Plant a bug in the simulated drivers (checks the checker).
     #[arg(long, value_enum)]
     plant: Option<Plant>,
+    /// Run the cluster's controller (failover, removal and restore of members).
+    #[arg(long)]
+    controller: bool,
     /// Events of the trace printed before a violation (or the end of a replay).
     #[arg(long, default_value_t = 40)]
     trace_tail: usize,
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
             Plant::FenceShort => Bug::FenceShort,
         }),
         trace_tail: args.trace_tail,
+        controller: args.controller.then_some(true),
         ..SimOptions::default()
     };
     if let Some(seed) = args.seed {

@@ -49,6 +49,12 @@ struct PrimaryView {
     sync_set: Vec<NodeId>,
     /// Per sync-set member: counted by the commit rule (not dropped by `degrade`).
     in_sync: Vec<bool>,
+    /// Per node: its removal was asked for; its acks count for nothing until the
+    /// configuration says otherwise (see `Primary`: a member leaving).
+    leaving: Vec<bool>,
+    /// A learner whose restore was asked for: commits also meet the rule of the sync
+    /// set with it (see `Primary`: a member joining).
+    joining: Option<NodeId>,
     degraded: bool,
     /// Per node: length of its log's prefix known equal to the primary's log.
     with_primary: Vec<usize>,
@@ -61,6 +67,9 @@ struct PrimaryView {
 struct Acked {
     first: u64,
     payloads: Vec<Vec<u8>>,
+    /// Acknowledged in strong mode: held durably by `k` members, so it survives a
+    /// failover. A weaker per-request mode promises only the primary's durable write.
+    strong: bool,
 }
 
 pub struct Checker {
@@ -77,6 +86,10 @@ pub struct Checker {
     acked: Vec<Acked>,
     violation: Option<String>,
     scratch: Vec<u64>,
+    /// The primary role may move to another node (the controller runs): a record
+    /// acknowledged in a weaker mode than strong is kept only if a later strong commit
+    /// covers it.
+    pub failover: bool,
 }
 
 /// How a node's log shrinks between checks is told through these slots: the shortest
@@ -129,6 +142,7 @@ impl Checker {
             acked: Vec::new(),
             violation: None,
             scratch: Vec::new(),
+            failover: false,
         }
     }
 
@@ -172,6 +186,8 @@ impl Checker {
                     settings: settings.clone(),
                     sync_set: sync_set.clone(),
                     in_sync: vec![true; sync_set.len()],
+                    leaving: vec![false; nodes.len()],
+                    joining: None,
                     degraded: false,
                     with_primary: vec![0; nodes.len()],
                     received_max: vec![0; nodes.len()],
@@ -197,6 +213,12 @@ impl Checker {
                     && v.node == *node
                     && v.epoch == *epoch
                 {
+                    for (i, l) in v.leaving.iter_mut().enumerate() {
+                        *l = *l && sync_set.contains(&(i as NodeId));
+                    }
+                    if v.joining.is_some_and(|j| sync_set.contains(&j)) {
+                        v.joining = None;
+                    }
                     v.sync_set = sync_set.clone();
                     v.in_sync = vec![true; sync_set.len()];
                     v.degraded = *degraded;
@@ -236,8 +258,8 @@ impl Checker {
                             v.in_sync[i] = true;
                         }
                     }
-                    // Requests to a controller change nothing until it answers.
-                    Event::RemovalWanted { .. } | Event::RestoreWanted { .. } => {}
+                    Event::RemovalWanted { member } => v.leaving[*member as usize] = true,
+                    Event::RestoreWanted { member } => v.joining = Some(*member),
                     Event::Degraded { .. } => v.degraded = true,
                     Event::Recovered => v.degraded = false,
                     Event::Blocked { .. } => {}
@@ -251,6 +273,9 @@ impl Checker {
     fn check_acked_kept(&mut self, nodes: &[Node], primary: NodeId) {
         let log = nodes[primary as usize].disk.records();
         for a in &self.acked {
+            if self.failover && !a.strong {
+                continue;
+            }
             for (i, p) in a.payloads.iter().enumerate() {
                 let lsn = a.first + i as u64;
                 if log.get(lsn as usize - 1).is_none_or(|r| &r.payload != p) {
@@ -320,6 +345,9 @@ impl Checker {
                     .zip(&v.in_sync)
                     .filter(|(_, in_sync)| **in_sync)
                     .map(|(&m, _)| {
+                        if v.leaving[m as usize] {
+                            return 0;
+                        }
                         let n = &nodes[m as usize];
                         let durable = n.disk.durable_lsn().min(v.with_primary[m as usize] as u64);
                         match mode {
@@ -329,7 +357,23 @@ impl Checker {
                     })
                     .collect();
                 let k = v.settings.k(acked.len());
-                points[mode_index(mode)] = commit_point(local, &acked, k, &mut self.scratch);
+                let mut point = if acked.is_empty() {
+                    0
+                } else {
+                    commit_point(local, &acked, k, &mut self.scratch)
+                };
+                if let Some(j) = v.joining {
+                    let n = &nodes[j as usize];
+                    let durable = n.disk.durable_lsn().min(v.with_primary[j as usize] as u64);
+                    let mut with = acked.clone();
+                    with.push(match mode {
+                        Mode::Semi => durable.max(v.received_max[j as usize]),
+                        _ => durable,
+                    });
+                    let k = v.settings.k(with.len());
+                    point = point.min(commit_point(local, &with, k, &mut self.scratch));
+                }
+                points[mode_index(mode)] = point;
             }
         }
         if v.settings.mode == Mode::Async {
@@ -383,7 +427,13 @@ impl Checker {
         let mode = mode.map_or(self.stream_mode, |m| m.min(self.stream_mode));
         let last = first + payloads.len() as u64 - 1;
         let allowed = self.allowed[mode_index(mode)];
-        if last > allowed {
+        // A deposed primary that has not heard of its successor still acknowledges
+        // what a weaker mode lets it commit alone (its own durable write): the commit
+        // rule of the current epoch says nothing about that.
+        let deposed = self.failover
+            && mode != Mode::Strong
+            && self.view.as_ref().is_some_and(|v| v.node != node);
+        if last > allowed && !deposed {
             self.violate(format!(
                 "invariant 1: {first}..={last} acknowledged as committed ({mode:?}) by n{node}, the commit rule allowed {allowed}"
             ));
@@ -399,9 +449,25 @@ impl Checker {
                 "invariant 1: {first}..={last} acknowledged by n{node} whose durable log does not hold the client's records"
             ));
         }
+        let strong = mode == Mode::Strong;
+        if strong {
+            // Strong commits are a prefix: this one means every earlier record of this
+            // primary's log is held by `k` members too, weakly acknowledged ones
+            // included — as long as they are still in it (a failover may have lost them
+            // before, which their weaker mode allowed).
+            for a in self.acked.iter_mut().filter(|a| !a.strong) {
+                let end = a.first + a.payloads.len() as u64 - 1;
+                a.strong = end <= last
+                    && a.payloads.iter().enumerate().all(|(i, p)| {
+                        log.get((a.first + i as u64) as usize - 1)
+                            .is_some_and(|r| &r.payload == p)
+                    });
+            }
+        }
         self.acked.push(Acked {
             first,
             payloads: payloads.to_vec(),
+            strong,
         });
     }
 

@@ -23,9 +23,14 @@ pub struct NodeControl {
 }
 
 impl Sim {
-    pub(crate) fn genesis(&self) -> ClusterConfig {
-        let config = self.nodes[0].config().clone();
-        let n = self.nodes.len() as NodeId;
+    /// The configuration every node's file describes: the one of the start, never a
+    /// node's current one.
+    pub(crate) fn genesis_of(
+        config: &Config,
+        nodes: usize,
+        settings: &crate::replication::StreamSettings,
+    ) -> ClusterConfig {
+        let n = nodes as NodeId;
         let roles = StreamRoles {
             epoch: config.epoch,
             primary: config.primary,
@@ -33,7 +38,7 @@ impl Sim {
             sync_set: config.sync_set.clone(),
             learners: config.learners.clone(),
             degraded: false,
-            policy: Policy::of(&self.settings),
+            policy: Policy::of(settings),
         };
         ClusterConfig::genesis(
             (0..n).map(|id| (id, format!("n{id}"))).collect(),
@@ -54,14 +59,21 @@ impl Sim {
             .persisted
             .as_ref()
             .map(|b| ControlLog::decode(b).expect("the controller's state decodes"));
-        let genesis = self.genesis();
+        let genesis = self
+            .genesis
+            .clone()
+            .expect("a controlled run has a genesis");
         let settings = ControllerSettings {
             plant_fence_short: self.opts.plant == Some(crate::sim::Bug::FenceShort),
             ..ControllerSettings::default()
         };
         let ctrl = Controller::new(id, genesis, persisted, settings, incarnation)
             .expect("a valid controller");
+        // The configuration restored from the persisted state applies first, as in
+        // production's control loop.
+        let config = stream_config(ctrl.config());
         self.control.as_mut().expect("checked")[id as usize].ctrl = Some(ctrl);
+        self.apply_config(id, config);
     }
 
     pub(crate) fn crash_control(&mut self, id: NodeId) {
@@ -190,21 +202,23 @@ impl Sim {
                         self.control.as_mut().expect("checked")[id as usize].persisted =
                             Some(bytes);
                     }
-                    Output::Config(c) => {
-                        let roles = &c.streams["s"];
-                        let config = Config {
-                            epoch: roles.epoch,
-                            primary: roles.primary,
-                            sync_set: roles.sync_set.clone(),
-                            learners: roles.learners.clone(),
-                            incarnation: Some(roles.incarnation),
-                            degraded: roles.degraded,
-                        };
-                        self.apply_config(id, config);
-                    }
+                    Output::Config(c) => self.apply_config(id, stream_config(&c)),
                     Output::Event(e) => self.event(format!("n{id} control: {e}")),
                 }
             }
         }
+    }
+}
+
+/// The simulated stream's configuration in a committed cluster configuration.
+fn stream_config(c: &ClusterConfig) -> Config {
+    let roles = &c.streams["s"];
+    Config {
+        epoch: roles.epoch,
+        primary: roles.primary,
+        sync_set: roles.sync_set.clone(),
+        learners: roles.learners.clone(),
+        incarnation: Some(roles.incarnation),
+        degraded: roles.degraded,
     }
 }

@@ -216,6 +216,8 @@ pub struct Sim {
     violation: Option<String>,
     /// Per node, under the controller.
     control: Option<Vec<control::NodeControl>>,
+    /// The configuration the controller starts from, under the controller.
+    genesis: Option<crate::control::ClusterConfig>,
 }
 
 impl Sim {
@@ -314,7 +316,9 @@ impl Sim {
         let clients = (0..client_count)
             .map(|c| Client::new(c, n, config.primary, false))
             .collect();
+        let genesis = controlled.then(|| Sim::genesis_of(&config, n, &settings));
         let mut sim = Sim {
+            genesis,
             seed,
             rng,
             now: 0,
@@ -341,6 +345,7 @@ impl Sim {
             }),
             opts,
         };
+        sim.checker.failover = controlled;
         for id in 0..n as NodeId {
             sim.start(id);
         }
@@ -464,6 +469,11 @@ impl Sim {
     /// Appends started from this tick on must commit: the quiet tail has had time to
     /// heal, restart and reconnect.
     fn liveness_from(&self) -> u64 {
+        if self.control.is_some() {
+            // A restart in the quiet tail may need a failover first: an election, the
+            // failure detection and a fence round.
+            return self.quiet_from() + self.opts.quiet_ticks / 2;
+        }
         self.quiet_from() + self.opts.quiet_ticks / 4
     }
 

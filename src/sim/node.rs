@@ -575,7 +575,11 @@ impl Node {
         let full = self.disk.full(now);
         let reconfigure = self.reconfigure;
         let Role::Primary(p) = &mut self.role else {
-            if self.up() {
+            if self.up() && primary == self.id {
+                // Named primary, but not as this process: the controller is about to
+                // promote a node; nobody serves until then.
+                reply(out, Reply::Unavailable("no primary serves yet"));
+            } else if self.up() {
                 reply(out, Reply::NotPrimary { primary });
             }
             return;
