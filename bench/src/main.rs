@@ -10,6 +10,8 @@
 //! - `log`: the log engine alone (group commit, durable writes), see [`log_bench`].
 //! - `repl`: a 3-node cluster on loopback against the floor of a replicated commit
 //!   (round trip + remote durable write), see [`repl_bench`].
+//! - `failover`: kill -9 of the primary of a 3-process cluster under its controller,
+//!   until the first commit on the new primary, see [`failover`].
 //!
 //! Every benchmark has a `--quick` size that the test suite runs, so it cannot rot.
 //! Benchmarks report numbers and exit 0 whether or not a goal is met; they exit non-zero
@@ -18,6 +20,7 @@
 
 mod cluster;
 mod committers;
+mod failover;
 mod floor;
 mod log_bench;
 mod net_floor;
@@ -51,6 +54,9 @@ enum Command {
     /// Replication: a 3-node loopback cluster (strong, semi, async) vs. the floor of
     /// round trip + remote durable write.
     Repl(ReplArgs),
+    /// Failover: kill -9 of the primary of 3 lockstepd processes under their
+    /// controller; time until the first commit on the new primary.
+    Failover(failover::FailoverArgs),
 }
 
 /// Options of `lockstep-bench log`.
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(args) => log_bench::run(&args),
         Command::Repl(args) => repl_bench::run(&args),
+        Command::Failover(args) => failover::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
