@@ -10,6 +10,8 @@
 //! - `log`: the log engine alone (group commit, durable writes), see [`log_bench`].
 //! - `repl`: a 3-node cluster on loopback against the floor of a replicated commit
 //!   (round trip + remote durable write), see [`repl_bench`].
+//! - `peers`: lockstep beside PostgreSQL, MariaDB and etcd on the same machine, with
+//!   the same payloads, concurrency and durability, see [`peers_bench`].
 //!
 //! Every benchmark has a `--quick` size that the test suite runs, so it cannot rot.
 //! Benchmarks report numbers and exit 0 whether or not a goal is met; they exit non-zero
@@ -19,8 +21,14 @@
 mod cluster;
 mod committers;
 mod floor;
+mod hgrm;
 mod log_bench;
 mod net_floor;
+mod peers;
+mod peers_bench;
+mod peers_report;
+mod plot;
+mod pool;
 mod raw_commit;
 mod repl_bench;
 mod repl_report;
@@ -51,6 +59,9 @@ enum Command {
     /// Replication: a 3-node loopback cluster (strong, semi, async) vs. the floor of
     /// round trip + remote durable write.
     Repl(ReplArgs),
+    /// lockstep beside PostgreSQL (synchronous standby), MariaDB (lossless semi-sync)
+    /// and etcd (3 members), started by the tool on loopback, in one run.
+    Peers(PeersArgs),
 }
 
 /// Options of `lockstep-bench log`.
@@ -118,6 +129,37 @@ pub struct ReplArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Options of `lockstep-bench peers`.
+#[derive(Args, Debug, Clone)]
+pub struct PeersArgs {
+    /// Tiny run (a few seconds per system): 1 round, 256 B, 1 and 64 outstanding, open
+    /// loop, lockstep with 2 secondaries only; as the test suite runs it.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured seconds of each series in each round (a tenth more is spent warming up).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<f64>,
+    /// Rounds; every series runs once per round and the median across rounds is
+    /// reported.
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+    /// Commits per second of the open-loop series (default 1000; 500 with --quick).
+    #[arg(long, value_name = "PER_S")]
+    pub rate: Option<f64>,
+    /// Peers to compare with, comma-separated (default: all of them).
+    #[arg(long, value_delimiter = ',', value_name = "postgresql,mariadb,etcd")]
+    pub peers: Vec<String>,
+    /// Never install a missing peer's package (a missing peer is skipped with one line).
+    #[arg(long)]
+    pub no_install: bool,
+    /// Directory for the table (peers.md), peers.json, hgrm/*.hgrm and the SVG charts.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Hardware profile (see hw-profiles/) of every lockstep node and of the floor.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+}
+
 /// Where `lockstep-bench repl` runs the nodes.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlacementArg {
@@ -133,6 +175,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Log(args) => log_bench::run(&args),
         Command::Repl(args) => repl_bench::run(&args),
+        Command::Peers(args) => peers_bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
