@@ -15,6 +15,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lockstep::profile::HardwareProfile;
 use lockstep::server::config::Config;
 use lockstep::server::{Server, ServerError};
 use lockstep::wire::Mode;
@@ -310,6 +311,42 @@ fn config_text(n: usize, ports: &[u16], streams: &[Mode], profile: Option<&Path>
 fn toml_string(p: &Path) -> String {
     let s = p.display().to_string();
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Segment size of a quick run's logs: every node prepares one per stream at start,
+/// and the default size would make start-up the longest part of a quick run.
+pub const QUICK_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// The hardware profile of the nodes: `--profile` if given, else for a quick run one
+/// with small segments written into `dir`, else the default. Returns its path (for
+/// the nodes' configurations) and its contents.
+pub fn node_profile(
+    given: Option<&Path>,
+    quick: bool,
+    dir: &Path,
+    command: &str,
+) -> Result<(Option<PathBuf>, HardwareProfile), Error> {
+    let path = match (given, quick) {
+        (Some(p), _) => Some(absolute(p)?),
+        (None, true) => {
+            let p = dir.join("quick-profile.toml");
+            std::fs::write(
+                &p,
+                format!(
+                    "description = \"lockstep-bench {command} --quick\"\n\n[log]\n\
+                     segment_bytes = {QUICK_SEGMENT_BYTES}\n"
+                ),
+            )
+            .map_err(|e| format!("write {}: {e}", p.display()))?;
+            Some(p)
+        }
+        (None, false) => None,
+    };
+    let profile = match &path {
+        Some(p) => HardwareProfile::load(p)?,
+        None => HardwareProfile::default(),
+    };
+    Ok((path, profile))
 }
 
 /// Absolute form of `p`, so a configuration in another directory finds it.

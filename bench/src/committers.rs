@@ -2,8 +2,9 @@
 //!
 //! A load is a number of appends kept outstanding on a number of connections, each
 //! connection driven by its own thread (the calling thread when there is one). With one
-//! outstanding append per connection, the driver calls [`Client::append`] and waits for
-//! each commit before the next append. With more, it keeps the connection's share
+//! outstanding append per connection, the connections are a [`crate::pool`] like any
+//! other system's: [`Client::append`] waits for each commit before the next append.
+//! With more, it keeps the connection's share
 //! queued with [`Client::submit_append`], blocks in [`Client::wait`] for the oldest, then
 //! collects whatever else has arrived with [`Client::poll`] and tops the pipeline up
 //! again, so every reply batch is answered by one write of new requests.
@@ -25,7 +26,8 @@ use lockstep::wire::RequestId;
 use serde::Serialize;
 
 use crate::Error;
-use crate::stats::{self, Sample, Window};
+use crate::pool::{self, Arrival, Conn, Measured};
+use crate::stats::{self, Window};
 
 /// Appends kept outstanding, spread over connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,26 +51,23 @@ impl Load {
     }
 }
 
-/// What one connection measured.
-struct Part {
-    hist: Histogram<u64>,
-    commits_in_window: u64,
-}
-
 /// Runs `load` on `clients` (at least `load.connections` of them, all of one stream).
 pub fn run(
     clients: &mut [Client],
     load: Load,
     payload: &[u8],
     window: Window,
-) -> Result<Sample, Error> {
+) -> Result<Measured, Error> {
     assert!(load.connections >= 1);
     assert!(load.outstanding >= load.connections);
     assert!(clients.len() >= load.connections);
+    if load.outstanding == load.connections {
+        return pool::run(clients, load.connections, Arrival::Closed, payload, window);
+    }
     let start = Instant::now();
     let warm_end = start + window.warm_up;
     let stop = warm_end + window.measure;
-    let parts: Vec<Part> = if load.connections == 1 {
+    let parts: Vec<(Histogram<u64>, u64)> = if load.connections == 1 {
         vec![drive(
             &mut clients[0],
             load.share(0),
@@ -92,58 +91,40 @@ pub fn run(
                     h.join()
                         .unwrap_or_else(|_| Err("a client thread panicked".into()))
                 })
-                .collect::<Result<Vec<Part>, Error>>()
+                .collect::<Result<Vec<_>, Error>>()
         })?
     };
-    let mut hist = stats::latency_histogram();
-    let mut commits = 0;
-    for p in &parts {
-        hist.add(&p.hist)
-            .map_err(|e| format!("merge histograms: {e:?}"))?;
-        commits += p.commits_in_window;
-    }
-    if hist.is_empty() {
-        return Err(format!(
-            "no commit completed within the {:?} window of {}",
-            window.measure,
-            load.label()
-        )
-        .into());
-    }
-    Ok(Sample::new(&hist, commits, stop - warm_end))
+    Measured::merge(parts, stop - warm_end)
 }
 
-/// One connection's closed loop with `outstanding` appends.
+/// One append at a time: lockstep's client as a connection of a [`crate::pool`].
+impl Conn for Client {
+    fn commit(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.append(payload)
+            .map(|_| ())
+            .map_err(|e| format!("append: {e}").into())
+    }
+}
+
+/// One connection's closed loop with `outstanding` appends pipelined.
 fn drive(
     client: &mut Client,
     outstanding: usize,
     payload: &[u8],
     warm_end: Instant,
     stop: Instant,
-) -> Result<Part, Error> {
-    let mut part = Part {
-        hist: stats::latency_histogram(),
-        commits_in_window: 0,
-    };
-    let done = |part: &mut Part, submitted: Instant, now: Instant| {
+) -> Result<(Histogram<u64>, u64), Error> {
+    assert!(outstanding > 1);
+    let mut hist = stats::latency_histogram();
+    let mut commits_in_window = 0;
+    let mut done = |submitted: Instant, now: Instant| {
         if submitted >= warm_end {
-            stats::record(&mut part.hist, now - submitted);
+            stats::record(&mut hist, now - submitted);
         }
         if now >= warm_end && now <= stop {
-            part.commits_in_window += 1;
+            commits_in_window += 1;
         }
     };
-    if outstanding == 1 {
-        loop {
-            let submitted = Instant::now();
-            if submitted >= stop {
-                break;
-            }
-            client.append(payload).map_err(|e| format!("append: {e}"))?;
-            done(&mut part, submitted, Instant::now());
-        }
-        return Ok(part);
-    }
     let mut queue: VecDeque<(RequestId, Instant)> = VecDeque::with_capacity(outstanding);
     loop {
         if Instant::now() < stop {
@@ -160,7 +141,7 @@ fn drive(
         client
             .wait(oldest)
             .map_err(|e| format!("append {oldest}: {e}"))?;
-        done(&mut part, submitted, Instant::now());
+        done(submitted, Instant::now());
         queue.pop_front();
         while let Some((id, outcome)) = client.poll() {
             let now = Instant::now();
@@ -172,10 +153,10 @@ fn drive(
                 .position(|&(q, _)| q == id)
                 .ok_or_else(|| format!("a reply to {id}, which is not outstanding"))?;
             let (_, submitted) = queue.remove(at).expect("found above");
-            done(&mut part, submitted, now);
+            done(submitted, now);
         }
     }
-    Ok(part)
+    Ok((hist, commits_in_window))
 }
 
 /// How long a client waits for a commit before the benchmark calls it an error.

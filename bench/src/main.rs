@@ -12,6 +12,8 @@
 //!   (round trip + remote durable write), see [`repl_bench`].
 //! - `failover`: kill -9 of the primary of a 3-process cluster under its controller,
 //!   until the first commit on the new primary, see [`failover`].
+//! - `peers`: lockstep beside PostgreSQL, MariaDB and etcd on the same machine, with
+//!   the same payloads, concurrency and durability, see [`peers_bench`].
 //!
 //! Every benchmark has a `--quick` size that the test suite runs, so it cannot rot.
 //! Benchmarks report numbers and exit 0 whether or not a goal is met; they exit non-zero
@@ -22,8 +24,14 @@ mod cluster;
 mod committers;
 mod failover;
 mod floor;
+mod hgrm;
 mod log_bench;
 mod net_floor;
+mod peers;
+mod peers_bench;
+mod peers_report;
+mod plot;
+mod pool;
 mod raw_commit;
 mod repl_bench;
 mod repl_report;
@@ -57,6 +65,9 @@ enum Command {
     /// Failover: kill -9 of the primary of 3 lockstepd processes under their
     /// controller; time until the first commit on the new primary.
     Failover(failover::FailoverArgs),
+    /// lockstep beside PostgreSQL (synchronous standby), MariaDB (lossless semi-sync)
+    /// and etcd (3 members), started by the tool on loopback, in one run.
+    Peers(PeersArgs),
 }
 
 /// Options of `lockstep-bench log`.
@@ -124,6 +135,37 @@ pub struct ReplArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Options of `lockstep-bench peers`.
+#[derive(Args, Debug, Clone)]
+pub struct PeersArgs {
+    /// Tiny run (a few seconds per system): 1 round, 256 B, 1 and 64 outstanding, open
+    /// loop, lockstep with 2 secondaries only; as the test suite runs it.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured seconds of each series in each round (a tenth more is spent warming up).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<f64>,
+    /// Rounds; every series runs once per round and the median across rounds is
+    /// reported.
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+    /// Commits per second of the open-loop series (default 1000; 500 with --quick).
+    #[arg(long, value_name = "PER_S")]
+    pub rate: Option<f64>,
+    /// Peers to compare with, comma-separated (default: all of them).
+    #[arg(long, value_delimiter = ',', value_name = "postgresql,mariadb,etcd")]
+    pub peers: Vec<String>,
+    /// Never install a missing peer's package (a missing peer is skipped with one line).
+    #[arg(long)]
+    pub no_install: bool,
+    /// Directory for the table (peers.md), peers.json, hgrm/*.hgrm and the SVG charts.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Hardware profile (see hw-profiles/) of every lockstep node and of the floor.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+}
+
 /// Where `lockstep-bench repl` runs the nodes.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlacementArg {
@@ -140,6 +182,7 @@ fn main() -> ExitCode {
         Command::Log(args) => log_bench::run(&args),
         Command::Repl(args) => repl_bench::run(&args),
         Command::Failover(args) => failover::run(&args),
+        Command::Peers(args) => peers_bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,11 +45,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lockstep::client::{Client, ClientOptions};
-use lockstep::profile::HardwareProfile;
 use lockstep::server::metrics::{PHASES, Phase, StreamMetrics};
 use lockstep::wire::Mode;
 
-use crate::cluster::{Cluster, Placement, absolute};
+use crate::cluster::{self, Cluster, Placement};
 use crate::committers::{self, COMMIT_TIMEOUT, Load};
 use crate::floor::FloorIo;
 use crate::net_floor::{self, FarSide, FrameSizes, NetFloor};
@@ -58,9 +57,6 @@ use crate::repl_report::{Report, Round, Series, ServerPhases, Setup};
 use crate::workdir::{Progress, Workdir, pin_to, rounds_and_window};
 use crate::writers::{bytes_label, payload_byte};
 use crate::{Error, PlacementArg, ReplArgs};
-
-/// Segment size of the quick run (small: every node prepares one per stream at start).
-const QUICK_SEGMENT_BYTES: u64 = 4 << 20;
 
 /// How long the cluster may take to connect its members.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,23 +99,8 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
     notes.extend(why);
 
     // The profile: --profile, or for --quick small segments so that start-up is quick.
-    let profile_path = match (&args.profile, args.quick) {
-        (Some(p), _) => Some(absolute(p)?),
-        (None, true) => {
-            let p = dir.join("quick-profile.toml");
-            std::fs::write(
-                &p,
-                format!("description = \"lockstep-bench repl --quick\"\n\n[log]\nsegment_bytes = {QUICK_SEGMENT_BYTES}\n"),
-            )
-            .map_err(|e| format!("write {}: {e}", p.display()))?;
-            Some(p)
-        }
-        (None, false) => None,
-    };
-    let profile = match &profile_path {
-        Some(p) => HardwareProfile::load(p)?,
-        None => HardwareProfile::default(),
-    };
+    let (profile_path, profile) =
+        cluster::node_profile(args.profile.as_deref(), args.quick, dir, "repl")?;
 
     let cores = lockstep_sys::cpu::available_cores();
     let (placement, primary_core, secondary_core, client_core) =
@@ -223,7 +204,7 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
                 .iter()
                 .position(|m| m.as_str() == s.mode)
                 .expect("a configured mode");
-            let sample =
+            let measured =
                 committers::run(&mut clients[m], s.load, &payload, window).map_err(|e| {
                     match cluster.check() {
                         // The cluster's own account of what went wrong comes first.
@@ -231,7 +212,7 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
                         Ok(()) => format!("{}: {e}", s.label()),
                     }
                 })?;
-            samples.push(sample);
+            samples.push(measured.sample);
             std::thread::sleep(PUBLISH_WAIT);
             let after = cluster.primary_metrics();
             phases.push(phase_delta(&before, &after, s.mode));

@@ -303,14 +303,7 @@ impl Report {
             );
         }
         out.push('\n');
-        for g in &self.goals {
-            let verdict = if g.met { "PASS" } else { "MISS" };
-            let _ = writeln!(
-                out,
-                "goal: {}: measured {:.2} ({}) → {verdict}",
-                g.name, g.measured, g.detail
-            );
-        }
+        out.push_str(&Goal::lines(&self.goals));
         out
     }
 }

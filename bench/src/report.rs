@@ -88,6 +88,22 @@ pub struct Goal {
     pub met: bool,
 }
 
+impl Goal {
+    /// One `goal: …: measured … → PASS|MISS` line per goal.
+    pub fn lines(goals: &[Goal]) -> String {
+        let mut out = String::new();
+        for g in goals {
+            let verdict = if g.met { "PASS" } else { "MISS" };
+            let _ = writeln!(
+                out,
+                "goal: {}: measured {:.2} ({}) → {verdict}",
+                g.name, g.measured, g.detail
+            );
+        }
+        out
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub setup: Setup,
@@ -194,14 +210,7 @@ impl Report {
             );
         }
         out.push('\n');
-        for g in &self.goals {
-            let verdict = if g.met { "PASS" } else { "MISS" };
-            let _ = writeln!(
-                out,
-                "goal: {}: measured {:.2} ({}) → {verdict}",
-                g.name, g.measured, g.detail
-            );
-        }
+        out.push_str(&Goal::lines(&self.goals));
         out
     }
 }

@@ -115,6 +115,24 @@ impl Progress {
         }
     }
 
+    /// Like [`Progress::step`], with a bar of the round's `done` of `total` steps; not
+    /// on a terminal, a plain line per step (a long run's log shows where it is).
+    pub fn bar(&self, round: usize, done: usize, total: usize, what: &str) {
+        if !self.live {
+            eprintln!("round {}/{}: {done}/{total} {what}", round + 1, self.rounds);
+        } else {
+            const WIDTH: usize = 24;
+            let filled = (done * WIDTH).checked_div(total).unwrap_or(0).min(WIDTH);
+            eprint!(
+                "\r\x1b[Kround {}/{} [{}{}] {done}/{total} {what}",
+                round + 1,
+                self.rounds,
+                "#".repeat(filled),
+                "-".repeat(WIDTH - filled),
+            );
+        }
+    }
+
     pub fn round_done(&self, round: usize, took: Duration, summary: &str) {
         if self.live {
             eprint!("\r\x1b[K");
