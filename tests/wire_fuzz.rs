@@ -111,6 +111,7 @@ fn samples() -> Vec<Message<'static>> {
         Message::Truncate {
             epoch: 9,
             after_lsn: 41,
+            after_epoch: 8,
         },
         Message::PeerWelcome {
             node_id: 2,

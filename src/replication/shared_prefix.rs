@@ -5,11 +5,16 @@
 //! at LSN `n` therefore hold the same records up to `n`. A member whose last record is
 //! (`e`, `n`) shares with the primary:
 //! - everything up to `n`, when the primary holds the record (`e`, `n`);
-//! - otherwise, everything up to the primary's last record written in an epoch no newer
-//!   than `e` (the member's records beyond that come from an incarnation whose tail the
-//!   primary lost before it became durable there, so they were never committed).
+//! - otherwise, at most everything up to `L`, the primary's last record written in an
+//!   epoch no newer than `e`, whose own epoch is `e'`. When `e' < e`, the member's
+//!   records of epochs after `e'` come from a primary whose records this one never
+//!   received (a tail lost in a crash, or a branch a failover left behind: never
+//!   committed), and they may start before `L`: the member cuts after
+//!   `min(L, its own last record of an epoch no newer than e')` ([`member_cut`]).
 //!
-//! The member cuts what lies beyond the shared prefix before it receives anything.
+//! The primary sends (`L`, `e'`) in `Truncate`; the member cuts and greets again, and
+//! the rule runs again on its new last record until the two logs agree (each round cuts
+//! at least one epoch off the member's tail).
 
 /// What the rule needs to know of the primary's log.
 pub trait Epochs {
@@ -21,8 +26,9 @@ pub trait Epochs {
 }
 
 /// The last LSN the member's log (ending at `member_last_lsn`, written in
-/// `member_last_epoch`) and the primary's (ending at `primary_last_lsn`) hold
-/// identically.
+/// `member_last_epoch`) and the primary's (ending at `primary_last_lsn`) may hold
+/// identically; when it is below `member_last_lsn` the member cuts with
+/// [`member_cut`].
 pub fn shared_prefix<P: Epochs>(
     member_last_lsn: u64,
     member_last_epoch: u64,
@@ -40,9 +46,16 @@ pub fn shared_prefix<P: Epochs>(
     Ok(member_last_lsn.min(primary.last_up_to_epoch(member_last_epoch)?))
 }
 
+/// Where a member cuts when the primary asks it to keep records up to `after_lsn`, the
+/// primary's record there being of `after_epoch`: `member_last_up_to` is the member's
+/// last LSN written in an epoch no newer than `after_epoch`.
+pub fn member_cut(after_lsn: u64, member_last_up_to: u64) -> u64 {
+    after_lsn.min(member_last_up_to)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Epochs, shared_prefix};
+    use super::{Epochs, member_cut, shared_prefix};
 
     /// The primary's log as the epoch of each record, LSN 1 first; `known` records are
     /// the ones whose epoch can be told.
@@ -100,6 +113,26 @@ mod tests {
                 "member at ({epoch}, {lsn})"
             );
         }
+    }
+
+    /// A branch a failover left behind: the member holds epoch 3 from LSN 4 on, which the
+    /// primary never received; the primary continued epoch 2's records up to 7. The
+    /// rounds of Truncate and greeting converge on the true shared prefix, 3.
+    #[test]
+    fn a_branch_left_behind_is_cut_where_it_starts() {
+        let primary = [1, 1, 2, 2, 2, 2, 2];
+        let mut member = vec![1u64, 1, 2, 3, 3, 3, 3, 3, 3];
+        for _ in 0..4 {
+            let (last, epoch) = (member.len() as u64, *member.last().unwrap());
+            let agree = run(&primary, last, epoch);
+            if agree == last {
+                break;
+            }
+            let after_epoch = primary[agree as usize - 1];
+            let up_to = member.iter().take_while(|&&e| e <= after_epoch).count() as u64;
+            member.truncate(member_cut(agree, up_to) as usize);
+        }
+        assert_eq!(member, vec![1, 1, 2]);
     }
 
     #[test]

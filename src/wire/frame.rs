@@ -152,7 +152,7 @@ impl Kind {
             Kind::PeerHello => 4 + 8 + STR16 + STREAM_NAME_BYTES_MAX,
             Kind::Replicate => 8 * 4 + 4 + RECORDS,
             Kind::Heartbeat => 8 + 8,
-            Kind::Truncate => 8 + 8,
+            Kind::Truncate => 8 * 3,
             Kind::PeerWelcome => 4 + 8 * 4,
             Kind::Ack => 8 * 3,
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,

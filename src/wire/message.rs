@@ -25,7 +25,7 @@
 //!                   records (at least one; the first lsn is prev_lsn + 1; epochs from
 //!                   prev_epoch up to epoch)
 //! 0x22 Heartbeat    epoch u64, commit_lsn u64
-//! 0x23 Truncate     epoch u64, after_lsn u64
+//! 0x23 Truncate     epoch u64, after_lsn u64, after_epoch u64 (<= epoch)
 //! 0x30 PeerWelcome  node_id u32, epoch u64, last_lsn u64, last_epoch u64,
 //!                   durable_lsn u64 (<= last_lsn)
 //! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
@@ -130,7 +130,11 @@ pub enum Message<'a> {
     Heartbeat { epoch: u64, commit_lsn: u64 },
     /// Primary → secondary: cut every record after `after_lsn` (a tail this primary
     /// does not have: never committed), then greet again with `PeerWelcome`.
-    Truncate { epoch: u64, after_lsn: u64 },
+    Truncate {
+        epoch: u64,
+        after_lsn: u64,
+        after_epoch: u64,
+    },
     /// Secondary → primary, the reply to `PeerHello`: where the secondary's log ends,
     /// so the primary knows where to resume.
     PeerWelcome {
@@ -300,9 +304,19 @@ impl<'a> Message<'a> {
                 w.u64(epoch)?;
                 w.u64(commit_lsn)
             }
-            Message::Truncate { epoch, after_lsn } => {
+            Message::Truncate {
+                epoch,
+                after_lsn,
+                after_epoch,
+            } => {
+                if after_epoch > epoch {
+                    return Err(w.malformed(format!(
+                        "after_epoch {after_epoch} is newer than the primary's epoch {epoch}"
+                    )));
+                }
                 w.u64(epoch)?;
-                w.u64(after_lsn)
+                w.u64(after_lsn)?;
+                w.u64(after_epoch)
             }
             Message::PeerWelcome {
                 node_id,
@@ -509,10 +523,21 @@ impl<'a> Message<'a> {
                 epoch: r.u64("epoch")?,
                 commit_lsn: r.u64("commit_lsn")?,
             },
-            Kind::Truncate => Message::Truncate {
-                epoch: r.u64("epoch")?,
-                after_lsn: r.u64("after_lsn")?,
-            },
+            Kind::Truncate => {
+                let epoch = r.u64("epoch")?;
+                let after_lsn = r.u64("after_lsn")?;
+                let after_epoch = r.u64("after_epoch")?;
+                if after_epoch > epoch {
+                    return Err(r.malformed(format!(
+                        "after_epoch {after_epoch} is newer than the primary's epoch {epoch}"
+                    )));
+                }
+                Message::Truncate {
+                    epoch,
+                    after_lsn,
+                    after_epoch,
+                }
+            }
             Kind::PeerWelcome => {
                 let node_id = r.u32("node_id")?;
                 let epoch = r.u64("epoch")?;

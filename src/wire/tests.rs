@@ -93,6 +93,7 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
         Message::Truncate {
             epoch: 2,
             after_lsn: 7,
+            after_epoch: 1,
         },
         Message::PeerWelcome {
             node_id: 1,
