@@ -321,9 +321,9 @@ fn a_configuration_moves_the_primary_role() {
         primary: 1,
         sync_set: vec![0, 2],
         learners: vec![],
-
         incarnation: None,
         degraded: false,
+        version: 0,
     };
     for n in 0..3 {
         t.node(n).configure(config.clone());

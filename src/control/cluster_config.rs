@@ -68,6 +68,17 @@ pub struct StreamRoles {
     /// primary alone.
     pub degraded: bool,
     pub policy: Policy,
+    /// Changes applied to these roles. A removal or restore is decided on one version
+    /// and applies only to it: a request overtaken by any other change is refused, so
+    /// the primary that asked can reason about its members again from the new roles.
+    #[serde(default)]
+    pub version: u64,
+    /// Where the primary's log ended when it was promoted (epoch of the last record,
+    /// LSN): everything committed before this epoch lies within it. Until the primary
+    /// has copied it to its members, only a node whose log reaches it can take over, so
+    /// a failover waits for one rather than promote a shorter log.
+    #[serde(default)]
+    pub floor: (u64, u64),
 }
 
 /// The whole configuration.
@@ -96,18 +107,22 @@ pub enum Command {
         incarnation: u64,
         sync_set: Vec<NodeId>,
         learners: Vec<NodeId>,
+        /// The new primary's log end (epoch of its last record, LSN).
+        floor: (u64, u64),
     },
     /// Moves a stalled sync-set member to the learners (asked by the primary of
     /// `epoch`, which waits for this change before committing without the member).
     Remove {
         stream: String,
         epoch: u64,
+        version: u64,
         member: NodeId,
     },
     /// Moves a learner that holds everything committed back into the sync set.
     Restore {
         stream: String,
         epoch: u64,
+        version: u64,
         member: NodeId,
     },
     /// Adds a node that proved it knows the cluster secret, as a learner of every
@@ -177,6 +192,7 @@ impl ClusterConfig {
                 incarnation,
                 sync_set,
                 learners,
+                floor,
             } => {
                 let roles = self.stream_mut(stream)?;
                 if roles.epoch != *from_epoch {
@@ -196,18 +212,21 @@ impl ClusterConfig {
                 roles.learners = learners.clone();
                 let min_sync = roles.policy.min_sync;
                 roles.degraded = roles.policy.degrade && sync_set.len() < min_sync;
+                roles.floor = (*floor).max(roles.floor);
+                roles.version += 1;
                 Ok(())
             }
             Command::Remove {
                 stream,
                 epoch,
+                version,
                 member,
             } => {
                 let roles = self.stream_mut(stream)?;
-                if roles.epoch != *epoch {
+                if roles.epoch != *epoch || roles.version != *version {
                     return Err(format!(
-                        "removal from {stream} asked in epoch {epoch}, now {}",
-                        roles.epoch
+                        "removal from {stream} asked in epoch {epoch} version {version}, now {} version {}",
+                        roles.epoch, roles.version
                     ));
                 }
                 let Some(at) = roles.sync_set.iter().position(|m| m == member) else {
@@ -225,18 +244,20 @@ impl ClusterConfig {
                 roles.learners.push(*member);
                 roles.learners.sort_unstable();
                 roles.degraded = left < roles.policy.min_sync;
+                roles.version += 1;
                 Ok(())
             }
             Command::Restore {
                 stream,
                 epoch,
+                version,
                 member,
             } => {
                 let roles = self.stream_mut(stream)?;
-                if roles.epoch != *epoch {
+                if roles.epoch != *epoch || roles.version != *version {
                     return Err(format!(
-                        "restore to {stream} asked in epoch {epoch}, now {}",
-                        roles.epoch
+                        "restore to {stream} asked in epoch {epoch} version {version}, now {} version {}",
+                        roles.epoch, roles.version
                     ));
                 }
                 let Some(at) = roles.learners.iter().position(|m| m == member) else {
@@ -246,6 +267,7 @@ impl ClusterConfig {
                 roles.sync_set.push(*member);
                 roles.sync_set.sort_unstable();
                 roles.degraded = roles.sync_set.len() < roles.policy.min_sync;
+                roles.version += 1;
                 Ok(())
             }
             Command::Join { node, addr } => {
@@ -261,6 +283,7 @@ impl ClusterConfig {
                 for roles in self.streams.values_mut() {
                     roles.learners.push(*node);
                     roles.learners.sort_unstable();
+                    roles.version += 1;
                 }
                 Ok(())
             }
@@ -287,6 +310,8 @@ mod tests {
             learners: vec![],
             degraded: false,
             policy: Policy::of(&StreamSettings::default()),
+            version: 0,
+            floor: (0, 0),
         };
         ClusterConfig::genesis(
             (1..=3)
@@ -297,10 +322,11 @@ mod tests {
         )
     }
 
-    fn remove(epoch: u64, member: NodeId) -> Command {
+    fn remove(epoch: u64, version: u64, member: NodeId) -> Command {
         Command::Remove {
             stream: "s".into(),
             epoch,
+            version,
             member,
         }
     }
@@ -308,11 +334,12 @@ mod tests {
     #[test]
     fn removal_is_refused_below_min_sync_when_blocking() {
         let mut c = config();
-        c.apply(1, &remove(3, 3)).unwrap();
+        c.apply(1, &remove(3, 0, 3)).unwrap();
         assert_eq!(c.streams["s"].sync_set, vec![2]);
         assert_eq!(c.streams["s"].learners, vec![3]);
         assert!(!c.streams["s"].degraded);
-        let err = c.apply(2, &remove(3, 2)).unwrap_err();
+        assert_eq!(c.streams["s"].version, 1);
+        let err = c.apply(2, &remove(3, 1, 2)).unwrap_err();
         assert!(err.contains("below min_sync"), "{err}");
         assert_eq!(c.streams["s"].sync_set, vec![2]);
         assert_eq!(c.version, 2);
@@ -322,8 +349,8 @@ mod tests {
     fn removal_below_min_sync_degrades_when_allowed() {
         let mut c = config();
         c.streams.get_mut("s").unwrap().policy.degrade = true;
-        c.apply(1, &remove(3, 3)).unwrap();
-        c.apply(2, &remove(3, 2)).unwrap();
+        c.apply(1, &remove(3, 0, 3)).unwrap();
+        c.apply(2, &remove(3, 1, 2)).unwrap();
         assert!(c.streams["s"].sync_set.is_empty());
         assert!(c.streams["s"].degraded);
         c.apply(
@@ -331,6 +358,7 @@ mod tests {
             &Command::Restore {
                 stream: "s".into(),
                 epoch: 3,
+                version: 2,
                 member: 2,
             },
         )
@@ -343,7 +371,17 @@ mod tests {
     fn stale_commands_change_nothing() {
         let mut c = config();
         let before = c.streams.clone();
-        assert!(c.apply(1, &remove(2, 3)).unwrap_err().contains("epoch 2"));
+        assert!(
+            c.apply(1, &remove(2, 0, 3))
+                .unwrap_err()
+                .contains("epoch 2")
+        );
+        // A request overtaken by another change of the roles is refused too.
+        assert!(
+            c.apply(2, &remove(3, 7, 3))
+                .unwrap_err()
+                .contains("version 7")
+        );
         let promote = Command::Promote {
             stream: "s".into(),
             from_epoch: 2,
@@ -352,8 +390,9 @@ mod tests {
             incarnation: 1,
             sync_set: vec![3],
             learners: vec![1],
+            floor: (3, 10),
         };
-        assert!(c.apply(2, &promote).unwrap_err().contains("stale"));
+        assert!(c.apply(3, &promote).unwrap_err().contains("stale"));
         assert_eq!(c.streams, before);
         let promote = Command::Promote {
             stream: "s".into(),
@@ -363,19 +402,20 @@ mod tests {
             incarnation: 1,
             sync_set: vec![3],
             learners: vec![1],
+            floor: (3, 10),
         };
-        c.apply(3, &promote).unwrap();
+        c.apply(4, &promote).unwrap();
         assert_eq!(c.streams["s"].epoch, 4);
         assert_eq!(c.streams["s"].primary, 2);
         // A second decision for the same old epoch (another leader's) is refused.
-        assert!(c.apply(4, &promote).unwrap_err().contains("stale"));
+        assert!(c.apply(5, &promote).unwrap_err().contains("stale"));
     }
 
     #[test]
     fn commands_and_configs_round_trip() {
         let c = config();
         assert_eq!(ClusterConfig::decode(&c.encode()).unwrap(), c);
-        let cmd = remove(3, 2);
+        let cmd = remove(3, 0, 2);
         assert_eq!(Command::decode(&cmd.encode()).unwrap(), cmd);
         assert!(
             Command::decode(b"{")

@@ -395,19 +395,23 @@ impl Controller {
             Request::Remove {
                 stream,
                 epoch,
+                version,
                 member,
             } => self.propose(Command::Remove {
                 stream,
                 epoch,
+                version,
                 member,
             }),
             Request::Restore {
                 stream,
                 epoch,
+                version,
                 member,
             } => self.propose(Command::Restore {
                 stream,
                 epoch,
+                version,
                 member,
             }),
             Request::Switchover { stream, to } => self.start_switchover(stream, to),
@@ -671,6 +675,7 @@ impl Controller {
                         incarnation: d.incarnation,
                         sync_set: d.sync_set,
                         learners: d.learners,
+                        floor: d.floor,
                     };
                     self.proposed.remove(&cmd.encode());
                     self.propose(cmd);

@@ -41,12 +41,14 @@ pub enum Request {
     Remove {
         stream: String,
         epoch: u64,
+        version: u64,
         member: NodeId,
     },
     /// The primary of `epoch` wants a caught-up learner back in the sync set.
     Restore {
         stream: String,
         epoch: u64,
+        version: u64,
         member: NodeId,
     },
     /// An operator wants `to` to become the primary of `stream` without losing

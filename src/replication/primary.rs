@@ -44,12 +44,13 @@ pub enum Event {
     Degraded { available: usize, min_sync: usize },
     /// Commits follow the stream's mode again.
     Recovered,
-    /// A sync-set member is stalled: the controller should move it to the learners.
-    /// Repeated every ack timeout while it stays stalled and in the sync set.
-    RemovalWanted { member: NodeId },
+    /// A sync-set member is stalled: the controller should move it to the learners,
+    /// if the configuration is still at `version`. Repeated every ack timeout until
+    /// the configuration changes.
+    RemovalWanted { member: NodeId, version: u64 },
     /// A learner holds everything committed: the controller may put it back into the
-    /// sync set. Repeated every ack timeout until it is.
-    RestoreWanted { member: NodeId },
+    /// sync set, if the configuration is still at `version`. Repeated likewise.
+    RestoreWanted { member: NodeId, version: u64 },
 }
 
 /// What the driver must do.
@@ -152,6 +153,9 @@ pub struct Primary {
     blocked: bool,
     /// Membership changes go through the cluster's controller.
     controlled: bool,
+    /// The version of the controller's configuration of the members (see
+    /// `control::StreamRoles::version`).
+    config_version: u64,
     /// Where the log ended when this primary started: records it inherited, which an
     /// earlier primary may have committed without this one knowing.
     inherited_lsn: u64,
@@ -202,6 +206,7 @@ impl Primary {
             degraded: false,
             blocked: false,
             controlled: false,
+            config_version: 0,
             inherited_lsn: last_lsn,
             actions: Vec::new(),
             scratch: Vec::with_capacity(members.len()),
@@ -222,8 +227,14 @@ impl Primary {
     /// The committed configuration's members (sync set and learners) and whether the
     /// stream is degraded (its sync set shrank below `min_sync` under `degrade`: commits
     /// wait for the primary alone). Members keep what the primary knows of them.
-    pub fn set_members(&mut self, members: &[MemberSpec], degraded: bool) {
+    ///
+    /// `version` is the configuration's: a new one ends every request in flight (the
+    /// controller refuses requests of older versions), so removals and restores are
+    /// reconsidered from the new members.
+    pub fn set_members(&mut self, members: &[MemberSpec], degraded: bool, version: u64) {
         let next = self.next_lsn;
+        let moved_on = version != self.config_version;
+        self.config_version = version;
         let mut old = std::mem::take(&mut self.members);
         for spec in members {
             let m = match old.iter().position(|m| m.id == spec.id) {
@@ -243,9 +254,9 @@ impl Primary {
                     joining: false,
                 },
             };
-            // A removal or a restore asked for and not yet committed stays asked for.
-            let leaving = spec.sync && m.sync && m.leaving;
-            let joining = !spec.sync && m.joining;
+            // A removal or a restore asked for and not yet refused stays asked for.
+            let leaving = !moved_on && spec.sync && m.sync && m.leaving;
+            let joining = !moved_on && !spec.sync && m.joining;
             self.members.push(Member {
                 sync: spec.sync,
                 in_sync: spec.sync,
@@ -488,7 +499,10 @@ impl Primary {
             let event = if m.sync && m.leaving {
                 // Asked until the committed configuration removes it: a request can be
                 // lost with a controller leader.
-                Event::RemovalWanted { member: id }
+                Event::RemovalWanted {
+                    member: id,
+                    version: self.config_version,
+                }
             } else if m.sync && self.stalled(m) && allowed {
                 if !self.covered_without(id) {
                     // Removing it now would leave a committed record on fewer than
@@ -497,9 +511,15 @@ impl Primary {
                     continue;
                 }
                 self.members[i].leaving = true;
-                Event::RemovalWanted { member: id }
+                Event::RemovalWanted {
+                    member: id,
+                    version: self.config_version,
+                }
             } else if !m.sync && m.joining {
-                Event::RestoreWanted { member: id }
+                Event::RestoreWanted {
+                    member: id,
+                    version: self.config_version,
+                }
             } else if !m.sync
                 && m.connected
                 && m.durable >= self.held_lsn()
@@ -507,7 +527,10 @@ impl Primary {
                 && !self.members.iter().any(|o| o.joining)
             {
                 self.members[i].joining = true;
-                Event::RestoreWanted { member: id }
+                Event::RestoreWanted {
+                    member: id,
+                    version: self.config_version,
+                }
             } else {
                 self.members[i].asked_at = None;
                 continue;
@@ -1048,33 +1071,51 @@ mod tests {
         p.on_ack(2, 1, 1);
         p.on_tick(50);
         let evs = events(&mut p);
-        assert!(evs.contains(&Event::RemovalWanted { member: 3 }), "{evs:?}");
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, Event::RemovalWanted { member: 3, .. })),
+            "{evs:?}"
+        );
         assert!(!evs.iter().any(|e| matches!(e, Event::MemberDropped { .. })));
         // Still counted: nothing commits without it until the controller agrees.
         assert_eq!(p.commit_lsn(), 0);
         p.on_tick(55);
-        assert!(!events(&mut p).contains(&Event::RemovalWanted { member: 3 }));
+        assert!(
+            !events(&mut p)
+                .iter()
+                .any(|e| matches!(e, Event::RemovalWanted { member: 3, .. }))
+        );
         p.on_tick(61);
-        assert!(events(&mut p).contains(&Event::RemovalWanted { member: 3 }));
+        assert!(
+            events(&mut p)
+                .iter()
+                .any(|e| matches!(e, Event::RemovalWanted { member: 3, .. }))
+        );
         p.set_members(
             &[
                 MemberSpec { id: 2, sync: true },
                 MemberSpec { id: 3, sync: false },
             ],
             false,
+            1,
         );
         assert_eq!(outcomes(&mut p).0, vec![1]);
         assert_eq!(p.commit_lsn(), 1);
         // Back and caught up: the controller is asked to restore it.
         p.on_member_connected(3, 1, 2);
         p.on_tick(80);
-        assert!(events(&mut p).contains(&Event::RestoreWanted { member: 3 }));
+        assert!(
+            events(&mut p)
+                .iter()
+                .any(|e| matches!(e, Event::RestoreWanted { member: 3, .. }))
+        );
         p.set_members(
             &[
                 MemberSpec { id: 2, sync: true },
                 MemberSpec { id: 3, sync: true },
             ],
             false,
+            2,
         );
         p.append(2, 1, None, 1_000);
         p.on_local_durable(2);
@@ -1087,7 +1128,7 @@ mod tests {
     #[test]
     fn a_degraded_configuration_commits_on_the_primary_alone() {
         let mut p = primary(StreamSettings::default(), 1).under_controller();
-        p.set_members(&[MemberSpec { id: 2, sync: false }], true);
+        p.set_members(&[MemberSpec { id: 2, sync: false }], true, 1);
         assert!(
             events(&mut p)
                 .iter()
@@ -1110,6 +1151,7 @@ mod tests {
                 MemberSpec { id: 2, sync: false },
             ],
             false,
+            1,
         );
         p.append(1, 1, None, 1000);
         p.on_local_durable(1);

@@ -330,6 +330,8 @@ impl Config {
                         learners: s.learners.clone(),
                         degraded: false,
                         policy: crate::control::Policy::of(&s.settings),
+                        version: 0,
+                        floor: (0, 0),
                     };
                     (s.name.clone(), roles)
                 })

@@ -80,7 +80,8 @@ pub struct SecondaryDriver {
     pub primary_link: Option<LinkId>,
     primary_addr: Option<String>,
     ack_due: bool,
-    truncate_to: Option<u64>,
+    /// The primary asked to keep records up to (LSN, the epoch of its record there).
+    truncate_to: Option<(u64, u64)>,
 }
 
 pub enum RoleDriver {
@@ -522,11 +523,18 @@ impl StreamDriver {
                 s.core.on_heartbeat(*epoch, *commit_lsn);
                 Handled::Done
             }
-            (RoleDriver::Secondary(s), Message::Truncate { epoch, after_lsn }) => {
+            (
+                RoleDriver::Secondary(s),
+                Message::Truncate {
+                    epoch,
+                    after_lsn,
+                    after_epoch,
+                },
+            ) => {
                 if *epoch < s.core.epoch() || s.primary_link != Some(link) {
                     return Handled::Close("truncation asked by an older primary".into());
                 }
-                s.truncate_to = Some(*after_lsn);
+                s.truncate_to = Some((*after_lsn, *after_epoch));
                 Handled::Done
             }
             (
@@ -598,7 +606,9 @@ impl StreamDriver {
     ) {
         let name = self.cfg.name.clone();
         let epoch = self.epoch;
-        let agree = match self.shared_prefix(last_lsn, last_epoch) {
+        // Where the logs agree at most, and the epoch of this primary's record there:
+        // the member also cuts its records of newer epochs before it.
+        let (agree, agree_epoch) = match self.shared_prefix(last_lsn, last_epoch) {
             Ok(a) => a,
             Err(e) => {
                 let _ = self.fail(links, e);
@@ -629,6 +639,7 @@ impl StreamDriver {
                 &Message::Truncate {
                     epoch,
                     after_lsn: agree,
+                    after_epoch: agree_epoch.min(epoch),
                 },
             );
             return;
@@ -658,18 +669,27 @@ impl StreamDriver {
         }
     }
 
-    fn shared_prefix(&mut self, last_lsn: u64, last_epoch: u64) -> Result<u64, LogError> {
+    /// Where a member's log (ending at `last_lsn`, written in `last_epoch`) and this
+    /// primary's agree at most, and the epoch of this primary's record there (0 when
+    /// unknown, which makes the member cut everything it cannot prove shared).
+    fn shared_prefix(&mut self, last_lsn: u64, last_epoch: u64) -> Result<(u64, u64), LogError> {
         if last_lsn == 0 {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let RoleDriver::Primary(p) = &self.role else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let mut epochs = PrimaryEpochs {
             cache: &p.cache,
             log: &mut self.log,
         };
-        shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut epochs)
+        let agree = shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut epochs)?;
+        let epoch = if agree == 0 {
+            0
+        } else {
+            epochs.epoch_at(agree)?.unwrap_or(0)
+        };
+        Ok((agree, epoch))
     }
 
     /// The log is durable up to `lsn`.
@@ -801,20 +821,22 @@ impl StreamDriver {
                             };
                             let _ = links.send(r.link, r.id, &msg);
                         }
-                        Action::Event(Event::RemovalWanted { member }) => {
+                        Action::Event(Event::RemovalWanted { member, version }) => {
                             eprintln!(
                                 "lockstep: stream {name}: member {member} is stalled: asking the controller to move it to the learners"
                             );
                             self.requests.push(crate::control::Request::Remove {
                                 stream: name.clone(),
                                 epoch,
+                                version,
                                 member,
                             });
                         }
-                        Action::Event(Event::RestoreWanted { member }) => {
+                        Action::Event(Event::RestoreWanted { member, version }) => {
                             self.requests.push(crate::control::Request::Restore {
                                 stream: name.clone(),
                                 epoch,
+                                version,
                                 member,
                             });
                         }
@@ -833,11 +855,18 @@ impl StreamDriver {
                 }
             }
             RoleDriver::Secondary(s) => {
-                if let Some(after) = s.truncate_to
+                if let Some((asked, asked_epoch)) = s.truncate_to
                     && !self.log.writing()
                     && !self.log.has_pending()
                 {
                     s.truncate_to = None;
+                    let after = match self.log.last_lsn_up_to_epoch(asked_epoch) {
+                        Ok(up_to) => crate::replication::shared_prefix::member_cut(asked, up_to),
+                        Err(e) => {
+                            let _ = self.fail(links, e);
+                            return;
+                        }
+                    };
                     if let Err(e) = self.log.truncate_after(after) {
                         let _ = self.fail(links, e);
                         return;

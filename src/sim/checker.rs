@@ -213,12 +213,10 @@ impl Checker {
                     && v.node == *node
                     && v.epoch == *epoch
                 {
-                    for (i, l) in v.leaving.iter_mut().enumerate() {
-                        *l = *l && sync_set.contains(&(i as NodeId));
-                    }
-                    if v.joining.is_some_and(|j| sync_set.contains(&j)) {
-                        v.joining = None;
-                    }
+                    // A new version of the roles ends every request in flight, as in
+                    // the primary.
+                    v.leaving.iter_mut().for_each(|l| *l = false);
+                    v.joining = None;
                     v.sync_set = sync_set.clone();
                     v.in_sync = vec![true; sync_set.len()];
                     v.degraded = *degraded;
@@ -258,8 +256,8 @@ impl Checker {
                             v.in_sync[i] = true;
                         }
                     }
-                    Event::RemovalWanted { member } => v.leaving[*member as usize] = true,
-                    Event::RestoreWanted { member } => v.joining = Some(*member),
+                    Event::RemovalWanted { member, .. } => v.leaving[*member as usize] = true,
+                    Event::RestoreWanted { member, .. } => v.joining = Some(*member),
                     Event::Degraded { .. } => v.degraded = true,
                     Event::Recovered => v.degraded = false,
                     Event::Blocked { .. } => {}

@@ -39,6 +39,8 @@ impl Sim {
             learners: config.learners.clone(),
             degraded: false,
             policy: Policy::of(settings),
+            version: 0,
+            floor: (0, 0),
         };
         ClusterConfig::genesis(
             (0..n).map(|id| (id, format!("n{id}"))).collect(),
@@ -117,14 +119,16 @@ impl Sim {
                 continue;
             };
             let r = match event {
-                Event::RemovalWanted { member } => Request::Remove {
+                Event::RemovalWanted { member, version } => Request::Remove {
                     stream: "s".into(),
                     epoch: *epoch,
+                    version: *version,
                     member: *member,
                 },
-                Event::RestoreWanted { member } => Request::Restore {
+                Event::RestoreWanted { member, version } => Request::Restore {
                     stream: "s".into(),
                     epoch: *epoch,
+                    version: *version,
                     member: *member,
                 },
                 _ => continue,
@@ -220,5 +224,6 @@ fn stream_config(c: &ClusterConfig) -> Config {
         learners: roles.learners.clone(),
         incarnation: Some(roles.incarnation),
         degraded: roles.degraded,
+        version: roles.version,
     }
 }

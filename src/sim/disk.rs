@@ -70,6 +70,11 @@ impl Disk {
         self.log.last().map_or(0, |r| r.epoch)
     }
 
+    /// The last LSN written in an epoch no newer than `epoch`.
+    pub fn last_up_to_epoch(&self, epoch: u64) -> u64 {
+        self.log.partition_point(|r| r.epoch <= epoch) as u64
+    }
+
     /// The epoch of record `lsn` (0 for lsn 0).
     pub fn epoch_at(&self, lsn: u64) -> u64 {
         if lsn == 0 {

@@ -277,6 +277,7 @@ impl Sim {
 
             incarnation: controlled.then_some(0),
             degraded: false,
+            version: 0,
         };
         settings
             .validate(config.sync_set.len())

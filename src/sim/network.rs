@@ -58,10 +58,12 @@ pub enum Msg {
         epoch: u64,
         commit: u64,
     },
-    /// Cut the log after `after_lsn`, then greet again.
+    /// Cut the log after `after_lsn` (and before any record of an epoch newer than
+    /// `after_epoch`, the primary's record there), then greet again.
     Truncate {
         epoch: u64,
         after_lsn: u64,
+        after_epoch: u64,
     },
     Ack {
         epoch: u64,

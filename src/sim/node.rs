@@ -49,6 +49,8 @@ pub struct Config {
     pub incarnation: Option<u64>,
     /// Under the controller: the sync set shrank below `min_sync` under `degrade`.
     pub degraded: bool,
+    /// Under the controller: the version of these roles.
+    pub version: u64,
 }
 
 /// Who is waiting for a request's answer: (client, the client's token).
@@ -168,7 +170,7 @@ pub struct SecondaryRole {
     core: Secondary,
     primary_conn: Option<ConnId>,
     ack_due: bool,
-    truncate_to: Option<u64>,
+    truncate_to: Option<(u64, u64)>,
 }
 
 pub enum Role {
@@ -237,7 +239,10 @@ impl Node {
             Role::Secondary(s) => s.core.fence(epoch),
             _ => {}
         }
-        (self.disk.last_epoch(), self.disk.last_lsn())
+        // Where the durable log ends: what is not durable yet may vanish in a crash and
+        // was never committed, and a promotion's floor must be a log that exists.
+        let durable = self.disk.durable_lsn();
+        (self.disk.epoch_at(durable), durable)
     }
 
     /// The stream's state as the controller sees it.
@@ -363,7 +368,7 @@ impl Node {
             let mut core = Primary::new(self.core_settings(), epoch, &specs, last, 0);
             if self.config.incarnation.is_some() {
                 core = core.under_controller();
-                core.set_members(&specs, self.config.degraded);
+                core.set_members(&specs, self.config.degraded, self.config.version);
             }
             self.role = Role::Primary(Box::new(PrimaryRole {
                 core,
@@ -461,7 +466,7 @@ impl Node {
                             .map(|&id| MemberSpec { id, sync: false }),
                     )
                     .collect();
-                p.core.set_members(&specs, config.degraded);
+                p.core.set_members(&specs, config.degraded, config.version);
                 out.events.push(NodeEvent::MembersChanged {
                     node: self.id,
                     epoch: p.epoch,
@@ -776,12 +781,19 @@ impl Node {
                 s.core.on_heartbeat(*epoch, *commit);
                 Handled::Done
             }
-            (Role::Secondary(s), Msg::Truncate { epoch, after_lsn }) => {
+            (
+                Role::Secondary(s),
+                Msg::Truncate {
+                    epoch,
+                    after_lsn,
+                    after_epoch,
+                },
+            ) => {
                 if *epoch < s.core.epoch() || s.primary_conn != Some(conn) {
                     out.closes.push(conn);
                     return Handled::Done;
                 }
-                s.truncate_to = Some(*after_lsn);
+                s.truncate_to = Some((*after_lsn, *after_epoch));
                 Handled::Done
             }
             (
@@ -907,6 +919,7 @@ impl Node {
                 Msg::Truncate {
                     epoch: p.epoch,
                     after_lsn: agree,
+                    after_epoch: disk.epoch_at(agree),
                 },
             ));
             return;
@@ -935,10 +948,14 @@ impl Node {
                 Self::primary_actions(id, p, &self.disk, out);
             }
             Role::Secondary(s) => {
-                if let Some(after) = s.truncate_to
+                if let Some((asked, asked_epoch)) = s.truncate_to
                     && self.disk.settled()
                 {
                     s.truncate_to = None;
+                    let after = crate::replication::shared_prefix::member_cut(
+                        asked,
+                        self.disk.last_up_to_epoch(asked_epoch),
+                    );
                     self.disk.truncate_after(after);
                     out.trace
                         .push(format!("n{id} truncated its log after {after} as asked"));

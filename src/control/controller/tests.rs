@@ -36,6 +36,8 @@ fn genesis(sync_acks: Option<usize>) -> ClusterConfig {
         sync_set: vec![2, 3],
         learners: vec![],
         degraded: false,
+        version: 0,
+        floor: (0, 0),
         policy: Policy::of(&StreamSettings {
             sync_acks,
             ..StreamSettings::default()
@@ -288,18 +290,21 @@ fn a_restarted_primary_is_promoted_again_in_a_newer_epoch() {
 #[test]
 fn removal_waits_for_the_configuration_and_restore_undoes_it() {
     let mut c = started();
-    let req = |member| Request::Remove {
+    let req = |version, member| Request::Remove {
         stream: "s".into(),
         epoch: 2,
+        version,
         member,
     };
-    c.ctrls.get_mut(&1).unwrap().request(req(3));
+    let v = c.roles(1).version;
+    c.ctrls.get_mut(&1).unwrap().request(req(v, 3));
     let out = c.ctrls.get_mut(&1).unwrap().poll();
     c.handle(1, out);
     c.run_until(500, |c| c.agreed().is_some_and(|r| r.sync_set == vec![2]));
     assert_eq!(c.agreed().unwrap().learners, vec![3]);
     // Block: the last member is not removed (min_sync = 1).
-    c.ctrls.get_mut(&2).unwrap().request(req(2));
+    let v = c.roles(2).version;
+    c.ctrls.get_mut(&2).unwrap().request(req(v, 2));
     c.run(300);
     assert_eq!(c.agreed().unwrap().sync_set, vec![2]);
     assert!(
@@ -307,17 +312,22 @@ fn removal_waits_for_the_configuration_and_restore_undoes_it() {
         "{:?}",
         c.events
     );
-    // A stale request (older epoch) changes nothing either.
-    c.ctrls.get_mut(&3).unwrap().request(Request::Restore {
-        stream: "s".into(),
-        epoch: 1,
-        member: 3,
-    });
-    c.run(300);
-    assert_eq!(c.agreed().unwrap().sync_set, vec![2]);
+    // A stale request (older epoch, or older version) changes nothing either.
+    let v = c.roles(3).version;
+    for (epoch, version) in [(1, v), (2, v - 1)] {
+        c.ctrls.get_mut(&3).unwrap().request(Request::Restore {
+            stream: "s".into(),
+            epoch,
+            version,
+            member: 3,
+        });
+        c.run(300);
+        assert_eq!(c.agreed().unwrap().sync_set, vec![2]);
+    }
     c.ctrls.get_mut(&3).unwrap().request(Request::Restore {
         stream: "s".into(),
         epoch: 2,
+        version: v,
         member: 3,
     });
     c.run_until(500, |c| {
@@ -379,16 +389,19 @@ fn the_log_is_compacted_into_a_snapshot_that_a_late_node_installs() {
         let member = 2;
         c.run_until(1_000, |c| c.leaders().len() == 1);
         let leader = c.leaders()[0];
+        let version = c.roles(leader).version;
         let r = if i % 2 == 0 {
             Request::Remove {
                 stream: "s".into(),
                 epoch: 2,
+                version,
                 member,
             }
         } else {
             Request::Restore {
                 stream: "s".into(),
                 epoch: 2,
+                version,
                 member,
             }
         };

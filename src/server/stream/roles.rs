@@ -107,8 +107,20 @@ impl StreamDriver {
             }
             self.metrics.epoch = epoch;
         }
-        let status = self.status();
-        Ok((status.last_epoch, status.last_lsn))
+        // Where the durable log ends: what is not durable yet may vanish in a crash and
+        // was never committed, and a promotion's floor must be a log that exists.
+        let durable = self.log.durable_lsn();
+        let epoch = if durable == 0 {
+            0
+        } else {
+            self.log.epoch_at(durable).map_err(|e| {
+                format!(
+                    "stream {}: read the epoch of lsn {durable}: {e}",
+                    self.cfg.name
+                )
+            })?
+        };
+        Ok((epoch, durable))
     }
 
     /// Applies a committed configuration of this stream.
@@ -137,7 +149,7 @@ impl StreamDriver {
             .collect();
         match (&mut self.role, me) {
             (RoleDriver::Primary(p), true) if self.epoch == roles.epoch => {
-                p.core.set_members(&specs, roles.degraded);
+                p.core.set_members(&specs, roles.degraded, roles.version);
                 let before: Vec<NodeId> = p.members.iter().map(|m| m.id).collect();
                 p.members.retain(|m| {
                     let keep = specs.iter().any(|s| s.id == m.id);
@@ -180,7 +192,7 @@ impl StreamDriver {
                 }
                 self.stop_primary(links, now);
                 self.epoch = roles.epoch;
-                self.promote(&specs, addrs, roles.degraded);
+                self.promote(&specs, addrs, roles.degraded, roles.version);
                 eprintln!(
                     "lockstep: stream {}: primary of epoch {} from lsn {}",
                     self.cfg.name,
@@ -216,11 +228,17 @@ impl StreamDriver {
         }
     }
 
-    fn promote(&mut self, specs: &[MemberSpec], addrs: &BTreeMap<NodeId, String>, degraded: bool) {
+    fn promote(
+        &mut self,
+        specs: &[MemberSpec],
+        addrs: &BTreeMap<NodeId, String>,
+        degraded: bool,
+        version: u64,
+    ) {
         let last = self.log.durable_lsn();
         let mut core =
             Primary::new(self.cfg.settings.clone(), self.epoch, &[], last, 0).under_controller();
-        core.set_members(specs, degraded);
+        core.set_members(specs, degraded, version);
         self.role = RoleDriver::Primary(Box::new(PrimaryDriver {
             core,
             cache: RecordCache::new(super::CACHE_BYTES, super::CACHE_RECORDS),
