@@ -48,7 +48,8 @@ pub struct ControllerSettings {
     /// Applied commands kept in the raft log before it is compacted to a snapshot.
     pub compact_after: u64,
     /// A deliberate bug for the simulator's test of its own checker: a failover is
-    /// decided on one fence answer fewer than the rule needs. Never set otherwise.
+    /// decided on the first sync member's answer, as if every member held every
+    /// commit. Never set otherwise.
     pub plant_fence_short: bool,
 }
 
@@ -650,14 +651,12 @@ impl Controller {
                             .filter(|d| d.primary == to)
                     }
                     None if self.settings.plant_fence_short => {
+                        // The planted bug: one answer from any sync member decides, as
+                        // if every member held every commit, and the floor is ignored.
                         let mut short = roles.clone();
-                        if let Some(&m) = short.sync_set.first()
-                            && crate::control::fence::answers_needed(&short) > 1
-                            && !round.answers.iter().any(|a| a.node == m)
-                        {
-                            // Pretends the first member answered: one answer short.
-                            short.sync_set.remove(0);
-                        }
+                        short.policy.sync_acks = None;
+                        short.policy.mode = crate::replication::Mode::Strong.as_str().into();
+                        short.floor = (0, 0);
                         decide(&short, &round.answers, |n| self.alive(n), roles.primary)
                     }
                     None => decide(&roles, &round.answers, |n| self.alive(n), roles.primary),

@@ -43,7 +43,9 @@ pub fn shared_prefix<P: Epochs>(
     {
         return Ok(member_last_lsn);
     }
-    Ok(member_last_lsn.min(primary.last_up_to_epoch(member_last_epoch)?))
+    // The primary lacks the member's last record: the member keeps at most the records
+    // before it, and `member_cut` takes off the rest of its newer epochs.
+    Ok((member_last_lsn - 1).min(primary.last_up_to_epoch(member_last_epoch)?))
 }
 
 /// Where a member cuts when the primary asks it to keep records up to `after_lsn`, the
@@ -105,6 +107,7 @@ mod tests {
             ((6, 1), 5),
             ((12, 1), 5), // a longer lost tail
             ((11, 2), 9), // ahead within the primary's epoch (cannot happen; still safe)
+            ((4, 3), 3),  // a branch of an epoch the primary never saw: cut at least its last
         ];
         for ((lsn, epoch), want) in table {
             assert_eq!(
@@ -133,6 +136,30 @@ mod tests {
             member.truncate(member_cut(agree, up_to) as usize);
         }
         assert_eq!(member, vec![1, 1, 2]);
+    }
+
+    /// Found by the simulator: the member's whole log is a branch of epoch 3 that the
+    /// primary (epoch 2's records up to 8) never saw, and it is shorter than the
+    /// primary's log. Matching on length alone would keep it.
+    #[test]
+    fn a_short_branch_left_behind_is_cut_entirely() {
+        let primary = [2, 2, 2, 2, 2, 2, 2, 2];
+        let mut member = vec![3u64, 3, 3, 3];
+        for _ in 0..4 {
+            let (last, epoch) = (member.len() as u64, *member.last().unwrap_or(&0));
+            let agree = run(&primary, last, epoch);
+            if agree == last {
+                break;
+            }
+            let after_epoch = if agree == 0 {
+                0
+            } else {
+                primary[agree as usize - 1]
+            };
+            let up_to = member.iter().take_while(|&&e| e <= after_epoch).count() as u64;
+            member.truncate(member_cut(agree, up_to) as usize);
+        }
+        assert!(member.is_empty(), "{member:?}");
     }
 
     #[test]

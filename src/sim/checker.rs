@@ -240,6 +240,11 @@ impl Checker {
                 }
             }
             NodeEvent::Core { node, epoch, event } => {
+                if matches!(event, Event::RemovalWanted { .. }) {
+                    // What the primary committed before it asked (in the same step)
+                    // still counted the member: take the rule's measure first.
+                    self.apply_rule(nodes);
+                }
                 let Some(v) = &mut self.view else { return };
                 if v.node != *node || v.epoch != *epoch {
                     return;
@@ -424,13 +429,17 @@ impl Checker {
     ) {
         let mode = mode.map_or(self.stream_mode, |m| m.min(self.stream_mode));
         let last = first + payloads.len() as u64 - 1;
+        // The rule's measure as of this moment: the answer may follow a write that
+        // became durable in this very step.
+        self.apply_rule(nodes);
         let allowed = self.allowed[mode_index(mode)];
         // A deposed primary that has not heard of its successor still acknowledges
-        // what a weaker mode lets it commit alone (its own durable write): the commit
-        // rule of the current epoch says nothing about that.
+        // what a weaker mode lets it commit alone (its own durable write, checked
+        // below): the commit rule of the current epoch says nothing about that, nor
+        // about an async commit of a primary whose role ends in this very step.
         let deposed = self.failover
             && mode != Mode::Strong
-            && self.view.as_ref().is_some_and(|v| v.node != node);
+            && (mode == Mode::Async || self.view.as_ref().is_some_and(|v| v.node != node));
         if last > allowed && !deposed {
             self.violate(format!(
                 "invariant 1: {first}..={last} acknowledged as committed ({mode:?}) by n{node}, the commit rule allowed {allowed}"

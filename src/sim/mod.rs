@@ -72,7 +72,8 @@ pub enum Bug {
     AckBeforeDurable,
     /// The primary's driver gives the core a commit quorum one short (`k - 1`).
     CommitOnKMinusOne,
-    /// The controller decides a failover on one fence answer fewer than it needs.
+    /// The controller decides a failover on the first sync member's answer, as if every
+    /// member held every commit (with `k` below the sync set they do not).
     FenceShort,
 }
 
@@ -93,9 +94,8 @@ pub struct SimOptions {
     pub nodes: Option<usize>,
     /// Events kept for the report.
     pub trace_tail: usize,
-    /// Run the cluster's controller (failover, removal, restore). `None`: only with the
-    /// planted fence bug. Batches run without it until the liveness of controlled runs
-    /// in the quiet tail is settled.
+    /// Run the cluster's controller (failover, removal, restore of members). `None`:
+    /// the seed decides (about half the seeds; always with the planted fence bug).
     pub controller: Option<bool>,
 }
 
@@ -152,6 +152,10 @@ pub struct Report {
     pub stats: Stats,
     pub ticks: u64,
     pub plant: Option<Bug>,
+    /// The seed ran the cluster's controller.
+    pub controller: bool,
+    /// The controller was asked for (`--controller`), not decided by the seed.
+    pub controller_forced: bool,
 }
 
 impl fmt::Display for Report {
@@ -189,6 +193,9 @@ impl fmt::Display for Report {
             Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
             Some(Bug::FenceShort) => write!(f, " --plant fence-short")?,
             None => {}
+        }
+        if self.controller_forced {
+            write!(f, " --controller")?;
         }
         writeln!(f)
     }
@@ -253,7 +260,7 @@ impl Sim {
         }
         let controlled = opts
             .controller
-            .unwrap_or(opts.plant == Some(Bug::FenceShort));
+            .unwrap_or_else(|| opts.plant == Some(Bug::FenceShort) || rng.chance(500));
         if opts.plant == Some(Bug::FenceShort) && opts.settings.is_none() {
             // The bug needs a fence that must hear from two members: k = 1 of 2.
             settings.sync_acks = Some(1);
@@ -284,12 +291,17 @@ impl Sim {
             .expect("valid settings for the cluster");
         let k = settings.k(config.sync_set.len());
         let settings_desc = format!(
-            "{n} nodes, mode {:?}, k = {k} of {:?}, {:?}, ack timeout {}, window {}",
+            "{n} nodes, mode {:?}, k = {k} of {:?}, {:?}, ack timeout {}, window {}{}",
             settings.mode,
             config.sync_set,
             settings.on_insufficient,
             settings.ack_timeout_ticks,
-            settings.window_records
+            settings.window_records,
+            if controlled {
+                ", controller"
+            } else {
+                ", static roles"
+            }
         );
         let rates = if opts.faults {
             Rates::pick(&mut rng)
@@ -375,6 +387,8 @@ impl Sim {
             stats: self.stats,
             ticks: self.opts.ticks,
             plant: self.opts.plant,
+            controller: self.control.is_some(),
+            controller_forced: self.opts.controller == Some(true),
         }
     }
 

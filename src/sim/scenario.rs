@@ -96,6 +96,7 @@ impl Test {
             SimOptions {
                 faults: false,
                 workload: false,
+                controller: Some(false),
                 settings: Some(settings),
                 nodes: Some(nodes),
                 plant,
