@@ -119,3 +119,66 @@ fn the_controller_promotes_replaces_a_stopped_primary_and_loses_nothing() {
         s.shutdown();
     }
 }
+
+/// Asks for a switchover through a node's admin endpoint; returns the status line.
+fn ask_switchover(admin: std::net::SocketAddr, to: u32) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        sock,
+        "POST /switchover?stream=s&to={to} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn switchover_moves_the_primary_and_loses_nothing() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let spec = ClusterSpec {
+        nodes: 3,
+        stream_toml: "mode = \"strong\"\n[control]\n".into(),
+    };
+    let configs = write_configs(dir.path(), &spec);
+    let servers: Vec<Option<Server>> = configs
+        .iter()
+        .map(|(p, _)| Some(Server::start(load(p)).unwrap()))
+        .collect();
+    let addrs: Vec<String> = configs.iter().map(|(_, a)| a.clone()).collect();
+    let (first, _) = append_retrying(&addrs, b"first", Duration::from_secs(10));
+    let mut acked = vec![(first, b"first".to_vec())];
+    let old = primary_of(&servers).expect("a primary serves");
+    let target = (old + 1) % 3;
+    let admin = servers[target].as_ref().unwrap().admin_addr().unwrap();
+    let status = ask_switchover(admin, target as u32 + 1);
+    assert!(status.contains("202"), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if primary_of(&servers) == Some(target) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the switchover did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for i in 0..20u32 {
+        let p = format!("after {i}").into_bytes();
+        let (lsn, _) = append_retrying(&addrs, &p, Duration::from_secs(10));
+        acked.push((lsn, p));
+    }
+    let mut c = Client::connect(&[addrs[target].clone()], "s", opts()).unwrap();
+    for (lsn, payload) in &acked {
+        let (_, recs) = c.read(*lsn, 1).unwrap();
+        assert_eq!(&recs[0].payload, payload, "lsn {lsn}");
+    }
+    assert_eq!(
+        c.status().unwrap()["role"],
+        "primary",
+        "the target serves as primary"
+    );
+    drop(c);
+    for s in servers.into_iter().flatten() {
+        s.shutdown();
+    }
+}

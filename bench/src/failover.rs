@@ -61,6 +61,9 @@ pub struct FailoverArgs {
     /// The controller's `failover_timeout_ms` (default: the node's own default).
     #[arg(long, value_name = "MS")]
     pub failover_timeout_ms: Option<u64>,
+    /// Switchovers to measure after the kills (default: as many as the trials).
+    #[arg(long, value_name = "N")]
+    pub switchovers: Option<usize>,
 }
 
 /// One acknowledged commit.
@@ -95,6 +98,8 @@ struct Nodes {
     bin: PathBuf,
     dir: PathBuf,
     addrs: Vec<String>,
+    /// Admin endpoints, where a switchover is asked for.
+    admins: Vec<String>,
     children: Vec<Option<Child>>,
 }
 
@@ -105,12 +110,20 @@ impl Nodes {
             "description = \"failover benchmark: small segments\"\n[log]\nsegment_bytes = 8388608\n",
         )
         .map_err(|e| format!("write profile in {}: {e}", dir.display()))?;
-        let ports = free_ports(NODES)?;
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let ports = free_ports(2 * NODES)?;
+        let addrs: Vec<String> = ports[..NODES]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let admins: Vec<String> = ports[NODES..]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         for n in 1..=NODES {
             let mut t = String::new();
             let _ = writeln!(t, "node_id = {n}\ndata_dir = \"node{n}\"");
             let _ = writeln!(t, "listen = \"{}\"\nshards = 1", addrs[n - 1]);
+            let _ = writeln!(t, "admin = \"{}\"", admins[n - 1]);
             let _ = writeln!(t, "profile = \"profile.toml\"");
             for (i, a) in addrs.iter().enumerate() {
                 let _ = writeln!(t, "[[nodes]]\nid = {}\naddr = \"{a}\"", i + 1);
@@ -130,6 +143,7 @@ impl Nodes {
             bin,
             dir: dir.to_path_buf(),
             addrs,
+            admins,
             children: (0..NODES).map(|_| None).collect(),
         };
         for n in 1..=NODES {
@@ -295,6 +309,12 @@ impl Committer {
             .filter(|a| a.node != not)
             .last()
             .copied()
+    }
+
+    /// The last acknowledged commit before `t`.
+    fn last_before(&self, t: Instant) -> Option<Ack> {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        acks.iter().rev().find(|a| a.at < t).copied()
     }
 
     fn last(&self) -> Option<Ack> {
@@ -465,6 +485,52 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
             back.as_secs_f64() * 1e3
         );
     }
+    // Switchovers: the primary role moves to the next node while the client commits;
+    // the client sees no commit between the old primary's last and the new one's first.
+    let switchovers = if args.quick {
+        2
+    } else {
+        args.switchovers.unwrap_or(trials)
+    };
+    let mut unavailable = latency_histogram();
+    for trial in 1..=switchovers {
+        let primary = wait_until(READY_WITHIN, "a primary", || nodes.primary().is_some())
+            .and_then(|_| {
+                nodes
+                    .primary()
+                    .ok_or_else(|| "the primary went away".into())
+            })?;
+        let since = Instant::now();
+        wait_until(READY_WITHIN, "commits at the primary", || {
+            committer
+                .last()
+                .is_some_and(|a| a.at > since && a.node as usize == primary)
+        })?;
+        let target = primary % NODES + 1;
+        let asked_at = Instant::now();
+        ask_switchover(&nodes.admins[target - 1], target)?;
+        wait_until(FAILOVER_WITHIN, "a commit on the target", || {
+            committer.first_after(asked_at, primary as u32).is_some()
+        })
+        .map_err(|e| format!("switchover {trial}: {e}"))?;
+        let first = committer
+            .first_after(asked_at, primary as u32)
+            .expect("found above");
+        let last_before = committer
+            .last_before(first.at)
+            .map_or(asked_at, |a| a.at.max(asked_at));
+        let gap = first.at - last_before;
+        record(&mut unavailable, gap);
+        println!(
+            "switchover {trial}: node {primary} → node {}: no commit for {:.1} ms (lsn {})",
+            first.node,
+            gap.as_secs_f64() * 1e3,
+            first.lsn
+        );
+        wait_until(READY_WITHIN, "full strength after the switchover", || {
+            committer.last().is_some_and(|a| nodes.full_strength(a.lsn))
+        })?;
+    }
     let acks = committer.finish();
     nodes.stop_all();
     let lost = check_logs(&dir, &acks)?;
@@ -478,6 +544,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
             &failover,
         ),
         ("restart → back to full strength", &rejoin),
+        ("switchover: writes unavailable", &unavailable),
     ] {
         println!(
             "| {name} | {} | {:.1} | {:.1} | {:.1} |",
@@ -500,6 +567,14 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
             "missed"
         },
         if (failover.max() as f64 / 1e6) < 1000.0 {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+    println!(
+        "goal (loopback): switchover unavailability < 100 ms (max): {}",
+        if (unavailable.max() as f64 / 1e6) < 100.0 {
             "met"
         } else {
             "missed"
@@ -540,4 +615,25 @@ fn check_logs(dir: &Path, acks: &[Ack]) -> Result<u64, Error> {
         }
     }
     Ok(lost)
+}
+
+/// Asks node `to` (1-based) to take the primary role, through an admin endpoint.
+fn ask_switchover(admin: &str, to: usize) -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(admin)
+        .map_err(|e| format!("connect to the admin endpoint {admin}: {e}"))?;
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(
+        sock,
+        "POST /switchover?stream={STREAM}&to={to} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("ask {admin} for a switchover: {e}"))?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)
+        .map_err(|e| format!("read {admin}'s answer: {e}"))?;
+    if answer.starts_with("HTTP/1.1 202") {
+        Ok(())
+    } else {
+        Err(format!("{admin} refused the switchover: {answer}").into())
+    }
 }

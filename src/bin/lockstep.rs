@@ -100,6 +100,48 @@ enum Command {
     /// Inspect a stream's log directory (read-only)
     #[command(subcommand)]
     Log(LogCommand),
+    /// Move a stream's primary role to another node without losing anything
+    ///
+    /// Asks the cluster's controller, through any node's admin endpoint: the primary
+    /// stops admitting appends, waits until the target holds its whole log, and the
+    /// controller commits the new configuration. Appends are refused (redirected) for
+    /// that short moment; nothing acknowledged is lost. Needs the `[control]` section.
+    Switchover(SwitchoverArgs),
+}
+
+#[derive(Args)]
+struct SwitchoverArgs {
+    /// A node's admin address (host:port, the `admin` key of its configuration)
+    #[arg(long, value_name = "ADDR")]
+    admin: String,
+    #[arg(long)]
+    stream: String,
+    /// The node to become primary (a member of the stream's sync set)
+    #[arg(long, value_name = "NODE")]
+    to: u32,
+}
+
+/// Asks for a switchover through a node's admin endpoint.
+fn switchover(a: &SwitchoverArgs) -> Result<(), CommandError> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(&a.admin)
+        .map_err(|e| CommandError::Usage(format!("connect to {}: {e}", a.admin)))?;
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = format!(
+        "POST /switchover?stream={}&to={} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        a.stream, a.to, a.admin
+    );
+    sock.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or("");
+    if status.contains(" 202 ") {
+        print!("{body}");
+        Ok(())
+    } else {
+        Err(CommandError::Usage(format!("{}: {}", a.admin, body.trim())))
+    }
 }
 
 /// Which cluster and stream a request goes to, and how its output looks.
@@ -289,6 +331,7 @@ fn main() -> ExitCode {
         Command::Read(a) => ("read", read(&a)),
         Command::Status(a) => ("status", status(&a)),
         Command::Demo(a) => ("demo", run_demo(a)),
+        Command::Switchover(a) => ("switchover", switchover(&a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,6 +47,8 @@ pub enum ToControl {
     Status(StreamStatus),
     /// A primary's request.
     Request(Request),
+    /// A controller message from a stream (a switchover's `Drained`).
+    Send { to: NodeId, msg: ControlMsg },
     /// A shard answered a fence of `reply_to`.
     Fenced {
         reply_to: NodeId,
@@ -196,6 +198,7 @@ impl ControlLoop {
                 self.send(reply_to, msg);
             }
             ToControl::Peer { from, msg } => self.deliver(from, msg),
+            ToControl::Send { to, msg } => self.send(to, msg),
         }
         self.execute();
     }
@@ -217,8 +220,20 @@ impl ControlLoop {
                     }
                 }
             }
-            ControlMsg::Drain { stream, .. } => {
-                eprintln!("lockstep: control: switchover of {stream} is not served by this node");
+            ControlMsg::Drain { stream, epoch, to } => {
+                match self.routes.iter().find(|r| r.name == stream) {
+                    Some(r) => {
+                        let _ = r.shard.try_send(Handoff::Drain {
+                            stream: r.local,
+                            epoch,
+                            to,
+                            reply_to: from,
+                        });
+                    }
+                    None => eprintln!(
+                        "lockstep: control: node {from} switches over unknown stream {stream:?}"
+                    ),
+                }
             }
             other => self.ctrl.on_message(from, other),
         }

@@ -201,10 +201,11 @@ impl Server {
         if let Some(l) = admin_listener {
             let sh = Arc::clone(&shared);
             let node = cfg.node_id;
+            let ctl = routes.control.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("lockstep-admin".into())
-                    .spawn(move || admin::run(l, node, sh))
+                    .spawn(move || admin::run(l, node, sh, ctl))
                     .map_err(|e| ServerError::Setup(e.to_string()))?,
             );
         }

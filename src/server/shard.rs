@@ -72,6 +72,13 @@ pub enum Handoff {
         roles: Box<crate::control::StreamRoles>,
         addrs: Arc<std::collections::BTreeMap<NodeId, String>>,
     },
+    /// The controller's leader `reply_to` switches the stream over to `to`.
+    Drain {
+        stream: usize,
+        epoch: u64,
+        to: NodeId,
+        reply_to: NodeId,
+    },
     /// The controller's leader `reply_to` fences the stream at `epoch`.
     Fence {
         stream: usize,
@@ -245,6 +252,9 @@ impl Shard {
             for r in s.take_requests() {
                 let _ = control.try_send(ToControl::Request(r));
             }
+            if let Some((to, msg)) = s.drained(now) {
+                let _ = control.try_send(ToControl::Send { to, msg });
+            }
         }
         if now < self.next_status {
             return;
@@ -309,6 +319,12 @@ impl Shard {
                         }),
                     }
                 }
+                Handoff::Drain {
+                    stream,
+                    epoch,
+                    to,
+                    reply_to,
+                } => self.streams[stream].drain(epoch, to, reply_to, now),
                 Handoff::Fence {
                     stream,
                     epoch,

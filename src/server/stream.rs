@@ -102,6 +102,9 @@ pub struct StreamDriver {
     incarnation: Option<u64>,
     /// Requests for the controller (removal, restore of members).
     requests: Vec<crate::control::Request>,
+    /// A switchover in progress: this primary admits nothing and reports when the
+    /// target holds its whole log.
+    draining: Option<roles::Draining>,
 }
 
 fn role_name(role: &RoleDriver) -> &'static str {
@@ -175,6 +178,7 @@ impl StreamDriver {
             started,
             incarnation: None,
             requests: Vec::new(),
+            draining: None,
         }
     }
 
@@ -286,6 +290,11 @@ impl StreamDriver {
         now: Instant,
     ) -> Handled {
         let epoch = self.epoch;
+        if let Some(d) = &self.draining {
+            // Switching over: the target is about to be the primary.
+            let primary = Some(d.to_addr.as_str());
+            return send_or_close(links, link, id, &Message::NotPrimary { epoch, primary });
+        }
         let RoleDriver::Primary(p) = &mut self.role else {
             let (epoch, primary) = match &self.role {
                 RoleDriver::Secondary(s) => (s.core.epoch(), s.primary_addr.as_deref()),

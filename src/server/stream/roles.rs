@@ -19,6 +19,22 @@ use crate::server::epoch_file;
 use crate::server::record_cache::RecordCache;
 use crate::transport::Links;
 
+/// How long a primary stops admitting for a switchover that does not complete (its
+/// controller leader was lost, the target fell behind): then it serves again.
+const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// Between two reports that the target holds everything.
+const DRAINED_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A switchover in progress on its old primary.
+pub struct Draining {
+    pub epoch: u64,
+    pub to: NodeId,
+    pub to_addr: String,
+    pub reply_to: NodeId,
+    since: Instant,
+    reported: Option<Instant>,
+}
+
 /// What a change of roles means for the shard's links of this stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RolesApplied {
@@ -123,6 +139,69 @@ impl StreamDriver {
         Ok((epoch, durable))
     }
 
+    /// The controller's leader `reply_to` switches the primary role over to `to`: admit
+    /// nothing more, and say when `to` holds everything ([`StreamDriver::drained`]).
+    pub fn drain(&mut self, epoch: u64, to: NodeId, reply_to: NodeId, now: Instant) {
+        let RoleDriver::Primary(p) = &self.role else {
+            return;
+        };
+        let Some(m) = p.members.iter().find(|m| m.id == to) else {
+            return;
+        };
+        if epoch != self.epoch || self.draining.is_some() {
+            return;
+        }
+        eprintln!(
+            "lockstep: stream {}: switching over to node {to}: no more appends here",
+            self.cfg.name
+        );
+        self.draining = Some(Draining {
+            epoch,
+            to,
+            to_addr: m.addr.clone(),
+            reply_to,
+            since: now,
+            reported: None,
+        });
+    }
+
+    /// A switchover's report when its target holds this primary's whole log: (to
+    /// whom, the message). A switchover that does not complete in time is given up and
+    /// the primary serves again.
+    pub fn drained(&mut self, now: Instant) -> Option<(NodeId, crate::control::ControlMsg)> {
+        let d = self.draining.as_mut()?;
+        let RoleDriver::Primary(p) = &self.role else {
+            self.draining = None;
+            return None;
+        };
+        if now.duration_since(d.since) > DRAIN_MAX {
+            eprintln!(
+                "lockstep: stream {}: the switchover to node {} did not complete: serving again",
+                self.cfg.name, d.to
+            );
+            self.draining = None;
+            return None;
+        }
+        let last = p.core.last_lsn();
+        let target = p.core.members().find(|m| m.0 == d.to).map_or(0, |m| m.4);
+        let due = d
+            .reported
+            .is_none_or(|t| now.duration_since(t) >= DRAINED_EVERY);
+        if p.core.local_durable() < last || target < last || !due {
+            return None;
+        }
+        d.reported = Some(now);
+        Some((
+            d.reply_to,
+            crate::control::ControlMsg::Drained {
+                stream: self.cfg.name.clone(),
+                epoch: d.epoch,
+                to: d.to,
+                last_lsn: last,
+            },
+        ))
+    }
+
     /// Applies a committed configuration of this stream.
     pub fn set_roles(
         &mut self,
@@ -222,6 +301,7 @@ impl StreamDriver {
 
     /// Ends every waiting request in doubt and tells their clients.
     fn stop_primary(&mut self, links: &mut impl Links, now: Instant) {
+        self.draining = None;
         if let RoleDriver::Primary(p) = &mut self.role {
             p.core.stop("this node lost the primary role");
             self.drive(links, now);
