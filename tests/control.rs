@@ -178,7 +178,49 @@ fn switchover_moves_the_primary_and_loses_nothing() {
         "the target serves as primary"
     );
     drop(c);
+    // Every node's admin endpoint shows the same roles, every node heard from, and the
+    // `lockstep members` table names the new primary.
+    let view = get_members(admin);
+    let roles = &view["config"]["streams"]["s"];
+    assert_eq!(roles["primary"], target as u64 + 1, "{view}");
+    let nodes = view["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["heard_ms_ago"].is_u64()), "{view}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["members", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("primary {}", target + 1)), "{text}");
+    let role_of = |line: &str| line.split_whitespace().nth(1).map(str::to_string);
+    let sync_rows = text
+        .lines()
+        .filter(|l| l.starts_with("  ") && role_of(l).as_deref() == Some("sync"))
+        .count();
+    assert_eq!(sync_rows, 2, "{text}");
     for s in servers.into_iter().flatten() {
         s.shutdown();
+    }
+}
+
+fn get_members(admin: std::net::SocketAddr) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut sock = std::net::TcpStream::connect(admin).unwrap();
+        write!(sock, "GET /members HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        sock.read_to_string(&mut answer).unwrap();
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let view: serde_json::Value = serde_json::from_str(body).unwrap();
+        // The view is refreshed every 100 ms: wait for the switchover to show.
+        let heard_all = view["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["heard_ms_ago"].is_u64()));
+        if heard_all || Instant::now() > deadline {
+            return view;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

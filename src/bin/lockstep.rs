@@ -107,6 +107,126 @@ enum Command {
     /// controller commits the new configuration. Appends are refused (redirected) for
     /// that short moment; nothing acknowledged is lost. Needs the `[control]` section.
     Switchover(SwitchoverArgs),
+    /// Show the cluster as the controller sees it: each stream's epoch, primary, sync
+    /// set and learners, and each node's log positions and lag
+    ///
+    /// Asks one node's admin endpoint (`GET /members`). `--json` prints the raw view.
+    Members(MembersArgs),
+}
+
+#[derive(Args)]
+struct MembersArgs {
+    /// A node's admin address (host:port, the `admin` key of its configuration)
+    #[arg(long, value_name = "ADDR")]
+    admin: String,
+    /// Print the view as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `GET path` on an admin endpoint: (status line, body).
+fn admin_get(admin: &str, path: &str) -> Result<(String, String), CommandError> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(admin)
+        .map_err(|e| CommandError::Usage(format!("connect to {admin}: {e}")))?;
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    sock.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    Ok((
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    ))
+}
+
+fn members(a: &MembersArgs) -> Result<(), CommandError> {
+    let (status, body) = admin_get(&a.admin, "/members")?;
+    if !status.contains(" 200 ") {
+        return Err(CommandError::Usage(format!("{}: {}", a.admin, body.trim())));
+    }
+    let view: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| CommandError::Usage(format!("{}: not a members view: {e}", a.admin)))?;
+    let mut out = io::stdout().lock();
+    if a.json {
+        writeln!(out, "{view:#}")?;
+        return Ok(());
+    }
+    let leader = view["leader"]
+        .as_u64()
+        .map_or("none".to_string(), |l| l.to_string());
+    writeln!(
+        out,
+        "controller leader: node {leader} (term {}), as node {} sees it",
+        view["term"], view["node"]
+    )?;
+    let streams = view["config"]["streams"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (name, roles) in &streams {
+        writeln!(
+            out,
+            "stream {name}: epoch {}, primary {}, sync set {}, learners {}{}",
+            roles["epoch"],
+            roles["primary"],
+            roles["sync_set"],
+            roles["learners"],
+            if roles["degraded"].as_bool() == Some(true) {
+                ", DEGRADED"
+            } else {
+                ""
+            }
+        )?;
+        let primary_last = view["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["node"] == roles["primary"])
+            .flat_map(|n| n["streams"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["stream"] == name.as_str())
+            .and_then(|s| s["last_lsn"].as_u64());
+        writeln!(
+            out,
+            "  node  role      heard      epoch  durable  commit   lag"
+        )?;
+        for n in view["nodes"].as_array().into_iter().flatten() {
+            let id = &n["node"];
+            let role = if *id == roles["primary"] {
+                "primary"
+            } else if roles["sync_set"].as_array().is_some_and(|s| s.contains(id)) {
+                "sync"
+            } else if roles["learners"].as_array().is_some_and(|s| s.contains(id)) {
+                "learner"
+            } else {
+                "-"
+            };
+            let heard = n["heard_ms_ago"]
+                .as_u64()
+                .map_or("never".to_string(), |ms| format!("{ms} ms ago"));
+            let s = n["streams"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["stream"] == name.as_str());
+            let field = |k: &str| s.and_then(|s| s[k].as_u64());
+            let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            let lag = match (primary_last, field("durable_lsn")) {
+                (Some(p), Some(d)) => p.saturating_sub(d).to_string(),
+                _ => "-".to_string(),
+            };
+            let id = id.to_string();
+            writeln!(
+                out,
+                "  {id:<5} {role:<9} {heard:<10} {:>5}  {:>7}  {:>6}  {lag:>4}",
+                show(field("epoch")),
+                show(field("durable_lsn")),
+                show(field("commit_lsn")),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -332,6 +452,7 @@ fn main() -> ExitCode {
         Command::Status(a) => ("status", status(&a)),
         Command::Demo(a) => ("demo", run_demo(a)),
         Command::Switchover(a) => ("switchover", switchover(&a)),
+        Command::Members(a) => ("members", members(&a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
 //! The admin endpoint: Prometheus text on `GET /metrics` (any other GET answers the
-//! same), and `POST /switchover?stream=NAME&to=NODE`, which asks the cluster's
+//! same), `GET /members` (JSON: the controller's configuration and every member's
+//! roles, epochs and log positions, for `lockstep members`), and
+//! `POST /switchover?stream=NAME&to=NODE`, which asks the cluster's
 //! controller to move the stream's primary role to NODE without losing anything
 //! (`lockstep switchover`). Sequential and blocking: it is used by a scraper every few
 //! seconds and by operators, not by clients.
@@ -91,6 +93,27 @@ pub fn run(
             };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = (&sock)
+                .write_all(head.as_bytes())
+                .and_then(|()| (&sock).write_all(body.as_bytes()));
+            continue;
+        }
+        if let (Some("GET"), Some("/members")) = (
+            request.split_whitespace().next(),
+            request.split_whitespace().nth(1),
+        ) {
+            let view = shared.members.lock().expect("members lock").clone();
+            let (status, body) = match view {
+                Some(v) => ("200 OK", v.to_string()),
+                None => (
+                    "409 Conflict",
+                    "\"this node runs no controller: no [control] section\"".to_string(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = (&sock)

@@ -38,6 +38,8 @@ pub const CONTROL_QUEUE: usize = 16 * 1024;
 const DIAL_TIMEOUT: Duration = Duration::from_millis(200);
 const REDIAL: Duration = Duration::from_millis(50);
 const TURN: Duration = Duration::from_millis(2);
+/// How often the cluster view for `GET /members` is refreshed.
+const PUBLISH: Duration = Duration::from_millis(100);
 
 /// An input of the control loop.
 pub enum ToControl {
@@ -150,6 +152,7 @@ impl ControlLoop {
         // The configuration restored from disk applies first.
         let config = self.ctrl.config().clone();
         self.apply(&config);
+        let mut published = Instant::now() - PUBLISH;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             match self.inbox.recv_timeout(TURN) {
                 Ok(first) => {
@@ -171,7 +174,39 @@ impl ControlLoop {
             });
             self.ctrl.on_tick(started.elapsed().as_millis() as u64);
             self.execute();
+            if published.elapsed() >= PUBLISH {
+                published = Instant::now();
+                self.publish();
+            }
         }
+    }
+
+    /// The cluster as this node's controller sees it, for `GET /members`.
+    fn publish(&self) {
+        let config = self.ctrl.config();
+        let nodes: Vec<serde_json::Value> = config
+            .members
+            .iter()
+            .map(|(&id, addr)| {
+                let heard = self.ctrl.heard_from(id);
+                serde_json::json!({
+                    "node": id,
+                    "addr": addr,
+                    "voter": config.voters.contains(&id),
+                    "heard_ms_ago": heard.map(|(_, age)| age),
+                    "incarnation": heard.map(|(s, _)| s.incarnation),
+                    "streams": heard.map(|(s, _)| s.streams.clone()),
+                })
+            })
+            .collect();
+        let view = serde_json::json!({
+            "node": self.node_id,
+            "leader": self.ctrl.leader(),
+            "term": self.ctrl.term(),
+            "config": config,
+            "nodes": nodes,
+        });
+        *self.shared.members.lock().expect("members lock") = Some(view);
     }
 
     fn handle(&mut self, m: ToControl) {

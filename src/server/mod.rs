@@ -42,6 +42,9 @@ const HANDOFF_QUEUE: usize = 1024;
 pub struct Shared {
     pub shutdown: AtomicBool,
     pub metrics: Vec<Mutex<Vec<StreamMetrics>>>,
+    /// The controller's view of the cluster (configuration, members' statuses), as
+    /// the control loop last published it; `None` without a controller.
+    pub members: Mutex<Option<serde_json::Value>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +96,7 @@ impl Server {
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             metrics: (0..cfg.shards).map(|_| Mutex::new(Vec::new())).collect(),
+            members: Mutex::new(None),
         });
         let started = Instant::now();
         // Identifies this process to the controller: a node that restarts is a new
