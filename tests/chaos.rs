@@ -184,6 +184,7 @@ struct Tally {
     delays: u32,
     blackholes: u32,
     partitions: u32,
+    outages: u32,
 }
 
 /// Holds a fault for a while, with the workload running.
@@ -203,7 +204,7 @@ fn fault_round(cl: &mut ChaosCluster, rng: &mut Rng, t: &mut Tally) -> String {
         }
         rng.range(1, n as u64) as usize
     };
-    match rng.below(7) {
+    match rng.below(8) {
         0 => {
             let x = pick(cl, rng);
             let was_primary = cl.primary() == Some(x);
@@ -286,6 +287,20 @@ fn fault_round(cl: &mut ChaosCluster, rng: &mut Rng, t: &mut Tally) -> String {
             format!(
                 "kill -9 node {x} (primary: {was_primary}) and partition node {y}, heal, restart"
             )
+        }
+        6 => {
+            // A full outage: every node killed at once, then all restarted. The
+            // cluster must come back by itself with every acknowledged commit.
+            for x in 1..=n {
+                cl.kill9(x);
+                *t.kills.entry(x).or_default() += 1;
+            }
+            t.outages += 1;
+            hold(rng);
+            for x in 1..=n {
+                cl.restart(x);
+            }
+            "full outage: kill -9 every node, restart all".to_string()
         }
         _ => {
             let x = pick(cl, rng);
@@ -467,12 +482,13 @@ fn run(nodes: usize, rounds: usize) {
     let failed: u64 = reports.iter().map(|r| r.failed).sum();
     eprintln!(
         "chaos: {nodes} nodes, seed {seed}: {rounds} rounds in {:.1} s; kills per node {:?} \
-         ({} of the primary); {} SIGSTOPs, {} cuts, {} delays, {} blackholes, {} partitions; \
+         ({} of the primary); {} full outages, {} SIGSTOPs, {} cuts, {} delays, {} blackholes, {} partitions; \
          {} epochs (primaries {:?}); {} acknowledged commits checked on {nodes} nodes, \
          {in_doubt} in doubt, {failed} failed attempts; final commit lsn {final_lsn} on node {primary}",
         started.elapsed().as_secs_f64(),
         tally.kills,
         tally.primary_kills,
+        tally.outages,
         tally.stops,
         tally.cuts,
         tally.delays,
