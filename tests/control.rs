@@ -195,12 +195,19 @@ fn switchover_moves_the_primary_and_loses_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("primary {}", target + 1)), "{text}");
-    let role_of = |line: &str| line.split_whitespace().nth(1).map(str::to_string);
-    let sync_rows = text
+    // One row per node, each with a role; the target's row says primary. (Whether
+    // the others are in the sync set yet depends on how far they have caught up.)
+    let rows: Vec<Vec<&str>> = text
         .lines()
-        .filter(|l| l.starts_with("  ") && role_of(l).as_deref() == Some("sync"))
-        .count();
-    assert_eq!(sync_rows, 2, "{text}");
+        .filter(|l| l.starts_with("  ") && !l.trim_start().starts_with("node"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    let target_id = (target + 1).to_string();
+    for r in &rows {
+        assert!(["primary", "sync", "learner"].contains(&r[1]), "{text}");
+        assert_eq!(r[1] == "primary", r[0] == target_id, "{text}");
+    }
     for s in servers.into_iter().flatten() {
         s.shutdown();
     }
