@@ -621,7 +621,7 @@ impl Sim {
     pub fn read(&mut self, id: NodeId, from: u64, records_max: u64) -> Option<(u64, Vec<Rec>)> {
         let (commit, recs) = self.nodes[id as usize].read(from, records_max)?;
         self.stats.reads += 1;
-        self.checker.on_read(id, commit, &recs);
+        self.checker.on_read(&self.nodes, id, commit, &recs);
         self.check_violation();
         Some((commit, recs.into_iter().map(|(_, r)| r).collect()))
     }
@@ -656,7 +656,7 @@ impl Sim {
                     return;
                 };
                 self.stats.reads += 1;
-                self.checker.on_read(node, commit, &recs);
+                self.checker.on_read(&self.nodes, node, commit, &recs);
                 self.clients[client].on_read(token, commit, &recs);
                 self.check_violation();
             }

@@ -656,6 +656,12 @@ impl Node {
     ) -> Handled {
         let id = self.id;
         let configured_primary = self.config.primary;
+        if self.reconfigure && matches!(self.role, Role::Primary(_)) {
+            // The primary role is ending (fenced, or another node named): as in
+            // production, which demotes at once and closes its links, nothing more
+            // counts toward its commits.
+            return Handled::Done;
+        }
         match (&mut self.role, msg) {
             (Role::Down, _) => Handled::Done,
             (_, Msg::Control(_)) => Handled::Done,
@@ -943,6 +949,7 @@ impl Node {
         let id = self.id;
         match &mut self.role {
             Role::Down => {}
+            Role::Primary(_) if self.reconfigure => {}
             Role::Primary(p) => {
                 p.core.on_tick(now);
                 Self::primary_actions(id, p, &self.disk, out);
