@@ -222,13 +222,7 @@ impl ClusterConfig {
                 version,
                 member,
             } => {
-                let roles = self.stream_mut(stream)?;
-                if roles.epoch != *epoch || roles.version != *version {
-                    return Err(format!(
-                        "removal from {stream} asked in epoch {epoch} version {version}, now {} version {}",
-                        roles.epoch, roles.version
-                    ));
-                }
+                let roles = self.current(stream, "removal from", *epoch, *version)?;
                 let Some(at) = roles.sync_set.iter().position(|m| m == member) else {
                     return Err(format!("node {member} is not in the sync set of {stream}"));
                 };
@@ -253,13 +247,7 @@ impl ClusterConfig {
                 version,
                 member,
             } => {
-                let roles = self.stream_mut(stream)?;
-                if roles.epoch != *epoch || roles.version != *version {
-                    return Err(format!(
-                        "restore to {stream} asked in epoch {epoch} version {version}, now {} version {}",
-                        roles.epoch, roles.version
-                    ));
-                }
+                let roles = self.current(stream, "restore to", *epoch, *version)?;
                 let Some(at) = roles.learners.iter().position(|m| m == member) else {
                     return Err(format!("node {member} is not a learner of {stream}"));
                 };
@@ -288,6 +276,25 @@ impl ClusterConfig {
                 Ok(())
             }
         }
+    }
+
+    /// The roles of `stream`, if a request decided on (`epoch`, `version`) still
+    /// applies to them.
+    fn current(
+        &mut self,
+        stream: &str,
+        what: &str,
+        epoch: u64,
+        version: u64,
+    ) -> Result<&mut StreamRoles, String> {
+        let roles = self.stream_mut(stream)?;
+        if roles.epoch != epoch || roles.version != version {
+            return Err(format!(
+                "{what} {stream} asked in epoch {epoch} version {version}, now {} version {}",
+                roles.epoch, roles.version
+            ));
+        }
+        Ok(roles)
     }
 
     fn stream_mut(&mut self, stream: &str) -> Result<&mut StreamRoles, String> {
