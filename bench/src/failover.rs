@@ -442,19 +442,8 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     );
     for trial in 1..=trials {
         nodes.check_alive()?;
-        let primary = wait_until(READY_WITHIN, "a primary", || nodes.primary().is_some())
-            .and_then(|_| {
-                nodes
-                    .primary()
-                    .ok_or_else(|| "the primary went away".into())
-            })?;
         // Kill while the client is committing at the primary.
-        let since = Instant::now();
-        wait_until(READY_WITHIN, "commits at the primary", || {
-            committer
-                .last()
-                .is_some_and(|a| a.at > since && a.node as usize == primary)
-        })?;
+        let primary = committing_primary(&nodes, &committer)?;
         let killed_at = Instant::now();
         nodes.kill9(primary)?;
         wait_until(FAILOVER_WITHIN, "a commit on another node", || {
@@ -494,18 +483,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     };
     let mut unavailable = latency_histogram();
     for trial in 1..=switchovers {
-        let primary = wait_until(READY_WITHIN, "a primary", || nodes.primary().is_some())
-            .and_then(|_| {
-                nodes
-                    .primary()
-                    .ok_or_else(|| "the primary went away".into())
-            })?;
-        let since = Instant::now();
-        wait_until(READY_WITHIN, "commits at the primary", || {
-            committer
-                .last()
-                .is_some_and(|a| a.at > since && a.node as usize == primary)
-        })?;
+        let primary = committing_primary(&nodes, &committer)?;
         let target = primary % NODES + 1;
         let asked_at = Instant::now();
         ask_switchover(&nodes.admins[target - 1], target)?;
@@ -615,6 +593,23 @@ fn check_logs(dir: &Path, acks: &[Ack]) -> Result<u64, Error> {
         }
     }
     Ok(lost)
+}
+
+/// The primary (1-based), once the client has committed there since now.
+fn committing_primary(nodes: &Nodes, committer: &Committer) -> Result<usize, Error> {
+    let primary =
+        wait_until(READY_WITHIN, "a primary", || nodes.primary().is_some()).and_then(|_| {
+            nodes
+                .primary()
+                .ok_or_else(|| "the primary went away".into())
+        })?;
+    let since = Instant::now();
+    wait_until(READY_WITHIN, "commits at the primary", || {
+        committer
+            .last()
+            .is_some_and(|a| a.at > since && a.node as usize == primary)
+    })?;
+    Ok(primary)
 }
 
 /// Asks node `to` (1-based) to take the primary role, through an admin endpoint.
