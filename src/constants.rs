@@ -89,6 +89,10 @@ pub const STATUS_JSON_BYTES_MAX: usize = 1 << 20;
 /// frame. The controller's raft messages carry at most 1 MiB of entries.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 2 << 20;
 
+/// Bytes of a nonce and of a proof (HMAC-SHA256) in the handshake that shows a node
+/// knows the cluster secret.
+pub const AUTH_BYTES: usize = 32;
+
 /// Smallest free space a frame decoder offers to one socket read, so that small frames
 /// arrive many to a read system call.
 pub const FRAME_READ_CHUNK_BYTES: usize = 64 << 10;

@@ -137,6 +137,22 @@ fn samples() -> Vec<Message<'static>> {
         Message::Control {
             message: b"\x02{\"Fence\":{\"stream\":\"orders\",\"epoch\":9}}",
         },
+        Message::AuthHello {
+            node_id: 4,
+            nonce: &[0x11; 32],
+        },
+        Message::AuthChallenge {
+            nonce: &[0x22; 32],
+            proof: &[0x33; 32],
+        },
+        Message::AuthProof { proof: &[0x44; 32] },
+        Message::JoinRequest {
+            node_id: 4,
+            addr: "10.0.0.4:7004",
+        },
+        Message::Joined {
+            config: b"{\"version\":12}",
+        },
     ];
     for code in ErrorCode::ALL {
         v.push(Message::Error {

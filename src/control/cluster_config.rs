@@ -31,15 +31,54 @@ pub struct Policy {
     pub min_sync: usize,
     /// `on_insufficient = degrade`.
     pub degrade: bool,
+    /// The rest of the stream's settings, so that a node that joins the cluster runs
+    /// the stream as the others do.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ticks: u64,
+    #[serde(default = "default_window")]
+    pub window_records: u64,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_ack_timeout() -> u64 {
+    StreamSettings::default().ack_timeout_ticks
+}
+
+fn default_window() -> u64 {
+    StreamSettings::default().window_records
+}
+
+fn default_request_timeout() -> u64 {
+    5000
 }
 
 impl Policy {
-    pub fn of(settings: &StreamSettings) -> Policy {
+    pub fn of(settings: &StreamSettings, request_timeout_ms: u64) -> Policy {
         Policy {
             mode: settings.mode.as_str().to_string(),
             sync_acks: settings.sync_acks,
             min_sync: settings.min_sync,
             degrade: settings.on_insufficient == OnInsufficient::Degrade,
+            ack_timeout_ticks: settings.ack_timeout_ticks,
+            window_records: settings.window_records,
+            request_timeout_ms,
+        }
+    }
+
+    /// The stream settings this policy describes.
+    pub fn settings(&self) -> StreamSettings {
+        StreamSettings {
+            mode: self.mode.parse().unwrap_or(Mode::Strong),
+            sync_acks: self.sync_acks,
+            min_sync: self.min_sync,
+            on_insufficient: if self.degrade {
+                OnInsufficient::Degrade
+            } else {
+                OnInsufficient::Block
+            },
+            ack_timeout_ticks: self.ack_timeout_ticks,
+            window_records: self.window_records,
         }
     }
 
@@ -316,7 +355,7 @@ mod tests {
             sync_set: vec![2, 3],
             learners: vec![],
             degraded: false,
-            policy: Policy::of(&StreamSettings::default()),
+            policy: Policy::of(&StreamSettings::default(), 5000),
             version: 0,
             floor: (0, 0),
         };

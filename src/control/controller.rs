@@ -142,7 +142,23 @@ pub struct Controller {
     /// Requests proposed recently (encoded command → when), so that a primary that
     /// repeats a request does not fill the raft log.
     proposed: HashMap<Vec<u8>, u64>,
+    /// Compact the raft log at the next chance (a node joined).
+    compact_now: bool,
     outputs: Vec<Output>,
+}
+
+/// The configuration command an entry carries: a normal entry's data, or a conf
+/// change's context (a join). `None` for a leader's empty entry or a bare conf change.
+fn entry_command(e: &Entry) -> Result<Option<Command>, String> {
+    let bytes: &[u8] = match e.get_entry_type() {
+        EntryType::EntryNormal => e.get_data(),
+        // raft-rs keeps a proposed conf change's context in its entry.
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => e.get_context(),
+    };
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    Command::decode(bytes).map(Some)
 }
 
 /// Raft ids start at 1 (0 means "none" to raft-rs); node ids may start at 0.
@@ -166,13 +182,21 @@ impl Controller {
         seed: u64,
     ) -> Result<Controller, String> {
         let voters: Vec<u64> = genesis.voters.iter().copied().map(raft_id).collect();
-        if !genesis.voters.contains(&id) {
+        if !genesis.voters.contains(&id) && !genesis.members.contains_key(&id) {
             return Err(format!(
-                "node {id} is not a voter of the controller ({:?})",
+                "node {id} is neither a voter of the controller ({:?}) nor a member",
                 genesis.voters
             ));
         }
-        let store = persisted.unwrap_or_else(|| ControlLog::new(&voters));
+        // A node that joined starts with no raft configuration at all: the leader
+        // that added it as a learner sends it the log or a snapshot.
+        let store = persisted.unwrap_or_else(|| {
+            if genesis.voters.contains(&id) {
+                ControlLog::new(&voters)
+            } else {
+                ControlLog::new(&[])
+            }
+        });
         let snapshot = store.snapshot_ref().clone();
         let mut config = if snapshot.get_data().is_empty() {
             genesis
@@ -193,9 +217,12 @@ impl Controller {
                 )
                 .map_err(|e| format!("controller state: {e}"))?;
             for e in replay {
-                if e.get_entry_type() == EntryType::EntryNormal && !e.get_data().is_empty() {
-                    // A refused command changes nothing, as it did the first time.
-                    let _ = config.apply(e.get_index(), &Command::decode(e.get_data())?);
+                // A refused command changes nothing, as it did the first time.
+                if e.get_index() <= config.version {
+                    continue;
+                }
+                if let Some(cmd) = entry_command(&e)? {
+                    let _ = config.apply(e.get_index(), &cmd);
                 }
             }
         }
@@ -233,6 +260,7 @@ impl Controller {
             rounds: BTreeMap::new(),
             draining: BTreeMap::new(),
             proposed: HashMap::new(),
+            compact_now: false,
             outputs: Vec::new(),
         };
         c.randomize_election();
@@ -416,6 +444,44 @@ impl Controller {
                 member,
             }),
             Request::Switchover { stream, to } => self.start_switchover(stream, to),
+            Request::Join { node, addr } => self.join(node, addr),
+        }
+    }
+
+    /// Adds `node` as a learner of the raft group and of every stream, in one entry:
+    /// a conf change whose context is the `Join` command.
+    fn join(&mut self, node: NodeId, addr: String) {
+        match self.config.members.get(&node) {
+            Some(known) if *known == addr => return,
+            Some(known) => {
+                self.outputs.push(Output::Event(format!(
+                    "join of node {node} at {addr} refused: node {node} is a member at {known}"
+                )));
+                return;
+            }
+            None => {}
+        }
+        let cmd = Command::Join { node, addr };
+        let bytes = cmd.encode();
+        let now = self.now_ms;
+        let retry = self.settings.retry_ms * 4;
+        self.proposed.retain(|_, t| now < *t + retry);
+        if self.proposed.contains_key(&bytes) {
+            return;
+        }
+        let mut cc = raft::eraftpb::ConfChange::default();
+        cc.set_change_type(raft::eraftpb::ConfChangeType::AddLearnerNode);
+        cc.set_node_id(raft_id(node));
+        match self.raw.propose_conf_change(bytes.clone(), cc) {
+            Ok(()) => {
+                self.outputs
+                    .push(Output::Event(format!("proposed {cmd:?}")));
+                self.proposed.insert(bytes, now);
+            }
+            // One change of the raft group at a time: the joiner asks again.
+            Err(e) => self.outputs.push(Output::Event(format!(
+                "join of node {node} not proposed yet: {e}"
+            ))),
         }
     }
 
@@ -529,23 +595,9 @@ impl Controller {
     fn apply(&mut self, entries: Vec<Entry>) {
         let mut changed = false;
         for e in entries {
-            if e.get_index() <= self.config.version {
-                continue;
-            }
+            // A change of the raft group applies to raft whatever the configuration.
             match e.get_entry_type() {
-                EntryType::EntryNormal if e.get_data().is_empty() => {
-                    // A new leader's empty entry: nothing to apply.
-                }
-                EntryType::EntryNormal => match Command::decode(e.get_data()) {
-                    Ok(cmd) => match self.config.apply(e.get_index(), &cmd) {
-                        Ok(()) => {
-                            changed = true;
-                            self.outputs.push(Output::Event(format!("applied {cmd:?}")));
-                        }
-                        Err(why) => self.outputs.push(Output::Event(format!("refused: {why}"))),
-                    },
-                    Err(why) => panic!("a committed controller entry does not decode: {why}"),
-                },
+                EntryType::EntryNormal => {}
                 EntryType::EntryConfChange => {
                     let cc: raft::eraftpb::ConfChange =
                         protobuf::Message::parse_from_bytes(e.get_data())
@@ -566,6 +618,28 @@ impl Controller {
                     self.raw.mut_store().set_conf_state(cs);
                 }
             }
+            // Commands up to the configuration's version are in it already (a node
+            // that joined starts from the configuration at its join).
+            if e.get_index() <= self.config.version {
+                continue;
+            }
+            let cmd = match entry_command(&e) {
+                Ok(Some(cmd)) => cmd,
+                Ok(None) => continue,
+                Err(why) => panic!("a committed controller entry does not decode: {why}"),
+            };
+            match self.config.apply(e.get_index(), &cmd) {
+                Ok(()) => {
+                    changed = true;
+                    if matches!(cmd, Command::Join { .. }) {
+                        // The new learner has no log: it must start from a snapshot,
+                        // which carries the raft group's voters, not from entry 1.
+                        self.compact_now = true;
+                    }
+                    self.outputs.push(Output::Event(format!("applied {cmd:?}")));
+                }
+                Err(why) => self.outputs.push(Output::Event(format!("refused: {why}"))),
+            }
         }
         if changed {
             self.outputs.push(Output::Config(self.config.clone()));
@@ -575,9 +649,10 @@ impl Controller {
     fn compact(&mut self) {
         let applied = self.raw.raft.raft_log.applied;
         let snap = self.raw.store().snapshot_ref().get_metadata().get_index();
-        if applied >= snap + self.settings.compact_after
+        if (self.compact_now || applied >= snap + self.settings.compact_after)
             && self.raw.store().last_index().is_ok_and(|l| l >= applied)
         {
+            self.compact_now = false;
             self.raw.mut_store().compact(applied, self.config.encode());
             self.outputs
                 .push(Output::Persist(self.raw.store().encode()));

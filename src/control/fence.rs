@@ -140,7 +140,7 @@ mod tests {
             floor: (0, 0),
             policy: Policy {
                 sync_acks: k,
-                ..Policy::of(&StreamSettings::default())
+                ..Policy::of(&StreamSettings::default(), 5000)
             },
         }
     }

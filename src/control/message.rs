@@ -54,6 +54,9 @@ pub enum Request {
     /// An operator wants `to` to become the primary of `stream` without losing
     /// anything (a switchover).
     Switchover { stream: String, to: NodeId },
+    /// A node that proved it knows the cluster secret asks to join, reachable at
+    /// `addr`.
+    Join { node: NodeId, addr: String },
 }
 
 /// A control message.

@@ -1,6 +1,10 @@
 //! The listening socket: every new connection's first frame (a hello) says which stream
 //! it is for; the connection is then handed to the shard that owns that stream.
 //! Handshakes run on short threads so that a slow or silent peer holds up nobody.
+//!
+//! With a cluster secret, a node's connection (`PeerHello`, `ControlHello`,
+//! `JoinRequest`) must first pass the handshake of [`crate::server::auth`], as the
+//! node it then claims to be; clients' connections need not.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -9,7 +13,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
+use crate::replication::NodeId;
 use crate::server::Shared;
+use crate::server::auth::{self, Secret};
+use crate::server::control_loop::ToControl;
 use crate::server::shard::Handoff;
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
 
@@ -22,8 +29,12 @@ pub struct Routes {
     pub local: Vec<usize>,
     pub shards: Vec<SyncSender<Handoff>>,
     /// The node's control loop, when it runs a controller.
-    pub control: Option<SyncSender<crate::server::control_loop::ToControl>>,
+    pub control: Option<SyncSender<ToControl>>,
+    pub secret: Option<Secret>,
 }
+
+/// How long a joiner waits for its join to commit, at most.
+const JOIN_WAIT: Duration = Duration::from_secs(12);
 
 pub fn run(listener: TcpListener, routes: Arc<Routes>, shared: Arc<Shared>) {
     for sock in listener.incoming() {
@@ -52,33 +63,97 @@ fn refuse(sock: &TcpStream, id: RequestId, code: ErrorCode, message: &str) {
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
+/// Whether a node's hello may go on: with a secret, only as the node that passed the
+/// handshake.
+fn admitted(sock: &TcpStream, routes: &Routes, authed: Option<NodeId>, node: NodeId) -> bool {
+    if routes.secret.is_none() || authed == Some(node) {
+        return true;
+    }
+    let peer = sock
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let why = match authed {
+        None => format!(
+            "node {node} did not prove it knows the cluster secret (is its secret_file set?)"
+        ),
+        Some(other) => format!("authenticated as node {other}, greeted as node {node}"),
+    };
+    auth::log_refusal(
+        &format!("from node {node}"),
+        &format!("refused a connection from {peer}: {why}"),
+    );
+    auth::refuse(sock, &why);
+    false
+}
+
 fn greet(sock: TcpStream, routes: &Routes) {
     let _ = sock.set_read_timeout(Some(HELLO_TIMEOUT));
     let mut decoder = FrameDecoder::new();
+    let mut authed: Option<NodeId> = None;
+    // After the handshake the hello may already be in the decoder.
+    let mut buffered = false;
     let (id, stream_name, peer) = loop {
-        match decoder.read_from(&mut &sock) {
-            Ok(0) if decoder.buffered() > 0 => {
-                return refuse(
-                    &sock,
-                    RequestId(0),
-                    ErrorCode::Malformed,
-                    "the connection ended inside a frame",
-                );
+        if !std::mem::take(&mut buffered) {
+            match decoder.read_from(&mut &sock) {
+                Ok(0) if decoder.buffered() > 0 => {
+                    return refuse(
+                        &sock,
+                        RequestId(0),
+                        ErrorCode::Malformed,
+                        "the connection ended inside a frame",
+                    );
+                }
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
             }
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
         }
         match decoder.next_frame() {
             Ok(None) => continue,
             Err(e) => return refuse(&sock, RequestId(0), ErrorCode::Malformed, &e.to_string()),
             Ok(Some(f)) => match f.message {
                 Message::ClientHello { stream } => break (f.id, stream.to_string(), None),
+                Message::AuthHello { node_id, nonce } => {
+                    let nonce = *nonce;
+                    if authed.is_some() {
+                        return refuse(&sock, f.id, ErrorCode::Unexpected, "a second AuthHello");
+                    }
+                    match auth::accept(&sock, &mut decoder, routes.secret.as_ref(), node_id, &nonce)
+                    {
+                        Ok(()) => {
+                            authed = Some(node_id);
+                            buffered = true;
+                        }
+                        Err(e) => {
+                            let peer = sock
+                                .peer_addr()
+                                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+                            auth::log_refusal(
+                                &format!("from node {node_id}"),
+                                &format!("refused node {node_id} from {peer}: {e}"),
+                            );
+                            let _ = sock.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                }
+                Message::JoinRequest { node_id, addr } => {
+                    let addr = addr.to_string();
+                    return join(sock, routes, authed, f.id, node_id, addr);
+                }
                 Message::PeerHello {
                     stream,
                     node_id,
                     epoch,
-                } => break (f.id, stream.to_string(), Some((node_id, epoch))),
+                } => {
+                    if !admitted(&sock, routes, authed, node_id) {
+                        return;
+                    }
+                    break (f.id, stream.to_string(), Some((node_id, epoch)));
+                }
                 Message::ControlHello { node_id, .. } => {
+                    if !admitted(&sock, routes, authed, node_id) {
+                        return;
+                    }
                     let Some(control) = routes.control.clone() else {
                         return refuse(
                             &sock,
@@ -126,4 +201,67 @@ fn greet(sock: TcpStream, routes: &Routes) {
     };
     // A full queue means the shard is overwhelmed: the connection is dropped.
     let _ = routes.shards[shard].try_send(h);
+}
+
+/// A new node's request to join: only after the handshake, and only in a cluster with
+/// a secret and a controller. Answers `Joined` with the cluster's configuration once
+/// the join is committed.
+fn join(
+    sock: TcpStream,
+    routes: &Routes,
+    authed: Option<NodeId>,
+    id: RequestId,
+    node: NodeId,
+    addr: String,
+) {
+    let peer = sock
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    if routes.secret.is_none() {
+        let why = "this cluster has no secret: nodes join only clusters with a secret_file";
+        eprintln!("lockstep: refused the join of node {node} from {peer}: {why}");
+        return auth::refuse(&sock, why);
+    }
+    if !admitted(&sock, routes, authed, node) {
+        return;
+    }
+    let Some(control) = &routes.control else {
+        return refuse(
+            &sock,
+            id,
+            ErrorCode::Unexpected,
+            "this node runs no controller: nodes join clusters with a [control] section",
+        );
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let asked = ToControl::Join {
+        node,
+        addr: addr.clone(),
+        reply: tx,
+    };
+    if control.send(asked).is_err() {
+        return refuse(&sock, id, ErrorCode::Unavailable, "the node is stopping");
+    }
+    match rx.recv_timeout(JOIN_WAIT) {
+        Ok(Ok(config)) => {
+            eprintln!("lockstep: node {node} at {addr} joined the cluster (from {peer})");
+            let mut out = Vec::new();
+            if (Message::Joined { config: &config })
+                .encode_into(id, &mut out)
+                .is_ok()
+            {
+                let _ = (&sock).write_all(&out);
+            }
+        }
+        Ok(Err(why)) => {
+            eprintln!("lockstep: the join of node {node} at {addr} failed: {why}");
+            refuse(&sock, id, ErrorCode::Unavailable, &why);
+        }
+        Err(_) => refuse(
+            &sock,
+            id,
+            ErrorCode::Unavailable,
+            "the join was not committed in time",
+        ),
+    }
 }

@@ -38,6 +38,28 @@
 //! failover_timeout_ms = 150   # a primary silent this long is replaced
 //! ```
 //!
+//! A cluster secret makes every connection between nodes prove that both ends know
+//! it (see `server::auth`); it is needed to let new nodes join:
+//!
+//! ```toml
+//! secret_file = "cluster.secret"  # at least 16 bytes, e.g. head -c 32 /dev/urandom | base64
+//! ```
+//!
+//! A new node joins a running cluster that has a controller with only its own part of
+//! the file, the secret and a seed list: it proves it knows the secret to one of the
+//! seeds, is added to the cluster as a learner of every stream (and of the
+//! controller), catches up, and enters the sync sets once it holds everything
+//! committed. Its nodes and streams come from the cluster:
+//!
+//! ```toml
+//! node_id = 4
+//! data_dir = "/var/lib/lockstep"
+//! listen = "0.0.0.0:7004"
+//! advertise = "10.0.0.4:7004"   # the address the others dial (default: listen)
+//! secret_file = "cluster.secret"
+//! join = ["10.0.0.1:7001", "10.0.0.2:7002"]
+//! ```
+//!
 //! Every node of a cluster reads the same `nodes` and `streams`. Errors name the key
 //! that is wrong. Unknown keys are refused.
 
@@ -70,10 +92,15 @@ struct Raw {
     admin: Option<SocketAddr>,
     shards: Option<usize>,
     profile: Option<PathBuf>,
+    #[serde(default)]
     nodes: Vec<RawNode>,
     #[serde(default)]
     streams: Vec<RawStream>,
     control: Option<RawControl>,
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    join: Vec<String>,
+    advertise: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -146,6 +173,14 @@ pub struct Config {
     pub nodes: Vec<NodeConfig>,
     pub streams: Vec<StreamConfig>,
     pub control: Option<ControlConfig>,
+    /// The cluster secret (`secret_file`), if the cluster has one.
+    pub secret: Option<crate::server::auth::Secret>,
+    /// Seeds of a cluster this node joins (`join`); empty for a configured member.
+    pub join: Vec<String>,
+    /// The address the other nodes dial (`advertise`, default `listen`).
+    pub advertise: String,
+    /// The configuration of the cluster this node joined, once it has.
+    pub joined: Option<crate::control::ClusterConfig>,
 }
 
 /// Milliseconds per core tick: the replication core counts time in ticks.
@@ -169,12 +204,39 @@ impl Config {
     /// Parses and checks a configuration; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| e.to_string())?;
+        let secret = match &raw.secret_file {
+            Some(p) => Some(crate::server::auth::Secret::load(&base.join(p))?),
+            None => None,
+        };
+        let advertise = raw
+            .advertise
+            .clone()
+            .unwrap_or_else(|| raw.listen.to_string());
+        if advertise.is_empty() || advertise.len() > crate::constants::NODE_ADDR_BYTES_MAX {
+            return Err(format!("advertise = {advertise:?}: not a node address"));
+        }
+        let joining = !raw.join.is_empty();
+        if joining {
+            if secret.is_none() {
+                return Err("join: a node joins only with the cluster's secret_file".into());
+            }
+            if !raw.nodes.is_empty() || !raw.streams.is_empty() {
+                return Err(
+                    "join: a joining node takes its nodes and streams from the cluster; \
+                     remove [[nodes]] and [[streams]]"
+                        .into(),
+                );
+            }
+            if raw.control.as_ref().is_some_and(|c| c.voters.is_some()) {
+                return Err("join: a joining node is not a voter; remove control.voters".into());
+            }
+        }
         let ids: Vec<NodeId> = raw.nodes.iter().map(|n| n.id).collect();
         let unique: HashSet<NodeId> = ids.iter().copied().collect();
         if unique.len() != ids.len() {
             return Err("nodes: a node id appears twice".into());
         }
-        if !unique.contains(&raw.node_id) {
+        if !joining && !unique.contains(&raw.node_id) {
             return Err(format!(
                 "node_id = {} is not among the [[nodes]]",
                 raw.node_id
@@ -266,6 +328,15 @@ impl Config {
             });
         }
         let control = match raw.control {
+            // A joining node runs the cluster's controller, as a learner.
+            None if joining => Some(ControlConfig {
+                voters: Vec::new(),
+                failover_timeout_ms: 150,
+            }),
+            Some(c) if joining => Some(ControlConfig {
+                voters: Vec::new(),
+                failover_timeout_ms: failover_timeout(c.failover_timeout_ms)?,
+            }),
             None => None,
             Some(c) => {
                 let voters = c.voters.unwrap_or_else(|| ids.clone());
@@ -280,20 +351,18 @@ impl Config {
                         raw.node_id
                     ));
                 }
-                let failover_timeout_ms = c.failover_timeout_ms.unwrap_or(150);
-                if !(20..=60_000).contains(&failover_timeout_ms) {
-                    return Err(format!(
-                        "control: failover_timeout_ms = {failover_timeout_ms}: must be in 20..=60000"
-                    ));
-                }
                 Some(ControlConfig {
                     voters,
-                    failover_timeout_ms,
+                    failover_timeout_ms: failover_timeout(c.failover_timeout_ms)?,
                 })
             }
         };
         Ok(Config {
             control,
+            secret,
+            join: raw.join,
+            advertise,
+            joined: None,
             node_id: raw.node_id,
             data_dir: base.join(raw.data_dir),
             listen: raw.listen,
@@ -315,6 +384,9 @@ impl Config {
     /// The configuration the controller starts from: the streams as this file
     /// describes them, their primaries not yet bound to a process.
     pub fn genesis(&self) -> crate::control::ClusterConfig {
+        if let Some(joined) = &self.joined {
+            return joined.clone();
+        }
         let control = self.control.as_ref().expect("a [control] section");
         crate::control::ClusterConfig::genesis(
             self.nodes.iter().map(|n| (n.id, n.addr.clone())).collect(),
@@ -329,7 +401,7 @@ impl Config {
                         sync_set: s.sync_set.clone(),
                         learners: s.learners.clone(),
                         degraded: false,
-                        policy: crate::control::Policy::of(&s.settings),
+                        policy: crate::control::Policy::of(&s.settings, s.request_timeout_ms),
                         version: 0,
                         floor: (0, 0),
                     };
@@ -337,6 +409,45 @@ impl Config {
                 })
                 .collect(),
         )
+    }
+
+    /// Takes the nodes, streams and voters of the cluster this node joined.
+    pub fn adopt(&mut self, cluster: crate::control::ClusterConfig) -> Result<(), String> {
+        if cluster.members.get(&self.node_id) != Some(&self.advertise) {
+            return Err(format!(
+                "the cluster's configuration does not list node {} at {}",
+                self.node_id, self.advertise
+            ));
+        }
+        self.nodes = cluster
+            .members
+            .iter()
+            .map(|(&id, addr)| NodeConfig {
+                id,
+                addr: addr.clone(),
+            })
+            .collect();
+        self.streams = Vec::new();
+        for (name, roles) in &cluster.streams {
+            valid_stream_name(name).map_err(|e| format!("the cluster's stream {name:?}: {e}"))?;
+            let settings = roles.policy.settings();
+            self.streams.push(StreamConfig {
+                name: name.clone(),
+                primary: roles.primary,
+                sync_set: roles.sync_set.clone(),
+                learners: roles.learners.clone(),
+                settings,
+                request_timeout_ms: roles.policy.request_timeout_ms,
+                epoch: roles.epoch,
+            });
+        }
+        let control = self.control.get_or_insert(ControlConfig {
+            voters: Vec::new(),
+            failover_timeout_ms: 150,
+        });
+        control.voters = cluster.voters.clone();
+        self.joined = Some(cluster);
+        Ok(())
     }
 
     pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
@@ -347,6 +458,16 @@ impl Config {
     pub fn shard_of(&self, index: usize) -> usize {
         index % self.shards
     }
+}
+
+fn failover_timeout(given: Option<u64>) -> Result<u64, String> {
+    let ms = given.unwrap_or(150);
+    if !(20..=60_000).contains(&ms) {
+        return Err(format!(
+            "control: failover_timeout_ms = {ms}: must be in 20..=60000"
+        ));
+    }
+    Ok(ms)
 }
 
 /// Stream names become directory names: a small, safe alphabet.

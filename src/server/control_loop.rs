@@ -28,6 +28,7 @@ use crate::control::{
 };
 use crate::replication::NodeId;
 use crate::server::Shared;
+use crate::server::auth::{self, AuthError, Secret};
 use crate::server::shard::Handoff;
 use crate::wire::{Message, RequestId};
 
@@ -51,6 +52,13 @@ pub enum ToControl {
     Request(Request),
     /// A controller message from a stream (a switchover's `Drained`).
     Send { to: NodeId, msg: ControlMsg },
+    /// A node that proved it knows the cluster secret asks to join; `reply` gets the
+    /// cluster's configuration (JSON) once the join is committed, or why not.
+    Join {
+        node: NodeId,
+        addr: String,
+        reply: SyncSender<Result<Vec<u8>, String>>,
+    },
     /// A shard answered a fence of `reply_to`.
     Fenced {
         reply_to: NodeId,
@@ -79,7 +87,23 @@ pub struct ControlLoop {
     state_dir: PathBuf,
     shared: Arc<Shared>,
     applied_version: Option<u64>,
+    secret: Option<Secret>,
+    joins: Vec<PendingJoin>,
 }
+
+/// A join waiting for its commit.
+struct PendingJoin {
+    node: NodeId,
+    addr: String,
+    reply: SyncSender<Result<Vec<u8>, String>>,
+    asked: Instant,
+    deadline: Instant,
+}
+
+/// How long a join may take to commit before the joiner is told to try again.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a pending join is asked for again (a leader may have changed).
+const JOIN_RETRY: Duration = Duration::from_millis(200);
 
 /// Reads the persisted state of `data_dir`, if any.
 pub fn load_state(data_dir: &Path) -> Result<Option<ControlLog>, String> {
@@ -115,36 +139,51 @@ impl ControlLoop {
         routes: Vec<StreamRoute>,
         data_dir: &Path,
         shared: Arc<Shared>,
+        secret: Option<Secret>,
     ) -> Result<ControlLoop, String> {
-        let peers_addrs: Vec<(NodeId, String)> = genesis
-            .members
-            .iter()
-            .filter(|(id, _)| **id != node_id)
-            .map(|(id, a)| (*id, a.clone()))
-            .collect();
         let ctrl = Controller::new(node_id, genesis, persisted, settings, incarnation)?;
-        let mut peers = BTreeMap::new();
-        for (id, addr) in peers_addrs {
-            let (tx, rx) = std::sync::mpsc::sync_channel(PEER_QUEUE);
-            let sh = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("lockstep-ctl-{id}"))
-                .spawn(move || write_peer(node_id, incarnation, id, addr, rx, sh))
-                .map_err(|e| format!("start the control link to node {id}: {e}"))?;
-            peers.insert(id, tx);
-        }
-        Ok(ControlLoop {
+        let mut l = ControlLoop {
             node_id,
             incarnation,
             ctrl,
             inbox,
-            peers,
+            peers: BTreeMap::new(),
             routes,
             statuses: BTreeMap::new(),
             state_dir: data_dir.join("control"),
             shared,
             applied_version: None,
-        })
+            secret,
+            joins: Vec::new(),
+        };
+        let members = l.ctrl.config().members.clone();
+        l.link(&members)?;
+        Ok(l)
+    }
+
+    /// Starts a control link to every member that has none (members are only ever
+    /// added).
+    fn link(&mut self, members: &BTreeMap<NodeId, String>) -> Result<(), String> {
+        for (&id, addr) in members {
+            if id == self.node_id || self.peers.contains_key(&id) {
+                continue;
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(PEER_QUEUE);
+            let sh = Arc::clone(&self.shared);
+            let link = Link {
+                node_id: self.node_id,
+                incarnation: self.incarnation,
+                peer: id,
+                addr: addr.clone(),
+                secret: self.secret.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("lockstep-ctl-{id}"))
+                .spawn(move || write_peer(link, rx, sh))
+                .map_err(|e| format!("start the control link to node {id}: {e}"))?;
+            self.peers.insert(id, tx);
+        }
+        Ok(())
     }
 
     pub fn run(mut self) {
@@ -174,6 +213,7 @@ impl ControlLoop {
             });
             self.ctrl.on_tick(started.elapsed().as_millis() as u64);
             self.execute();
+            self.answer_joins();
             if published.elapsed() >= PUBLISH {
                 published = Instant::now();
                 self.publish();
@@ -234,8 +274,63 @@ impl ControlLoop {
             }
             ToControl::Peer { from, msg } => self.deliver(from, msg),
             ToControl::Send { to, msg } => self.send(to, msg),
+            ToControl::Join { node, addr, reply } => {
+                let now = Instant::now();
+                self.joins.push(PendingJoin {
+                    node,
+                    addr,
+                    reply,
+                    asked: now - JOIN_RETRY,
+                    deadline: now + JOIN_TIMEOUT,
+                });
+                self.answer_joins();
+            }
         }
         self.execute();
+    }
+
+    /// Answers the joins the configuration now holds (or refuses), and asks the
+    /// leader again for the others.
+    fn answer_joins(&mut self) {
+        if self.joins.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let config = self.ctrl.config();
+        let mut asks = Vec::new();
+        self.joins.retain_mut(|j| {
+            let answer = match config.members.get(&j.node) {
+                Some(addr) if *addr == j.addr => Some(Ok(config.encode())),
+                Some(addr) => Some(Err(format!(
+                    "node {} is already a member of the cluster, at {addr}",
+                    j.node
+                ))),
+                None if now >= j.deadline => Some(Err(format!(
+                    "the join was not committed within {JOIN_TIMEOUT:?} \
+                     (is a controller leader elected?)"
+                ))),
+                None => None,
+            };
+            match answer {
+                Some(a) => {
+                    let _ = j.reply.try_send(a);
+                    false
+                }
+                None => {
+                    if now >= j.asked + JOIN_RETRY {
+                        j.asked = now;
+                        asks.push(Request::Join {
+                            node: j.node,
+                            addr: j.addr.clone(),
+                        });
+                    }
+                    true
+                }
+            }
+        });
+        for r in asks {
+            self.ctrl.request(r);
+        }
     }
 
     /// A message for this node, from `from` (possibly this node itself).
@@ -321,6 +416,9 @@ impl ControlLoop {
             return;
         }
         self.applied_version = Some(config.version);
+        if let Err(e) = self.link(&config.members) {
+            eprintln!("lockstep: control: {e}");
+        }
         let addrs = Arc::new(config.members.clone());
         for r in &self.routes {
             if let Some(roles) = config.streams.get(&r.name) {
@@ -334,15 +432,18 @@ impl ControlLoop {
     }
 }
 
-/// Owns the outgoing control connection to `peer`: dials, greets, writes.
-fn write_peer(
+/// Who dials whom for one control link.
+struct Link {
     node_id: NodeId,
     incarnation: u64,
     peer: NodeId,
     addr: String,
-    rx: Receiver<Vec<u8>>,
-    shared: Arc<Shared>,
-) {
+    secret: Option<Secret>,
+}
+
+/// Owns the outgoing control connection to `peer`: dials, greets, writes.
+fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
+    let peer = link.peer;
     let mut conn: Option<TcpStream> = None;
     let mut next_dial = Instant::now();
     let mut frame = Vec::with_capacity(4096);
@@ -354,7 +455,20 @@ fn write_peer(
         };
         if conn.is_none() && Instant::now() >= next_dial {
             next_dial = Instant::now() + REDIAL;
-            conn = dial(&addr, node_id, incarnation);
+            conn = match dial(&link) {
+                Ok(c) => Some(c),
+                Err(AuthError::Refused(why)) => {
+                    auth::log_refusal(
+                        &format!("to node {peer}"),
+                        &format!(
+                            "control: node {peer} at {} refused this node: {why}",
+                            link.addr
+                        ),
+                    );
+                    None
+                }
+                Err(AuthError::Io(_)) => None,
+            };
         }
         let Some(sock) = conn.as_mut() else {
             continue;
@@ -374,20 +488,32 @@ fn write_peer(
     }
 }
 
-fn dial(addr: &str, node_id: NodeId, incarnation: u64) -> Option<TcpStream> {
-    let target = addr.to_socket_addrs().ok()?.next()?;
-    let mut sock = TcpStream::connect_timeout(&target, DIAL_TIMEOUT).ok()?;
+fn dial(link: &Link) -> Result<TcpStream, AuthError> {
+    let io = |e: String| AuthError::Io(e);
+    let target = link
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| io(e.to_string()))?
+        .next()
+        .ok_or_else(|| io("no address".into()))?;
+    let mut sock =
+        TcpStream::connect_timeout(&target, DIAL_TIMEOUT).map_err(|e| io(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+    if let Some(secret) = &link.secret {
+        let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut decoder = crate::wire::FrameDecoder::new();
+        auth::dial(&sock, &mut decoder, secret, link.node_id)?;
+    }
     let mut hello = Vec::new();
     Message::ControlHello {
-        node_id,
-        incarnation,
+        node_id: link.node_id,
+        incarnation: link.incarnation,
     }
     .encode_into(RequestId(0), &mut hello)
-    .ok()?;
-    sock.write_all(&hello).ok()?;
-    Some(sock)
+    .map_err(|e| io(e.to_string()))?;
+    sock.write_all(&hello).map_err(|e| io(e.to_string()))?;
+    Ok(sock)
 }
 
 /// Reads a peer's `Control` frames (after its `ControlHello`) into the control loop.

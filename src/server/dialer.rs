@@ -8,6 +8,7 @@ use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use crate::replication::NodeId;
+use crate::server::auth::{self, AuthError, Secret};
 use crate::server::shard::Handoff;
 use crate::wire::{FrameDecoder, Message, RequestId};
 
@@ -22,6 +23,8 @@ pub struct Dial {
     pub node_id: NodeId,
     pub epoch: u64,
     pub reply: SyncSender<Handoff>,
+    /// The cluster secret, proved before the hello when the cluster has one.
+    pub secret: Option<Secret>,
 }
 
 pub fn spawn(d: Dial) {
@@ -62,6 +65,23 @@ fn handshake(d: &Dial) -> Result<Handoff, String> {
     sock.set_nodelay(true).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new();
+    if let Some(secret) = &d.secret {
+        auth::dial(&sock, &mut decoder, secret, d.node_id).map_err(|e| match e {
+            AuthError::Refused(why) => {
+                auth::log_refusal(
+                    &format!("to node {}", d.member),
+                    &format!(
+                        "stream {}: member {} at {} refused this node: {why}",
+                        d.stream_name, d.member, d.addr
+                    ),
+                );
+                // Logged (at a bounded rate) here.
+                String::new()
+            }
+            AuthError::Io(why) => why,
+        })?;
+    }
     let mut out = Vec::new();
     Message::PeerHello {
         stream: &d.stream_name,
@@ -73,7 +93,6 @@ fn handshake(d: &Dial) -> Result<Handoff, String> {
     (&sock)
         .write_all(&out)
         .map_err(|e| format!("send hello: {e}"))?;
-    let mut decoder = FrameDecoder::new();
     loop {
         let n = decoder.read_from(&mut &sock).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {

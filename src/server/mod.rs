@@ -12,10 +12,12 @@
 
 pub mod acceptor;
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod control_loop;
 pub mod dialer;
 pub mod epoch_file;
+pub mod join;
 pub mod metrics;
 pub mod record_cache;
 pub mod shard;
@@ -45,6 +47,8 @@ pub struct Shared {
     /// The controller's view of the cluster (configuration, members' statuses), as
     /// the control loop last published it; `None` without a controller.
     pub members: Mutex<Option<serde_json::Value>>,
+    /// The cluster secret every connection between nodes proves.
+    pub secret: Option<auth::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +79,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(cfg: Config) -> Result<Server, ServerError> {
+    pub fn start(mut cfg: Config) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
             what: "listen on",
             addr: cfg.listen,
@@ -93,10 +97,13 @@ impl Server {
             None => None,
         };
         let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        // A new node joins before it opens anything: the cluster names its streams.
+        join::join_cluster(&mut cfg)?;
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             metrics: (0..cfg.shards).map(|_| Mutex::new(Vec::new())).collect(),
             members: Mutex::new(None),
+            secret: cfg.secret.clone(),
         });
         let started = Instant::now();
         // Identifies this process to the controller: a node that restarts is a new
@@ -149,6 +156,7 @@ impl Server {
                     stream_routes,
                     &cfg.data_dir,
                     Arc::clone(&shared),
+                    cfg.secret.clone(),
                 )
                 .map_err(ServerError::Setup)?;
                 threads.push(
@@ -194,6 +202,7 @@ impl Server {
             local: routes.iter().map(|(_, _, local)| *local).collect(),
             shards: senders,
             control,
+            secret: cfg.secret.clone(),
         });
         let (sh, r) = (Arc::clone(&shared), Arc::clone(&routes));
         threads.push(

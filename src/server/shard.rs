@@ -448,6 +448,7 @@ impl Shard {
                     node_id: self.node_id,
                     epoch: s.metrics.epoch,
                     reply: self.to_self.clone(),
+                    secret: self.shared.secret.clone(),
                 });
             }
         }

@@ -38,7 +38,7 @@ impl Sim {
             sync_set: config.sync_set.clone(),
             learners: config.learners.clone(),
             degraded: false,
-            policy: Policy::of(settings),
+            policy: Policy::of(settings, 5000),
             version: 0,
             floor: (0, 0),
         };

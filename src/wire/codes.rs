@@ -114,10 +114,13 @@ pub enum ErrorCode {
     /// A message that is valid but not at this point of the conversation (for example
     /// a request before the hello).
     Unexpected,
+    /// A node did not prove that it knows the cluster secret (a wrong secret, or none
+    /// where the cluster has one), or asked to join a cluster that has no secret.
+    Unauthorized,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownStream,
         ErrorCode::TooLarge,
@@ -127,6 +130,7 @@ impl ErrorCode {
         ErrorCode::ModeNotAllowed,
         ErrorCode::Overloaded,
         ErrorCode::Unexpected,
+        ErrorCode::Unauthorized,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -140,6 +144,7 @@ impl ErrorCode {
             ErrorCode::ModeNotAllowed => "mode-not-allowed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unexpected => "unexpected",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 
@@ -154,6 +159,7 @@ impl ErrorCode {
             ErrorCode::ModeNotAllowed => 7,
             ErrorCode::Overloaded => 8,
             ErrorCode::Unexpected => 9,
+            ErrorCode::Unauthorized => 10,
         }
     }
 

@@ -9,9 +9,9 @@ use std::fmt;
 use super::WireError;
 use super::message::Message;
 use crate::constants::{
-    CONTROL_MESSAGE_BYTES_MAX, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
-    FRAME_RECORD_OVERHEAD_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX,
-    STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
+    AUTH_BYTES, CONTROL_MESSAGE_BYTES_MAX, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
+    FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORD_OVERHEAD_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX,
+    STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 /// "LSW1". Every byte is non-zero, so a run of zeros (a common kind of garbage) is
@@ -44,7 +44,8 @@ impl fmt::Display for RequestId {
 
 /// The message type of a frame. Codes are grouped by direction: 0x0_ client to node,
 /// 0x1_ node to client, 0x2_ primary to secondary, 0x3_ secondary to primary,
-/// 0x4_ between the nodes' controllers.
+/// 0x4_ between the nodes' controllers (and the handshake that proves a node knows the
+/// cluster secret).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
@@ -68,10 +69,15 @@ pub enum Kind {
     Refuse = 0x32,
     ControlHello = 0x40,
     Control = 0x41,
+    AuthHello = 0x42,
+    AuthChallenge = 0x43,
+    AuthProof = 0x44,
+    JoinRequest = 0x45,
+    Joined = 0x46,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 25] = [
         Kind::ClientHello,
         Kind::Append,
         Kind::Read,
@@ -92,6 +98,11 @@ impl Kind {
         Kind::Refuse,
         Kind::ControlHello,
         Kind::Control,
+        Kind::AuthHello,
+        Kind::AuthChallenge,
+        Kind::AuthProof,
+        Kind::JoinRequest,
+        Kind::Joined,
     ];
 
     pub const fn code(self) -> u8 {
@@ -124,6 +135,11 @@ impl Kind {
             Kind::Refuse => "Refuse",
             Kind::ControlHello => "ControlHello",
             Kind::Control => "Control",
+            Kind::AuthHello => "AuthHello",
+            Kind::AuthChallenge => "AuthChallenge",
+            Kind::AuthProof => "AuthProof",
+            Kind::JoinRequest => "JoinRequest",
+            Kind::Joined => "Joined",
         }
     }
 
@@ -158,6 +174,11 @@ impl Kind {
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,
             Kind::ControlHello => 4 + 8,
             Kind::Control => 4 + CONTROL_MESSAGE_BYTES_MAX,
+            Kind::AuthHello => 4 + AUTH_BYTES,
+            Kind::AuthChallenge => AUTH_BYTES * 2,
+            Kind::AuthProof => AUTH_BYTES,
+            Kind::JoinRequest => 4 + STR16 + NODE_ADDR_BYTES_MAX,
+            Kind::Joined => 4 + CONTROL_MESSAGE_BYTES_MAX,
         }
     }
 }

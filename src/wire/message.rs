@@ -33,6 +33,12 @@
 //! 0x40 ControlHello node_id u32, incarnation u64
 //! 0x41 Control      len u32, a controller message of len bytes (see
 //!                   `control::ControlMsg`; at most CONTROL_MESSAGE_BYTES_MAX)
+//! 0x42 AuthHello    node_id u32, nonce [32]
+//! 0x43 AuthChallenge nonce [32], proof [32]
+//! 0x44 AuthProof    proof [32]
+//! 0x45 JoinRequest  node_id u32, addr (not empty)
+//! 0x46 Joined       len u32, the cluster configuration (JSON) of len bytes (at most
+//!                   CONTROL_MESSAGE_BYTES_MAX)
 //! ```
 //!
 //! Stream names follow [`check_stream_name`]; texts are at most `WIRE_TEXT_BYTES_MAX`
@@ -49,8 +55,8 @@ use super::frame::{self, Kind, RequestId};
 use super::records::{Payloads, Records};
 use super::stream_name::check_stream_name;
 use crate::constants::{
-    CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX,
-    STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
+    AUTH_BYTES, CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX,
+    STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 /// One message. Decoded messages borrow their strings and payloads from the frame.
@@ -162,6 +168,25 @@ pub enum Message<'a> {
     ControlHello { node_id: u32, incarnation: u64 },
     /// Node → node: one controller message (opaque here; `control::ControlMsg`).
     Control { message: &'a [u8] },
+    /// Dialing node → node, before its hello when the cluster has a secret: who it
+    /// is and a fresh nonce (see `server::auth`).
+    AuthHello {
+        node_id: u32,
+        nonce: &'a [u8; AUTH_BYTES],
+    },
+    /// Node → dialing node: the node's own nonce and its proof that it knows the
+    /// secret.
+    AuthChallenge {
+        nonce: &'a [u8; AUTH_BYTES],
+        proof: &'a [u8; AUTH_BYTES],
+    },
+    /// Dialing node → node: the dialer's proof that it knows the secret.
+    AuthProof { proof: &'a [u8; AUTH_BYTES] },
+    /// New node → member, after the handshake: add `node_id`, reachable at `addr`, to
+    /// the cluster.
+    JoinRequest { node_id: u32, addr: &'a str },
+    /// Member → new node: the join is committed; the cluster's configuration.
+    Joined { config: &'a [u8] },
 }
 
 impl<'a> Message<'a> {
@@ -187,6 +212,11 @@ impl<'a> Message<'a> {
             Message::Refuse { .. } => Kind::Refuse,
             Message::ControlHello { .. } => Kind::ControlHello,
             Message::Control { .. } => Kind::Control,
+            Message::AuthHello { .. } => Kind::AuthHello,
+            Message::AuthChallenge { .. } => Kind::AuthChallenge,
+            Message::AuthProof { .. } => Kind::AuthProof,
+            Message::JoinRequest { .. } => Kind::JoinRequest,
+            Message::Joined { .. } => Kind::Joined,
         }
     }
 
@@ -365,6 +395,29 @@ impl<'a> Message<'a> {
                 }
                 w.len32(message.len(), "message")?;
                 w.bytes(message)
+            }
+            Message::AuthHello { node_id, nonce } => {
+                w.u32(node_id)?;
+                w.bytes(nonce)
+            }
+            Message::AuthChallenge { nonce, proof } => {
+                w.bytes(nonce)?;
+                w.bytes(proof)
+            }
+            Message::AuthProof { proof } => w.bytes(proof),
+            Message::JoinRequest { node_id, addr } => {
+                w.u32(node_id)?;
+                w.str16(addr, "addr")
+            }
+            Message::Joined { config } => {
+                if config.is_empty() || config.len() > CONTROL_MESSAGE_BYTES_MAX {
+                    return Err(w.malformed(format!(
+                        "a configuration of {} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}",
+                        config.len()
+                    )));
+                }
+                w.len32(config.len(), "config")?;
+                w.bytes(config)
             }
         }
     }
@@ -592,6 +645,35 @@ impl<'a> Message<'a> {
                     message: r.bytes(len, "message")?,
                 }
             }
+            Kind::AuthHello => Message::AuthHello {
+                node_id: r.u32("node_id")?,
+                nonce: auth_bytes(&mut r, "nonce")?,
+            },
+            Kind::AuthChallenge => Message::AuthChallenge {
+                nonce: auth_bytes(&mut r, "nonce")?,
+                proof: auth_bytes(&mut r, "proof")?,
+            },
+            Kind::AuthProof => Message::AuthProof {
+                proof: auth_bytes(&mut r, "proof")?,
+            },
+            Kind::JoinRequest => {
+                let node_id = r.u32("node_id")?;
+                let Some(addr) = addr(&mut r, "addr")? else {
+                    return Err(r.malformed("a join without the new node's address"));
+                };
+                Message::JoinRequest { node_id, addr }
+            }
+            Kind::Joined => {
+                let len = r.u32("len")? as usize;
+                if len == 0 || len > CONTROL_MESSAGE_BYTES_MAX {
+                    return Err(r.malformed(format!(
+                        "a configuration of {len} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}"
+                    )));
+                }
+                Message::Joined {
+                    config: r.bytes(len, "config")?,
+                }
+            }
         };
         r.finish()?;
         Ok(message)
@@ -602,6 +684,12 @@ fn stream<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
     let name = r.str16("stream", STREAM_NAME_BYTES_MAX)?;
     check_stream_name(name).map_err(|e| r.malformed(e.to_string()))?;
     Ok(name)
+}
+
+fn auth_bytes<'a>(r: &mut Reader<'a>, field: &str) -> Result<&'a [u8; AUTH_BYTES], WireError> {
+    Ok(r.bytes(AUTH_BYTES, field)?
+        .try_into()
+        .expect("bytes returns the length asked for"))
 }
 
 /// A node address; length 0 stands for "not known".

@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::constants::{
-    CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX, FRAME_READ_CHUNK_BYTES,
-    FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX,
-    WIRE_TEXT_BYTES_MAX,
+    AUTH_BYTES, CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
+    FRAME_READ_CHUNK_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX,
+    STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 const PAYLOAD: usize = FRAME_PAYLOAD_BYTES_MAX / FRAME_RECORDS_MAX;
@@ -117,6 +117,22 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
             incarnation: u64::MAX,
         },
         Message::Control { message: &control },
+        Message::AuthHello {
+            node_id: u32::MAX,
+            nonce: &[1; AUTH_BYTES],
+        },
+        Message::AuthChallenge {
+            nonce: &[2; AUTH_BYTES],
+            proof: &[3; AUTH_BYTES],
+        },
+        Message::AuthProof {
+            proof: &[4; AUTH_BYTES],
+        },
+        Message::JoinRequest {
+            node_id: 4,
+            addr: &addr,
+        },
+        Message::Joined { config: &control },
     ];
     assert_eq!(messages.len(), Kind::ALL.len());
     for m in messages {

@@ -38,10 +38,13 @@ fn genesis(sync_acks: Option<usize>) -> ClusterConfig {
         degraded: false,
         version: 0,
         floor: (0, 0),
-        policy: Policy::of(&StreamSettings {
-            sync_acks,
-            ..StreamSettings::default()
-        }),
+        policy: Policy::of(
+            &StreamSettings {
+                sync_acks,
+                ..StreamSettings::default()
+            },
+            5000,
+        ),
     };
     ClusterConfig::genesis(
         (1..=3).map(|n| (n, format!("node{n}"))).collect(),
@@ -425,4 +428,74 @@ fn the_log_is_compacted_into_a_snapshot_that_a_late_node_installs() {
             .get_index()
             > 0
     );
+}
+
+#[test]
+fn a_node_joins_as_a_learner_of_the_raft_group_and_of_every_stream() {
+    let mut c = started();
+    let leader = c.leaders()[0];
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    // Asked at a follower: forwarded to the leader.
+    c.ctrls.get_mut(&follower).unwrap().request(Request::Join {
+        node: 4,
+        addr: "node4".into(),
+    });
+    let out = c.ctrls.get_mut(&follower).unwrap().poll();
+    c.handle(follower, out);
+    c.run_until(2_000, |c| {
+        (1..=3).all(|n| c.ctrls[&n].config().members.get(&4).map(String::as_str) == Some("node4"))
+    });
+    let joined = c.ctrls[&leader].config().clone();
+    assert_eq!(joined.streams["s"].learners, vec![4]);
+    assert_eq!(joined.voters, vec![1, 2, 3]);
+    // A second request for the same node changes nothing; another address is refused.
+    let version = joined.version;
+    for addr in ["node4", "elsewhere"] {
+        c.ctrls.get_mut(&leader).unwrap().request(Request::Join {
+            node: 4,
+            addr: addr.into(),
+        });
+    }
+    c.run(100);
+    assert_eq!(c.ctrls[&leader].config().members[&4], "node4");
+    assert!(
+        c.events.iter().any(|e| e.contains("is a member at node4")),
+        "{:?}",
+        c.events
+    );
+    assert_eq!(c.ctrls[&leader].config().version, version);
+
+    // The new node starts from the configuration it was answered with and no raft
+    // state; the leader brings it up to date (a snapshot: the log was compacted at
+    // the join) and it follows every later change.
+    c.genesis = joined;
+    c.logs.insert(
+        4,
+        LogEnd {
+            fenced: 2,
+            last_epoch: 0,
+            last_lsn: 0,
+        },
+    );
+    c.start(4);
+    c.run_until(2_000, |c| {
+        c.ctrls[&4].leader() == Some(leader) && c.ctrls[&4].config() == c.ctrls[&leader].config()
+    });
+    assert!(!c.ctrls[&4].is_leader());
+    // A later change (a failover) reaches the learner too.
+    let primary = c.roles(leader).primary;
+    c.crash(primary);
+    c.run_until(5_000, |c| {
+        c.ctrls[&4].config().streams["s"].epoch > 2
+            && c.leaders().len() == 1
+            && c.ctrls[&4].config() == c.ctrls[&c.leaders()[0]].config()
+    });
+    // It restarts from its persisted state and still follows.
+    c.crash(4);
+    c.start(4);
+    c.run_until(2_000, |c| {
+        c.leaders().first().is_some_and(|&l| {
+            c.ctrls[&4].config() == c.ctrls[&l].config() && c.ctrls[&4].leader() == Some(l)
+        })
+    });
 }
