@@ -561,4 +561,42 @@ addr = "127.0.0.1:7003"
             Config::parse(&BASE.replace("node_id = 1", "node_id = 7"), Path::new("/")).unwrap_err();
         assert!(e.contains("node_id = 7"), "{e}");
     }
+
+    #[test]
+    fn a_joining_node_needs_the_secret_and_nothing_of_the_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").unwrap();
+        let joiner = "node_id = 4\ndata_dir = \"d\"\nlisten = \"127.0.0.1:7004\"\n\
+                      join = [\"127.0.0.1:7001\"]\n";
+        let c = Config::parse(&format!("{joiner}secret_file = \"secret\"\n"), dir.path()).unwrap();
+        assert_eq!(c.join, vec!["127.0.0.1:7001".to_string()]);
+        assert_eq!(c.advertise, "127.0.0.1:7004");
+        assert!(c.secret.is_some() && c.nodes.is_empty() && c.streams.is_empty());
+        assert_eq!(c.control.as_ref().unwrap().failover_timeout_ms, 150);
+        let cases = [
+            (joiner.to_string(), "only with the cluster's secret_file"),
+            (
+                format!("{joiner}secret_file = \"secret\"\n[[nodes]]\nid = 4\naddr = \"x:1\"\n"),
+                "remove [[nodes]]",
+            ),
+            (
+                format!("{joiner}secret_file = \"secret\"\n[control]\nvoters = [4]\n"),
+                "not a voter",
+            ),
+            (
+                format!("{joiner}secret_file = \"missing\"\n"),
+                "secret_file",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(&text, dir.path()).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        std::fs::write(dir.path().join("short"), "tiny").unwrap();
+        let e = Config::parse(&format!("{BASE}secret_file = \"short\"\n"), dir.path());
+        // `secret_file` after [[nodes]] belongs to the last node table: refused there.
+        assert!(e.is_err());
+        let e = Config::parse(&format!("secret_file = \"short\"\n{BASE}"), dir.path()).unwrap_err();
+        assert!(e.contains("at least 16"), "{e}");
+    }
 }
