@@ -15,6 +15,9 @@
 //! The primary sends (`L`, `e'`) in `Truncate`; the member cuts and greets again, and
 //! the rule runs again on its new last record until the two logs agree (each round cuts
 //! at least one epoch off the member's tail).
+//!
+//! A member never cuts records of the asking primary's epoch (or a newer one): see
+//! [`truncation_is_stale`].
 
 /// What the rule needs to know of the primary's log.
 pub trait Epochs {
@@ -46,6 +49,19 @@ pub fn shared_prefix<P: Epochs>(
     // The primary lacks the member's last record: the member keeps at most the records
     // before it, and `member_cut` takes off the rest of its newer epochs.
     Ok((member_last_lsn - 1).min(primary.last_up_to_epoch(member_last_epoch)?))
+}
+
+/// Whether a `Truncate` from the primary of `epoch` is stale for a member whose log ends
+/// with a record of `member_last_epoch`. Records of that epoch were appended after their
+/// predecessors matched that primary's log, and a primary never loses records of its own
+/// epoch (a restart takes a new one): the member's whole log is a prefix of the
+/// primary's, and nothing needs cutting. Such a request answers an earlier greeting (a
+/// frame of an old connection landing on the current one, as the transport's late
+/// delivery allows); obeying it would cut records the member acknowledged, which may be
+/// committed — and leave the only copy of them elsewhere. The member keeps its log and
+/// greets again, so a primary that does wait for an answer decides anew.
+pub fn truncation_is_stale(epoch: u64, member_last_epoch: u64) -> bool {
+    member_last_epoch >= epoch
 }
 
 /// Where a member cuts when the primary asks it to keep records up to `after_lsn`, the
@@ -160,6 +176,25 @@ mod tests {
             member.truncate(member_cut(agree, up_to) as usize);
         }
         assert!(member.is_empty(), "{member:?}");
+    }
+
+    /// Found by the simulator (seed 103169 with the controller): a Truncate of epoch 4
+    /// that answered an old greeting landed after the member had cut its tail, greeted
+    /// again and taken (and acknowledged) epoch 4's records; obeying it cut committed
+    /// records. Only a member without records of the asking primary's epoch cuts.
+    #[test]
+    fn a_truncation_never_cuts_the_asking_primarys_own_epoch() {
+        use super::truncation_is_stale;
+        assert!(
+            truncation_is_stale(4, 4),
+            "the member holds epoch 4's records"
+        );
+        assert!(truncation_is_stale(4, 5), "a newer primary's records");
+        assert!(
+            !truncation_is_stale(4, 3),
+            "an older epoch's tail may be cut"
+        );
+        assert!(!truncation_is_stale(4, 0), "an empty log");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX};
 use crate::log::{Log, LogError, record};
-use crate::replication::shared_prefix::{Epochs, shared_prefix};
+use crate::replication::shared_prefix::{Epochs, member_cut, shared_prefix, truncation_is_stale};
 use crate::replication::{
     Action, Event, MemberSpec, Mode, NodeId, Outcome, Primary, Secondary, Verdict,
 };
@@ -80,8 +80,9 @@ pub struct SecondaryDriver {
     pub primary_link: Option<LinkId>,
     primary_addr: Option<String>,
     ack_due: bool,
-    /// The primary asked to keep records up to (LSN, the epoch of its record there).
-    truncate_to: Option<(u64, u64)>,
+    /// The primary of an epoch asked to keep records up to (its epoch, LSN, the epoch
+    /// of its record there).
+    truncate_to: Option<(u64, u64, u64)>,
 }
 
 pub enum RoleDriver {
@@ -543,7 +544,7 @@ impl StreamDriver {
                 if *epoch < s.core.epoch() || s.primary_link != Some(link) {
                     return Handled::Close("truncation asked by an older primary".into());
                 }
-                s.truncate_to = Some((*after_lsn, *after_epoch));
+                s.truncate_to = Some((*epoch, *after_lsn, *after_epoch));
                 Handled::Done
             }
             (
@@ -864,28 +865,45 @@ impl StreamDriver {
                 }
             }
             RoleDriver::Secondary(s) => {
-                if let Some((asked, asked_epoch)) = s.truncate_to
+                if let Some((epoch, asked, asked_epoch)) = s.truncate_to
                     && !self.log.writing()
                     && !self.log.has_pending()
                 {
                     s.truncate_to = None;
-                    let after = match self.log.last_lsn_up_to_epoch(asked_epoch) {
-                        Ok(up_to) => crate::replication::shared_prefix::member_cut(asked, up_to),
-                        Err(e) => {
+                    let last_epoch = self.log.last_epoch().unwrap_or(0);
+                    let after = if truncation_is_stale(epoch, last_epoch) {
+                        // The log is a prefix of the asking primary's: keep it all, and
+                        // greet again.
+                        let last = self.log.next_lsn() - 1;
+                        eprintln!(
+                            "lockstep: stream {name}: a truncation asked in epoch {epoch} would cut records of epoch {last_epoch}: stale, the log is kept up to lsn {last}"
+                        );
+                        last
+                    } else {
+                        let after = match self.log.last_lsn_up_to_epoch(asked_epoch) {
+                            Ok(up_to) => member_cut(asked, up_to),
+                            Err(e) => {
+                                let _ = self.fail(links, e);
+                                return;
+                            }
+                        };
+                        if let Err(e) = self.log.truncate_after(after) {
                             let _ = self.fail(links, e);
                             return;
                         }
+                        eprintln!(
+                            "lockstep: stream {name}: truncated the log after lsn {after} as the primary asked"
+                        );
+                        let last_epoch = self.log.last_epoch().unwrap_or(0);
+                        s.core = Secondary::new(
+                            s.core.epoch(),
+                            after,
+                            last_epoch,
+                            s.core.ack_on_receipt(),
+                        );
+                        after
                     };
-                    if let Err(e) = self.log.truncate_after(after) {
-                        let _ = self.fail(links, e);
-                        return;
-                    }
-                    eprintln!(
-                        "lockstep: stream {name}: truncated the log after lsn {after} as the primary asked"
-                    );
                     let last_epoch = self.log.last_epoch().unwrap_or(0);
-                    s.core =
-                        Secondary::new(s.core.epoch(), after, last_epoch, s.core.ack_on_receipt());
                     if let Some(link) = s.primary_link {
                         let w = Message::PeerWelcome {
                             node_id: self.node_id,

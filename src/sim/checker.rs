@@ -20,7 +20,17 @@
 //!    commit LSN and no read go beyond the highest LSN the rule ever allowed, computed
 //!    from the disks: the primary's durable LSN and the `k`-th best sync-set member
 //!    among those the primary counts, where a member holds what it has durably (strong)
-//!    or ever received (semi) of the primary's own records.
+//!    or ever received (semi) of the primary's own records — as far as the member told
+//!    the primary so (its handshake and acks, [`NodeEvent::Reported`]).
+//!
+//! The rule counts a member's records from its report, not from its disk alone: a
+//! record on `k` members' disks that no ack or handshake reported to the primary was
+//! never committed (no client was told, nothing reads it as committed), and a failover
+//! after a change of the sync set may drop it. Example (seed 29206): a member's torn
+//! write leaves records whole on its disk while it is down; the primary never hears of
+//! them, restores a learner that lacks them (it holds everything the primary committed),
+//! and a failover then rightly promotes that learner. Reports are capped by the disks,
+//! so a member that acks what it does not hold (`Bug::AckBeforeDurable`) still fails.
 //!
 //! Also at the end: no record was appended twice (a client resending an in-doubt
 //! append as new would do that).
@@ -60,7 +70,91 @@ struct PrimaryView {
     with_primary: Vec<usize>,
     /// Per node: most of the primary's records it ever held (received) in this epoch.
     received_max: Vec<u64>,
+    /// Per node: the highest (received, durable) it reported to this primary.
+    reported: Vec<(u64, u64)>,
+    /// Per mode: the highest LSN this primary's rule ever allowed.
+    allowed: [u64; 3],
     live: bool,
+}
+
+impl PrimaryView {
+    /// What member `m` holds for the commit rule of `mode`: of the primary's records,
+    /// what it has durably (strong) or ever received (semi), as far as it told the
+    /// primary so.
+    fn holds(&self, nodes: &[Node], m: NodeId, mode: Mode) -> u64 {
+        let i = m as usize;
+        let (received, durable) = self.reported[i];
+        let durable = nodes[i]
+            .disk
+            .durable_lsn()
+            .min(self.with_primary[i] as u64)
+            .min(durable);
+        match mode {
+            Mode::Semi => durable.max(self.received_max[i].min(received)),
+            _ => durable,
+        }
+    }
+
+    /// The rule's points per mode now, from the disks and the reports (`cut`: how far
+    /// each node's log was cut since this view last looked); `None` once the primary
+    /// no longer acts as the primary of its epoch. `last_look`: its role ends in this
+    /// step, and its log (still the primary's, unless the node crashed) is measured
+    /// once more for what it committed before, in the same step.
+    fn measure(
+        &mut self,
+        nodes: &[Node],
+        mut cut: impl FnMut(&Node) -> usize,
+        scratch: &mut Vec<u64>,
+        last_look: bool,
+    ) -> Option<[u64; 3]> {
+        let p = &nodes[self.node as usize];
+        let acting = p.epoch() == Some(self.epoch) && p.is_primary();
+        if !self.live || !(acting || last_look && p.up()) {
+            return None;
+        }
+        let plog = p.disk.records();
+        for n in nodes {
+            let i = n.id as usize;
+            self.with_primary[i] = self.with_primary[i].min(cut(n));
+            extend(&mut self.with_primary[i], n.disk.records(), plog);
+            self.received_max[i] = self.received_max[i].max(self.with_primary[i] as u64);
+        }
+        let local = p.disk.durable_lsn();
+        let mut points = [local; 3];
+        if !self.degraded && self.settings.mode != Mode::Async {
+            for mode in [Mode::Semi, Mode::Strong] {
+                let acked: Vec<u64> = self
+                    .sync_set
+                    .iter()
+                    .zip(&self.in_sync)
+                    .filter(|(_, in_sync)| **in_sync)
+                    .map(|(&m, _)| {
+                        if self.leaving[m as usize] {
+                            return 0;
+                        }
+                        self.holds(nodes, m, mode)
+                    })
+                    .collect();
+                let k = self.settings.k(acked.len());
+                let mut point = if acked.is_empty() {
+                    0
+                } else {
+                    commit_point(local, &acked, k, scratch)
+                };
+                if let Some(j) = self.joining {
+                    let mut with = acked.clone();
+                    with.push(self.holds(nodes, j, mode));
+                    let k = self.settings.k(with.len());
+                    point = point.min(commit_point(local, &with, k, scratch));
+                }
+                points[mode_index(mode)] = point;
+            }
+        }
+        for (a, p) in self.allowed.iter_mut().zip(points) {
+            *a = (*a).max(p);
+        }
+        Some(points)
+    }
 }
 
 /// An acknowledged append.
@@ -79,6 +173,10 @@ pub struct Checker {
     stream_mode: Mode,
     primaries: BTreeMap<u64, NodeId>,
     view: Option<PrimaryView>,
+    /// Primaries of older epochs than the view's that still act as primaries, not
+    /// knowing of their successor yet: each may still complete commits of its own
+    /// epoch (on acks sent before the fence), judged by its own epoch's rule.
+    deposed: Vec<PrimaryView>,
     /// Per node: the newest epoch it answered a primary of.
     answered: Vec<u64>,
     /// Per node: length of its log's prefix known equal to the committed history.
@@ -96,13 +194,14 @@ pub struct Checker {
 /// length since the observer last looked.
 pub const SLOT_HISTORY: usize = 0;
 pub const SLOT_PRIMARY: usize = 1;
+pub const SLOT_DEPOSED: usize = 2;
 
 #[derive(Debug)]
-pub struct LowWater([Cell<usize>; 2]);
+pub struct LowWater([Cell<usize>; 3]);
 
 impl Default for LowWater {
     fn default() -> Self {
-        LowWater([Cell::new(usize::MAX), Cell::new(usize::MAX)])
+        LowWater(std::array::from_fn(|_| Cell::new(usize::MAX)))
     }
 }
 
@@ -137,6 +236,7 @@ impl Checker {
             stream_mode,
             primaries: BTreeMap::new(),
             view: None,
+            deposed: Vec::new(),
             answered: vec![0; nodes],
             with_history: vec![0; nodes],
             acked: Vec::new(),
@@ -186,7 +286,7 @@ impl Checker {
                     // nothing; the newer primary stays the one the rule follows.
                     return;
                 }
-                self.view = Some(PrimaryView {
+                let newer = PrimaryView {
                     node: *node,
                     epoch: *epoch,
                     settings: settings.clone(),
@@ -197,15 +297,26 @@ impl Checker {
                     degraded: false,
                     with_primary: vec![0; nodes.len()],
                     received_max: vec![0; nodes.len()],
+                    reported: vec![(0, 0); nodes.len()],
+                    allowed: [0; 3],
                     live: true,
-                });
+                };
+                // A node's older views are of no more use once it has a newer one.
+                self.deposed.retain(|d| d.node != *node);
+                if let Some(old) = self.view.replace(newer)
+                    && old.live
+                    && old.epoch < *epoch
+                {
+                    self.deposed.retain(|d| d.node != old.node);
+                    self.deposed.push(old);
+                }
                 self.check_acked_kept(nodes, *node);
             }
             NodeEvent::StoppedPrimary { node, epoch } => {
-                if let Some(v) = &mut self.view
-                    && v.node == *node
-                    && v.epoch == *epoch
-                {
+                // Requests it completed before its role ended, in this step, are judged
+                // by its rule as it stood then.
+                self.measure_with(nodes, Some((*node, *epoch)));
+                if let Some(v) = self.view_mut(*node, *epoch) {
                     v.live = false;
                 }
             }
@@ -215,10 +326,7 @@ impl Checker {
                 sync_set,
                 degraded,
             } => {
-                if let Some(v) = &mut self.view
-                    && v.node == *node
-                    && v.epoch == *epoch
-                {
+                if let Some(v) = self.view_mut(*node, *epoch) {
                     // A new version of the roles ends every request in flight, as in
                     // the primary.
                     v.leaving.iter_mut().for_each(|l| *l = false);
@@ -249,12 +357,11 @@ impl Checker {
                 if matches!(event, Event::RemovalWanted { .. }) {
                     // What the primary committed before it asked (in the same step)
                     // still counted the member: take the rule's measure first.
-                    self.apply_rule(nodes);
+                    self.measure(nodes);
                 }
-                let Some(v) = &mut self.view else { return };
-                if v.node != *node || v.epoch != *epoch {
+                let Some(v) = self.view_mut(*node, *epoch) else {
                     return;
-                }
+                };
                 let pos = |m: &NodeId| v.sync_set.iter().position(|x| x == m);
                 match event {
                     Event::MemberDropped { member, .. } => {
@@ -274,7 +381,58 @@ impl Checker {
                     Event::Blocked { .. } => {}
                 }
             }
+            NodeEvent::Reported {
+                node,
+                epoch,
+                member,
+                received,
+                durable,
+            } => {
+                if let Some(v) = self.view_mut(*node, *epoch) {
+                    let r = &mut v.reported[*member as usize];
+                    *r = (r.0.max(*received), r.1.max(*durable));
+                    // The core recomputes its commit point on the report, before
+                    // anything else of this step changes its members.
+                    self.measure(nodes);
+                }
+            }
+            NodeEvent::Completed { .. } => {
+                // The rule's measure as the core acted: a request it completed before
+                // it asked for a restore (in the same step) did not wait for the
+                // joining member yet.
+                self.measure(nodes);
+            }
             NodeEvent::BecameSecondary { .. } | NodeEvent::Truncated { .. } => {}
+        }
+    }
+
+    /// The view of the primary of `epoch`, `node`: the newest, or a deposed one.
+    fn view_mut(&mut self, node: NodeId, epoch: u64) -> Option<&mut PrimaryView> {
+        self.view
+            .iter_mut()
+            .chain(self.deposed.iter_mut())
+            .find(|v| v.node == node && v.epoch == epoch)
+    }
+
+    /// The rule's measure now, for the newest primary (the history follows it) and
+    /// for the deposed ones.
+    fn measure(&mut self, nodes: &[Node]) {
+        self.measure_with(nodes, None);
+    }
+
+    /// [`Checker::measure`], with a last look at the primary of (node, epoch).
+    fn measure_with(&mut self, nodes: &[Node], last_look: Option<(NodeId, u64)>) {
+        self.apply_rule(nodes, last_look);
+        if self.deposed.is_empty() {
+            return;
+        }
+        let cuts: Vec<usize> = nodes
+            .iter()
+            .map(|n| n.disk.low_water.take(SLOT_DEPOSED))
+            .collect();
+        for v in &mut self.deposed {
+            let last = last_look == Some((v.node, v.epoch));
+            v.measure(nodes, |n| cuts[n.id as usize], &mut self.scratch, last);
         }
     }
 
@@ -306,7 +464,7 @@ impl Checker {
             let a = &mut self.with_history[n.id as usize];
             *a = (*a).min(w);
         }
-        self.apply_rule(nodes);
+        self.measure(nodes);
         for n in nodes {
             let i = n.id as usize;
             extend(&mut self.with_history[i], n.disk.records(), &self.history);
@@ -330,67 +488,18 @@ impl Checker {
         }
     }
 
-    fn apply_rule(&mut self, nodes: &[Node]) {
+    fn apply_rule(&mut self, nodes: &[Node], last_look: Option<(NodeId, u64)>) {
         let Some(v) = &mut self.view else { return };
-        let p = &nodes[v.node as usize];
-        if !v.live || p.epoch() != Some(v.epoch) || !p.is_primary() {
+        let cut = |n: &Node| n.disk.low_water.take(SLOT_PRIMARY);
+        let last = last_look == Some((v.node, v.epoch));
+        let Some(points) = v.measure(nodes, cut, &mut self.scratch, last) else {
             return;
-        }
-        let plog = p.disk.records();
-        for n in nodes {
-            let i = n.id as usize;
-            let w = n.disk.low_water.take(SLOT_PRIMARY);
-            v.with_primary[i] = v.with_primary[i].min(w);
-            extend(&mut v.with_primary[i], n.disk.records(), plog);
-            v.received_max[i] = v.received_max[i].max(v.with_primary[i] as u64);
-        }
-        let local = p.disk.durable_lsn();
-        let mut points = [local; 3];
-        if !v.degraded {
-            for mode in [Mode::Semi, Mode::Strong] {
-                let acked: Vec<u64> = v
-                    .sync_set
-                    .iter()
-                    .zip(&v.in_sync)
-                    .filter(|(_, in_sync)| **in_sync)
-                    .map(|(&m, _)| {
-                        if v.leaving[m as usize] {
-                            return 0;
-                        }
-                        let n = &nodes[m as usize];
-                        let durable = n.disk.durable_lsn().min(v.with_primary[m as usize] as u64);
-                        match mode {
-                            Mode::Semi => durable.max(v.received_max[m as usize]),
-                            _ => durable,
-                        }
-                    })
-                    .collect();
-                let k = v.settings.k(acked.len());
-                let mut point = if acked.is_empty() {
-                    0
-                } else {
-                    commit_point(local, &acked, k, &mut self.scratch)
-                };
-                if let Some(j) = v.joining {
-                    let n = &nodes[j as usize];
-                    let durable = n.disk.durable_lsn().min(v.with_primary[j as usize] as u64);
-                    let mut with = acked.clone();
-                    with.push(match mode {
-                        Mode::Semi => durable.max(v.received_max[j as usize]),
-                        _ => durable,
-                    });
-                    let k = v.settings.k(with.len());
-                    point = point.min(commit_point(local, &with, k, &mut self.scratch));
-                }
-                points[mode_index(mode)] = point;
-            }
-        }
-        if v.settings.mode == Mode::Async {
-            points = [local; 3];
-        }
+        };
         for (a, p) in self.allowed.iter_mut().zip(points) {
             *a = (*a).max(p);
         }
+        let p = &nodes[v.node as usize];
+        let plog = p.disk.records();
         // The history grows to what the stream's mode allowed, from the primary's log,
         // which must hold the history so far.
         let target = self.allowed[mode_index(self.stream_mode)] as usize;
@@ -437,8 +546,21 @@ impl Checker {
         let last = first + payloads.len() as u64 - 1;
         // The rule's measure as of this moment: the answer may follow a write that
         // became durable in this very step.
-        self.apply_rule(nodes);
-        let allowed = self.allowed[mode_index(mode)];
+        self.measure(nodes);
+        // A deposed primary's own-epoch commit is judged by its own epoch's rule (its
+        // successor may not have heard from the members yet): the rule of its epoch if
+        // it still acts as primary, else of the role that ended in this step.
+        let n = &nodes[node as usize];
+        let own = self
+            .deposed
+            .iter()
+            .find(|v| v.node == node && (!n.is_primary() || n.epoch() == Some(v.epoch)));
+        let allowed = match own {
+            Some(v) if self.view.as_ref().is_none_or(|c| c.node != node) => {
+                v.allowed[mode_index(mode)]
+            }
+            _ => self.allowed[mode_index(mode)],
+        };
         // A deposed primary that has not heard of its successor still acknowledges
         // what a weaker mode lets it commit alone (its own durable write, checked
         // below): the commit rule of the current epoch says nothing about that, nor

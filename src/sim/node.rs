@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::replication::shared_prefix::shared_prefix;
+use crate::replication::shared_prefix::{member_cut, shared_prefix, truncation_is_stale};
 use crate::replication::{
     Action, Event, MemberSpec, Mode, NodeId, Outcome, Primary, RequestId, Secondary,
     StreamSettings, Verdict,
@@ -122,6 +122,24 @@ pub enum NodeEvent {
         node: NodeId,
         after: u64,
     },
+    /// The primary of `epoch` was told where `member`'s log stands (its handshake or
+    /// an ack), and hands it to its core: the commit rule counts a member's records
+    /// only from such a report.
+    Reported {
+        node: NodeId,
+        epoch: u64,
+        member: NodeId,
+        received: u64,
+        durable: u64,
+    },
+    /// The primary of `epoch` completed a request as committed, `first..=last` (its
+    /// reply follows): told here, in the order of its other events.
+    Completed {
+        node: NodeId,
+        epoch: u64,
+        first: u64,
+        last: u64,
+    },
     /// An event of the primary core (sync-set changes, degrade, block).
     Core {
         node: NodeId,
@@ -170,7 +188,9 @@ pub struct SecondaryRole {
     core: Secondary,
     primary_conn: Option<ConnId>,
     ack_due: bool,
-    truncate_to: Option<(u64, u64)>,
+    /// The primary of an epoch asked to keep records up to (its epoch, LSN, the epoch
+    /// of its record there).
+    truncate_to: Option<(u64, u64, u64)>,
 }
 
 pub enum Role {
@@ -799,7 +819,7 @@ impl Node {
                     out.closes.push(conn);
                     return Handled::Done;
                 }
-                s.truncate_to = Some((*after_lsn, *after_epoch));
+                s.truncate_to = Some((*epoch, *after_lsn, *after_epoch));
                 Handled::Done
             }
             (
@@ -857,6 +877,13 @@ impl Node {
                     "n{id} ack from n{}: received {received}, durable {durable}",
                     m.id
                 ));
+                out.events.push(NodeEvent::Reported {
+                    node: id,
+                    epoch: p.epoch,
+                    member: m.id,
+                    received: *received,
+                    durable: *durable,
+                });
                 p.core.on_ack(m.id, *received, *durable);
                 Handled::Done
             }
@@ -936,8 +963,15 @@ impl Node {
             "n{id}: member n{member} connected: durable {durable_lsn}, resume at {}",
             agree + 1
         ));
-        p.core
-            .on_member_connected(member, durable_lsn.min(agree), agree + 1);
+        let durable = durable_lsn.min(agree);
+        out.events.push(NodeEvent::Reported {
+            node: id,
+            epoch: p.epoch,
+            member,
+            received: durable,
+            durable,
+        });
+        p.core.on_member_connected(member, durable, agree + 1);
     }
 
     /// Runs the role for this tick: the core's tick and actions (primary), truncation
@@ -955,21 +989,33 @@ impl Node {
                 Self::primary_actions(id, p, &self.disk, out);
             }
             Role::Secondary(s) => {
-                if let Some((asked, asked_epoch)) = s.truncate_to
+                if let Some((epoch, asked, asked_epoch)) = s.truncate_to
                     && self.disk.settled()
                 {
                     s.truncate_to = None;
-                    let after = crate::replication::shared_prefix::member_cut(
-                        asked,
-                        self.disk.last_up_to_epoch(asked_epoch),
-                    );
-                    self.disk.truncate_after(after);
-                    out.trace
-                        .push(format!("n{id} truncated its log after {after} as asked"));
-                    out.events.push(NodeEvent::Truncated { node: id, after });
                     let last_epoch = self.disk.last_epoch();
-                    s.core =
-                        Secondary::new(s.core.epoch(), after, last_epoch, s.core.ack_on_receipt());
+                    let after = if truncation_is_stale(epoch, last_epoch) {
+                        let last = self.disk.last_lsn();
+                        out.trace.push(format!(
+                            "n{id} keeps its log up to {last}: a truncation of epoch {epoch} would cut records of epoch {last_epoch}"
+                        ));
+                        last
+                    } else {
+                        let after = member_cut(asked, self.disk.last_up_to_epoch(asked_epoch));
+                        self.disk.truncate_after(after);
+                        out.trace
+                            .push(format!("n{id} truncated its log after {after} as asked"));
+                        out.events.push(NodeEvent::Truncated { node: id, after });
+                        let last_epoch = self.disk.last_epoch();
+                        s.core = Secondary::new(
+                            s.core.epoch(),
+                            after,
+                            last_epoch,
+                            s.core.ack_on_receipt(),
+                        );
+                        after
+                    };
+                    let last_epoch = self.disk.last_epoch();
                     if let Some(conn) = s.primary_conn {
                         out.sends.push((
                             self.config.primary,
@@ -1084,10 +1130,18 @@ impl Node {
                         client.0, client.1
                     ));
                     let reply = match outcome {
-                        Outcome::Committed => Reply::Appended {
-                            first: first_lsn,
-                            last: last_lsn,
-                        },
+                        Outcome::Committed => {
+                            out.events.push(NodeEvent::Completed {
+                                node: id,
+                                epoch,
+                                first: first_lsn,
+                                last: last_lsn,
+                            });
+                            Reply::Appended {
+                                first: first_lsn,
+                                last: last_lsn,
+                            }
+                        }
                         Outcome::InDoubt(_) => Reply::InDoubt {
                             first: first_lsn,
                             last: last_lsn,
