@@ -1,7 +1,9 @@
 //! A new node joins a running 3-node cluster (lockstepd processes) with the cluster
 //! secret: a wrong secret is refused and logged on both sides; the right one makes it
 //! a learner that catches up under a client workload and enters the sync set, and it
-//! holds every acknowledged commit, byte for byte, through a failover.
+//! holds every acknowledged commit, byte for byte, through a failover. With retention
+//! on, the cluster has deleted the start of its log before the node joins: the node's
+//! log starts over after the primary's first retained record.
 
 #[path = "common/procs.rs"]
 mod procs;
@@ -138,20 +140,92 @@ fn answer_to(addr: &str, hello: &Message<'_>) -> (ErrorCode, String) {
     }
 }
 
+/// A peer that skips the handshake, and a joiner with the wrong secret, are refused.
+fn refusals(
+    d: &Path,
+    addr: &dyn Fn(usize) -> String,
+    admin: &dyn Fn(usize) -> String,
+    nodes: &[Node],
+    joiner: &mut Node,
+    joiner_toml: &dyn Fn(&str) -> String,
+) {
+    // A peer that skips the handshake is refused: the secret guards every link
+    // between nodes, not only joins.
+    for hello in [
+        Message::ControlHello {
+            node_id: 2,
+            incarnation: 1,
+        },
+        Message::PeerHello {
+            stream: "s",
+            node_id: 1,
+            epoch: 99,
+        },
+    ] {
+        let (code, message) = answer_to(&addr(1), &hello);
+        assert_eq!(code, ErrorCode::Unauthorized, "{message}");
+        assert!(message.contains("did not prove"), "{message}");
+    }
+
+    // A node with the wrong secret is refused: it stops with the reason, and the
+    // member it reached logs the refusal.
+    write(&d.join("node4.toml"), &joiner_toml("wrong"));
+    joiner.spawn();
+    let mut child = joiner.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wrong secret was not refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let said = joiner.stderr();
+    assert!(said.contains("wrong cluster secret"), "joiner: {said}");
+    assert!(
+        nodes[1].stderr().contains("refused node 4")
+            && nodes[1].stderr().contains("wrong cluster secret"),
+        "seed: {}",
+        nodes[1].stderr()
+    );
+    assert!(!d.join("node4/control/CLUSTER").exists());
+    let view = members(&admin(1)).expect("members view");
+    assert!(view["config"]["members"].get("4").is_none(), "{view}");
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
 #[test]
 fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
+    join(false);
+}
+
+#[test]
+fn a_new_node_joins_after_retention_deleted_the_start_of_the_log() {
+    join(true);
+}
+
+fn join(retention: bool) {
     let _serial = procs::serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let d = dir.path();
     write(&d.join("secret"), &format!("{SECRET}\n"));
     write(&d.join("wrong"), "not-the-cluster-secret-at-all\n");
+    // Small segments with retention, so that a few megabytes roll over several.
+    let (segment_bytes, stream_extra, pad) = if retention {
+        (2 << 20, "retain_segments = 1\n", 3000)
+    } else {
+        (4 << 20, "", 200)
+    };
     write(
         &d.join("profile.toml"),
-        "description = \"join test\"\n[log]\nsegment_bytes = 4194304\n",
+        &format!("description = \"join test\"\n[log]\nsegment_bytes = {segment_bytes}\n"),
     );
     let ports = free_ports(8);
     let addr = |n: usize| format!("127.0.0.1:{}", ports[n - 1]);
@@ -169,7 +243,7 @@ fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
                 "node_id = {n}\ndata_dir = \"node{n}\"\nlisten = \"{}\"\nadmin = \"{}\"\n\
                  shards = 1\nprofile = \"profile.toml\"\nsecret_file = \"secret\"\n{nodes_toml}\
                  [[streams]]\nname = \"s\"\nprimary = 1\nmode = \"strong\"\n\
-                 ack_timeout_ms = 300\n[control]\n",
+                 ack_timeout_ms = 300\n{stream_extra}[control]\n",
                 addr(n),
                 admin(n)
             ),
@@ -202,7 +276,7 @@ fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
                     }
                     continue;
                 };
-                let p = format!("record {i} {}", "x".repeat((i % 200) as usize)).into_bytes();
+                let p = format!("record {i} {}", "x".repeat((i % pad) as usize)).into_bytes();
                 match cl.append(&p) {
                     Ok(lsn) => {
                         acked.lock().unwrap().push((lsn, p));
@@ -217,27 +291,20 @@ fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
     wait_for(d, "first commits", Duration::from_secs(20), || {
         count() >= 200
     });
-
-    // A peer that skips the handshake is refused: the secret guards every link
-    // between nodes, not only joins.
-    for hello in [
-        Message::ControlHello {
-            node_id: 2,
-            incarnation: 1,
-        },
-        Message::PeerHello {
-            stream: "s",
-            node_id: 1,
-            epoch: 99,
-        },
-    ] {
-        let (code, message) = answer_to(&addr(1), &hello);
-        assert_eq!(code, ErrorCode::Unauthorized, "{message}");
-        assert!(message.contains("did not prove"), "{message}");
+    if retention {
+        // Every node deletes the segments all members hold once committed.
+        wait_for(
+            d,
+            "retention on every node",
+            Duration::from_secs(60),
+            || {
+                nodes
+                    .iter()
+                    .all(|n| n.stderr().contains("retention deleted"))
+            },
+        );
     }
 
-    // A node with the wrong secret is refused: it stops with the reason, and the
-    // member it reached logs the refusal.
     let joiner_toml = |secret: &str| {
         format!(
             "node_id = 4\ndata_dir = \"node4\"\nlisten = \"{}\"\nadmin = \"{}\"\nshards = 1\n\
@@ -248,41 +315,18 @@ fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
             addr(1)
         )
     };
-    write(&d.join("node4.toml"), &joiner_toml("wrong"));
     let mut joiner = Node {
         config: d.join("node4.toml"),
         stderr: d.join("node4.stderr"),
         child: None,
     };
-    joiner.spawn();
-    let mut child = joiner.child.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the wrong secret was not refused"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(!status.success());
-    let said = joiner.stderr();
-    assert!(said.contains("wrong cluster secret"), "joiner: {said}");
-    assert!(
-        nodes[1].stderr().contains("refused node 4")
-            && nodes[1].stderr().contains("wrong cluster secret"),
-        "seed: {}",
-        nodes[1].stderr()
-    );
-    assert!(!d.join("node4/control/CLUSTER").exists());
-    let view = members(&admin(1)).expect("members view");
-    assert!(view["config"]["members"].get("4").is_none(), "{view}");
+    if !retention {
+        refusals(d, &addr, &admin, &nodes, &mut joiner, &joiner_toml);
+    }
 
     // With the secret it joins, catches up and enters the sync set, under load.
     write(&d.join("node4.toml"), &joiner_toml("secret"));
-    std::fs::remove_file(&joiner.stderr).unwrap();
+    let _ = std::fs::remove_file(&joiner.stderr);
     joiner.spawn();
     let joined_at = Instant::now();
     let mut in_sync = Duration::ZERO;
@@ -336,7 +380,7 @@ fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
     // one killed), and on every sync member that stayed up.
     let acked = acked.lock().unwrap();
     let last = acked.iter().map(|(l, _)| *l).max().unwrap();
-    let mut checked = 0;
+    let (mut checked, mut held) = (0, 0);
     for n in 1..=4 {
         if n == primary {
             continue;
@@ -348,15 +392,31 @@ fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
             "node {n} ends at {}",
             log.last_lsn()
         );
-        for (lsn, payload) in acked.iter() {
+        // Retention deletes what every member holds: what is older than a node's
+        // first record was committed and deleted by design.
+        if n == 4 && (log.first_lsn() > 1) != retention {
+            for n in 1..=4 {
+                let text =
+                    std::fs::read_to_string(d.join(format!("node{n}.stderr"))).unwrap_or_default();
+                let said: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains("retention") || l.contains("starts over"))
+                    .collect();
+                eprintln!("--- node {n}\n{}", said.join("\n"));
+            }
+            panic!("node 4's log starts at {}", log.first_lsn());
+        }
+        for (lsn, payload) in acked.iter().filter(|(l, _)| *l >= log.first_lsn()) {
             let rec = log
                 .get(*lsn)
                 .unwrap_or_else(|| panic!("node {n} lacks lsn {lsn}"));
             assert_eq!(&rec.2, payload, "node {n} lsn {lsn}");
+            held += 1;
         }
         checked += 1;
     }
     assert_eq!(checked, 3);
+    eprintln!("{held} acknowledged records checked on the surviving nodes");
     eprintln!(
         "{} acknowledged commits on every surviving node",
         acked.len()

@@ -113,6 +113,11 @@ fn samples() -> Vec<Message<'static>> {
             after_lsn: 41,
             after_epoch: 8,
         },
+        Message::Rebase {
+            epoch: 9,
+            base_lsn: 4096,
+            base_epoch: 8,
+        },
         Message::PeerWelcome {
             node_id: 2,
             epoch: 7,

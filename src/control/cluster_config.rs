@@ -39,6 +39,8 @@ pub struct Policy {
     pub window_records: u64,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub retain_segments: Option<usize>,
 }
 
 fn default_ack_timeout() -> u64 {
@@ -63,6 +65,7 @@ impl Policy {
             ack_timeout_ticks: settings.ack_timeout_ticks,
             window_records: settings.window_records,
             request_timeout_ms,
+            retain_segments: None,
         }
     }
 

@@ -22,6 +22,9 @@ use crate::log::record::{self, Header, Slot};
 pub const SUFFIX: &str = ".log";
 pub const SPARE_NAME: &str = "spare.tmp";
 pub const LOCK_NAME: &str = "LOCK";
+/// The (LSN, epoch) of the record just before the first retained one, once retention
+/// deleted it or the log was started after it (see `Log::retain`, `Log::reset`).
+pub const BASE_NAME: &str = "BASE";
 
 /// File name of the segment whose first record is `first_lsn`.
 pub fn file_name(first_lsn: u64) -> String {

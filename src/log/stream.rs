@@ -132,6 +132,10 @@ pub struct Log {
     spare: Spare,
     failed: Option<String>,
     recovery: Recovery,
+    /// The record before the first retained one (LSN, epoch), as `BASE` says. It
+    /// counts only while the log starts right after it: a retention cut short by a
+    /// crash leaves the records themselves, which then answer for their epochs.
+    base: Option<(u64, u64)>,
     // Held for the life of the Log: one writer per log directory.
     _lock: File,
 }
@@ -160,9 +164,13 @@ impl Log {
             }
             _ => {}
         }
+        let base = load_base(dir)?;
         let mut segs = segment::list(dir).map_err(|e| LogError::io("list segments", dir, e))?;
         if segs.is_empty() {
-            let path = dir.join(segment::file_name(1));
+            // A new log, or one whose reset (`Log::reset`) stopped between deleting the
+            // old segments and installing the first new one.
+            let first = base.map_or(1, |(lsn, _)| lsn + 1);
+            let path = dir.join(segment::file_name(first));
             prepare_segment(
                 &spare_path,
                 opts.segment_bytes,
@@ -170,7 +178,7 @@ impl Log {
                 opts.faults.as_deref(),
             )?;
             install(&spare_path, &path, dir)?;
-            segs.push((1, path));
+            segs.push((first, path));
         }
         // Find the tail: the newest segment holding a record, or the only one. An empty
         // newest segment is an unused rollover (the crash came before its first write
@@ -281,6 +289,7 @@ impl Log {
             spare: Spare::Idle,
             failed: None,
             recovery,
+            base,
             opts,
             _lock: lock,
         };
@@ -326,9 +335,21 @@ impl Log {
         self.durable_lsn
     }
 
-    /// Epoch of the last appended record.
+    /// Epoch of the last appended record (of the base record when the log holds none
+    /// after it).
     pub fn last_epoch(&self) -> Option<u64> {
-        self.last_epoch
+        self.last_epoch.or_else(|| {
+            self.base()
+                .filter(|&(lsn, _)| lsn + 1 == self.next_lsn)
+                .map(|(_, epoch)| epoch)
+        })
+    }
+
+    /// The record just before the first one the log holds (LSN, epoch), when
+    /// retention deleted it or the log was started after it; `None` for a log that
+    /// starts at LSN 1.
+    pub fn base(&self) -> Option<(u64, u64)> {
+        self.base.filter(|&(lsn, _)| lsn + 1 == self.first_lsn())
     }
 
     /// Why the log stopped accepting appends, if it did.
@@ -380,8 +401,13 @@ impl Log {
         Ok(true)
     }
 
-    /// Epoch of the durable record `lsn`.
+    /// Epoch of the durable record `lsn` (or of the base record).
     pub fn epoch_at(&mut self, lsn: u64) -> Result<u64, LogError> {
+        if let Some((base, epoch)) = self.base()
+            && lsn == base
+        {
+            return Ok(epoch);
+        }
         Ok(self.read(lsn, 1, 0)?[0].epoch)
     }
 
@@ -390,7 +416,13 @@ impl Log {
     pub fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> Result<u64, LogError> {
         let (mut lo, mut hi) = (self.first_lsn(), self.durable_lsn);
         if hi < lo || self.epoch_at(lo)? > epoch {
-            return Ok(lo.saturating_sub(1));
+            // Nothing held here is of an epoch up to `epoch`. Below the first record
+            // only the base record's epoch is known; of what came before it, nothing.
+            return Ok(match self.base() {
+                Some((base, e)) if e <= epoch => base,
+                Some(_) => 0,
+                None => lo.saturating_sub(1),
+            });
         }
         // Invariant: epoch_at(lo) <= epoch; the answer is in lo..=hi.
         while lo < hi {
@@ -734,6 +766,87 @@ impl Log {
         Ok(self.first_lsn())
     }
 
+    /// Retention: deletes the oldest sealed segments whose records all lie below
+    /// `keep_from`, keeping at least the newest `keep_segments` sealed segments (and
+    /// always the one being written). The epoch of the last deleted record is stored
+    /// first (`BASE`), so the log can still tell where it starts and a member can be
+    /// started right after it (`reset`). Returns the new first LSN.
+    pub fn retain(&mut self, keep_from: u64, keep_segments: usize) -> Result<u64, LogError> {
+        let firsts: Vec<u64> = self.sealed.keys().copied().collect();
+        let deletable = firsts.len().saturating_sub(keep_segments);
+        let mut cut = None;
+        for (i, first) in firsts.iter().enumerate().take(deletable) {
+            let next_first = firsts.get(i + 1).copied().unwrap_or(self.tail.first_lsn);
+            if next_first > keep_from || next_first - 1 > self.durable_lsn {
+                break;
+            }
+            cut = Some((*first, next_first - 1));
+        }
+        let Some((_, last_deleted)) = cut else {
+            return Ok(self.first_lsn());
+        };
+        let epoch = self.epoch_at(last_deleted)?;
+        store_base(&self.dir, (last_deleted, epoch))?;
+        self.base = Some((last_deleted, epoch));
+        self.delete_before(last_deleted + 1)
+    }
+
+    /// Starts the log over after (`base_lsn`, `base_epoch`): every record is deleted and
+    /// the next append gets `base_lsn + 1`. A member whose primary no longer holds the
+    /// records after the member's log end (retention deleted them) is reset to where the
+    /// primary's log starts, and receives the records from there. Needs no write in
+    /// flight and nothing pending.
+    ///
+    /// Crash safety: `BASE` is stored first, then the segments are deleted newest first,
+    /// then the new first segment is installed; a log opened at any point in between is
+    /// either the old log (shorter) or the new one, empty.
+    pub fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> Result<(), LogError> {
+        if self.in_flight.is_some() || self.pending.count > 0 {
+            return Err(LogError::Busy);
+        }
+        store_base(&self.dir, (base_lsn, base_epoch))?;
+        self.base = Some((base_lsn, base_epoch));
+        let spare_path = self.dir.join(segment::SPARE_NAME);
+        match std::mem::replace(&mut self.spare, Spare::Idle) {
+            Spare::Preparing(h) => h.join().expect("segment preparation panicked")?,
+            Spare::Idle => prepare_segment(
+                &spare_path,
+                self.opts.segment_bytes,
+                self.access,
+                self.opts.faults.as_deref(),
+            )?,
+        }
+        let mut old: Vec<PathBuf> = self.sealed.values().map(|s| s.path.clone()).collect();
+        old.push(self.tail.path.clone());
+        for path in old.iter().rev() {
+            std::fs::remove_file(path).map_err(|e| LogError::io("delete segment", path, e))?;
+        }
+        sysfile::sync_dir(&self.dir).map_err(|e| LogError::io("sync directory", &self.dir, e))?;
+        self.sealed.clear();
+        let path = self.dir.join(segment::file_name(base_lsn + 1));
+        install(&spare_path, &path, &self.dir)?;
+        let file = sysfile::open_rw(&path, self.access, false)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", &path, e))?
+            .len();
+        self.tail = Tail {
+            first_lsn: base_lsn + 1,
+            path,
+            file: Arc::new(file),
+            len,
+            index: Vec::new(),
+        };
+        self.write_off = 0;
+        self.next_lsn = base_lsn + 1;
+        self.durable_lsn = base_lsn;
+        self.pending.first_lsn = base_lsn + 1;
+        self.last_epoch = None;
+        self.start_spare();
+        Ok(())
+    }
+
     /// Removes every record after `lsn` (a returning node cutting its unacknowledged
     /// tail). Needs no write in flight and nothing pending ([`Log::sync`] first).
     ///
@@ -815,6 +928,11 @@ impl Log {
 
     fn last_epoch_before_tail(&mut self) -> Result<Option<u64>, LogError> {
         let last = self.tail.first_lsn - 1;
+        if let Some((base, epoch)) = self.base()
+            && last == base
+        {
+            return Ok(Some(epoch));
+        }
         if last == 0 || last < self.first_lsn() {
             return Ok(None);
         }
@@ -957,6 +1075,53 @@ impl Drop for Log {
             let _ = h.join();
         }
     }
+}
+
+const BASE_MAGIC: &[u8] = b"LSBASE1\n";
+
+/// Reads `BASE`: (LSN, epoch) of the record before the first retained one.
+fn load_base(dir: &Path) -> Result<Option<(u64, u64)>, LogError> {
+    let path = dir.join(segment::BASE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LogError::io("read", path, e)),
+    };
+    let m = BASE_MAGIC.len();
+    let corrupt = |reason: &str| LogError::Corrupt {
+        path: path.clone(),
+        offset: 0,
+        reason: reason.to_string(),
+    };
+    if bytes.len() != m + 20 || !bytes.starts_with(BASE_MAGIC) {
+        return Err(corrupt("not a base file"));
+    }
+    let crc = u32::from_le_bytes(bytes[m + 16..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..m + 16]) != crc {
+        return Err(corrupt("the base file fails its checksum"));
+    }
+    let lsn = u64::from_le_bytes(bytes[m..m + 8].try_into().expect("8 bytes"));
+    let epoch = u64::from_le_bytes(bytes[m + 8..m + 16].try_into().expect("8 bytes"));
+    Ok(Some((lsn, epoch)))
+}
+
+/// Replaces `BASE` atomically (write, fsync, rename, fsync the directory).
+fn store_base(dir: &Path, (lsn, epoch): (u64, u64)) -> Result<(), LogError> {
+    let mut bytes = BASE_MAGIC.to_vec();
+    bytes.extend_from_slice(&lsn.to_le_bytes());
+    bytes.extend_from_slice(&epoch.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join("BASE.tmp");
+    let path = dir.join(segment::BASE_NAME);
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        sysfile::sync_dir(dir)
+    };
+    write().map_err(|e| LogError::io("store", dir.join(segment::BASE_NAME), e))
 }
 
 /// Takes the log's lock. A process that forks (to start another program) shares the

@@ -314,6 +314,18 @@ impl Primary {
             .map(|m| (m.id, m.in_sync, m.connected, m.received, m.durable))
     }
 
+    /// Everything up to this LSN is committed and held durably by every member that
+    /// must hold it or is catching up now: the sync set, and the learners connected
+    /// now. Retention may delete up to it; a learner away meanwhile starts again after
+    /// the primary's first retained record when it returns.
+    pub fn retention_floor(&self) -> u64 {
+        self.members
+            .iter()
+            .filter(|m| m.sync || m.connected)
+            .map(|m| m.durable)
+            .fold(self.commit_lsn.min(self.local_durable), u64::min)
+    }
+
     /// Assigns LSNs to `count` records of `request`, to be written locally and sent.
     /// The request completes when its last record is committed under
     /// `min(mode, stream mode)`, or in doubt after `timeout_ticks`.

@@ -25,6 +25,8 @@
 //! ack_timeout_ms = 300
 //! request_timeout_ms = 5000
 //! epoch = 1
+//! retain_segments = 8        # delete older segments once every member holds them
+//!                            # (default: keep the whole log)
 //! ```
 //!
 //! With a `[control]` section the cluster runs its controller (an embedded raft group
@@ -139,6 +141,7 @@ struct RawStream {
     ack_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     epoch: Option<u64>,
+    retain_segments: Option<usize>,
 }
 
 /// A node of the cluster.
@@ -159,6 +162,9 @@ pub struct StreamConfig {
     pub settings: StreamSettings,
     pub request_timeout_ms: u64,
     pub epoch: u64,
+    /// Retention: sealed segments kept beyond what every member still needs (`None`:
+    /// the log keeps everything).
+    pub retain_segments: Option<usize>,
 }
 
 /// A validated node configuration.
@@ -325,6 +331,7 @@ impl Config {
                 settings,
                 request_timeout_ms,
                 epoch,
+                retain_segments: s.retain_segments,
             });
         }
         let control = match raw.control {
@@ -401,7 +408,10 @@ impl Config {
                         sync_set: s.sync_set.clone(),
                         learners: s.learners.clone(),
                         degraded: false,
-                        policy: crate::control::Policy::of(&s.settings, s.request_timeout_ms),
+                        policy: crate::control::Policy {
+                            retain_segments: s.retain_segments,
+                            ..crate::control::Policy::of(&s.settings, s.request_timeout_ms)
+                        },
                         version: 0,
                         floor: (0, 0),
                     };
@@ -439,6 +449,7 @@ impl Config {
                 settings,
                 request_timeout_ms: roles.policy.request_timeout_ms,
                 epoch: roles.epoch,
+                retain_segments: roles.policy.retain_segments,
             });
         }
         let control = self.control.get_or_insert(ControlConfig {

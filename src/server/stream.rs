@@ -83,6 +83,9 @@ pub struct SecondaryDriver {
     /// The primary of an epoch asked to keep records up to (its epoch, LSN, the epoch
     /// of its record there).
     truncate_to: Option<(u64, u64, u64)>,
+    /// The primary of an epoch asked to start the log over after (LSN, epoch): it no
+    /// longer holds what comes after this log's end.
+    rebase_to: Option<(u64, u64, u64)>,
 }
 
 pub enum RoleDriver {
@@ -106,7 +109,12 @@ pub struct StreamDriver {
     /// A switchover in progress: this primary admits nothing and reports when the
     /// target holds its whole log.
     draining: Option<roles::Draining>,
+    /// When retention last looked at the log.
+    retained_at: Instant,
 }
+
+/// How often retention looks for segments to delete.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn role_name(role: &RoleDriver) -> &'static str {
     match role {
@@ -163,6 +171,7 @@ impl StreamDriver {
                 primary_addr,
                 ack_due: false,
                 truncate_to: None,
+                rebase_to: None,
             })
         };
         let mut metrics =
@@ -180,6 +189,7 @@ impl StreamDriver {
             incarnation: None,
             requests: Vec::new(),
             draining: None,
+            retained_at: started,
         }
     }
 
@@ -469,7 +479,7 @@ impl StreamDriver {
                 if s.primary_link != Some(link) {
                     return Handled::Close("records from a link that is not the primary's".into());
                 }
-                if s.truncate_to.is_some() {
+                if s.truncate_to.is_some() || s.rebase_to.is_some() {
                     return Handled::Later;
                 }
                 let first = prev_lsn + 1;
@@ -548,6 +558,20 @@ impl StreamDriver {
                 Handled::Done
             }
             (
+                RoleDriver::Secondary(s),
+                Message::Rebase {
+                    epoch,
+                    base_lsn,
+                    base_epoch,
+                },
+            ) => {
+                if *epoch < s.core.epoch() || s.primary_link != Some(link) {
+                    return Handled::Close("a rebase asked by an older primary".into());
+                }
+                s.rebase_to = Some((*epoch, *base_lsn, *base_epoch));
+                Handled::Done
+            }
+            (
                 RoleDriver::Primary(p),
                 Message::Ack {
                     epoch: _,
@@ -616,15 +640,36 @@ impl StreamDriver {
     ) {
         let name = self.cfg.name.clone();
         let epoch = self.epoch;
-        // Where the logs agree at most, and the epoch of this primary's record there:
-        // the member also cuts its records of newer epochs before it.
-        let (agree, agree_epoch) = match self.shared_prefix(last_lsn, last_epoch) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = self.fail(links, e);
-                return;
+        // Retention deleted the records this primary would send the member first: the
+        // member starts over after this log's base record.
+        let base = self.log.base().filter(|&(b, _)| b > 0);
+        let rebase = |links: &mut dyn FnMut(&Message<'_>)| {
+            if let Some((base_lsn, base_epoch)) = base {
+                eprintln!(
+                    "lockstep: stream {name}: member {member} ends at lsn {last_lsn}, before this primary's first retained record {}: it starts over after {base_lsn}",
+                    base_lsn + 1
+                );
+                links(&Message::Rebase {
+                    epoch,
+                    base_lsn,
+                    base_epoch: base_epoch.min(epoch),
+                });
             }
         };
+        let mut agreed = None;
+        if base.is_none_or(|(b, _)| last_lsn >= b) {
+            // Where the logs agree at most, and the epoch of this primary's record
+            // there: the member also cuts its records of newer epochs before it.
+            match self.shared_prefix(last_lsn, last_epoch) {
+                Ok(a) => agreed = Some(a),
+                // Only below the base can the log not tell an epoch: start over.
+                Err(_) if base.is_some() => {}
+                Err(e) => {
+                    let _ = self.fail(links, e);
+                    return;
+                }
+            }
+        }
         let RoleDriver::Primary(p) = &mut self.role else {
             return;
         };
@@ -637,6 +682,13 @@ impl StreamDriver {
         {
             links.close(old, "the member connected again");
         }
+        let Some((agree, agree_epoch)) = agreed else {
+            m.truncating = true;
+            rebase(&mut |msg| {
+                let _ = links.send(link, RequestId(0), msg);
+            });
+            return;
+        };
         if agree < last_lsn {
             eprintln!(
                 "lockstep: stream {name}: member {member} holds lsn {}..={last_lsn} that this primary does not: asking it to truncate after {agree}",
@@ -694,6 +746,18 @@ impl StreamDriver {
             log: &mut self.log,
         };
         let agree = shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut epochs)?;
+        if let Some((base, _)) = epochs.log.base()
+            && base > 0
+            && agree < base
+        {
+            // Agreement below the base cannot be checked here: the caller starts the
+            // member over instead.
+            return Err(LogError::OutOfRange {
+                lsn: agree,
+                first: base + 1,
+                last: epochs.log.durable_lsn(),
+            });
+        }
         let epoch = if agree == 0 {
             0
         } else {
@@ -736,8 +800,39 @@ impl StreamDriver {
         Handled::Done
     }
 
+    /// Retention, at most every [`RETENTION_EVERY`]: with `retain_segments = N`, sealed
+    /// segments beyond the newest N are deleted once everything in them is committed
+    /// and held durably by every member that must hold it (see
+    /// `Primary::retention_floor`; a secondary keeps what it has not seen committed).
+    fn retain(&mut self, links: &mut impl Links, now: Instant) {
+        let Some(keep) = self.cfg.retain_segments else {
+            return;
+        };
+        if now < self.retained_at + RETENTION_EVERY || self.log.writing() || self.log.has_pending()
+        {
+            return;
+        }
+        self.retained_at = now;
+        let floor = match &self.role {
+            RoleDriver::Primary(p) => p.core.retention_floor(),
+            RoleDriver::Secondary(s) => s.core.readable_commit(),
+        };
+        let before = self.log.first_lsn();
+        match self.log.retain(floor + 1, keep) {
+            Ok(first) if first > before => eprintln!(
+                "lockstep: stream {}: retention deleted lsn {before}..{first}",
+                self.cfg.name
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let _ = self.fail(links, e);
+            }
+        }
+    }
+
     /// Runs the core for this turn: ticks, sends, replies, acks, truncation.
     pub fn drive(&mut self, links: &mut impl Links, now: Instant) {
+        self.retain(links, now);
         let ticks = self.ticks(now);
         let name = self.cfg.name.clone();
         let epoch = self.epoch;
@@ -865,6 +960,44 @@ impl StreamDriver {
                 }
             }
             RoleDriver::Secondary(s) => {
+                if let Some((epoch, base, base_epoch)) = s.rebase_to
+                    && !self.log.writing()
+                    && !self.log.has_pending()
+                {
+                    s.rebase_to = None;
+                    let last = self.log.next_lsn() - 1;
+                    let last_epoch = self.log.last_epoch().unwrap_or(0);
+                    // Asked because this log ended before `base`: a log that reaches
+                    // it now, or holds the asking primary's own records, answers an
+                    // older greeting and is kept.
+                    if last < base && !truncation_is_stale(epoch, last_epoch) {
+                        if let Err(e) = self.log.reset(base, base_epoch) {
+                            let _ = self.fail(links, e);
+                            return;
+                        }
+                        eprintln!(
+                            "lockstep: stream {name}: the primary no longer holds lsn {}..={base}: the log starts over after lsn {base}",
+                            last + 1
+                        );
+                        s.core = Secondary::new(
+                            s.core.epoch(),
+                            base,
+                            base_epoch,
+                            s.core.ack_on_receipt(),
+                        );
+                    }
+                    if let Some(link) = s.primary_link {
+                        let last = self.log.next_lsn() - 1;
+                        let w = Message::PeerWelcome {
+                            node_id: self.node_id,
+                            epoch: s.core.epoch(),
+                            last_lsn: last,
+                            last_epoch: self.log.last_epoch().unwrap_or(0),
+                            durable_lsn: last,
+                        };
+                        let _ = links.send(link, RequestId(0), &w);
+                    }
+                }
                 if let Some((epoch, asked, asked_epoch)) = s.truncate_to
                     && !self.log.writing()
                     && !self.log.has_pending()
@@ -887,10 +1020,18 @@ impl StreamDriver {
                                 return;
                             }
                         };
-                        if let Err(e) = self.log.truncate_after(after) {
+                        let cut = if after + 1 < self.log.first_lsn() {
+                            // Below what retention kept here: the log starts over, and
+                            // the primary sends it what it holds.
+                            self.log.reset(0, 0)
+                        } else {
+                            self.log.truncate_after(after)
+                        };
+                        if let Err(e) = cut {
                             let _ = self.fail(links, e);
                             return;
                         }
+                        let after = self.log.next_lsn() - 1;
                         eprintln!(
                             "lockstep: stream {name}: truncated the log after lsn {after} as the primary asked"
                         );

@@ -64,6 +64,7 @@ pub enum Kind {
     Replicate = 0x21,
     Heartbeat = 0x22,
     Truncate = 0x23,
+    Rebase = 0x24,
     PeerWelcome = 0x30,
     Ack = 0x31,
     Refuse = 0x32,
@@ -77,7 +78,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 25] = [
+    pub const ALL: [Kind; 26] = [
         Kind::ClientHello,
         Kind::Append,
         Kind::Read,
@@ -93,6 +94,7 @@ impl Kind {
         Kind::Replicate,
         Kind::Heartbeat,
         Kind::Truncate,
+        Kind::Rebase,
         Kind::PeerWelcome,
         Kind::Ack,
         Kind::Refuse,
@@ -130,6 +132,7 @@ impl Kind {
             Kind::Replicate => "Replicate",
             Kind::Heartbeat => "Heartbeat",
             Kind::Truncate => "Truncate",
+            Kind::Rebase => "Rebase",
             Kind::PeerWelcome => "PeerWelcome",
             Kind::Ack => "Ack",
             Kind::Refuse => "Refuse",
@@ -169,6 +172,7 @@ impl Kind {
             Kind::Replicate => 8 * 4 + 4 + RECORDS,
             Kind::Heartbeat => 8 + 8,
             Kind::Truncate => 8 * 3,
+            Kind::Rebase => 8 * 3,
             Kind::PeerWelcome => 4 + 8 * 4,
             Kind::Ack => 8 * 3,
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,

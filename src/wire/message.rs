@@ -26,6 +26,7 @@
 //!                   prev_epoch up to epoch)
 //! 0x22 Heartbeat    epoch u64, commit_lsn u64
 //! 0x23 Truncate     epoch u64, after_lsn u64, after_epoch u64 (<= epoch)
+//! 0x24 Rebase       epoch u64, base_lsn u64 (>= 1), base_epoch u64 (<= epoch)
 //! 0x30 PeerWelcome  node_id u32, epoch u64, last_lsn u64, last_epoch u64,
 //!                   durable_lsn u64 (<= last_lsn)
 //! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
@@ -141,6 +142,14 @@ pub enum Message<'a> {
         after_lsn: u64,
         after_epoch: u64,
     },
+    /// Primary → secondary: the records after the member's log end are no longer
+    /// held here (retention deleted them): start the log over after `base_lsn`, whose
+    /// record is of `base_epoch`, and receive everything from there.
+    Rebase {
+        epoch: u64,
+        base_lsn: u64,
+        base_epoch: u64,
+    },
     /// Secondary → primary, the reply to `PeerHello`: where the secondary's log ends,
     /// so the primary knows where to resume.
     PeerWelcome {
@@ -207,6 +216,7 @@ impl<'a> Message<'a> {
             Message::Replicate { .. } => Kind::Replicate,
             Message::Heartbeat { .. } => Kind::Heartbeat,
             Message::Truncate { .. } => Kind::Truncate,
+            Message::Rebase { .. } => Kind::Rebase,
             Message::PeerWelcome { .. } => Kind::PeerWelcome,
             Message::Ack { .. } => Kind::Ack,
             Message::Refuse { .. } => Kind::Refuse,
@@ -347,6 +357,16 @@ impl<'a> Message<'a> {
                 w.u64(epoch)?;
                 w.u64(after_lsn)?;
                 w.u64(after_epoch)
+            }
+            Message::Rebase {
+                epoch,
+                base_lsn,
+                base_epoch,
+            } => {
+                rebase_rules(base_lsn, base_epoch, epoch).map_err(|m| w.malformed(m))?;
+                w.u64(epoch)?;
+                w.u64(base_lsn)?;
+                w.u64(base_epoch)
             }
             Message::PeerWelcome {
                 node_id,
@@ -591,6 +611,17 @@ impl<'a> Message<'a> {
                     after_epoch,
                 }
             }
+            Kind::Rebase => {
+                let epoch = r.u64("epoch")?;
+                let base_lsn = r.u64("base_lsn")?;
+                let base_epoch = r.u64("base_epoch")?;
+                rebase_rules(base_lsn, base_epoch, epoch).map_err(|m| r.malformed(m))?;
+                Message::Rebase {
+                    epoch,
+                    base_lsn,
+                    base_epoch,
+                }
+            }
             Kind::PeerWelcome => {
                 let node_id = r.u32("node_id")?;
                 let epoch = r.u64("epoch")?;
@@ -690,6 +721,18 @@ fn auth_bytes<'a>(r: &mut Reader<'a>, field: &str) -> Result<&'a [u8; AUTH_BYTES
     Ok(r.bytes(AUTH_BYTES, field)?
         .try_into()
         .expect("bytes returns the length asked for"))
+}
+
+fn rebase_rules(base_lsn: u64, base_epoch: u64, epoch: u64) -> Result<(), String> {
+    if base_lsn == 0 {
+        return Err("base_lsn is 0: a log starting at lsn 1 needs no rebase".into());
+    }
+    if base_epoch > epoch {
+        return Err(format!(
+            "base_epoch {base_epoch} is newer than the primary's epoch {epoch}"
+        ));
+    }
+    Ok(())
 }
 
 /// A node address; length 0 stands for "not known".

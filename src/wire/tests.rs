@@ -95,6 +95,11 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
             after_lsn: 7,
             after_epoch: 1,
         },
+        Message::Rebase {
+            epoch: 2,
+            base_lsn: 7,
+            base_epoch: 1,
+        },
         Message::PeerWelcome {
             node_id: 1,
             epoch: 1,

@@ -352,6 +352,7 @@ impl StreamDriver {
             primary_addr,
             ack_due: false,
             truncate_to: None,
+            rebase_to: None,
         });
         self.metrics.role = "secondary";
         self.metrics.epoch = self.epoch;

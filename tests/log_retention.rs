@@ -1,0 +1,75 @@
+//! Retention that remembers where the log starts, and a log started over after a base
+//! record (a member whose primary no longer holds what it lacks).
+
+mod common;
+
+use common::{check_all, fill, ring, small};
+use lockstep::log::{Log, LogError};
+
+#[test]
+fn retention_keeps_the_newest_segments_and_the_base_records_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ring = ring();
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    fill(&mut log, &mut ring, 3, 2_000, 16);
+    fill(&mut log, &mut ring, 4, 6_000, 16);
+    assert!(log.base().is_none());
+    // Nothing below `keep_from` = 1 may go.
+    assert_eq!(log.retain(1, 0).unwrap(), 1);
+    // Everything may go but the newest sealed segment (and the one being written).
+    let first = log.retain(u64::MAX, 1).unwrap();
+    assert!(first > 1, "nothing deleted");
+    let (base, epoch) = log.base().expect("a base record");
+    assert_eq!(base + 1, first);
+    assert_eq!(epoch, if base <= 2_000 { 3 } else { 4 });
+    assert_eq!(log.epoch_at(base).unwrap(), epoch);
+    assert!(matches!(
+        log.read(base, 1, 0),
+        Err(LogError::OutOfRange { .. })
+    ));
+    check_all(&mut log);
+    // Below the base, no epoch is known: nothing of epoch 2 or older is shared.
+    assert_eq!(log.last_lsn_up_to_epoch(2).unwrap(), 0);
+    drop(log);
+
+    // Reopened, the log starts at the same place and still knows the base's epoch.
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    assert_eq!(log.first_lsn(), first);
+    assert_eq!(log.base(), Some((base, epoch)));
+    assert_eq!(log.durable_lsn(), 6_000);
+    check_all(&mut log);
+    fill(&mut log, &mut ring, 5, 6_100, 16);
+    check_all(&mut log);
+}
+
+#[test]
+fn a_log_started_over_after_a_base_takes_the_next_lsn_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ring = ring();
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    fill(&mut log, &mut ring, 2, 500, 8);
+    log.reset(40_000, 7).unwrap();
+    assert_eq!(log.first_lsn(), 40_001);
+    assert_eq!(log.next_lsn(), 40_001);
+    assert_eq!(log.durable_lsn(), 40_000);
+    assert_eq!(log.last_epoch(), Some(7));
+    assert_eq!(log.epoch_at(40_000).unwrap(), 7);
+    assert_eq!(log.last_lsn_up_to_epoch(7).unwrap(), 40_000);
+    assert_eq!(log.last_lsn_up_to_epoch(6).unwrap(), 0);
+    drop(log);
+
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    assert_eq!(
+        (log.first_lsn(), log.next_lsn(), log.last_epoch()),
+        (40_001, 40_001, Some(7))
+    );
+    fill(&mut log, &mut ring, 8, 40_100, 16);
+    assert_eq!(log.last_epoch(), Some(8));
+    check_all(&mut log);
+    // Cutting back to the base leaves the empty log after it.
+    log.truncate_after(40_000).unwrap();
+    assert_eq!((log.next_lsn(), log.last_epoch()), (40_001, Some(7)));
+    drop(log);
+    let log = Log::open(dir.path(), small(), 1).unwrap();
+    assert_eq!((log.first_lsn(), log.next_lsn()), (40_001, 40_001));
+}
