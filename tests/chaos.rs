@@ -5,13 +5,19 @@
 //! proxy faults (cut connections, delay, one-way blackhole, full partition of a node),
 //! each healed after a while.
 //!
+//! Every link between nodes proves the cluster secret. The 3-node run keeps one sealed
+//! segment of 2 MiB (`retain_segments = 1`): a node that was away while retention
+//! deleted what it lacked is started over after the primary's first retained record.
+//!
 //! At the end, with every fault healed and every node running, the cluster must come
 //! back to full strength by itself (every node in the sync set of the committed
 //! configuration, and a commit succeeds). Then, from the nodes' logs after a clean
-//! shutdown: every acknowledged commit is on every node with identical bytes, the
+//! shutdown: every acknowledged commit (that retention kept) is on every node with
+//! identical bytes, the
 //! committed prefixes are byte-identical, every log is sound, and no two nodes acted
 //! as primary in the same epoch (from the promotions the nodes announce on stderr).
 //!
+//! `LOCKSTEP_CHAOS_DEBUG=1` prints the nodes' retention and start-over lines.
 //! `LOCKSTEP_CHAOS_ROUNDS=N` runs N rounds on 3 nodes and N/2 on 5 nodes (default: 10
 //! and 5); `LOCKSTEP_CHAOS_SEED` replays a run (the seed is printed).
 
@@ -372,7 +378,7 @@ fn wait_full_strength(cl: &ChaosCluster, within: Duration) -> (usize, u64) {
     panic!("not back to full strength within {within:?}: {last}");
 }
 
-fn run(nodes: usize, rounds: usize) {
+fn run(nodes: usize, rounds: usize, retain: Option<usize>) {
     let _serial = procs::serial();
     if let Err(why) = lockstep_sys::probe::io_uring() {
         eprintln!("skipped: {why}");
@@ -381,11 +387,21 @@ fn run(nodes: usize, rounds: usize) {
     let (mut rng, seed) = Rng::from_env("LOCKSTEP_CHAOS_SEED");
     eprintln!("chaos: {nodes} nodes, {rounds} rounds, seed {seed} (LOCKSTEP_CHAOS_SEED)");
     let started = Instant::now();
-    let mut cl = ChaosCluster::start(
-        env!("CARGO_BIN_EXE_lockstepd").into(),
-        nodes,
-        procs::segment_bytes(),
-    );
+    let mut cl = match retain {
+        // The smallest segments, so that the workload's few megabytes roll over several.
+        Some(n) => ChaosCluster::start(
+            env!("CARGO_BIN_EXE_lockstepd").into(),
+            nodes,
+            2 << 20,
+            Some(n),
+        ),
+        None => ChaosCluster::start(
+            env!("CARGO_BIN_EXE_lockstepd").into(),
+            nodes,
+            procs::segment_bytes(),
+            None,
+        ),
+    };
     let workload = Workload::start(&cl.addrs);
     assert!(
         workload.wait_for_more(20, PROGRESS_WITHIN),
@@ -426,6 +442,9 @@ fn run(nodes: usize, rounds: usize) {
     let logs: Vec<(String, LogImage)> = (1..=nodes)
         .map(|n| (format!("node {n}"), LogImage::read(&cl.stream_dir(n))))
         .collect();
+    // The fewest acknowledged commits checked on one node (all of them, but for what
+    // retention deleted).
+    let mut checked_min = usize::MAX;
     for (name, log) in &logs {
         log.assert_sound_and_dense(name);
         assert!(
@@ -433,7 +452,11 @@ fn run(nodes: usize, rounds: usize) {
             "seed {seed}: {name} ends at lsn {} before the final commit {final_lsn}",
             log.last_lsn()
         );
-        for (&lsn, &counter) in &acked {
+        // With retention, what lies before a log's first record was committed, held
+        // by every member and deleted by design.
+        let kept = if retain.is_some() { log.first_lsn() } else { 1 };
+        checked_min = checked_min.min(acked.range(kept..).count());
+        for (&lsn, &counter) in acked.range(kept..) {
             let rec = log
                 .get(lsn)
                 .unwrap_or_else(|| panic!("seed {seed}: {name} lacks acknowledged lsn {lsn}"));
@@ -478,12 +501,31 @@ fn run(nodes: usize, rounds: usize) {
         }
     }
 
+    let said = |what: &str| -> usize {
+        (1..=nodes)
+            .map(|n| cl.stderr(n).matches(what).count())
+            .sum()
+    };
+    eprintln!(
+        "chaos: retention deleted segments {} times; members started over after the primary's base {} times",
+        said("retention deleted"),
+        said("starts over after")
+    );
+    if std::env::var_os("LOCKSTEP_CHAOS_DEBUG").is_some() {
+        for n in 1..=nodes {
+            for l in cl.stderr(n).lines().filter(|l| {
+                l.contains("starts over") || l.contains("retention") || l.contains("stale")
+            }) {
+                eprintln!("node {n}: {l}");
+            }
+        }
+    }
     let in_doubt: u64 = reports.iter().map(|r| r.in_doubt).sum();
     let failed: u64 = reports.iter().map(|r| r.failed).sum();
     eprintln!(
         "chaos: {nodes} nodes, seed {seed}: {rounds} rounds in {:.1} s; kills per node {:?} \
          ({} of the primary); {} full outages, {} SIGSTOPs, {} cuts, {} delays, {} blackholes, {} partitions; \
-         {} epochs (primaries {:?}); {} acknowledged commits checked on {nodes} nodes, \
+         {} epochs (primaries {:?}); {} acknowledged commits, at least {checked_min} checked on each of {nodes} nodes, \
          {in_doubt} in doubt, {failed} failed attempts; final commit lsn {final_lsn} on node {primary}",
         started.elapsed().as_secs_f64(),
         tally.kills,
@@ -505,10 +547,12 @@ fn run(nodes: usize, rounds: usize) {
 
 #[test]
 fn chaos_three_nodes() {
-    run(3, rounds().0);
+    // With retention: members that were away start over after the primary's first
+    // retained record.
+    run(3, rounds().0, Some(1));
 }
 
 #[test]
 fn chaos_five_nodes() {
-    run(5, rounds().1);
+    run(5, rounds().1, None);
 }

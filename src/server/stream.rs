@@ -960,17 +960,17 @@ impl StreamDriver {
                 }
             }
             RoleDriver::Secondary(s) => {
-                if let Some((epoch, base, base_epoch)) = s.rebase_to
+                if let Some((_, base, base_epoch)) = s.rebase_to
                     && !self.log.writing()
                     && !self.log.has_pending()
                 {
                     s.rebase_to = None;
                     let last = self.log.next_lsn() - 1;
-                    let last_epoch = self.log.last_epoch().unwrap_or(0);
                     // Asked because this log ended before `base`: a log that reaches
-                    // it now, or holds the asking primary's own records, answers an
-                    // older greeting and is kept.
-                    if last < base && !truncation_is_stale(epoch, last_epoch) {
+                    // it now answers an older greeting and is kept. Otherwise the
+                    // primary cannot send what follows this log's end, even when the
+                    // log is a prefix of the primary's (its own epoch's records).
+                    if last < base {
                         if let Err(e) = self.log.reset(base, base_epoch) {
                             let _ = self.fail(links, e);
                             return;

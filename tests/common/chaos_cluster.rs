@@ -65,8 +65,22 @@ impl ChaosCluster {
     /// Writes the configuration of a cluster of `nodes` nodes (node 1 the first primary
     /// of stream "s", every other node in its sync set, the controller on every node),
     /// starts the proxies and every node, and waits until each answers a client.
-    pub fn start(lockstepd: PathBuf, nodes: usize, segment_bytes: u64) -> ChaosCluster {
+    ///
+    /// Every link between nodes proves the cluster secret; with `retain` the stream
+    /// deletes old segments (`retain_segments`), so members that were away are started
+    /// over after the primary's first retained record.
+    pub fn start(
+        lockstepd: PathBuf,
+        nodes: usize,
+        segment_bytes: u64,
+        retain: Option<usize>,
+    ) -> ChaosCluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        std::fs::write(
+            dir.path().join("secret"),
+            "chaos-cluster-secret-0123456789\n",
+        )
+        .expect("write secret");
         std::fs::write(
             dir.path().join("profile.toml"),
             format!(
@@ -93,7 +107,7 @@ impl ChaosCluster {
             .map(|i| {
                 let mut text = format!(
                     "node_id = {i}\ndata_dir = \"node{i}\"\nlisten = \"{}\"\nshards = 1\n\
-                     profile = \"profile.toml\"\n",
+                     profile = \"profile.toml\"\nsecret_file = \"secret\"\n",
                     listen[i - 1]
                 );
                 for j in 1..=nodes {
@@ -104,9 +118,10 @@ impl ChaosCluster {
                     };
                     text += &format!("[[nodes]]\nid = {j}\naddr = \"{addr}\"\n");
                 }
+                let retain = retain.map_or(String::new(), |n| format!("retain_segments = {n}\n"));
                 text += &format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\"\n\
-                     ack_timeout_ms = 300\n[control]\n"
+                     ack_timeout_ms = 300\n{retain}[control]\n"
                 );
                 let path = dir.path().join(format!("node{i}.toml"));
                 std::fs::write(&path, text).expect("write config");
