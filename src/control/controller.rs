@@ -463,10 +463,7 @@ impl Controller {
         }
         let cmd = Command::Join { node, addr };
         let bytes = cmd.encode();
-        let now = self.now_ms;
-        let retry = self.settings.retry_ms * 4;
-        self.proposed.retain(|_, t| now < *t + retry);
-        if self.proposed.contains_key(&bytes) {
+        if self.proposed_recently(&bytes) {
             return;
         }
         let mut cc = raft::eraftpb::ConfChange::default();
@@ -476,7 +473,7 @@ impl Controller {
             Ok(()) => {
                 self.outputs
                     .push(Output::Event(format!("proposed {cmd:?}")));
-                self.proposed.insert(bytes, now);
+                self.proposed.insert(bytes, self.now_ms);
             }
             // One change of the raft group at a time: the joiner asks again.
             Err(e) => self.outputs.push(Output::Event(format!(
@@ -491,17 +488,23 @@ impl Controller {
         std::mem::take(&mut self.outputs)
     }
 
-    fn propose(&mut self, cmd: Command) {
-        let bytes = cmd.encode();
+    /// Whether this command was proposed within the last few retry intervals (a
+    /// primary repeats its requests; each goes into the raft log once).
+    fn proposed_recently(&mut self, bytes: &[u8]) -> bool {
         let now = self.now_ms;
         let retry = self.settings.retry_ms * 4;
         self.proposed.retain(|_, t| now < *t + retry);
-        if self.proposed.contains_key(&bytes) {
+        self.proposed.contains_key(bytes)
+    }
+
+    fn propose(&mut self, cmd: Command) {
+        let bytes = cmd.encode();
+        if self.proposed_recently(&bytes) {
             return;
         }
         match self.raw.propose(Vec::new(), bytes.clone()) {
             Ok(()) => {
-                self.proposed.insert(bytes, now);
+                self.proposed.insert(bytes, self.now_ms);
             }
             Err(e) => self
                 .outputs

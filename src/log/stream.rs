@@ -806,16 +806,7 @@ impl Log {
         }
         store_base(&self.dir, (base_lsn, base_epoch))?;
         self.base = Some((base_lsn, base_epoch));
-        let spare_path = self.dir.join(segment::SPARE_NAME);
-        match std::mem::replace(&mut self.spare, Spare::Idle) {
-            Spare::Preparing(h) => h.join().expect("segment preparation panicked")?,
-            Spare::Idle => prepare_segment(
-                &spare_path,
-                self.opts.segment_bytes,
-                self.access,
-                self.opts.faults.as_deref(),
-            )?,
-        }
+        let spare_path = self.ready_spare()?;
         let mut old: Vec<PathBuf> = self.sealed.values().map(|s| s.path.clone()).collect();
         old.push(self.tail.path.clone());
         for path in old.iter().rev() {
@@ -823,21 +814,7 @@ impl Log {
         }
         sysfile::sync_dir(&self.dir).map_err(|e| LogError::io("sync directory", &self.dir, e))?;
         self.sealed.clear();
-        let path = self.dir.join(segment::file_name(base_lsn + 1));
-        install(&spare_path, &path, &self.dir)?;
-        let file = sysfile::open_rw(&path, self.access, false)
-            .map_err(|e| LogError::io("open segment", &path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| LogError::io("stat segment", &path, e))?
-            .len();
-        self.tail = Tail {
-            first_lsn: base_lsn + 1,
-            path,
-            file: Arc::new(file),
-            len,
-            index: Vec::new(),
-        };
+        self.tail = self.install_spare(&spare_path, base_lsn + 1)?;
         self.write_off = 0;
         self.next_lsn = base_lsn + 1;
         self.durable_lsn = base_lsn;
@@ -1012,9 +989,9 @@ impl Log {
         }
     }
 
-    fn roll_over(&mut self) -> Result<(), LogError> {
-        assert!(self.in_flight.is_none());
-        assert_eq!(self.pending.count, 0);
+    /// The spare segment, prepared (waiting for its preparation, or preparing it here
+    /// if none was started); returns its path.
+    fn ready_spare(&mut self) -> Result<PathBuf, LogError> {
         let spare_path = self.dir.join(segment::SPARE_NAME);
         match std::mem::replace(&mut self.spare, Spare::Idle) {
             Spare::Preparing(h) => h.join().expect("segment preparation panicked")?,
@@ -1025,6 +1002,32 @@ impl Log {
                 self.opts.faults.as_deref(),
             )?,
         }
+        Ok(spare_path)
+    }
+
+    /// Installs the prepared spare as the segment starting at `first_lsn`: the new tail.
+    fn install_spare(&self, spare_path: &Path, first_lsn: u64) -> Result<Tail, LogError> {
+        let path = self.dir.join(segment::file_name(first_lsn));
+        install(spare_path, &path, &self.dir)?;
+        let file = sysfile::open_rw(&path, self.access, false)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", &path, e))?
+            .len();
+        Ok(Tail {
+            first_lsn,
+            path,
+            file: Arc::new(file),
+            len,
+            index: Vec::new(),
+        })
+    }
+
+    fn roll_over(&mut self) -> Result<(), LogError> {
+        assert!(self.in_flight.is_none());
+        assert_eq!(self.pending.count, 0);
+        let spare_path = self.ready_spare()?;
         if self
             .opts
             .faults
@@ -1038,24 +1041,8 @@ impl Log {
                 source,
             });
         }
-        let path = self.dir.join(segment::file_name(self.next_lsn));
-        install(&spare_path, &path, &self.dir)?;
-        let file = sysfile::open_rw(&path, self.access, false)
-            .map_err(|e| LogError::io("open segment", &path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| LogError::io("stat segment", &path, e))?
-            .len();
-        let old = std::mem::replace(
-            &mut self.tail,
-            Tail {
-                first_lsn: self.next_lsn,
-                path,
-                file: Arc::new(file),
-                len,
-                index: Vec::new(),
-            },
-        );
+        let tail = self.install_spare(&spare_path, self.next_lsn)?;
+        let old = std::mem::replace(&mut self.tail, tail);
         self.sealed.insert(
             old.first_lsn,
             Sealed {

@@ -547,28 +547,24 @@ impl StreamDriver {
                 RoleDriver::Secondary(s),
                 Message::Truncate {
                     epoch,
-                    after_lsn,
-                    after_epoch,
-                },
-            ) => {
-                if *epoch < s.core.epoch() || s.primary_link != Some(link) {
-                    return Handled::Close("truncation asked by an older primary".into());
+                    after_lsn: lsn,
+                    after_epoch: lsn_epoch,
                 }
-                s.truncate_to = Some((*epoch, *after_lsn, *after_epoch));
-                Handled::Done
-            }
-            (
-                RoleDriver::Secondary(s),
-                Message::Rebase {
+                | Message::Rebase {
                     epoch,
-                    base_lsn,
-                    base_epoch,
+                    base_lsn: lsn,
+                    base_epoch: lsn_epoch,
                 },
             ) => {
                 if *epoch < s.core.epoch() || s.primary_link != Some(link) {
-                    return Handled::Close("a rebase asked by an older primary".into());
+                    return Handled::Close(format!("{} asked by an older primary", msg.kind()));
                 }
-                s.rebase_to = Some((*epoch, *base_lsn, *base_epoch));
+                let asked = Some((*epoch, *lsn, *lsn_epoch));
+                if matches!(msg, Message::Truncate { .. }) {
+                    s.truncate_to = asked;
+                } else {
+                    s.rebase_to = asked;
+                }
                 Handled::Done
             }
             (
