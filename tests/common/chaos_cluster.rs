@@ -88,7 +88,7 @@ impl ChaosCluster {
             ),
         )
         .expect("write profile");
-        let ports = super_free_ports(nodes);
+        let ports = super::procs::free_ports(nodes);
         let listen: Vec<SocketAddr> = ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}").parse().expect("loopback address"))
@@ -358,15 +358,6 @@ impl ChaosCluster {
         out.sort_unstable();
         out
     }
-}
-
-fn super_free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    ls.iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
 }
 
 impl Drop for ChaosCluster {

@@ -253,10 +253,34 @@ fn stop_bounded(servers: Vec<Server>) -> bool {
 /// Free loopback ports (bound and released: another process could take one in between,
 /// which then fails the test loudly rather than silently).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    ls.iter()
+    // Below the kernel's range for outgoing connections' source ports: a node killed
+    // and restarted must find its port free, and a client's connection made meanwhile
+    // could otherwise take it as its source port (the restart then fails to bind).
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(ephemeral_start / 2);
+    let span = u64::from(ephemeral_start - low);
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32;
+    let mut held: Vec<TcpListener> = Vec::new();
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = low + ((x >> 33) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports below {ephemeral_start}");
+    held.iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }
