@@ -201,6 +201,13 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Writes a secret file readable by its owner only, as lockstepd requires.
+fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    write(path, text);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[test]
 fn a_new_node_joins_with_the_secret_catches_up_and_enters_the_sync_set() {
     join(false);
@@ -215,8 +222,8 @@ fn join(retention: bool) {
     let _serial = procs::serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let d = dir.path();
-    write(&d.join("secret"), &format!("{SECRET}\n"));
-    write(&d.join("wrong"), "not-the-cluster-secret-at-all\n");
+    write_secret(&d.join("secret"), &format!("{SECRET}\n"));
+    write_secret(&d.join("wrong"), "not-the-cluster-secret-at-all\n");
     // Small segments with retention, so that a few megabytes roll over several.
     let (segment_bytes, stream_extra, pad) = if retention {
         (2 << 20, "retain_segments = 1\n", 3000)

@@ -49,7 +49,21 @@ impl fmt::Debug for Secret {
 impl Secret {
     /// Reads a secret file: its content without surrounding white space, at least
     /// [`SECRET_BYTES_MIN`] bytes.
+    ///
+    /// The file must not be readable by group or others (mode 600 or stricter): a
+    /// secret anyone on the machine can read proves nothing.
     pub fn load(path: &Path) -> Result<Secret, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("secret_file {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "secret_file {}: mode {mode:o} lets group or others read the secret; \
+                 chmod 600 it",
+                path.display()
+            ));
+        }
         let bytes =
             std::fs::read(path).map_err(|e| format!("secret_file {}: {e}", path.display()))?;
         Secret::new(bytes.trim_ascii()).map_err(|e| format!("secret_file {}: {e}", path.display()))
@@ -314,6 +328,11 @@ mod tests {
         (dialed, server.join().unwrap())
     }
 
+    fn private(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     const GOOD: &[u8] = b"0123456789abcdef-cluster";
     const BAD: &[u8] = b"0123456789abcdef-another";
 
@@ -348,6 +367,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, b"  0123456789abcdef\n").unwrap();
+        let e = Secret::load(&path).unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+        private(&path);
         Secret::load(&path).unwrap();
         assert!(Secret::load(&dir.path().join("none")).is_err());
     }

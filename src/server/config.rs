@@ -44,7 +44,8 @@
 //! it (see `server::auth`); it is needed to let new nodes join:
 //!
 //! ```toml
-//! secret_file = "cluster.secret"  # at least 16 bytes, e.g. head -c 32 /dev/urandom | base64
+//! secret_file = "cluster.secret"  # at least 16 bytes, e.g. head -c 32 /dev/urandom | base64;
+//!                                 # mode 600 (readable by its owner only)
 //! ```
 //!
 //! A new node joins a running cluster that has a controller with only its own part of
@@ -576,7 +577,13 @@ addr = "127.0.0.1:7003"
     #[test]
     fn a_joining_node_needs_the_secret_and_nothing_of_the_cluster() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").unwrap();
+        let private = |name: &str, text: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        private("secret", "0123456789abcdef0123\n");
         let joiner = "node_id = 4\ndata_dir = \"d\"\nlisten = \"127.0.0.1:7004\"\n\
                       join = [\"127.0.0.1:7001\"]\n";
         let c = Config::parse(&format!("{joiner}secret_file = \"secret\"\n"), dir.path()).unwrap();
@@ -603,7 +610,7 @@ addr = "127.0.0.1:7003"
             let e = Config::parse(&text, dir.path()).unwrap_err();
             assert!(e.contains(want), "{text}: {e}");
         }
-        std::fs::write(dir.path().join("short"), "tiny").unwrap();
+        private("short", "tiny");
         let e = Config::parse(&format!("{BASE}secret_file = \"short\"\n"), dir.path());
         // `secret_file` after [[nodes]] belongs to the last node table: refused there.
         assert!(e.is_err());

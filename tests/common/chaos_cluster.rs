@@ -76,11 +76,13 @@ impl ChaosCluster {
         retain: Option<usize>,
     ) -> ChaosCluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-        std::fs::write(
-            dir.path().join("secret"),
-            "chaos-cluster-secret-0123456789\n",
-        )
-        .expect("write secret");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "chaos-cluster-secret-0123456789\n").expect("write secret");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod secret");
+        }
         std::fs::write(
             dir.path().join("profile.toml"),
             format!(
