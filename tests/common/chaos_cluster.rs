@@ -214,25 +214,13 @@ impl ChaosCluster {
     pub fn wait_ready(&mut self, n: usize) {
         let mut opts = chaos_client_options();
         opts.connect_timeout = Duration::from_secs(1);
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            self.assert_alive(n);
-            match Client::connect(&[&self.addrs[n - 1]], STREAM, opts.clone()) {
-                Ok(_) => return,
-                Err(e) if Instant::now() >= deadline => {
-                    panic!("node {n} not ready within {READY_WITHIN:?}: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+        let child = self.procs[n - 1].child.as_mut().expect("node running");
+        super::procs::wait_welcomes(child, n, &self.addrs[n - 1], &opts, READY_WITHIN);
     }
 
     /// Panics if node `n` exited by itself (a crash or a failed start).
     pub fn assert_alive(&mut self, n: usize) {
-        let child = self.procs[n - 1].child.as_mut().expect("node running");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("node {n} exited by itself with {status}");
-        }
+        super::procs::assert_running(self.procs[n - 1].child.as_mut().expect("node running"), n);
     }
 
     pub fn is_stopped(&self, n: usize) -> bool {

@@ -285,6 +285,36 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Panics if `child`, the process of node `n`, exited by itself (a crash or a failed
+/// start).
+pub fn assert_running(child: &mut Child, n: usize) {
+    if let Some(status) = child.try_wait().expect("try_wait") {
+        panic!("node {n} exited by itself with {status}");
+    }
+}
+
+/// Waits until node `n` (process `child`) at `addr` welcomes a client, for at most
+/// `within`; panics if the process exits meanwhile.
+pub fn wait_welcomes(
+    child: &mut Child,
+    n: usize,
+    addr: &str,
+    opts: &ClientOptions,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        assert_running(child, n);
+        match Client::connect(&[addr], STREAM, opts.clone()) {
+            Ok(_) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("node {n} not ready within {within:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Client options for tests: short timeouts, so that a dead node costs little time.
 pub fn client_options(timeout: Duration) -> ClientOptions {
     ClientOptions {
@@ -374,26 +404,15 @@ impl Procs {
 
     /// Waits until node `n` welcomes a client (bounded by [`READY_WITHIN`]).
     pub fn wait_ready(&mut self, n: usize) {
+        let addr = self.addr(n).to_string();
+        let child = self.nodes[n - 1].child.as_mut().expect("node running");
         let opts = client_options(Duration::from_secs(1));
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            self.assert_alive(n);
-            match Client::connect(&[self.addr(n)], STREAM, opts.clone()) {
-                Ok(_) => return,
-                Err(e) if Instant::now() >= deadline => {
-                    panic!("node {n} not ready within {READY_WITHIN:?}: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+        wait_welcomes(child, n, &addr, &opts, READY_WITHIN);
     }
 
     /// Panics if node `n` exited by itself (a crash or a failed start).
     pub fn assert_alive(&mut self, n: usize) {
-        let child = self.nodes[n - 1].child.as_mut().expect("node running");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            panic!("node {n} exited by itself with {status}");
-        }
+        assert_running(self.nodes[n - 1].child.as_mut().expect("node running"), n);
     }
 
     pub fn pid(&self, n: usize) -> u32 {
