@@ -21,6 +21,7 @@ use procs::{LogImage, free_ports};
 const SECRET: &str = "7c1d0e3f-lockstep-test-cluster-secret";
 
 struct Node {
+    id: usize,
     config: PathBuf,
     stderr: PathBuf,
     child: Option<Child>,
@@ -51,19 +52,12 @@ impl Node {
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            let status = procs::reap_stopped(c, self.id, Duration::from_secs(10));
+            assert!(status.success(), "node {} stopped with {status}", self.id);
         }
     }
 
@@ -256,6 +250,7 @@ fn join(retention: bool) {
             ),
         );
         let mut node = Node {
+            id: n,
             config,
             stderr: d.join(format!("node{n}.stderr")),
             child: None,
@@ -323,6 +318,7 @@ fn join(retention: bool) {
         )
     };
     let mut joiner = Node {
+        id: 4,
         config: d.join("node4.toml"),
         stderr: d.join("node4.stderr"),
         child: None,

@@ -253,9 +253,18 @@ fn join(
                 let _ = (&sock).write_all(&out);
             }
         }
-        Ok(Err(why)) => {
-            eprintln!("lockstep: the join of node {node} at {addr} failed: {why}");
-            refuse(&sock, id, ErrorCode::Unavailable, &why);
+        Ok(Err(refused)) => {
+            eprintln!(
+                "lockstep: the join of node {node} at {addr} failed: {}",
+                refused.why
+            );
+            // `Unexpected` tells the joiner not to ask again; `Unavailable`, to retry.
+            let code = if refused.never {
+                ErrorCode::Unexpected
+            } else {
+                ErrorCode::Unavailable
+            };
+            refuse(&sock, id, code, &refused.why);
         }
         Err(_) => refuse(
             &sock,

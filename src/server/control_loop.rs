@@ -57,7 +57,7 @@ pub enum ToControl {
     Join {
         node: NodeId,
         addr: String,
-        reply: SyncSender<Result<Vec<u8>, String>>,
+        reply: SyncSender<Result<Vec<u8>, JoinRefused>>,
     },
     /// A shard answered a fence of `reply_to`.
     Fenced {
@@ -91,11 +91,18 @@ pub struct ControlLoop {
     joins: Vec<PendingJoin>,
 }
 
+/// Why a join was not answered with the configuration.
+pub struct JoinRefused {
+    /// Asking again cannot succeed (the node id is taken at another address).
+    pub never: bool,
+    pub why: String,
+}
+
 /// A join waiting for its commit.
 struct PendingJoin {
     node: NodeId,
     addr: String,
-    reply: SyncSender<Result<Vec<u8>, String>>,
+    reply: SyncSender<Result<Vec<u8>, JoinRefused>>,
     asked: Instant,
     deadline: Instant,
 }
@@ -301,14 +308,20 @@ impl ControlLoop {
         self.joins.retain_mut(|j| {
             let answer = match config.members.get(&j.node) {
                 Some(addr) if *addr == j.addr => Some(Ok(config.encode())),
-                Some(addr) => Some(Err(format!(
-                    "node {} is already a member of the cluster, at {addr}",
-                    j.node
-                ))),
-                None if now >= j.deadline => Some(Err(format!(
-                    "the join was not committed within {JOIN_TIMEOUT:?} \
-                     (is a controller leader elected?)"
-                ))),
+                Some(addr) => Some(Err(JoinRefused {
+                    never: true,
+                    why: format!(
+                        "node {} is already a member of the cluster, at {addr}",
+                        j.node
+                    ),
+                })),
+                None if now >= j.deadline => Some(Err(JoinRefused {
+                    never: false,
+                    why: format!(
+                        "the join was not committed within {JOIN_TIMEOUT:?} \
+                         (is a controller leader elected?)"
+                    ),
+                })),
                 None => None,
             };
             match answer {

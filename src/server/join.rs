@@ -132,13 +132,12 @@ fn attempt(cfg: &Config, secret: &auth::Secret, seed: &str) -> Result<ClusterCon
                 return match f.message {
                     Message::Joined { config } => ClusterConfig::decode(config)
                         .map_err(|e| retry(format!("the member sent a bad configuration: {e}"))),
+                    // A wrong secret, a node id taken at another address, a seed
+                    // without a controller: asking again cannot succeed.
                     Message::Error {
-                        code: ErrorCode::Unauthorized,
+                        code: ErrorCode::Unauthorized | ErrorCode::Unexpected,
                         message,
                     } => Err(Attempt::Fatal(format!("refused: {message}"))),
-                    Message::Error { message, .. } if message.contains("already a member") => {
-                        Err(Attempt::Fatal(message.to_string()))
-                    }
                     Message::Error { code, message } => {
                         Err(retry(format!("{}: {message}", code.as_str())))
                     }

@@ -639,19 +639,6 @@ impl StreamDriver {
         // Retention deleted the records this primary would send the member first: the
         // member starts over after this log's base record.
         let base = self.log.base().filter(|&(b, _)| b > 0);
-        let rebase = |links: &mut dyn FnMut(&Message<'_>)| {
-            if let Some((base_lsn, base_epoch)) = base {
-                eprintln!(
-                    "lockstep: stream {name}: member {member} ends at lsn {last_lsn}, before this primary's first retained record {}: it starts over after {base_lsn}",
-                    base_lsn + 1
-                );
-                links(&Message::Rebase {
-                    epoch,
-                    base_lsn,
-                    base_epoch: base_epoch.min(epoch),
-                });
-            }
-        };
         let mut agreed = None;
         if base.is_none_or(|(b, _)| last_lsn >= b) {
             // Where the logs agree at most, and the epoch of this primary's record
@@ -679,10 +666,19 @@ impl StreamDriver {
             links.close(old, "the member connected again");
         }
         let Some((agree, agree_epoch)) = agreed else {
+            // Nothing to check agreement on: the member ends before this log's base.
+            let (base_lsn, base_epoch) = base.expect("agreement is missing only below a base");
+            eprintln!(
+                "lockstep: stream {name}: member {member} ends at lsn {last_lsn}, before this primary's first retained record {}: it starts over after {base_lsn}",
+                base_lsn + 1
+            );
             m.truncating = true;
-            rebase(&mut |msg| {
-                let _ = links.send(link, RequestId(0), msg);
-            });
+            let rebase = Message::Rebase {
+                epoch,
+                base_lsn,
+                base_epoch: base_epoch.min(epoch),
+            };
+            let _ = links.send(link, RequestId(0), &rebase);
             return;
         };
         if agree < last_lsn {

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lockstep::client::{Client, ClientOptions};
 use lockstep::proxy::{FaultControl, Proxy};
@@ -294,21 +294,10 @@ impl ChaosCluster {
             }
         }
         for n in 1..=self.nodes {
-            let Some(mut child) = self.procs[n - 1].child.take() else {
+            let Some(child) = self.procs[n - 1].child.take() else {
                 continue;
             };
-            let deadline = Instant::now() + STOP_WITHIN;
-            let status = loop {
-                if let Some(s) = child.try_wait().expect("try_wait") {
-                    break s;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("node {n} did not stop within {STOP_WITHIN:?} of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
+            let status = super::procs::reap_stopped(child, n, STOP_WITHIN);
             assert!(status.success(), "node {n} stopped with {status}");
         }
         for n in 1..=self.nodes {

@@ -315,6 +315,23 @@ pub fn wait_welcomes(
     }
 }
 
+/// Waits up to `within` for `child`, node `n` sent SIGTERM, to exit; kills it and
+/// panics if it does not.
+pub fn reap_stopped(mut child: Child, n: usize, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node {n} did not stop within {within:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Client options for tests: short timeouts, so that a dead node costs little time.
 pub fn client_options(timeout: Duration) -> ClientOptions {
     ClientOptions {
@@ -460,21 +477,10 @@ impl Procs {
             self.signal(n, "TERM");
         }
         for n in 1..=NODES {
-            let Some(mut child) = self.nodes[n - 1].child.take() else {
+            let Some(child) = self.nodes[n - 1].child.take() else {
                 continue;
             };
-            let deadline = Instant::now() + STOP_WITHIN;
-            let status = loop {
-                if let Some(s) = child.try_wait().expect("try_wait") {
-                    break s;
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("node {n} did not stop within {STOP_WITHIN:?} of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
+            let status = reap_stopped(child, n, STOP_WITHIN);
             assert!(status.success(), "node {n} stopped with {status}");
             // A panicking shard thread of a (debug-built) node does not end the process.
             let stderr = self.stderr(n);
