@@ -3,6 +3,8 @@
 //! commit acknowledged by a node other than the killed primary, the cluster came back
 //! to full strength, and no acknowledged commit is missing from any node's log.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -28,22 +30,12 @@ fn quick_failover_benchmark() {
         return;
     }
     let bin = lockstepd();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("bench-failover-quick-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep-bench"))
-        .args(["failover", "--quick", "--lockstepd"])
-        .arg(&bin)
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .expect("run lockstep-bench");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+    let dir = common::scratch("bench-failover-quick");
+    let (stdout, _) = common::run(
+        common::bench(&["failover", "--quick", "--lockstepd"])
+            .arg(&bin)
+            .arg("--dir")
+            .arg(&dir),
     );
     let trials: Vec<&str> = stdout.lines().filter(|l| l.starts_with("trial ")).collect();
     assert_eq!(trials.len(), 3, "{stdout}");

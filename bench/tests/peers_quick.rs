@@ -8,9 +8,10 @@
 //!
 //! It never installs anything (`--no-install`): ci/setup.sh installs the peers' packages.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -34,12 +35,7 @@ fn rows(stdout: &str) -> Vec<Vec<String>> {
     stdout
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| system") && !l.starts_with("| floor"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(common::cells)
         .collect()
 }
 
@@ -67,23 +63,12 @@ fn quick_peers_benchmark() {
         eprintln!("skipped: {why}");
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("bench-peers-quick-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep-bench"))
-        .args(["peers", "--quick", "--no-install", "--out"])
-        .arg(&dir)
-        // The workspace root: the run's temporary directories go under its target/.
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("run lockstep-bench");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+    let dir = common::scratch("bench-peers-quick");
+    let (stdout, stderr) = common::run(
+        common::bench(&["peers", "--quick", "--no-install", "--out"])
+            .arg(&dir)
+            // The workspace root: the run's temporary directories go under its target/.
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
     );
     let table = rows(&stdout);
     let row = |system: &str, load: &str| {

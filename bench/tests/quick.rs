@@ -4,9 +4,10 @@
 //! cleanly and holds exactly the records the report says were written, with the payloads
 //! the writers wrote.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lockstep::log::{Log, LogOptions, segment};
 use serde_json::Value;
@@ -27,12 +28,7 @@ fn table(stdout: &str) -> Vec<Vec<String>> {
     stdout
         .lines()
         .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(common::cells)
         .collect()
 }
 
@@ -49,24 +45,13 @@ fn quick_log_benchmark() {
         eprintln!("skipped: {why}");
         return;
     }
-    // Under the build directory: a real disk, where /tmp may be tmpfs.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("bench-quick-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
+    let dir = common::scratch("bench-quick");
     let json_path = dir.join("report.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep-bench"))
-        .args(["log", "--quick", "--dir"])
-        .arg(&dir)
-        .arg("--json")
-        .arg(&json_path)
-        .output()
-        .expect("run lockstep-bench");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+    let (stdout, _) = common::run(
+        common::bench(&["log", "--quick", "--dir"])
+            .arg(&dir)
+            .arg("--json")
+            .arg(&json_path),
     );
 
     // The table: every floor and series, with positive numbers.

@@ -3,9 +3,9 @@
 //! series with positive numbers, the two goal lines, and JSON with the same rows, whose
 //! floor is the sum of its parts and whose primary committed what the clients counted.
 
+mod common;
+
 use std::fs;
-use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -28,12 +28,7 @@ fn table(stdout: &str) -> Vec<Vec<String>> {
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
         .filter(|l| !l.starts_with("|---"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(common::cells)
         .collect()
 }
 
@@ -43,23 +38,9 @@ fn quick_repl_benchmark() {
         eprintln!("skipped: {why}");
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("bench-repl-quick-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("bench-repl-quick");
     let json_path = dir.join("report.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_lockstep-bench"))
-        .args(["repl", "--quick", "--json"])
-        .arg(&json_path)
-        .output()
-        .expect("run lockstep-bench");
-    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let (stdout, _) = common::run(common::bench(&["repl", "--quick", "--json"]).arg(&json_path));
 
     // The table: every floor row and series, with positive numbers where they are given
     // (the floor row is a sum of two medians: p50 and ratio only).

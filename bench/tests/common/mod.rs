@@ -1,0 +1,45 @@
+//! What the benchmarks' tiny-size tests share: a scratch directory, running
+//! `lockstep-bench`, and reading its markdown tables.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// An empty directory for one test under the build directory (a real disk, where /tmp
+/// may be tmpfs), named after `name` and this process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the scratch directory");
+    dir
+}
+
+/// `lockstep-bench` with `args`, to add to and run with [`run`].
+pub fn bench(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lockstep-bench"));
+    c.args(args);
+    c
+}
+
+/// Runs `cmd`; panics with its output unless it succeeds; returns its stdout and
+/// stderr.
+pub fn run(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().expect("run lockstep-bench");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// The trimmed cells of a markdown table row.
+pub fn cells(line: &str) -> Vec<String> {
+    line.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
