@@ -9,7 +9,7 @@
 mod procs;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ const SECRET: &str = "7c1d0e3f-lockstep-test-cluster-secret";
 
 struct Node {
     id: usize,
+    starts: u32,
     config: PathBuf,
     stderr: PathBuf,
     child: Option<Child>,
@@ -29,19 +30,14 @@ struct Node {
 
 impl Node {
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.starts += 1;
+        self.child = Some(procs::spawn_lockstepd(
+            Path::new(env!("CARGO_BIN_EXE_lockstepd")),
+            &self.config,
+            &self.stderr,
+            self.id,
+            self.starts,
+        ));
     }
 
     fn kill9(&mut self) {
@@ -251,6 +247,7 @@ fn join(retention: bool) {
         );
         let mut node = Node {
             id: n,
+            starts: 0,
             config,
             stderr: d.join(format!("node{n}.stderr")),
             child: None,
@@ -319,6 +316,7 @@ fn join(retention: bool) {
     };
     let mut joiner = Node {
         id: 4,
+        starts: 0,
         config: d.join("node4.toml"),
         stderr: d.join("node4.stderr"),
         child: None,

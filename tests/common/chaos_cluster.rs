@@ -13,11 +13,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use lockstep::client::{Client, ClientOptions};
@@ -192,21 +190,13 @@ impl ChaosCluster {
         let node = &mut self.procs[n - 1];
         assert!(node.child.is_none(), "node {n} is already running");
         node.starts += 1;
-        let mut err = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.stderr)
-            .expect("open stderr file");
-        writeln!(err, "=== test: start #{} of node {n} ===", node.starts).expect("write stderr");
-        let child = Command::new(&self.lockstepd)
-            .arg("--config")
-            .arg(&self.configs[n - 1])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn lockstepd for node {n}: {e}"));
-        node.child = Some(child);
+        node.child = Some(super::procs::spawn_lockstepd(
+            &self.lockstepd,
+            &self.configs[n - 1],
+            &node.stderr,
+            n,
+            node.starts,
+        ));
         node.stopped = false;
     }
 

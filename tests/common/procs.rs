@@ -285,6 +285,25 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Starts `lockstepd` (the binary `bin`) as node `n` with `config`, its stderr
+/// appended to `stderr` after a line that numbers this start.
+pub fn spawn_lockstepd(bin: &Path, config: &Path, stderr: &Path, n: usize, start: u32) -> Child {
+    let mut err = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .expect("open stderr file");
+    writeln!(err, "=== test: start #{start} of node {n} ===").expect("write stderr");
+    Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn lockstepd for node {n}: {e}"))
+}
+
 /// Panics if `child`, the process of node `n`, exited by itself (a crash or a failed
 /// start).
 pub fn assert_running(child: &mut Child, n: usize) {
@@ -402,21 +421,13 @@ impl Procs {
         let node = &mut self.nodes[n - 1];
         assert!(node.child.is_none(), "node {n} is already running");
         node.starts += 1;
-        let mut err = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.stderr)
-            .expect("open stderr file");
-        writeln!(err, "=== test: start #{} of node {n} ===", node.starts).expect("write stderr");
-        let child = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-            .arg("--config")
-            .arg(&self.layout.configs[n - 1])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn lockstepd for node {n}: {e}"));
-        node.child = Some(child);
+        node.child = Some(spawn_lockstepd(
+            Path::new(env!("CARGO_BIN_EXE_lockstepd")),
+            &self.layout.configs[n - 1],
+            &node.stderr,
+            n,
+            node.starts,
+        ));
     }
 
     /// Waits until node `n` welcomes a client (bounded by [`READY_WITHIN`]).
