@@ -262,14 +262,7 @@ fn fault_round(cl: &mut ChaosCluster, rng: &mut Rng, t: &mut Tally) -> String {
                 cl.link(j, x).blackhole(Direction::Backward);
             }
             t.blackholes += 1;
-            hold(rng);
-            let reset = rng.below(2) == 0;
-            if reset {
-                for l in cl.links_of(x) {
-                    l.reset_all();
-                }
-            }
-            cl.heal_all();
+            let reset = hold_then_heal(cl, rng, x);
             format!("one-way blackhole from node {x} (ended by reset: {reset})")
         }
         5 => {
@@ -314,17 +307,24 @@ fn fault_round(cl: &mut ChaosCluster, rng: &mut Rng, t: &mut Tally) -> String {
                 l.partition();
             }
             t.partitions += 1;
-            hold(rng);
-            let reset = rng.below(2) == 0;
-            if reset {
-                for l in cl.links_of(x) {
-                    l.reset_all();
-                }
-            }
-            cl.heal_all();
+            let reset = hold_then_heal(cl, rng, x);
             format!("full partition of node {x} (ended by reset: {reset})")
         }
     }
+}
+
+/// Holds a fault on node `x`'s links for a while, then lifts it; half the time the
+/// links are reset first (their connections cut). Returns whether they were.
+fn hold_then_heal(cl: &ChaosCluster, rng: &mut Rng, x: usize) -> bool {
+    hold(rng);
+    let reset = rng.below(2) == 0;
+    if reset {
+        for l in cl.links_of(x) {
+            l.reset_all();
+        }
+    }
+    cl.heal_all();
+    reset
 }
 
 /// Waits until one node is primary with every other node in the sync set of the
