@@ -266,7 +266,8 @@ fn start_on(cfg: Config, core: Option<usize>) -> Result<Server, Started> {
         .map_err(|_| Started::Failed("the starting thread panicked".into()))?
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
+/// `n` loopback ports free now (bound and released).
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
     let ls: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()

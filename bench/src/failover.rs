@@ -31,6 +31,7 @@ use clap::Args;
 use lockstep::client::{Client, ClientOptions};
 
 use crate::Error;
+use crate::cluster::free_ports;
 use crate::stats::{latency_histogram, record};
 use crate::workdir::Workdir;
 
@@ -260,20 +261,6 @@ impl Drop for Nodes {
             }
         }
     }
-}
-
-fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bind a loopback port: {e}"))?;
-    ls.iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|e| format!("loopback port: {e}").into())
-        })
-        .collect()
 }
 
 /// The committing client: one append outstanding, following the primary, never
