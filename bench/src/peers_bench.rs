@@ -31,9 +31,11 @@
 //! scheduler, which serves multi-process servers better than a fixed placement would
 //! on two cores.
 //!
-//! Reference for the ratios and goals: lockstep strong with 2 secondaries, which waits
-//! for the durable write of every secondary — at least the durability of every peer
-//! here (one standby, one replica, a majority of three).
+//! Reference for the table's ratios: lockstep strong with 2 secondaries, which waits
+//! for the durable write of every secondary — more durable copies than any peer here
+//! (one standby, one replica, a majority of three). The goals compare each peer with
+//! lockstep strong at equal durability: the strong cluster with as many durable copies
+//! as the peer (1 secondary for all of them), or more where none has exactly as many.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -149,6 +151,11 @@ pub struct SystemInfo {
     pub verified: String,
     pub failed: Option<String>,
     pub lockstep: bool,
+    /// Whether a commit returns only after every copy below is durable (lockstep strong
+    /// and the peers; not lockstep semi or async).
+    pub synchronous: bool,
+    /// Machines whose disk holds a commit, fsynced, when the commit returns.
+    pub durable_copies: u8,
     #[serde(skip)]
     pub colour: usize,
     #[serde(skip)]
@@ -346,6 +353,12 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
                     verified: String::new(),
                     failed: None,
                     lockstep: true,
+                    synchronous: mode == Mode::Strong,
+                    durable_copies: if mode == Mode::Strong {
+                        secondaries + 1
+                    } else {
+                        1
+                    },
                     colour: match (mode, secondaries) {
                         (Mode::Strong, 2) => 0,
                         (Mode::Semi, _) => 1,
@@ -373,6 +386,7 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
                         format!("postgresql-{mode}"),
                         &pg.version,
                         postgres_durability(mode),
+                        2,
                         colour,
                         dashed,
                     ),
@@ -386,6 +400,8 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
     if let Some(m) = &peers.mariadb {
         let v = short_version(&m.version);
         for (replica_sync, colour, dashed) in [(false, 7, true), (true, 9, false)] {
+            // Without the replica's fsync, only the primary's disk holds a commit.
+            let copies = if replica_sync { 2 } else { 1 };
             let (label, slug, durability) = if replica_sync {
                 (
                     format!("MariaDB {v}, semi-sync, replica fsync"),
@@ -408,7 +424,15 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
             };
             match m.connect(conns_max) {
                 Ok(conns) => systems.push(peer_system(
-                    peer_info(label, slug.into(), &m.version, durability, colour, dashed),
+                    peer_info(
+                        label,
+                        slug.into(),
+                        &m.version,
+                        durability,
+                        copies,
+                        colour,
+                        dashed,
+                    ),
                     PeerRef::MariaDb { replica_sync },
                     conns,
                 )),
@@ -424,6 +448,7 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
                     "etcd".into(),
                     &e.version,
                     ETCD_DURABILITY.into(),
+                    2,
                     8,
                     false,
                 ),
@@ -775,6 +800,7 @@ fn peer_info(
     slug: String,
     version: &str,
     durability: String,
+    durable_copies: u8,
     colour: usize,
     dashed: bool,
 ) -> SystemInfo {
@@ -786,6 +812,8 @@ fn peer_info(
         verified: String::new(),
         failed: None,
         lockstep: false,
+        synchronous: true,
+        durable_copies,
         colour,
         dashed,
     }

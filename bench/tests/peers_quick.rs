@@ -198,6 +198,13 @@ fn quick_peers_benchmark() {
             .iter()
             .all(|g| g.ends_with("PASS") || g.ends_with("MISS"))
     );
+    // The quick run's only strong cluster has 2 secondaries: every goal compares with it.
+    assert!(
+        goals
+            .iter()
+            .all(|g| g.starts_with("goal: lockstep strong, 2 secondaries (3 durable copies; ")),
+        "{stdout}"
+    );
 
     let left = servers_running();
     assert!(left.is_empty(), "servers left running: {left:?}");
