@@ -219,11 +219,11 @@ impl Report {
                 system_index: spec.system,
             });
         }
-        let dsync_p99 = floor_rows
+        let remote_dsync_p99 = floor_rows
             .iter()
-            .find(|f| f.name == "dsync")
+            .find(|f| f.name == "remote dsync")
             .map(|f| f.p99_us);
-        let goals = goals(&infos, &rows, dsync_p99);
+        let goals = goals(&infos, &rows, remote_dsync_p99);
         Report {
             setup,
             floors: floor_rows,
@@ -580,9 +580,11 @@ fn table<'a>(out: &mut String, rows: impl Iterator<Item = &'a Row>, with_payload
 /// cluster with the fewest durable copies that is at least the peer's count (the
 /// table's ratio columns compare with 2 secondaries instead, more than any peer has).
 ///
-/// `dsync_p99`: one durable write's p99 on this machine. A strong commit makes at least
-/// one, so a p99 goal below it cannot be met here by any software, and says so.
-fn goals(infos: &[SystemInfo], rows: &[Row], dsync_p99: Option<f64>) -> Vec<Goal> {
+/// `remote_dsync_p99`: the p99 of a round trip whose far side makes one durable write,
+/// on this machine. Every strong commit contains one (the record to a secondary, its
+/// durable write, the ack back), so a p99 goal below it cannot be met here by any
+/// software, and its line says so.
+fn goals(infos: &[SystemInfo], rows: &[Row], remote_dsync_p99: Option<f64>) -> Vec<Goal> {
     let mut goals = Vec::new();
     let find = |system: usize, outstanding: usize| {
         rows.iter().find(|r| {
@@ -655,11 +657,11 @@ fn goals(infos: &[SystemInfo], rows: &[Row], dsync_p99: Option<f64>) -> Vec<Goal
                     "{against}: p99 ≤ 1/{GOAL_P99_RATIO_MIN} of the peer's at 1 client (its \
                      p99 ÷ strong's, median of rounds)"
                 ),
-                detail: match dsync_p99 {
+                detail: match remote_dsync_p99 {
                     Some(d) if b / GOAL_P99_RATIO_MIN < d => format!(
                         "p99 {a:.0} µs vs. {b:.0} µs; out of reach on this machine: 1/{} of \
-                         the peer's p99 is {:.0} µs, less than the p99 of one durable write \
-                         here, {d:.0} µs",
+                         the peer's p99 is {:.0} µs, less than the p99 of the remote durable \
+                         write every strong commit contains, {d:.0} µs",
                         GOAL_P99_RATIO_MIN,
                         b / GOAL_P99_RATIO_MIN
                     ),
