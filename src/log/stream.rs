@@ -166,6 +166,29 @@ impl Log {
         }
         let base = load_base(dir)?;
         let mut segs = segment::list(dir).map_err(|e| LogError::io("list segments", dir, e))?;
+        if let Some((base_lsn, _)) = base {
+            // A retention or reset that a crash cut short: `BASE` is stored before any
+            // segment is deleted, and every segment starting at or below it was being
+            // deleted (retention cuts at a segment's end; a reset deletes them all).
+            // Finishing the deletion keeps `BASE` in force: a log starting elsewhere
+            // cannot tell the epoch before its first record, and a primary failed the
+            // stream at every greeting of a member ending below that record.
+            let stale = segs
+                .iter()
+                .take_while(|(first, _)| *first <= base_lsn)
+                .count();
+            for (_, path) in segs.drain(..stale) {
+                std::fs::remove_file(&path)
+                    .map_err(|e| LogError::io("delete segment", &path, e))?;
+                recovery.notes.push(format!(
+                    "deleted {} below BASE {base_lsn}: a cleanup cut short",
+                    path.display()
+                ));
+            }
+            if stale > 0 {
+                sysfile::sync_dir(dir).map_err(|e| LogError::io("sync directory", dir, e))?;
+            }
+        }
         if segs.is_empty() {
             // A new log, or one whose reset (`Log::reset`) stopped between deleting the
             // old segments and installing the first new one.
