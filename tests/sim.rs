@@ -462,3 +462,77 @@ fn a_late_truncate_never_cuts_the_primarys_own_records() {
     let r = Sim::run_seed(103169, opts);
     assert!(r.violation.is_none(), "{r}");
 }
+
+#[test]
+fn planted_retention_above_the_commit_is_caught() {
+    planted_bug_is_caught(Bug::RetainAboveCommit);
+}
+
+/// Retention on the primary while a member is away as a learner; the member returns
+/// below the primary's first record, is started over after its base, catches up, and a
+/// failover to it keeps every acknowledged commit.
+#[test]
+fn a_member_below_the_base_is_rebased_and_can_take_over() {
+    use lockstep::sim::Retention;
+    let settings = StreamSettings {
+        sync_acks: Some(1),
+        ..StreamSettings::default()
+    };
+    let retention = Retention {
+        segment_records: 3,
+        keep_segments: 0,
+    };
+    let mut t = Test::with_retention(settings, 3, None, Some(retention));
+    let first = t.append(2);
+    t.run_until(100, |t| t.committed(first));
+    t.node(2).crash();
+    // n2 leaves the sync set: retention no longer waits for it.
+    let epoch = t.view(0).epoch().unwrap();
+    let config = Config {
+        epoch,
+        sync_set: vec![1],
+        learners: vec![2],
+        ..t.view(0).config().clone()
+    };
+    for n in 0..3 {
+        t.node(n).configure(config.clone());
+    }
+    let mut reqs = Vec::new();
+    for _ in 0..10 {
+        let r = t.append(2);
+        t.run_until(100, |t| t.committed(r));
+        reqs.push(r);
+    }
+    t.run_until(200, |t| t.view(0).disk.first_lsn() > 3);
+    let base = t.view(0).disk.base().expect("retention left a base");
+    assert!(base.0 > t.view(2).disk.last_lsn(), "n2 ends below the base");
+    t.node(2).restart();
+    t.run_until(300, |t| {
+        t.view(2).disk.last_lsn() == t.view(0).disk.last_lsn()
+            && t.view(0).connected_members().len() == 2
+    });
+    assert!(
+        t.view(2).disk.first_lsn() > 1,
+        "n2 started over after a base"
+    );
+    assert_eq!(
+        t.view(2).disk.records().last(),
+        t.view(0).disk.records().last()
+    );
+    // Failover to the rebased member.
+    t.node(0).crash();
+    let config = Config {
+        epoch: epoch + 1,
+        primary: 2,
+        sync_set: vec![1],
+        learners: vec![0],
+        ..config
+    };
+    for n in 1..3 {
+        t.node(n).configure(config.clone());
+    }
+    t.run_until(50, |t| t.view(2).is_primary());
+    let after = t.append_to(2, 2, None);
+    t.run_until(300, |t| t.committed(after));
+    assert!(t.sim().violation().is_none());
+}

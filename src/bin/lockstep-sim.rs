@@ -20,6 +20,8 @@ enum Plant {
     CommitOnKMinusOne,
     /// The controller decides a failover on one fence answer fewer than it needs.
     FenceShort,
+    /// The primary's retention deletes above the commit LSN.
+    RetainAboveCommit,
 }
 
 #[derive(Parser)]
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
             Plant::AckBeforeDurable => Bug::AckBeforeDurable,
             Plant::CommitOnKMinusOne => Bug::CommitOnKMinusOne,
             Plant::FenceShort => Bug::FenceShort,
+            Plant::RetainAboveCommit => Bug::RetainAboveCommit,
         }),
         trace_tail: args.trace_tail,
         controller: args.controller.then_some(true),

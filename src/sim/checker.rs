@@ -32,6 +32,14 @@
 //! and a failover then rightly promotes that learner. Reports are capped by the disks,
 //! so a member that acks what it does not hold (`Bug::AckBeforeDurable`) still fails.
 //!
+//! Retention and rebasing: a log may lack a prefix (retention deleted it, or the log
+//! started over after a base the primary sent). That is legitimate only for records of
+//! the committed history, so every deletion is checked when it happens: the records a
+//! node's retention deletes must be committed, equal to the committed ones, and — on a
+//! primary, per the floor rule — held durably by every sync-set member (or already
+//! deleted there); the base a node starts over after must be a committed record. A
+//! missing prefix then counts as agreeing with the history everywhere below.
+//!
 //! Also at the end: no record was appended twice (a client resending an in-doubt
 //! append as new would do that).
 
@@ -112,11 +120,11 @@ impl PrimaryView {
         if !self.live || !(acting || last_look && p.up()) {
             return None;
         }
-        let plog = p.disk.records();
+        let plog = Log::of(p);
         for n in nodes {
             let i = n.id as usize;
             self.with_primary[i] = self.with_primary[i].min(cut(n));
-            extend(&mut self.with_primary[i], n.disk.records(), plog);
+            extend(&mut self.with_primary[i], Log::of(n), plog);
             self.received_max[i] = self.received_max[i].max(self.with_primary[i] as u64);
         }
         let local = p.disk.durable_lsn();
@@ -219,11 +227,50 @@ impl LowWater {
     }
 }
 
-/// Extends `agree` (a prefix of `a` known equal to `b`) as far as both go.
-fn extend(agree: &mut usize, a: &[Rec], b: &[Rec]) {
+/// A log as the checker compares it: the records from LSN `first` on; what lies below
+/// was deleted after it was checked to be committed (see the module's docs).
+#[derive(Clone, Copy)]
+struct Log<'a> {
+    first: u64,
+    records: &'a [Rec],
+}
+
+impl<'a> Log<'a> {
+    fn of(n: &'a Node) -> Log<'a> {
+        Log {
+            first: n.disk.first_lsn(),
+            records: n.disk.records(),
+        }
+    }
+
+    fn whole(records: &'a [Rec]) -> Log<'a> {
+        Log { first: 1, records }
+    }
+
+    /// The last LSN.
+    fn len(&self) -> usize {
+        (self.first - 1) as usize + self.records.len()
+    }
+
+    /// The record at index `i` (LSN `i + 1`); `None` below the first one.
+    fn get(&self, i: usize) -> Option<&'a Rec> {
+        (i + 1)
+            .checked_sub(self.first as usize)
+            .map(|j| &self.records[j])
+    }
+}
+
+/// Extends `agree` (a prefix of `a` known equal to `b`) as far as both go; a record
+/// missing below a log's first one agrees.
+fn extend(agree: &mut usize, a: Log<'_>, b: Log<'_>) {
     let end = a.len().min(b.len());
     *agree = (*agree).min(end);
-    while *agree < end && a[*agree] == b[*agree] {
+    while *agree < end {
+        if let (Some(x), Some(y)) = (a.get(*agree), b.get(*agree))
+            && x != y
+        {
+            break;
+        }
         *agree += 1;
     }
 }
@@ -402,7 +449,78 @@ impl Checker {
                 // joining member yet.
                 self.measure(nodes);
             }
+            NodeEvent::Retained {
+                node,
+                primary_epoch,
+                first,
+                records,
+            } => self.on_retained(nodes, *node, *primary_epoch, *first, records),
+            NodeEvent::Rebased {
+                node,
+                epoch,
+                base_lsn,
+                base_epoch,
+            } => {
+                let committed = *base_lsn == 0
+                    || self
+                        .history
+                        .get(*base_lsn as usize - 1)
+                        .is_some_and(|r| r.epoch == *base_epoch);
+                if !committed {
+                    self.violate(format!(
+                        "invariant 1: n{node} started its log over after ({base_lsn}, epoch {base_epoch}) as the primary of epoch {epoch} asked, which is no committed record (the history is {} long)",
+                        self.history.len()
+                    ));
+                }
+            }
             NodeEvent::BecameSecondary { .. } | NodeEvent::Truncated { .. } => {}
+        }
+    }
+
+    /// Retention deleted `records` (LSN `first..`) from `node`'s log, as the primary of
+    /// `primary_epoch` or as a secondary: only committed records, and on a primary only
+    /// those every sync-set member holds durably (or deleted itself).
+    fn on_retained(
+        &mut self,
+        nodes: &[Node],
+        node: NodeId,
+        primary_epoch: Option<u64>,
+        first: u64,
+        records: &[Rec],
+    ) {
+        for (i, r) in records.iter().enumerate() {
+            let lsn = first + i as u64;
+            match self.history.get(lsn as usize - 1) {
+                None => {
+                    return self.violate(format!(
+                        "invariant 1: n{node}'s retention deleted lsn {lsn}, which is not committed (the history is {} long)",
+                        self.history.len()
+                    ));
+                }
+                Some(c) if c != r => {
+                    return self.violate(format!(
+                        "invariant 2: n{node}'s retention deleted lsn {lsn}, which differs from the committed one"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let Some(epoch) = primary_epoch else { return };
+        let Some(v) = self.view_mut(node, epoch) else {
+            return;
+        };
+        let last = first + records.len() as u64 - 1;
+        let sync_set = v.sync_set.clone();
+        for m in sync_set {
+            let d = &nodes[m as usize].disk;
+            let missing = (first.max(d.first_lsn())..=last).find(|&lsn| {
+                lsn > d.durable_lsn() || d.record(lsn) != Some(&self.history[lsn as usize - 1])
+            });
+            if let Some(lsn) = missing {
+                return self.violate(format!(
+                    "retention floor: n{node}, primary of epoch {epoch}, deleted lsn {lsn}, which sync-set member n{m} does not hold durably"
+                ));
+            }
         }
     }
 
@@ -416,7 +534,7 @@ impl Checker {
 
     /// The rule's measure now, for the newest primary (the history follows it) and
     /// for the deposed ones.
-    fn measure(&mut self, nodes: &[Node]) {
+    pub fn measure(&mut self, nodes: &[Node]) {
         self.measure_with(nodes, None);
     }
 
@@ -438,14 +556,15 @@ impl Checker {
 
     /// Every acknowledged record is in `primary`'s log.
     fn check_acked_kept(&mut self, nodes: &[Node], primary: NodeId) {
-        let log = nodes[primary as usize].disk.records();
+        let disk = &nodes[primary as usize].disk;
         for a in &self.acked {
             if self.failover && !a.strong {
                 continue;
             }
             for (i, p) in a.payloads.iter().enumerate() {
                 let lsn = a.first + i as u64;
-                if log.get(lsn as usize - 1).is_none_or(|r| &r.payload != p) {
+                // Below the log's first record: deleted once checked to be committed.
+                if lsn >= disk.first_lsn() && disk.record(lsn).is_none_or(|r| &r.payload != p) {
                     let what = format!(
                         "invariant 1: acknowledged lsn {lsn} is not in the log of n{primary}, the primary"
                     );
@@ -467,7 +586,11 @@ impl Checker {
         self.measure(nodes);
         for n in nodes {
             let i = n.id as usize;
-            extend(&mut self.with_history[i], n.disk.records(), &self.history);
+            extend(
+                &mut self.with_history[i],
+                Log::of(n),
+                Log::whole(&self.history),
+            );
             let Some(r) = n.readable_commit() else {
                 continue;
             };
@@ -499,12 +622,12 @@ impl Checker {
             *a = (*a).max(p);
         }
         let p = &nodes[v.node as usize];
-        let plog = p.disk.records();
+        let plog = Log::of(p);
         // The history grows to what the stream's mode allowed, from the primary's log,
         // which must hold the history so far.
         let target = self.allowed[mode_index(self.stream_mode)] as usize;
         let pi = v.node as usize;
-        extend(&mut self.with_history[pi], plog, &self.history);
+        extend(&mut self.with_history[pi], plog, Log::whole(&self.history));
         let node = v.node;
         let epoch = v.epoch;
         if self.with_history[pi] < self.history.len() {
@@ -519,8 +642,16 @@ impl Checker {
                 target <= plog.len(),
                 "the rule never passes the primary's log"
             );
+            let from = self.history.len() + 1;
+            if (from as u64) < plog.first {
+                // Deleted before the rule allowed it (retention reports that too).
+                self.violate(format!(
+                    "invariant 1: lsn {from} was deleted from the log of n{node}, primary of epoch {epoch}, before it was committed"
+                ));
+                return;
+            }
             self.history
-                .extend_from_slice(&plog[self.history.len()..target]);
+                .extend((from..=target).map(|i| plog.get(i - 1).expect("held").clone()));
             self.with_history[pi] = target;
         }
         if (p.disk.durable_lsn() as usize) < self.history.len() {
@@ -574,15 +705,20 @@ impl Checker {
             ));
         }
         let n = &nodes[node as usize];
-        let log = n.disk.records();
+        let log = Log::of(n);
+        let history = &self.history;
+        // A record retention deleted since was checked to be committed then: it must be
+        // the committed one.
+        let record = |lsn: u64| log.get(lsn as usize - 1).or(history.get(lsn as usize - 1));
         let held = (first..=last).all(|lsn| {
             lsn <= n.disk.durable_lsn()
-                && log[lsn as usize - 1].payload == payloads[(lsn - first) as usize]
+                && record(lsn).is_some_and(|r| r.payload == payloads[(lsn - first) as usize])
         });
         if !held {
-            self.violate(format!(
+            let what = format!(
                 "invariant 1: {first}..={last} acknowledged by n{node} whose durable log does not hold the client's records"
-            ));
+            );
+            self.violation.get_or_insert(what);
         }
         let strong = mode == Mode::Strong;
         if strong {
@@ -593,10 +729,10 @@ impl Checker {
             for a in self.acked.iter_mut().filter(|a| !a.strong) {
                 let end = a.first + a.payloads.len() as u64 - 1;
                 a.strong = end <= last
-                    && a.payloads.iter().enumerate().all(|(i, p)| {
-                        log.get((a.first + i as u64) as usize - 1)
-                            .is_some_and(|r| &r.payload == p)
-                    });
+                    && a.payloads
+                        .iter()
+                        .enumerate()
+                        .all(|(i, p)| record(a.first + i as u64).is_some_and(|r| &r.payload == p));
             }
         }
         self.acked.push(Acked {
@@ -677,8 +813,19 @@ mod tests {
         let a = [rec(1), rec(2), rec(3)];
         let b = [rec(1), rec(2), rec(9), rec(4)];
         let mut agree = 0;
-        extend(&mut agree, &a, &b);
+        extend(&mut agree, Log::whole(&a), Log::whole(&b));
         assert_eq!(agree, 2);
+        // A deleted prefix agrees; records held must still be equal.
+        let held = Log {
+            first: 3,
+            records: &b[2..],
+        };
+        let mut agree = 0;
+        extend(&mut agree, held, Log::whole(&a));
+        assert_eq!(agree, 2);
+        let mut agree = 0;
+        extend(&mut agree, Log::whole(&b), held);
+        assert_eq!(agree, 4);
         // A cut below the agreement is told through the low water mark.
         let w = LowWater::default();
         w.cut(1);

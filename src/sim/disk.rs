@@ -1,5 +1,5 @@
 //! A node's simulated stream log: a durable prefix and a pending part written but not
-//! yet on stable storage, plus the node's EPOCH file.
+//! yet on stable storage, the node's EPOCH file, and retention's `BASE` file.
 //!
 //! Fault model:
 //! - A write (one group commit: everything pending when it starts) completes after a
@@ -10,19 +10,33 @@
 //! - A write may fail (EIO from a dsync write or fsync): production does not retry, the
 //!   node stops and recovers from its log, so the caller crashes the node (torn).
 //! - A full disk (ENOSPC) refuses new records until it is freed; nothing is appended.
+//! - Retention and reset change the log as `log::stream::Log` does, in the same order of
+//!   steps, and a crash may stop either between two steps: `BASE` is stored first, then
+//!   whole segments are deleted (retention: oldest first; reset: newest first, then an
+//!   empty segment is installed at the new start). A crash in between leaves `BASE`
+//!   ahead of the records still there; as in production, `BASE` counts only while the
+//!   log starts right after it ([`Disk::base`]).
 //!
-//! Invariant: `durable <= log.len()`, and the EPOCH file is durable as soon as stored
-//! (production writes, fsyncs and renames it before any record of the epoch).
+//! The log is split into segments of `segment_records` records (production's are of a
+//! size in bytes; only their boundaries matter here): retention deletes whole segments,
+//! never the one being written.
+//!
+//! Invariant: `first - 1 <= durable <= last`, and the EPOCH and BASE files are durable
+//! as soon as stored (production writes, fsyncs and renames them).
 
 use crate::replication::shared_prefix::Epochs;
 use crate::sim::Rec;
 use crate::sim::checker::LowWater;
 
+/// Records per segment unless the run says otherwise: large enough that retention never
+/// deletes anything in a run of the default length.
+pub const SEGMENT_RECORDS_DEFAULT: u64 = 1 << 20;
+
 /// The write in flight.
 #[derive(Clone, Copy, Debug)]
 struct Flush {
-    /// Records durable once it completes.
-    upto: usize,
+    /// LSN durable once it completes.
+    upto: u64,
     /// Tick it completes.
     at: u64,
 }
@@ -36,11 +50,25 @@ pub enum Completion {
     Failed,
 }
 
-#[derive(Debug, Default)]
+/// How far a cleanup (retention or reset) gets before the process dies: `None` runs it
+/// to its end, `Some(n)` stops it after `n` segment deletions (`BASE` is stored first).
+pub type Interrupt = Option<usize>;
+
+#[derive(Debug)]
 pub struct Disk {
+    /// LSN of the first record held (`log[0]`).
+    first: u64,
     log: Vec<Rec>,
-    durable: usize,
+    /// Highest durable LSN.
+    durable: u64,
     flush: Option<Flush>,
+    /// First LSN of every segment, oldest first; the last one is being written.
+    segments: Vec<u64>,
+    /// Records a segment holds before the next one starts.
+    pub segment_records: u64,
+    /// The `BASE` file: the record before the first retained one (LSN, epoch), as
+    /// retention or a reset stored it last.
+    base_file: Option<(u64, u64)>,
     /// The last epoch this node took as primary (its EPOCH file).
     pub epoch_file: u64,
     /// The next write fails.
@@ -53,40 +81,100 @@ pub struct Disk {
     pub low_water: LowWater,
 }
 
+impl Default for Disk {
+    fn default() -> Self {
+        Disk {
+            first: 1,
+            log: Vec::new(),
+            durable: 0,
+            flush: None,
+            segments: vec![1],
+            segment_records: SEGMENT_RECORDS_DEFAULT,
+            base_file: None,
+            epoch_file: 0,
+            fail_next_write: false,
+            full_until: 0,
+            slow_until: 0,
+            low_water: LowWater::default(),
+        }
+    }
+}
+
 impl Disk {
+    /// The records held, from [`Disk::first_lsn`] on.
     pub fn records(&self) -> &[Rec] {
         &self.log
     }
 
+    /// Record `lsn`, if the log holds it.
+    pub fn record(&self, lsn: u64) -> Option<&Rec> {
+        lsn.checked_sub(self.first)
+            .and_then(|i| self.log.get(i as usize))
+    }
+
+    /// Lowest LSN held (the next LSN if the log holds none).
+    pub fn first_lsn(&self) -> u64 {
+        self.first
+    }
+
     pub fn last_lsn(&self) -> u64 {
-        self.log.len() as u64
+        self.first - 1 + self.log.len() as u64
     }
 
     pub fn durable_lsn(&self) -> u64 {
-        self.durable as u64
+        self.durable
     }
 
+    /// The record before the first one held (LSN, epoch), when retention deleted it or
+    /// the log was started after it, as `Log::base`: `BASE` counts only while the log
+    /// starts right after it.
+    pub fn base(&self) -> Option<(u64, u64)> {
+        self.base_file.filter(|&(lsn, _)| lsn + 1 == self.first)
+    }
+
+    /// Epoch of the last record (of the base record when the log holds none after it;
+    /// 0 when nothing tells).
     pub fn last_epoch(&self) -> u64 {
-        self.log.last().map_or(0, |r| r.epoch)
-    }
-
-    /// The last LSN written in an epoch no newer than `epoch`.
-    pub fn last_up_to_epoch(&self, epoch: u64) -> u64 {
-        self.log.partition_point(|r| r.epoch <= epoch) as u64
-    }
-
-    /// The epoch of record `lsn` (0 for lsn 0).
-    pub fn epoch_at(&self, lsn: u64) -> u64 {
-        if lsn == 0 {
-            0
-        } else {
-            self.log[lsn as usize - 1].epoch
+        match self.log.last() {
+            Some(r) => r.epoch,
+            None => self.base().map_or(0, |(_, e)| e),
         }
+    }
+
+    /// The last LSN written in an epoch no newer than `epoch`, as
+    /// `Log::last_lsn_up_to_epoch` finds it (over the whole log here: a member searches
+    /// only when nothing is pending).
+    pub fn last_up_to_epoch(&self, epoch: u64) -> u64 {
+        let held = self.log.partition_point(|r| r.epoch <= epoch) as u64;
+        if held > 0 {
+            return self.first - 1 + held;
+        }
+        // Nothing held here is of an epoch up to `epoch`. Below the first record only
+        // the base record's epoch is known; of what came before it, nothing.
+        match self.base() {
+            Some((base, e)) if e <= epoch => base,
+            Some(_) => 0,
+            None => self.first - 1,
+        }
+    }
+
+    /// The epoch of record `lsn` (0 for lsn 0), or of the base record; `None` when the
+    /// log no longer holds it.
+    pub fn epoch_at(&self, lsn: u64) -> Option<u64> {
+        if lsn == 0 {
+            return Some(0);
+        }
+        if let Some((base, e)) = self.base()
+            && base == lsn
+        {
+            return Some(e);
+        }
+        self.record(lsn).map(|r| r.epoch)
     }
 
     /// Nothing pending and nothing in flight: the whole log is durable.
     pub fn settled(&self) -> bool {
-        self.flush.is_none() && self.durable == self.log.len()
+        self.flush.is_none() && self.durable == self.last_lsn()
     }
 
     pub fn writing(&self) -> bool {
@@ -100,14 +188,19 @@ impl Disk {
     /// Appends a record to the pending part; the caller checked for room.
     pub fn append(&mut self, rec: Rec) -> u64 {
         self.log.push(rec);
-        self.log.len() as u64
+        let lsn = self.last_lsn();
+        let tail = *self.segments.last().expect("a segment is being written");
+        if lsn >= tail + self.segment_records {
+            self.segments.push(lsn);
+        }
+        lsn
     }
 
     /// Starts a write of everything pending, unless one is in flight (group commit).
     pub fn start_flush(&mut self, now: u64, latency: u64) {
-        if self.flush.is_none() && self.log.len() > self.durable {
+        if self.flush.is_none() && self.last_lsn() > self.durable {
             self.flush = Some(Flush {
-                upto: self.log.len(),
+                upto: self.last_lsn(),
                 at: now + latency.max(1),
             });
         }
@@ -122,7 +215,7 @@ impl Disk {
             return Some(Completion::Failed);
         }
         self.durable = f.upto;
-        Some(Completion::Durable(f.upto as u64))
+        Some(Completion::Durable(f.upto))
     }
 
     /// A crash: the pending part is lost except its first `torn_keep` records, which
@@ -130,28 +223,124 @@ impl Disk {
     pub fn crash(&mut self, torn_keep: usize) -> usize {
         self.flush = None;
         self.fail_next_write = false;
-        let pending = self.log.len() - self.durable;
+        let pending = self.pending();
         let keep = torn_keep.min(pending);
-        self.log.truncate(self.durable + keep);
-        self.durable = self.log.len();
-        self.low_water.cut(self.log.len());
+        self.cut_after(self.durable + keep as u64);
+        self.durable = self.last_lsn();
         pending - keep
     }
 
     /// Records not yet durable.
     pub fn pending(&self) -> usize {
-        self.log.len() - self.durable
+        (self.last_lsn() - self.durable) as usize
+    }
+
+    /// Drops the records after `lsn` and the segments that start after it (recovery
+    /// removes an unused newest segment), keeping the one the log starts in.
+    fn cut_after(&mut self, lsn: u64) {
+        self.log.truncate((lsn + 1 - self.first) as usize);
+        let last = self.last_lsn();
+        let first = self.first;
+        self.segments.retain(|&s| s == first || s <= last);
+        self.low_water.cut(self.last_lsn() as usize);
     }
 
     /// Cuts every record after `lsn` (a returning member cutting its tail). Needs the
-    /// whole log durable, as `Log::truncate_after` needs nothing pending.
+    /// whole log durable, as `Log::truncate_after` needs nothing pending, and `lsn` not
+    /// below the log's start (`lsn + 1 >= first`).
     pub fn truncate_after(&mut self, lsn: u64) {
         assert!(self.settled(), "truncation with writes pending");
-        if (lsn as usize) < self.log.len() {
-            self.log.truncate(lsn as usize);
-            self.durable = self.log.len();
-            self.low_water.cut(self.log.len());
+        assert!(lsn + 1 >= self.first, "truncation below the log's start");
+        if lsn < self.last_lsn() {
+            self.cut_after(lsn);
+            self.durable = self.last_lsn();
         }
+    }
+
+    /// Retention as `Log::retain`: deletes the oldest segments whose records all lie
+    /// below `keep_from` and are durable, keeping the newest `keep_segments` sealed ones
+    /// and the one being written. `BASE` is stored first. Returns the records it set out
+    /// to delete (LSN `first..`; `stop` may leave some of them, which recovery deletes),
+    /// or `None` when nothing could be.
+    pub fn retain(
+        &mut self,
+        keep_from: u64,
+        keep_segments: usize,
+        stop: Interrupt,
+    ) -> Option<Vec<Rec>> {
+        assert!(self.settled(), "retention with writes pending");
+        let sealed = self.segments.len() - 1;
+        let deletable = sealed.saturating_sub(keep_segments);
+        let mut cut = None;
+        for i in 0..deletable {
+            let next_first = self.segments[i + 1];
+            if next_first > keep_from || next_first - 1 > self.durable {
+                break;
+            }
+            cut = Some((i, next_first - 1));
+        }
+        let (last_segment, last_deleted) = cut?;
+        let epoch = self.record(last_deleted).expect("a durable record").epoch;
+        self.base_file = Some((last_deleted, epoch));
+        let segments = stop.map_or(last_segment + 1, |n| n.min(last_segment + 1));
+        let end = if segments == 0 {
+            self.first
+        } else {
+            self.segments.get(segments).copied().expect("sealed")
+        };
+        let deleted = self.log[..(last_deleted + 1 - self.first) as usize].to_vec();
+        self.log.drain(..(end - self.first) as usize);
+        self.segments.drain(..segments);
+        self.first = end;
+        Some(deleted)
+    }
+
+    /// Starts the log over after (`base_lsn`, `base_epoch`), as `Log::reset`: `BASE` is
+    /// stored, the segments are deleted newest first, and an empty segment is installed
+    /// at `base_lsn + 1`. With `stop`, the process dies after that many deletions; a log
+    /// left without segments is started after `BASE` by recovery, as `Log::open` does.
+    pub fn reset(&mut self, base_lsn: u64, base_epoch: u64, stop: Interrupt) {
+        assert!(self.settled(), "reset with writes pending");
+        self.base_file = Some((base_lsn, base_epoch));
+        let n = self.segments.len();
+        let deleted = stop.map_or(n, |d| d.min(n));
+        if deleted == 0 {
+            // Only `BASE` was stored.
+        } else if deleted < n {
+            // The oldest segments are still there: the log is a prefix of the old one.
+            let keep_to = self.segments[n - deleted] - 1;
+            self.segments.truncate(n - deleted);
+            let keep_to = keep_to.max(self.first - 1);
+            self.log.truncate((keep_to + 1 - self.first) as usize);
+        } else {
+            self.log.clear();
+            self.first = base_lsn + 1;
+            self.segments = vec![self.first];
+        }
+        self.durable = self.last_lsn();
+        self.low_water.cut(self.last_lsn().min(base_lsn) as usize);
+    }
+
+    /// Recovery at start-up, as `Log::open`: a retention or reset that a crash cut short
+    /// left segments at or below `BASE` (stored first); they are deleted now, and a log
+    /// left without segments starts right after `BASE`.
+    pub fn recover(&mut self) {
+        let Some((base, _)) = self.base_file else {
+            return;
+        };
+        if self.first > base {
+            return;
+        }
+        self.segments.retain(|&s| s > base);
+        let first = self.segments.first().copied().unwrap_or(base + 1);
+        self.log
+            .drain(..((first - self.first) as usize).min(self.log.len()));
+        self.first = first;
+        if self.segments.is_empty() {
+            self.segments.push(first);
+        }
+        self.durable = self.last_lsn();
+        self.low_water.cut(self.last_lsn().min(base) as usize);
     }
 
     /// The durable log as the primary's driver sees it for the shared-prefix rule.
@@ -160,22 +349,39 @@ impl Disk {
     }
 }
 
+/// A record the primary's log no longer holds (retention deleted it): as production's
+/// `LogError::OutOfRange` from `Log::read`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Deleted(pub u64);
+
 /// The primary's log for [`crate::replication::shared_prefix`]: every record it holds
 /// can be told (production finds recent records in its send cache and older durable ones
-/// in the log), and the search by epoch covers the durable part only, as
-/// `Log::last_lsn_up_to_epoch` does.
+/// in the log, and the base record's epoch in `BASE`), and the search by epoch covers
+/// the durable part only, as `Log::last_lsn_up_to_epoch` does.
 pub struct DiskEpochs<'a>(&'a Disk);
 
 impl Epochs for DiskEpochs<'_> {
-    type Error = std::convert::Infallible;
+    type Error = Deleted;
 
     fn epoch_at(&mut self, lsn: u64) -> Result<Option<u64>, Self::Error> {
-        Ok(self.0.log.get(lsn as usize - 1).map(|r| r.epoch))
+        if lsn > self.0.last_lsn() {
+            return Ok(None);
+        }
+        self.0.epoch_at(lsn).map(Some).ok_or(Deleted(lsn))
     }
 
     fn last_up_to_epoch(&mut self, epoch: u64) -> Result<u64, Self::Error> {
-        let durable = &self.0.log[..self.0.durable];
-        Ok(durable.partition_point(|r| r.epoch <= epoch) as u64)
+        let d = self.0;
+        let durable = &d.log[..(d.durable + 1 - d.first) as usize];
+        let held = durable.partition_point(|r| r.epoch <= epoch) as u64;
+        if held > 0 {
+            return Ok(d.first - 1 + held);
+        }
+        Ok(match d.base() {
+            Some((base, e)) if e <= epoch => base,
+            Some(_) => 0,
+            None => d.first - 1,
+        })
     }
 }
 
@@ -238,5 +444,95 @@ mod tests {
         );
         assert_eq!(e.epoch_at(6), Ok(Some(3)));
         assert_eq!(e.epoch_at(7), Ok(None));
+    }
+
+    fn settled_log(epochs: &[u64], segment_records: u64) -> Disk {
+        let mut d = Disk {
+            segment_records,
+            ..Disk::default()
+        };
+        for &e in epochs {
+            d.append(rec(e));
+        }
+        d.start_flush(0, 1);
+        d.complete(1);
+        d
+    }
+
+    #[test]
+    fn retention_deletes_whole_durable_segments_below_the_floor() {
+        // Segments 1..=3, 4..=6, 7..=9, 10.
+        let mut d = settled_log(&[1, 1, 1, 2, 2, 2, 3, 3, 3, 3], 3);
+        assert_eq!(d.retain(3, 0, None), None, "3 is still needed");
+        let gone = d.retain(100, 2, None).expect("a cut");
+        assert_eq!(gone.len(), 3, "two sealed segments are kept");
+        assert_eq!(d.first_lsn(), 4);
+        assert_eq!(d.base(), Some((3, 1)));
+        assert_eq!(d.epoch_at(3), Some(1));
+        assert_eq!(d.epoch_at(2), None);
+        assert_eq!(d.record(4), Some(&rec(2)));
+        assert_eq!(d.last_up_to_epoch(1), 3, "the base record is of epoch 1");
+        assert_eq!(d.last_up_to_epoch(0), 0);
+        let gone = d.retain(100, 0, None).expect("a cut");
+        assert_eq!(gone.len(), 6, "never the segment being written");
+        assert_eq!(d.first_lsn(), 10);
+        assert_eq!(d.base(), Some((9, 3)));
+    }
+
+    #[test]
+    fn a_crash_inside_retention_leaves_base_ahead_of_the_log() {
+        let mut d = settled_log(&[1, 1, 1, 2, 2, 2, 3], 3);
+        let gone = d.retain(7, 0, Some(1)).expect("a cut");
+        assert_eq!(gone.len(), 6, "set out to delete two segments");
+        assert_eq!(d.first_lsn(), 4, "one deleted");
+        assert_eq!(d.base(), None, "BASE says 6: it does not count");
+        assert_eq!(d.epoch_at(3), None);
+        assert_eq!(d.last_epoch(), 3);
+        d.recover();
+        assert_eq!(d.first_lsn(), 7, "recovery finishes the deletion");
+        assert_eq!(d.base(), Some((6, 2)));
+        let mut d = settled_log(&[1, 1, 1, 2], 3);
+        assert_eq!(d.retain(4, 0, Some(0)).map(|g| g.len()), Some(3));
+        assert_eq!(d.first_lsn(), 1, "BASE stored, then the crash");
+        assert_eq!((d.first_lsn(), d.base()), (1, None));
+    }
+
+    #[test]
+    fn reset_starts_the_log_after_the_base_or_leaves_an_old_prefix() {
+        let mut d = settled_log(&[1, 1, 1, 2, 2], 3);
+        d.reset(20, 4, None);
+        assert_eq!((d.first_lsn(), d.last_lsn(), d.durable_lsn()), (21, 20, 20));
+        assert_eq!(d.base(), Some((20, 4)));
+        assert_eq!(d.last_epoch(), 4);
+        assert_eq!(d.append(rec(4)), 21);
+        let mut d = settled_log(&[1, 1, 1, 2, 2], 3);
+        d.reset(20, 4, Some(1));
+        assert_eq!(
+            (d.first_lsn(), d.last_lsn()),
+            (1, 3),
+            "the newest segment went first"
+        );
+        assert_eq!(d.base(), None);
+        assert!(d.settled());
+        d.recover();
+        assert_eq!(
+            (d.first_lsn(), d.last_lsn()),
+            (21, 20),
+            "recovery finishes the reset"
+        );
+        assert_eq!(d.base(), Some((20, 4)));
+    }
+
+    #[test]
+    fn a_crash_keeps_the_segment_the_log_starts_in() {
+        let mut d = settled_log(&[1, 1, 1, 1], 2);
+        d.retain(3, 0, None);
+        assert_eq!(d.first_lsn(), 3);
+        d.truncate_after(2);
+        assert_eq!((d.first_lsn(), d.last_lsn()), (3, 2));
+        assert_eq!(d.base(), Some((2, 1)));
+        assert_eq!(d.append(rec(2)), 3);
+        assert_eq!(d.crash(0), 1);
+        assert_eq!(d.last_epoch(), 1);
     }
 }

@@ -32,10 +32,14 @@ pub enum Fault {
     /// A frame of an old connection (an older primary incarnation) lands on the current
     /// one.
     LateDelivery,
+    /// A node dies in the middle of a cleanup of its log (retention deleting segments,
+    /// or a reset starting the log over): after `BASE` is stored and some segments are
+    /// deleted.
+    CleanupCrash,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Crash,
         Fault::PrimaryCrash,
         Fault::CrashAfterDurable,
@@ -49,6 +53,7 @@ impl Fault {
         Fault::Duplicate,
         Fault::Reorder,
         Fault::LateDelivery,
+        Fault::CleanupCrash,
     ];
 
     pub fn index(self) -> usize {
@@ -99,6 +104,9 @@ pub struct Rates {
     pub latency_spike: u64,
     pub partition: u64,
     pub late_delivery: u64,
+    /// Per mille per tick that a node's next log cleanup dies midway (runs with
+    /// retention only).
+    pub cleanup_crash: u64,
     pub net: crate::sim::network::NetFaults,
 }
 
@@ -114,6 +122,7 @@ impl Rates {
             latency_spike: 2 * storm,
             partition: storm + 1,
             late_delivery: 8,
+            cleanup_crash: 0,
             net: crate::sim::network::NetFaults {
                 drop: 2 * storm,
                 duplicate: 5 * storm,

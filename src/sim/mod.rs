@@ -54,7 +54,7 @@ use workload::{Client, Ending, Op};
 
 pub use faults::{Fault, FaultCounts, Faults, Rates};
 pub use network::{Msg, MsgKind, Rule};
-pub use node::{Config, NodeEvent, Reply};
+pub use node::{Config, NodeEvent, Reply, Retention};
 pub use rng::Rng;
 pub use scenario::Test;
 
@@ -75,6 +75,9 @@ pub enum Bug {
     /// The controller decides a failover on the first sync member's answer, as if every
     /// member held every commit (with `k` below the sync set they do not).
     FenceShort,
+    /// The primary's retention deletes everything durable here, above the commit LSN
+    /// and above what the sync set holds.
+    RetainAboveCommit,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +100,10 @@ pub struct SimOptions {
     /// Run the cluster's controller (failover, removal, restore of members). `None`:
     /// the seed decides (about half the seeds; always with the planted fence bug).
     pub controller: Option<bool>,
+    /// Log retention on every node. `None`: the seed decides (about a third of the
+    /// seeds; always with the planted retention bug), from a draw of its own, so a seed
+    /// without retention runs exactly as it did before retention was modelled.
+    pub retention: Option<Option<Retention>>,
 }
 
 /// Ticks of a run by default. Short enough for thousands of seeds in the test suite's
@@ -115,6 +122,7 @@ impl Default for SimOptions {
             nodes: None,
             trace_tail: 40,
             controller: None,
+            retention: None,
         }
     }
 }
@@ -192,6 +200,7 @@ impl fmt::Display for Report {
             Some(Bug::AckBeforeDurable) => write!(f, " --plant ack-before-durable")?,
             Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
             Some(Bug::FenceShort) => write!(f, " --plant fence-short")?,
+            Some(Bug::RetainAboveCommit) => write!(f, " --plant retain-above-commit")?,
             None => {}
         }
         if self.controller_forced {
@@ -303,8 +312,26 @@ impl Sim {
                 ", static roles"
             }
         );
+        let retention = opts.retention.unwrap_or_else(|| {
+            let mut r = Rng::new(seed ^ 0x5245_5441_494E);
+            (opts.plant == Some(Bug::RetainAboveCommit) || r.chance(330)).then(|| Retention {
+                segment_records: r.range(2, 8),
+                keep_segments: r.range(0, 2) as usize,
+            })
+        });
+        let mut settings_desc = settings_desc;
+        if let Some(r) = retention {
+            settings_desc += &format!(
+                ", retention keeping {} segments of {} records",
+                r.keep_segments, r.segment_records
+            );
+        }
         let rates = if opts.faults {
-            Rates::pick(&mut rng)
+            let mut r = Rates::pick(&mut rng);
+            if retention.is_some() {
+                r.cleanup_crash = 3;
+            }
+            r
         } else {
             Rates {
                 crash: 0,
@@ -315,11 +342,12 @@ impl Sim {
                 latency_spike: 0,
                 partition: 0,
                 late_delivery: 0,
+                cleanup_crash: 0,
                 net: NetFaults::NONE,
             }
         };
         let nodes = (0..n as NodeId)
-            .map(|id| Node::new(id, settings.clone(), config.clone(), opts.plant))
+            .map(|id| Node::new(id, settings.clone(), config.clone(), opts.plant, retention))
             .collect();
         let client_count = if opts.workload {
             rng.range(2, 4) as usize
@@ -737,6 +765,32 @@ impl Sim {
         {
             self.fault(Fault::LateDelivery, what);
         }
+        // Drawn only in runs with retention, so that the others run as before.
+        if r.cleanup_crash > 0 && self.rng.chance(r.cleanup_crash) {
+            let id = self.rng.index(n);
+            let after = self.rng.range(0, 2) as usize;
+            if self.nodes[id].up() && self.nodes[id].cleanup_crash.is_none() {
+                self.fault(
+                    Fault::CleanupCrash,
+                    format!("n{id}'s next log cleanup dies after {after} segment deletions"),
+                );
+                self.nodes[id].cleanup_crash = Some(after);
+            }
+        }
+    }
+
+    /// Crashes node `id` if it asked to stop (a failed stream, or a cleanup of its log
+    /// that a crash cut short).
+    fn stop_if_asked(&mut self, id: NodeId) {
+        let i = id as usize;
+        if let Some(why) = self.nodes[i].stop.take() {
+            self.event(format!("n{id} stops: {why}"));
+            let mut out = Out::default();
+            self.nodes[i].fail(&mut out);
+            self.route(id, out);
+            self.crash(id, false);
+            self.nodes[i].restart_at = Some(self.now + self.rng.range(5, 200));
+        }
     }
 
     /// One tick.
@@ -753,6 +807,7 @@ impl Sim {
                 n.disk.full_until = 0;
                 n.disk.slow_until = 0;
                 n.disk.fail_next_write = false;
+                n.cleanup_crash = None;
                 if !n.up() {
                     n.restart_at = Some(now);
                 }
@@ -800,15 +855,22 @@ impl Sim {
             let mut out = Out::default();
             let handled = self.nodes[to].on_message(now, p.from, p.conn, &p.msg, &mut out);
             self.route(p.to, out);
+            self.stop_if_asked(p.to);
             if handled == node::Handled::Later {
                 self.net.retry_later(p, now + 1);
             }
         }
         self.tick_control();
         for id in 0..self.nodes.len() {
+            if self.nodes[id].retention_due(now) {
+                // The rule's measure as the node's core stands when it picks its floor:
+                // a commit may rest on a write that became durable in this step.
+                self.checker.measure(&self.nodes);
+            }
             let mut out = Out::default();
             self.nodes[id].drive(now, &mut out);
             self.route(id as NodeId, out);
+            self.stop_if_asked(id as NodeId);
         }
         for id in 0..self.nodes.len() {
             let slow = self.nodes[id].disk.slow_until > now;

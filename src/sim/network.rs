@@ -65,6 +65,14 @@ pub enum Msg {
         after_lsn: u64,
         after_epoch: u64,
     },
+    /// The primary no longer holds the records after the member's log end (retention
+    /// deleted them): start the log over after `base_lsn`, whose record is of
+    /// `base_epoch`, then greet again.
+    Rebase {
+        epoch: u64,
+        base_lsn: u64,
+        base_epoch: u64,
+    },
     Ack {
         epoch: u64,
         received: u64,
@@ -86,6 +94,7 @@ pub enum MsgKind {
     Replicate,
     Heartbeat,
     Truncate,
+    Rebase,
     Ack,
     Refuse,
     Control,
@@ -99,6 +108,7 @@ impl Msg {
             Msg::Replicate { .. } => MsgKind::Replicate,
             Msg::Heartbeat { .. } => MsgKind::Heartbeat,
             Msg::Truncate { .. } => MsgKind::Truncate,
+            Msg::Rebase { .. } => MsgKind::Rebase,
             Msg::Ack { .. } => MsgKind::Ack,
             Msg::Refuse { .. } => MsgKind::Refuse,
             Msg::Control(_) => MsgKind::Control,

@@ -27,7 +27,7 @@ use crate::replication::{
 };
 use crate::sim::Bug;
 use crate::sim::Rec;
-use crate::sim::disk::Disk;
+use crate::sim::disk::{Deleted, Disk, Interrupt};
 use crate::sim::network::{ConnId, Msg};
 
 /// Records per Replicate frame: small, so that a batch spans several frames and frames
@@ -36,6 +36,18 @@ const FRAME_RECORDS_MAX: usize = 8;
 
 /// Ticks between two dials of a member that is not connected.
 const REDIAL_TICKS: u64 = 10;
+
+/// Ticks between two looks of retention at the log (production's `RETENTION_EVERY`).
+const RETAIN_EVERY_TICKS: u64 = 20;
+
+/// Retention of a run, as a stream's `retain_segments` sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Records per log segment.
+    pub segment_records: u64,
+    /// Sealed segments kept beyond the floor (`retain_segments`).
+    pub keep_segments: usize,
+}
 
 /// A stream configuration, as the controller will commit it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +134,22 @@ pub enum NodeEvent {
         node: NodeId,
         after: u64,
     },
+    /// Retention deleted `records`, LSN `first..`, from the log; as primary of `epoch`
+    /// (`None`: as secondary).
+    Retained {
+        node: NodeId,
+        primary_epoch: Option<u64>,
+        first: u64,
+        records: Vec<Rec>,
+    },
+    /// The log started over after (`base_lsn`, `base_epoch`), as the primary of `epoch`
+    /// asked (a crash may have stopped the reset midway: the disk tells).
+    Rebased {
+        node: NodeId,
+        epoch: u64,
+        base_lsn: u64,
+        base_epoch: u64,
+    },
     /// The primary of `epoch` was told where `member`'s log stands (its handshake or
     /// an ack), and hands it to its core: the commit rule counts a member's records
     /// only from such a report.
@@ -191,6 +219,9 @@ pub struct SecondaryRole {
     /// The primary of an epoch asked to keep records up to (its epoch, LSN, the epoch
     /// of its record there).
     truncate_to: Option<(u64, u64, u64)>,
+    /// The primary of an epoch asked to start the log over after (LSN, epoch): it no
+    /// longer holds what comes after this log's end.
+    rebase_to: Option<(u64, u64, u64)>,
 }
 
 pub enum Role {
@@ -212,14 +243,33 @@ pub struct Node {
     plant: Option<Bug>,
     /// This process, as the controller knows it (a restart is a new incarnation).
     pub incarnation: u64,
+    retention: Option<Retention>,
+    /// Tick retention last looked at the log.
+    retained_at: u64,
+    /// The next cleanup of the log (retention or reset) stops after this many segment
+    /// deletions: the process dies there.
+    pub cleanup_crash: Interrupt,
+    /// The process must stop now (a cleanup cut short, or a failed stream); the caller
+    /// crashes it.
+    pub stop: Option<&'static str>,
 }
 
 impl Node {
     /// A node that is down; [`Node::start`] brings it up.
-    pub fn new(id: NodeId, settings: StreamSettings, config: Config, plant: Option<Bug>) -> Node {
+    pub fn new(
+        id: NodeId,
+        settings: StreamSettings,
+        config: Config,
+        plant: Option<Bug>,
+        retention: Option<Retention>,
+    ) -> Node {
+        let mut disk = Disk::default();
+        if let Some(r) = retention {
+            disk.segment_records = r.segment_records;
+        }
         Node {
             id,
-            disk: Disk::default(),
+            disk,
             config,
             settings,
             role: Role::Down,
@@ -227,6 +277,10 @@ impl Node {
             restart_at: None,
             plant,
             incarnation: 0,
+            retention,
+            retained_at: 0,
+            cleanup_crash: None,
+            stop: None,
         }
     }
 
@@ -262,7 +316,7 @@ impl Node {
         // Where the durable log ends: what is not durable yet may vanish in a crash and
         // was never committed, and a promotion's floor must be a log that exists.
         let durable = self.disk.durable_lsn();
-        (self.disk.epoch_at(durable), durable)
+        (self.disk.epoch_at(durable).unwrap_or(0), durable)
     }
 
     /// The stream's state as the controller sees it.
@@ -356,6 +410,7 @@ impl Node {
     pub fn start(&mut self, out: &mut Out) {
         assert!(!self.up());
         assert!(self.disk.settled(), "a node starts from a durable log");
+        self.disk.recover();
         self.restart_at = None;
         self.reconfigure = false;
         let last = self.disk.last_lsn();
@@ -424,6 +479,7 @@ impl Node {
                 primary_conn: None,
                 ack_due: false,
                 truncate_to: None,
+                rebase_to: None,
             });
             out.trace.push(format!(
                 "n{} up as secondary of epoch {epoch} at lsn {last}",
@@ -447,6 +503,7 @@ impl Node {
         }
         self.role = Role::Down;
         self.reconfigure = false;
+        self.stop = None;
         let lost = self.disk.crash(torn_keep);
         out.trace.push(format!(
             "n{} down: log ends at {} ({lost} pending records lost)",
@@ -647,8 +704,9 @@ impl Node {
     pub fn read(&self, from: u64, records_max: u64) -> Option<(u64, Vec<(u64, Rec)>)> {
         let commit = self.readable_commit()?;
         let to = commit.min(from + records_max - 1).min(self.disk.last_lsn());
-        let recs = (from..=to)
-            .map(|lsn| (lsn, self.disk.records()[lsn as usize - 1].clone()))
+        // Records retention deleted are not served.
+        let recs = (from.max(self.disk.first_lsn())..=to)
+            .map(|lsn| (lsn, self.disk.record(lsn).expect("held").clone()))
             .collect();
         Some((commit, recs))
     }
@@ -749,7 +807,7 @@ impl Node {
                     out.closes.push(conn);
                     return Handled::Done;
                 }
-                if s.truncate_to.is_some() {
+                if s.truncate_to.is_some() || s.rebase_to.is_some() {
                     return Handled::Later;
                 }
                 let first = prev_lsn + 1;
@@ -811,15 +869,25 @@ impl Node {
                 Role::Secondary(s),
                 Msg::Truncate {
                     epoch,
-                    after_lsn,
-                    after_epoch,
+                    after_lsn: lsn,
+                    after_epoch: lsn_epoch,
+                }
+                | Msg::Rebase {
+                    epoch,
+                    base_lsn: lsn,
+                    base_epoch: lsn_epoch,
                 },
             ) => {
                 if *epoch < s.core.epoch() || s.primary_conn != Some(conn) {
                     out.closes.push(conn);
                     return Handled::Done;
                 }
-                s.truncate_to = Some((*epoch, *after_lsn, *after_epoch));
+                let asked = Some((*epoch, *lsn, *lsn_epoch));
+                if matches!(msg, Msg::Truncate { .. }) {
+                    s.truncate_to = asked;
+                } else {
+                    s.rebase_to = asked;
+                }
                 Handled::Done
             }
             (
@@ -840,7 +908,7 @@ impl Node {
                     out.closes.push(conn);
                     return Handled::Done;
                 };
-                Self::member_connected(
+                if let Err(Deleted(lsn)) = Self::member_connected(
                     id,
                     p,
                     &self.disk,
@@ -850,7 +918,13 @@ impl Node {
                     *last_epoch,
                     *durable_lsn,
                     out,
-                );
+                ) {
+                    // As production, which fails the stream on a log error here.
+                    out.trace.push(format!(
+                        "n{id}: the log no longer holds lsn {lsn} to compare with n{member}'s: the stream fails"
+                    ));
+                    self.stop = Some("the log failed");
+                }
                 Handled::Done
             }
             (
@@ -915,7 +989,9 @@ impl Node {
     }
 
     /// Production's `StreamDriver::on_member_connected`: resume after the prefix both
-    /// logs share, or ask the member to cut a tail this primary does not have.
+    /// logs share, ask the member to cut a tail this primary does not have, or to start
+    /// over after this log's base when retention deleted what the member needs next.
+    /// An error is a record the log can no longer tell (production fails the stream).
     #[allow(clippy::too_many_arguments)]
     fn member_connected(
         id: NodeId,
@@ -927,18 +1003,41 @@ impl Node {
         last_epoch: u64,
         durable_lsn: u64,
         out: &mut Out,
-    ) {
-        let agree = if last_lsn == 0 {
-            0
-        } else {
-            let Ok(a) = shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut disk.epochs());
-            a
-        };
+    ) -> Result<(), Deleted> {
+        let base = disk.base().filter(|&(b, _)| b > 0);
+        let mut agreed = None;
+        if base.is_none_or(|(b, _)| last_lsn >= b) {
+            match Self::agreement(p, disk, last_lsn, last_epoch) {
+                Ok(a) => agreed = Some(a),
+                // Only below the base can the log not tell an epoch: start over.
+                Err(_) if base.is_some() => {}
+                Err(e) => return Err(e),
+            }
+        }
         let m = p
             .members
             .iter_mut()
             .find(|m| m.id == member)
             .expect("found by its connection");
+        let Some((agree, agree_epoch)) = agreed else {
+            let (base_lsn, base_epoch) = base.expect("agreement is missing only below a base");
+            out.trace.push(format!(
+                "n{id}: member n{member} ends at {last_lsn}, before this primary's first record {}: rebase after {base_lsn}",
+                base_lsn + 1
+            ));
+            m.truncating = true;
+            m.ready = false;
+            out.sends.push((
+                member,
+                conn,
+                Msg::Rebase {
+                    epoch: p.epoch,
+                    base_lsn,
+                    base_epoch: base_epoch.min(p.epoch),
+                },
+            ));
+            return Ok(());
+        };
         if agree < last_lsn {
             out.trace.push(format!(
                 "n{id}: member n{member} holds {}..={last_lsn} that this primary does not: truncate after {agree}",
@@ -952,10 +1051,10 @@ impl Node {
                 Msg::Truncate {
                     epoch: p.epoch,
                     after_lsn: agree,
-                    after_epoch: disk.epoch_at(agree),
+                    after_epoch: agree_epoch.min(p.epoch),
                 },
             ));
-            return;
+            return Ok(());
         }
         m.truncating = false;
         m.ready = true;
@@ -972,6 +1071,25 @@ impl Node {
             durable,
         });
         p.core.on_member_connected(member, durable, agree + 1);
+        Ok(())
+    }
+
+    /// Production's `StreamDriver::shared_prefix`: where the logs agree at most, and the
+    /// epoch of this log's record there; agreement below the base cannot be checked.
+    fn agreement(
+        p: &PrimaryRole,
+        disk: &Disk,
+        last_lsn: u64,
+        last_epoch: u64,
+    ) -> Result<(u64, u64), Deleted> {
+        let agree = shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut disk.epochs())?;
+        if let Some((base, _)) = disk.base()
+            && base > 0
+            && agree < base
+        {
+            return Err(Deleted(agree));
+        }
+        Ok((agree, disk.epoch_at(agree).ok_or(Deleted(agree))?))
     }
 
     /// Runs the role for this tick: the core's tick and actions (primary), truncation
@@ -979,6 +1097,15 @@ impl Node {
     pub fn drive(&mut self, now: u64, out: &mut Out) {
         if self.reconfigure && self.disk.settled() {
             self.switch_role(out);
+        }
+        if let Some(r) = self.retention
+            && self.retention_due(now)
+        {
+            self.retained_at = now;
+            self.retain(r, out);
+            if self.stop.is_some() {
+                return;
+            }
         }
         let id = self.id;
         match &mut self.role {
@@ -989,6 +1116,55 @@ impl Node {
                 Self::primary_actions(id, p, &self.disk, out);
             }
             Role::Secondary(s) => {
+                if let Some((epoch, base, base_epoch)) = s.rebase_to
+                    && self.disk.settled()
+                {
+                    s.rebase_to = None;
+                    let last = self.disk.last_lsn();
+                    // Asked because this log ended before `base`: a log that reaches it
+                    // now answers an older greeting and is kept.
+                    if last < base {
+                        let stop = self.cleanup_crash.take();
+                        self.disk.reset(base, base_epoch, stop);
+                        out.events.push(NodeEvent::Rebased {
+                            node: id,
+                            epoch,
+                            base_lsn: base,
+                            base_epoch,
+                        });
+                        if stop.is_some() {
+                            self.stop = Some("crashed while starting the log over");
+                            return;
+                        }
+                        out.trace.push(format!(
+                            "n{id}: the primary no longer holds {}..={base}: the log starts over after {base}",
+                            last + 1
+                        ));
+                        s.core = Secondary::new(
+                            s.core.epoch(),
+                            base,
+                            base_epoch,
+                            s.core.ack_on_receipt(),
+                        );
+                    } else {
+                        out.trace.push(format!(
+                            "n{id} keeps its log up to {last}: a stale rebase after {base}"
+                        ));
+                    }
+                    if let Some(conn) = s.primary_conn {
+                        let last = self.disk.last_lsn();
+                        out.sends.push((
+                            self.config.primary,
+                            conn,
+                            Msg::Welcome {
+                                epoch: s.core.epoch(),
+                                last_lsn: last,
+                                last_epoch: self.disk.last_epoch(),
+                                durable_lsn: last,
+                            },
+                        ));
+                    }
+                }
                 if let Some((epoch, asked, asked_epoch)) = s.truncate_to
                     && self.disk.settled()
                 {
@@ -1002,7 +1178,19 @@ impl Node {
                         last
                     } else {
                         let after = member_cut(asked, self.disk.last_up_to_epoch(asked_epoch));
-                        self.disk.truncate_after(after);
+                        if after + 1 < self.disk.first_lsn() {
+                            // Below what retention kept here: the log starts over, and
+                            // the primary sends it what it holds.
+                            let stop = self.cleanup_crash.take();
+                            self.disk.reset(0, 0, stop);
+                            if stop.is_some() {
+                                self.stop = Some("crashed while starting the log over");
+                                return;
+                            }
+                        } else {
+                            self.disk.truncate_after(after);
+                        }
+                        let after = self.disk.last_lsn();
                         out.trace
                             .push(format!("n{id} truncated its log after {after} as asked"));
                         out.events.push(NodeEvent::Truncated { node: id, after });
@@ -1051,6 +1239,48 @@ impl Node {
         }
     }
 
+    /// Retention as production's `StreamDriver::retain`: the primary deletes below
+    /// `Primary::retention_floor`, a secondary below its readable commit.
+    fn retain(&mut self, r: Retention, out: &mut Out) {
+        let (floor, primary_epoch) = match &self.role {
+            Role::Primary(p) if self.plant == Some(Bug::RetainAboveCommit) => {
+                (p.core.local_durable(), Some(p.epoch))
+            }
+            Role::Primary(p) => (p.core.retention_floor(), Some(p.epoch)),
+            Role::Secondary(s) => (s.core.readable_commit(), None),
+            Role::Down => return,
+        };
+        let first = self.disk.first_lsn();
+        let stop = self.cleanup_crash;
+        let Some(records) = self.disk.retain(floor + 1, r.keep_segments, stop) else {
+            return;
+        };
+        out.trace.push(format!(
+            "n{} retention deleted {first}..{} (floor {floor})",
+            self.id,
+            self.disk.first_lsn()
+        ));
+        out.events.push(NodeEvent::Retained {
+            node: self.id,
+            primary_epoch,
+            first,
+            records,
+        });
+        if stop.is_some() {
+            self.cleanup_crash = None;
+            self.stop = Some("crashed while deleting segments");
+        }
+    }
+
+    /// Retention looks at the log in this tick's [`Node::drive`].
+    pub fn retention_due(&self, now: u64) -> bool {
+        self.retention.is_some()
+            && self.up()
+            && !self.reconfigure
+            && now >= self.retained_at + RETAIN_EVERY_TICKS
+            && self.disk.settled()
+    }
+
     /// Connections the old role held, to be closed by the caller after a switch.
     fn switch_role(&mut self, out: &mut Out) {
         match &mut self.role {
@@ -1086,18 +1316,28 @@ impl Node {
                     else {
                         continue;
                     };
-                    let recs = disk.records();
+                    if disk.epoch_at(from - 1).is_none() || from < disk.first_lsn() {
+                        // As production's `send_records` failing to read: the link
+                        // closes, and the member's next greeting finds it a new start.
+                        out.trace.push(format!(
+                            "n{id} no longer holds {from}..={to} for n{member}: closes"
+                        ));
+                        out.closes.push(conn);
+                        continue;
+                    }
                     let mut lsn = from;
                     while lsn <= to {
                         let end = to.min(lsn + FRAME_RECORDS_MAX as u64 - 1);
-                        let records = recs[lsn as usize - 1..end as usize].to_vec();
+                        let records = (lsn..=end)
+                            .map(|l| disk.record(l).expect("held").clone())
+                            .collect();
                         out.sends.push((
                             member,
                             conn,
                             Msg::Replicate {
                                 epoch,
                                 prev_lsn: lsn - 1,
-                                prev_epoch: disk.epoch_at(lsn - 1),
+                                prev_epoch: disk.epoch_at(lsn - 1).expect("held"),
                                 commit,
                                 records,
                             },

@@ -91,6 +91,16 @@ impl Test {
     }
 
     pub fn with(settings: StreamSettings, nodes: usize, plant: Option<Bug>) -> Test {
+        Test::with_retention(settings, nodes, plant, None)
+    }
+
+    /// As [`Test::with`], every node's log kept as `retention` says.
+    pub fn with_retention(
+        settings: StreamSettings,
+        nodes: usize,
+        plant: Option<Bug>,
+        retention: Option<crate::sim::Retention>,
+    ) -> Test {
         let sim = Sim::new(
             1,
             SimOptions {
@@ -100,6 +110,7 @@ impl Test {
                 settings: Some(settings),
                 nodes: Some(nodes),
                 plant,
+                retention: Some(retention),
                 ..SimOptions::default()
             },
         );
