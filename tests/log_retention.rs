@@ -108,3 +108,50 @@ fn retention_cut_short_by_a_crash_is_finished_by_recovery() {
     assert_eq!(log.epoch_at(base.0).unwrap(), base.1);
     check_all(&mut log);
 }
+
+/// A crash in a reset to an earlier start (a member cut below its first record starts
+/// over from LSN 1): `BASE` (0, 0) was stored and the newest segments deleted, but older
+/// ones remain, starting above LSN 1. Recovery finishes the reset.
+#[test]
+fn reset_to_an_earlier_start_cut_short_is_finished_by_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ring = ring();
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    fill(&mut log, &mut ring, 3, 4_000, 16);
+    let first = log.retain(u64::MAX, 1).unwrap();
+    assert!(first > 1, "nothing deleted");
+    let kept: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert!(
+        kept.len() >= 2,
+        "a sealed segment and the one being written"
+    );
+    log.reset(0, 0).unwrap();
+    drop(log);
+    // The crash came after the newest segment's deletion and before the others' and the
+    // new first segment's installation.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let oldest = kept.iter().min_by_key(|(p, _)| p.clone()).unwrap();
+    std::fs::write(&oldest.0, &oldest.1).unwrap();
+    let mut log = Log::open(dir.path(), small(), 1).unwrap();
+    assert_eq!((log.first_lsn(), log.next_lsn()), (1, 1));
+    assert_eq!(log.base(), Some((0, 0)));
+    assert!(
+        log.recovery()
+            .notes
+            .iter()
+            .any(|n| n.contains("a reset cut short")),
+        "{:?}",
+        log.recovery().notes
+    );
+    check_all(&mut log);
+}

@@ -185,7 +185,21 @@ impl Log {
                     path.display()
                 ));
             }
-            if stale > 0 {
+            // A reset to an earlier start (`reset(0, 0)`, a member cut below its own
+            // first record) cut short: it deletes newest first, so what is left starts
+            // above `BASE` + 1, where no finished retention or reset leaves a log. The
+            // reset was decided and `BASE` already says where the log starts: finish it.
+            let behind = segs.first().is_some_and(|(first, _)| *first > base_lsn + 1);
+            let reset = if behind { segs.len() } else { 0 };
+            for (_, path) in segs.drain(..reset) {
+                std::fs::remove_file(&path)
+                    .map_err(|e| LogError::io("delete segment", &path, e))?;
+                recovery.notes.push(format!(
+                    "deleted {} above BASE {base_lsn}: a reset cut short",
+                    path.display()
+                ));
+            }
+            if stale + reset > 0 {
                 sysfile::sync_dir(dir).map_err(|e| LogError::io("sync directory", dir, e))?;
             }
         }

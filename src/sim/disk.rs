@@ -323,11 +323,21 @@ impl Disk {
 
     /// Recovery at start-up, as `Log::open`: a retention or reset that a crash cut short
     /// left segments at or below `BASE` (stored first); they are deleted now, and a log
-    /// left without segments starts right after `BASE`.
+    /// left without segments starts right after `BASE`. A reset to an earlier start cut
+    /// short left a log starting above `BASE` + 1; it is finished (the log is emptied).
     pub fn recover(&mut self) {
         let Some((base, _)) = self.base_file else {
             return;
         };
+        if self.first > base + 1 {
+            // A reset to an earlier start cut short (it deletes newest first): finished.
+            self.log.clear();
+            self.first = base + 1;
+            self.segments = vec![self.first];
+            self.durable = base;
+            self.low_water.cut(base as usize);
+            return;
+        }
         if self.first > base {
             return;
         }

@@ -9,7 +9,8 @@
 //!
 //! - [`rng`]: the seeded generator every choice comes from.
 //! - [`disk`]: a node's log with a durable prefix, torn and lost writes, failed writes,
-//!   a full disk, slow writes, and the EPOCH file.
+//!   a full disk, slow writes, the EPOCH file, and retention's segments and BASE file
+//!   (retention and starting a member over after a base, either cut short by a crash).
 //! - [`network`]: connections with delay, loss (which closes the connection, as TCP
 //!   does), duplication, reordering, directed partitions, late frames of old
 //!   connections, and control datagrams for the coming controller.
