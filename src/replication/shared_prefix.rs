@@ -51,6 +51,71 @@ pub fn shared_prefix<P: Epochs>(
     Ok((member_last_lsn - 1).min(primary.last_up_to_epoch(member_last_epoch)?))
 }
 
+/// How the primary of `epoch` answers a member's greeting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The logs agree up to the member's last record, `agree`: send from `agree + 1`.
+    Resume { agree: u64 },
+    /// The member cuts after (`after_lsn`, `after_epoch`) and greets again.
+    Truncate { after_lsn: u64, after_epoch: u64 },
+    /// The primary no longer holds what follows the member's log (retention deleted
+    /// it): the member starts over after (`base_lsn`, `base_epoch`), the record before
+    /// the primary's first one.
+    Rebase { base_lsn: u64, base_epoch: u64 },
+}
+
+/// The answer of the primary of `epoch`, whose log ends at `primary_last_lsn` and starts
+/// after `base` (`Log::base`: set once retention deleted records), to a member whose log
+/// ends with (`member_last_epoch`, `member_last_lsn`). Agreement below the base cannot
+/// be checked (the primary no longer holds those records' epochs), so a member that ends
+/// below it, or agrees with the primary only below it, starts over after it. An error is
+/// one of the primary's log, not explained by the base.
+pub fn answer<P: Epochs>(
+    epoch: u64,
+    base: Option<(u64, u64)>,
+    member_last_lsn: u64,
+    member_last_epoch: u64,
+    primary_last_lsn: u64,
+    primary: &mut P,
+) -> Result<Answer, P::Error> {
+    let mut agreement = || -> Result<Answer, P::Error> {
+        let agree = shared_prefix(
+            member_last_lsn,
+            member_last_epoch,
+            primary_last_lsn,
+            primary,
+        )?;
+        if agree == member_last_lsn {
+            return Ok(Answer::Resume { agree });
+        }
+        let agree_epoch = if agree == 0 {
+            0
+        } else {
+            primary.epoch_at(agree)?.unwrap_or(0)
+        };
+        Ok(Answer::Truncate {
+            after_lsn: agree,
+            after_epoch: agree_epoch.min(epoch),
+        })
+    };
+    let Some((base_lsn, base_epoch)) = base.filter(|&(lsn, _)| lsn > 0) else {
+        return agreement();
+    };
+    let rebase = Answer::Rebase {
+        base_lsn,
+        base_epoch: base_epoch.min(epoch),
+    };
+    if member_last_lsn < base_lsn {
+        return Ok(rebase);
+    }
+    match agreement() {
+        Ok(Answer::Truncate { after_lsn, .. }) if after_lsn < base_lsn => Ok(rebase),
+        Ok(a) => Ok(a),
+        // Only below the base can the log not tell an epoch.
+        Err(_) => Ok(rebase),
+    }
+}
+
 /// Whether a `Truncate` from the primary of `epoch` is stale for a member whose log ends
 /// with a record of `member_last_epoch`. Records of that epoch were appended after their
 /// predecessors matched that primary's log, and a primary never loses records of its own
@@ -73,7 +138,7 @@ pub fn member_cut(after_lsn: u64, member_last_up_to: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Epochs, member_cut, shared_prefix};
+    use super::{Answer, Epochs, answer, member_cut, shared_prefix};
 
     /// The primary's log as the epoch of each record, LSN 1 first; `known` records are
     /// the ones whose epoch can be told.
@@ -206,5 +271,106 @@ mod tests {
             known: 4,
         };
         assert_eq!(shared_prefix(6, 3, 10, &mut log), Ok(4));
+    }
+
+    /// A primary's log whose records before `first` retention deleted: their epochs
+    /// cannot be told (an error, as the log's out-of-range read), but for the base
+    /// record's, just before `first`, which the log keeps.
+    struct Retained<'a> {
+        epochs: &'a [u64],
+        first: u64,
+    }
+
+    impl Epochs for Retained<'_> {
+        type Error = u64;
+        fn epoch_at(&mut self, lsn: u64) -> Result<Option<u64>, u64> {
+            if lsn + 1 < self.first {
+                return Err(lsn);
+            }
+            Ok(self.epochs.get(lsn as usize - 1).copied())
+        }
+        fn last_up_to_epoch(&mut self, epoch: u64) -> Result<u64, u64> {
+            let held = self.epochs[self.first as usize - 1..]
+                .iter()
+                .take_while(|&&x| x <= epoch)
+                .count() as u64;
+            let base = self.first - 1;
+            Ok(match held {
+                0 if base > 0 && self.epochs[base as usize - 1] <= epoch => base,
+                0 => 0,
+                _ => base + held,
+            })
+        }
+    }
+
+    #[test]
+    fn a_greeting_is_answered_by_resuming_truncating_or_starting_over() {
+        // Primary of epoch 4: lsn 1..=5 of epoch 1, 6..=9 of epoch 3.
+        let primary = [1, 1, 1, 1, 1, 3, 3, 3, 3];
+        let ask = |base: Option<(u64, u64)>, first, last, last_epoch| {
+            let mut log = Retained {
+                epochs: &primary,
+                first,
+            };
+            answer(4, base, last, last_epoch, 9, &mut log)
+        };
+        // Without retention: a prefix resumes, a foreign tail is cut.
+        assert_eq!(ask(None, 1, 7, 3), Ok(Answer::Resume { agree: 7 }));
+        assert_eq!(ask(None, 1, 0, 0), Ok(Answer::Resume { agree: 0 }));
+        assert_eq!(
+            ask(None, 1, 7, 2),
+            Ok(Answer::Truncate {
+                after_lsn: 5,
+                after_epoch: 1
+            })
+        );
+        // Retention deleted 1..=3 (base: lsn 3 of epoch 1).
+        let base = Some((3, 1));
+        let rebase = Ok(Answer::Rebase {
+            base_lsn: 3,
+            base_epoch: 1,
+        });
+        assert_eq!(ask(base, 4, 8, 3), Ok(Answer::Resume { agree: 8 }));
+        assert_eq!(ask(base, 4, 3, 1), Ok(Answer::Resume { agree: 3 }));
+        assert_eq!(
+            ask(base, 4, 7, 2),
+            Ok(Answer::Truncate {
+                after_lsn: 5,
+                after_epoch: 1
+            })
+        );
+        // The member ends before the base: nothing to compare, it starts over.
+        assert_eq!(ask(base, 4, 2, 1), rebase);
+        assert_eq!(ask(base, 4, 0, 0), rebase);
+        // The logs could agree only below the base: it starts over.
+        let base = Some((5, 1));
+        assert_eq!(
+            ask(base, 6, 7, 2),
+            Ok(Answer::Truncate {
+                after_lsn: 5,
+                after_epoch: 1
+            })
+        );
+        assert_eq!(
+            ask(Some((6, 3)), 7, 7, 2),
+            Ok(Answer::Rebase {
+                base_lsn: 6,
+                base_epoch: 3
+            })
+        );
+        // A base epoch newer than the asking primary's is capped at its epoch.
+        let mut log = Retained {
+            epochs: &primary,
+            first: 7,
+        };
+        assert_eq!(
+            answer(2, Some((6, 3)), 1, 1, 9, &mut log),
+            Ok(Answer::Rebase {
+                base_lsn: 6,
+                base_epoch: 2
+            })
+        );
+        // Without a base, a record the log cannot tell is an error of the log.
+        assert_eq!(ask(None, 4, 2, 1), Err(2));
     }
 }

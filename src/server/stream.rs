@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX};
 use crate::log::{Log, LogError, record};
-use crate::replication::shared_prefix::{Epochs, member_cut, shared_prefix, truncation_is_stale};
+use crate::replication::shared_prefix::{Answer, Epochs, answer, member_cut, truncation_is_stale};
 use crate::replication::{
     Action, Event, MemberSpec, Mode, NodeId, Outcome, Primary, Secondary, Verdict,
 };
@@ -636,23 +636,13 @@ impl StreamDriver {
     ) {
         let name = self.cfg.name.clone();
         let epoch = self.epoch;
-        // Retention deleted the records this primary would send the member first: the
-        // member starts over after this log's base record.
-        let base = self.log.base().filter(|&(b, _)| b > 0);
-        let mut agreed = None;
-        if base.is_none_or(|(b, _)| last_lsn >= b) {
-            // Where the logs agree at most, and the epoch of this primary's record
-            // there: the member also cuts its records of newer epochs before it.
-            match self.shared_prefix(last_lsn, last_epoch) {
-                Ok(a) => agreed = Some(a),
-                // Only below the base can the log not tell an epoch: start over.
-                Err(_) if base.is_some() => {}
-                Err(e) => {
-                    let _ = self.fail(links, e);
-                    return;
-                }
+        let answer = match self.answer(last_lsn, last_epoch) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.fail(links, e);
+                return;
             }
-        }
+        };
         let RoleDriver::Primary(p) = &mut self.role else {
             return;
         };
@@ -665,42 +655,44 @@ impl StreamDriver {
         {
             links.close(old, "the member connected again");
         }
-        let Some((agree, agree_epoch)) = agreed else {
-            // Nothing to check agreement on: the member ends before this log's base.
-            let (base_lsn, base_epoch) = base.expect("agreement is missing only below a base");
-            eprintln!(
-                "lockstep: stream {name}: member {member} ends at lsn {last_lsn}, before this primary's first retained record {}: it starts over after {base_lsn}",
-                base_lsn + 1
-            );
-            m.truncating = true;
-            let rebase = Message::Rebase {
-                epoch,
+        let ask = match answer {
+            Answer::Resume { agree } => {
+                m.truncating = false;
+                p.core
+                    .on_member_connected(member, durable_lsn.min(agree), agree + 1);
+                return;
+            }
+            Answer::Rebase {
                 base_lsn,
-                base_epoch: base_epoch.min(epoch),
-            };
-            let _ = links.send(link, RequestId(0), &rebase);
-            return;
-        };
-        if agree < last_lsn {
-            eprintln!(
-                "lockstep: stream {name}: member {member} holds lsn {}..={last_lsn} that this primary does not: asking it to truncate after {agree}",
-                agree + 1
-            );
-            m.truncating = true;
-            let _ = links.send(
-                link,
-                RequestId(0),
-                &Message::Truncate {
+                base_epoch,
+            } => {
+                eprintln!(
+                    "lockstep: stream {name}: member {member} ends at lsn {last_lsn}, before this primary's first retained record {}: it starts over after {base_lsn}",
+                    base_lsn + 1
+                );
+                Message::Rebase {
                     epoch,
-                    after_lsn: agree,
-                    after_epoch: agree_epoch.min(epoch),
-                },
-            );
-            return;
-        }
-        m.truncating = false;
-        p.core
-            .on_member_connected(member, durable_lsn.min(agree), agree + 1);
+                    base_lsn,
+                    base_epoch,
+                }
+            }
+            Answer::Truncate {
+                after_lsn,
+                after_epoch,
+            } => {
+                eprintln!(
+                    "lockstep: stream {name}: member {member} holds lsn {}..={last_lsn} that this primary does not: asking it to truncate after {after_lsn}",
+                    after_lsn + 1
+                );
+                Message::Truncate {
+                    epoch,
+                    after_lsn,
+                    after_epoch,
+                }
+            }
+        };
+        m.truncating = true;
+        let _ = links.send(link, RequestId(0), &ask);
     }
 
     pub fn on_link_closed(&mut self, link: LinkId) {
@@ -726,36 +718,24 @@ impl StreamDriver {
     /// Where a member's log (ending at `last_lsn`, written in `last_epoch`) and this
     /// primary's agree at most, and the epoch of this primary's record there (0 when
     /// unknown, which makes the member cut everything it cannot prove shared).
-    fn shared_prefix(&mut self, last_lsn: u64, last_epoch: u64) -> Result<(u64, u64), LogError> {
-        if last_lsn == 0 {
-            return Ok((0, 0));
-        }
+    /// This primary's answer to a member whose log ends with (`last_epoch`, `last_lsn`).
+    fn answer(&mut self, last_lsn: u64, last_epoch: u64) -> Result<Answer, LogError> {
         let RoleDriver::Primary(p) = &self.role else {
-            return Ok((0, 0));
+            return Ok(Answer::Resume { agree: 0 });
         };
+        let base = self.log.base();
         let mut epochs = PrimaryEpochs {
             cache: &p.cache,
             log: &mut self.log,
         };
-        let agree = shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut epochs)?;
-        if let Some((base, _)) = epochs.log.base()
-            && base > 0
-            && agree < base
-        {
-            // Agreement below the base cannot be checked here: the caller starts the
-            // member over instead.
-            return Err(LogError::OutOfRange {
-                lsn: agree,
-                first: base + 1,
-                last: epochs.log.durable_lsn(),
-            });
-        }
-        let epoch = if agree == 0 {
-            0
-        } else {
-            epochs.epoch_at(agree)?.unwrap_or(0)
-        };
-        Ok((agree, epoch))
+        answer(
+            self.epoch,
+            base,
+            last_lsn,
+            last_epoch,
+            p.core.last_lsn(),
+            &mut epochs,
+        )
     }
 
     /// The log is durable up to `lsn`.

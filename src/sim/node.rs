@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::replication::shared_prefix::{member_cut, shared_prefix, truncation_is_stale};
+use crate::replication::shared_prefix::{Answer, answer, member_cut, truncation_is_stale};
 use crate::replication::{
     Action, Event, MemberSpec, Mode, NodeId, Outcome, Primary, RequestId, Secondary,
     StreamSettings, Verdict,
@@ -1004,92 +1004,71 @@ impl Node {
         durable_lsn: u64,
         out: &mut Out,
     ) -> Result<(), Deleted> {
-        let base = disk.base().filter(|&(b, _)| b > 0);
-        let mut agreed = None;
-        if base.is_none_or(|(b, _)| last_lsn >= b) {
-            match Self::agreement(p, disk, last_lsn, last_epoch) {
-                Ok(a) => agreed = Some(a),
-                // Only below the base can the log not tell an epoch: start over.
-                Err(_) if base.is_some() => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let answer = answer(
+            p.epoch,
+            disk.base(),
+            last_lsn,
+            last_epoch,
+            p.core.last_lsn(),
+            &mut disk.epochs(),
+        )?;
         let m = p
             .members
             .iter_mut()
             .find(|m| m.id == member)
             .expect("found by its connection");
-        let Some((agree, agree_epoch)) = agreed else {
-            let (base_lsn, base_epoch) = base.expect("agreement is missing only below a base");
-            out.trace.push(format!(
-                "n{id}: member n{member} ends at {last_lsn}, before this primary's first record {}: rebase after {base_lsn}",
-                base_lsn + 1
-            ));
-            m.truncating = true;
-            m.ready = false;
-            out.sends.push((
-                member,
-                conn,
+        let ask = match answer {
+            Answer::Resume { agree } => {
+                m.truncating = false;
+                m.ready = true;
+                out.trace.push(format!(
+                    "n{id}: member n{member} connected: durable {durable_lsn}, resume at {}",
+                    agree + 1
+                ));
+                let durable = durable_lsn.min(agree);
+                out.events.push(NodeEvent::Reported {
+                    node: id,
+                    epoch: p.epoch,
+                    member,
+                    received: durable,
+                    durable,
+                });
+                p.core.on_member_connected(member, durable, agree + 1);
+                return Ok(());
+            }
+            Answer::Rebase {
+                base_lsn,
+                base_epoch,
+            } => {
+                out.trace.push(format!(
+                    "n{id}: member n{member} ends at {last_lsn}, before this primary's first record {}: rebase after {base_lsn}",
+                    base_lsn + 1
+                ));
                 Msg::Rebase {
                     epoch: p.epoch,
                     base_lsn,
-                    base_epoch: base_epoch.min(p.epoch),
-                },
-            ));
-            return Ok(());
-        };
-        if agree < last_lsn {
-            out.trace.push(format!(
-                "n{id}: member n{member} holds {}..={last_lsn} that this primary does not: truncate after {agree}",
-                agree + 1
-            ));
-            m.truncating = true;
-            m.ready = false;
-            out.sends.push((
-                member,
-                conn,
+                    base_epoch,
+                }
+            }
+            Answer::Truncate {
+                after_lsn,
+                after_epoch,
+            } => {
+                out.trace.push(format!(
+                    "n{id}: member n{member} holds {}..={last_lsn} that this primary does not: truncate after {after_lsn}",
+                    after_lsn + 1
+                ));
                 Msg::Truncate {
                     epoch: p.epoch,
-                    after_lsn: agree,
-                    after_epoch: agree_epoch.min(p.epoch),
-                },
-            ));
-            return Ok(());
-        }
-        m.truncating = false;
-        m.ready = true;
-        out.trace.push(format!(
-            "n{id}: member n{member} connected: durable {durable_lsn}, resume at {}",
-            agree + 1
-        ));
-        let durable = durable_lsn.min(agree);
-        out.events.push(NodeEvent::Reported {
-            node: id,
-            epoch: p.epoch,
-            member,
-            received: durable,
-            durable,
-        });
-        p.core.on_member_connected(member, durable, agree + 1);
+                    after_lsn,
+                    after_epoch,
+                }
+            }
+        };
+        m.truncating = true;
+        m.ready = false;
+        out.sends.push((member, conn, ask));
         Ok(())
-    }
-
-    /// Production's `StreamDriver::shared_prefix`: where the logs agree at most, and the
-    /// epoch of this log's record there; agreement below the base cannot be checked.
-    fn agreement(
-        p: &PrimaryRole,
-        disk: &Disk,
-        last_lsn: u64,
-        last_epoch: u64,
-    ) -> Result<(u64, u64), Deleted> {
-        let agree = shared_prefix(last_lsn, last_epoch, p.core.last_lsn(), &mut disk.epochs())?;
-        if let Some((base, _)) = disk.base()
-            && base > 0
-            && agree < base
-        {
-            return Err(Deleted(agree));
-        }
-        Ok((agree, disk.epoch_at(agree).ok_or(Deleted(agree))?))
     }
 
     /// Runs the role for this tick: the core's tick and actions (primary), truncation
