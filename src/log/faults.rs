@@ -1,5 +1,6 @@
 //! Fault injection points of the log, for tests of the error paths that real disks reach
-//! rarely: a full disk when a segment is prepared, an I/O error on a durable write.
+//! rarely: a full disk when a segment is prepared, an I/O error on a durable write, a
+//! crash in the middle of starting the log over.
 //!
 //! A `Faults` handle is shared between the test and the log through `LogOptions`; each
 //! point is a counter of how many upcoming operations fail. The cost when unused is one
@@ -12,6 +13,8 @@ pub struct Faults {
     enospc_prepare: AtomicU32,
     enospc_rollover: AtomicU32,
     eio_write: AtomicU32,
+    /// Deletions the next reset makes before it stops, plus one (0: off).
+    reset_stop: AtomicU32,
 }
 
 impl Faults {
@@ -29,6 +32,17 @@ impl Faults {
     /// The next `n` durable writes complete with EIO.
     pub fn fail_write_eio(&self, n: u32) {
         self.eio_write.store(n, Ordering::SeqCst);
+    }
+
+    /// The next reset ([`crate::log::Log::reset`]) stops after deleting `deletions`
+    /// segments, as a crash there would leave the directory, and the log stops.
+    pub fn stop_reset_after(&self, deletions: u32) {
+        self.reset_stop.store(deletions + 1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_reset_stop(&self) -> Option<usize> {
+        let v = self.reset_stop.swap(0, Ordering::SeqCst);
+        (v > 0).then(|| v as usize - 1)
     }
 
     pub(crate) fn take_prepare_enospc(&self) -> bool {

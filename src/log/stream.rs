@@ -167,12 +167,12 @@ impl Log {
         let base = load_base(dir)?;
         let mut segs = segment::list(dir).map_err(|e| LogError::io("list segments", dir, e))?;
         if let Some((base_lsn, _)) = base {
-            // A retention or reset that a crash cut short: `BASE` is stored before any
-            // segment is deleted, and every segment starting at or below it was being
-            // deleted (retention cuts at a segment's end; a reset deletes them all).
-            // Finishing the deletion keeps `BASE` in force: a log starting elsewhere
-            // cannot tell the epoch before its first record, and a primary failed the
-            // stream at every greeting of a member ending below that record.
+            // A retention that a crash cut short: `BASE` is stored before any segment
+            // is deleted, and every segment starting at or below it was being deleted
+            // (retention cuts at a segment's end). Finishing the deletion keeps `BASE`
+            // in force: a log starting elsewhere cannot tell the epoch before its first
+            // record, and a primary failed the stream at every greeting of a member
+            // ending below that record. (A reset stores `BASE` after its deletions.)
             let stale = segs
                 .iter()
                 .take_while(|(first, _)| *first <= base_lsn)
@@ -181,25 +181,11 @@ impl Log {
                 std::fs::remove_file(&path)
                     .map_err(|e| LogError::io("delete segment", &path, e))?;
                 recovery.notes.push(format!(
-                    "deleted {} below BASE {base_lsn}: a cleanup cut short",
+                    "deleted {} below BASE {base_lsn}: a retention cut short",
                     path.display()
                 ));
             }
-            // A reset to an earlier start (`reset(0, 0)`, a member cut below its own
-            // first record) cut short: it deletes newest first, so what is left starts
-            // above `BASE` + 1, where no finished retention or reset leaves a log. The
-            // reset was decided and `BASE` already says where the log starts: finish it.
-            let behind = segs.first().is_some_and(|(first, _)| *first > base_lsn + 1);
-            let reset = if behind { segs.len() } else { 0 };
-            for (_, path) in segs.drain(..reset) {
-                std::fs::remove_file(&path)
-                    .map_err(|e| LogError::io("delete segment", &path, e))?;
-                recovery.notes.push(format!(
-                    "deleted {} above BASE {base_lsn}: a reset cut short",
-                    path.display()
-                ));
-            }
-            if stale + reset > 0 {
+            if stale > 0 {
                 sysfile::sync_dir(dir).map_err(|e| LogError::io("sync directory", dir, e))?;
             }
         }
@@ -834,24 +820,59 @@ impl Log {
     /// primary's log starts, and receives the records from there. Needs no write in
     /// flight and nothing pending.
     ///
-    /// Crash safety: `BASE` is stored first, then the segments are deleted newest first,
-    /// then the new first segment is installed; a log opened at any point in between is
-    /// either the old log (shorter) or the new one, empty.
+    /// Crash safety: the segments are deleted newest first, each deletion durable before
+    /// the next; then `BASE` is stored; then the new first segment is installed. A log
+    /// opened at any point in between is the old log, shorter (its `BASE` unchanged), an
+    /// empty log right after the old `BASE`, or the new one, empty: always a log that
+    /// starts right after its `BASE`. After an error here the log stops (reopen it).
     pub fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> Result<(), LogError> {
         if self.in_flight.is_some() || self.pending.count > 0 {
             return Err(LogError::Busy);
         }
-        store_base(&self.dir, (base_lsn, base_epoch))?;
-        self.base = Some((base_lsn, base_epoch));
         let spare_path = self.ready_spare()?;
+        let stop = self.opts.faults.as_ref().and_then(|f| f.take_reset_stop());
         let mut old: Vec<PathBuf> = self.sealed.values().map(|s| s.path.clone()).collect();
         old.push(self.tail.path.clone());
-        for path in old.iter().rev() {
-            std::fs::remove_file(path).map_err(|e| LogError::io("delete segment", path, e))?;
+        let dir = self.dir.clone();
+        let deleted = || -> Result<(), LogError> {
+            for (i, path) in old.iter().rev().enumerate() {
+                if stop == Some(i) {
+                    return Err(LogError::io(
+                        "reset",
+                        &dir,
+                        io::Error::other("stopped by an injected fault"),
+                    ));
+                }
+                std::fs::remove_file(path).map_err(|e| LogError::io("delete segment", path, e))?;
+                sysfile::sync_dir(&dir).map_err(|e| LogError::io("sync directory", &dir, e))?;
+            }
+            if stop == Some(old.len()) {
+                return Err(LogError::io(
+                    "reset",
+                    &dir,
+                    io::Error::other("stopped by an injected fault"),
+                ));
+            }
+            store_base(&dir, (base_lsn, base_epoch))
+        };
+        if let Err(e) = deleted() {
+            // The segments this log knows may be gone: nothing more may be appended.
+            self.failed = Some(format!(
+                "starting the log over after lsn {base_lsn} failed: {e}"
+            ));
+            return Err(e);
         }
-        sysfile::sync_dir(&self.dir).map_err(|e| LogError::io("sync directory", &self.dir, e))?;
+        self.base = Some((base_lsn, base_epoch));
         self.sealed.clear();
-        self.tail = self.install_spare(&spare_path, base_lsn + 1)?;
+        self.tail = match self.install_spare(&spare_path, base_lsn + 1) {
+            Ok(tail) => tail,
+            Err(e) => {
+                self.failed = Some(format!(
+                    "starting the log over after lsn {base_lsn} failed: {e}"
+                ));
+                return Err(e);
+            }
+        };
         self.write_off = 0;
         self.next_lsn = base_lsn + 1;
         self.durable_lsn = base_lsn;

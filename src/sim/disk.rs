@@ -11,11 +11,13 @@
 //!   node stops and recovers from its log, so the caller crashes the node (torn).
 //! - A full disk (ENOSPC) refuses new records until it is freed; nothing is appended.
 //! - Retention and reset change the log as `log::stream::Log` does, in the same order of
-//!   steps, and a crash may stop either between two steps: `BASE` is stored first, then
-//!   whole segments are deleted (retention: oldest first; reset: newest first, then an
-//!   empty segment is installed at the new start). A crash in between leaves `BASE`
-//!   ahead of the records still there; as in production, `BASE` counts only while the
-//!   log starts right after it ([`Disk::base`]).
+//!   steps, and a crash may stop either between two steps. Retention stores `BASE`
+//!   first, then deletes whole segments oldest first (a crash in between leaves `BASE`
+//!   ahead of the records still there, and recovery finishes the deletion). A reset
+//!   deletes the segments newest first, then stores `BASE`, then installs an empty
+//!   segment at the new start (a crash in between leaves a shorter log after the old
+//!   `BASE`). As in production, `BASE` counts only while the log starts right after it
+//!   ([`Disk::base`]).
 //!
 //! The log is split into segments of `segment_records` records (production's are of a
 //! size in bytes; only their boundaries matter here): retention deletes whole segments,
@@ -51,7 +53,8 @@ pub enum Completion {
 }
 
 /// How far a cleanup (retention or reset) gets before the process dies: `None` runs it
-/// to its end, `Some(n)` stops it after `n` segment deletions (`BASE` is stored first).
+/// to its end, `Some(n)` stops it after `n` segment deletions (before them, retention
+/// stored `BASE`; after them, a reset would have stored it).
 pub type Interrupt = Option<usize>;
 
 #[derive(Debug)]
@@ -295,49 +298,50 @@ impl Disk {
         Some(deleted)
     }
 
-    /// Starts the log over after (`base_lsn`, `base_epoch`), as `Log::reset`: `BASE` is
-    /// stored, the segments are deleted newest first, and an empty segment is installed
-    /// at `base_lsn + 1`. With `stop`, the process dies after that many deletions; a log
-    /// left without segments is started after `BASE` by recovery, as `Log::open` does.
+    /// Starts the log over after (`base_lsn`, `base_epoch`), as `Log::reset`: the
+    /// segments are deleted newest first, then `BASE` is stored, then an empty segment
+    /// is installed at `base_lsn + 1`. With `stop`, the process dies after that many
+    /// deletions (`BASE` not yet stored): the oldest segments left are a shorter log
+    /// after the old `BASE`, and a log left without segments is started right after the
+    /// old `BASE` by recovery, as `Log::open` does.
     pub fn reset(&mut self, base_lsn: u64, base_epoch: u64, stop: Interrupt) {
         assert!(self.settled(), "reset with writes pending");
-        self.base_file = Some((base_lsn, base_epoch));
         let n = self.segments.len();
-        let deleted = stop.map_or(n, |d| d.min(n));
-        if deleted == 0 {
-            // Only `BASE` was stored.
-        } else if deleted < n {
-            // The oldest segments are still there: the log is a prefix of the old one.
-            let keep_to = self.segments[n - deleted] - 1;
-            self.segments.truncate(n - deleted);
-            let keep_to = keep_to.max(self.first - 1);
-            self.log.truncate((keep_to + 1 - self.first) as usize);
-        } else {
-            self.log.clear();
-            self.first = base_lsn + 1;
-            self.segments = vec![self.first];
+        match stop {
+            // Nothing deleted yet, nothing stored: the log is as it was.
+            Some(0) => {}
+            Some(deleted) if deleted < n => {
+                // The oldest segments are still there: the log is a prefix of the old one.
+                let keep_to = self.segments[n - deleted] - 1;
+                self.segments.truncate(n - deleted);
+                let keep_to = keep_to.max(self.first - 1);
+                self.log.truncate((keep_to + 1 - self.first) as usize);
+            }
+            Some(_) => {
+                // Every segment deleted, `BASE` not stored: the old `BASE` says where the
+                // log starts.
+                self.log.clear();
+                self.first = self.base_file.map_or(1, |(lsn, _)| lsn + 1);
+                self.segments = vec![self.first];
+            }
+            None => {
+                self.base_file = Some((base_lsn, base_epoch));
+                self.log.clear();
+                self.first = base_lsn + 1;
+                self.segments = vec![self.first];
+            }
         }
         self.durable = self.last_lsn();
         self.low_water.cut(self.last_lsn().min(base_lsn) as usize);
     }
 
-    /// Recovery at start-up, as `Log::open`: a retention or reset that a crash cut short
-    /// left segments at or below `BASE` (stored first); they are deleted now, and a log
-    /// left without segments starts right after `BASE`. A reset to an earlier start cut
-    /// short left a log starting above `BASE` + 1; it is finished (the log is emptied).
+    /// Recovery at start-up, as `Log::open`: a retention that a crash cut short left
+    /// segments at or below `BASE` (stored first); they are deleted now, and a log left
+    /// without segments starts right after `BASE`.
     pub fn recover(&mut self) {
         let Some((base, _)) = self.base_file else {
             return;
         };
-        if self.first > base + 1 {
-            // A reset to an earlier start cut short (it deletes newest first): finished.
-            self.log.clear();
-            self.first = base + 1;
-            self.segments = vec![self.first];
-            self.durable = base;
-            self.low_water.cut(base as usize);
-            return;
-        }
         if self.first > base {
             return;
         }
@@ -522,15 +526,23 @@ mod tests {
             (1, 3),
             "the newest segment went first"
         );
-        assert_eq!(d.base(), None);
+        assert_eq!(d.base(), None, "BASE is stored after the deletions");
         assert!(d.settled());
         d.recover();
         assert_eq!(
             (d.first_lsn(), d.last_lsn()),
-            (21, 20),
-            "recovery finishes the reset"
+            (1, 3),
+            "a shorter log is kept"
         );
-        assert_eq!(d.base(), Some((20, 4)));
+        // Every segment deleted, BASE not yet stored: the log starts after the old BASE.
+        let mut d = settled_log(&[1, 1, 1, 2, 2, 2, 2], 3);
+        assert!(d.retain(u64::MAX, 0, None).is_some());
+        assert_eq!(d.base(), Some((6, 2)));
+        d.reset(20, 4, Some(1));
+        d.recover();
+        assert_eq!((d.first_lsn(), d.last_lsn()), (7, 6));
+        assert_eq!(d.base(), Some((6, 2)));
+        assert_eq!(d.last_epoch(), 2);
     }
 
     #[test]
