@@ -792,17 +792,28 @@ impl Controller {
                 "primary runs as process {}, promoted was {}",
                 h.status.incarnation, roles.incarnation
             )),
-            Some(h) => {
-                // Alive as the promoted process, but fenced by a round that never
-                // finished (its leader lost its place): it no longer serves, so
-                // nobody does until a new round.
-                let s = h.status.streams.iter().find(|s| s.stream == stream);
-                s.filter(|s| s.epoch > roles.epoch).map(|s| {
-                    format!(
-                        "primary promised epoch {} and stopped serving epoch {}",
-                        s.epoch, roles.epoch
-                    )
-                })
+            Some(_) => {
+                // Alive as the promoted process, but the primary or members were fenced
+                // by a round that never finished (its leader lost its place): a fenced
+                // primary no longer serves, and fenced members refuse it, so nothing
+                // commits until a new round.
+                let promised = self
+                    .heard
+                    .iter()
+                    .filter_map(|(node, h)| {
+                        let s = h.status.streams.iter().find(|s| s.stream == stream)?;
+                        Some((s.epoch, *node))
+                    })
+                    .max();
+                promised
+                    .filter(|&(epoch, _)| epoch > roles.epoch)
+                    .map(|(epoch, node)| {
+                        format!(
+                            "node {node} promised epoch {epoch} in a round that never \
+                             finished; epoch {} cannot commit",
+                            roles.epoch
+                        )
+                    })
             }
         };
         if let Some(why) = why {

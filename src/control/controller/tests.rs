@@ -291,6 +291,23 @@ fn a_restarted_primary_is_promoted_again_in_a_newer_epoch() {
 }
 
 #[test]
+fn members_fenced_by_a_round_that_never_finished_get_a_new_round() {
+    let mut c = started();
+    let before = c.agreed().unwrap().epoch;
+    // A round's leader fenced node 2 and lost its place before the primary heard the
+    // fence: the primary still runs as the promoted process, but node 2 refuses it.
+    c.logs.get_mut(&2).unwrap().fenced = before + 1;
+    c.run_until(2_000, |c| c.agreed().is_some_and(|r| r.epoch > before + 1));
+    let r = c.agreed().unwrap();
+    assert_eq!(r.epoch, before + 2, "above the promise, once");
+    assert!(
+        c.events.iter().any(|e| e.contains("node 2 promised epoch")),
+        "{:?}",
+        c.events
+    );
+}
+
+#[test]
 fn removal_waits_for_the_configuration_and_restore_undoes_it() {
     let mut c = started();
     let req = |version, member| Request::Remove {
