@@ -833,46 +833,38 @@ impl Log {
         let stop = self.opts.faults.as_ref().and_then(|f| f.take_reset_stop());
         let mut old: Vec<PathBuf> = self.sealed.values().map(|s| s.path.clone()).collect();
         old.push(self.tail.path.clone());
-        let dir = self.dir.clone();
-        let deleted = || -> Result<(), LogError> {
-            for (i, path) in old.iter().rev().enumerate() {
-                if stop == Some(i) {
-                    return Err(LogError::io(
-                        "reset",
-                        &dir,
-                        io::Error::other("stopped by an injected fault"),
-                    ));
-                }
-                std::fs::remove_file(path).map_err(|e| LogError::io("delete segment", path, e))?;
-                sysfile::sync_dir(&dir).map_err(|e| LogError::io("sync directory", &dir, e))?;
-            }
-            if stop == Some(old.len()) {
-                return Err(LogError::io(
-                    "reset",
-                    &dir,
-                    io::Error::other("stopped by an injected fault"),
-                ));
-            }
-            store_base(&dir, (base_lsn, base_epoch))
+        let stopped = |deletions: usize| match stop {
+            Some(n) if n == deletions => Err(LogError::io(
+                "reset",
+                &self.dir,
+                io::Error::other("stopped by an injected fault"),
+            )),
+            _ => Ok(()),
         };
-        if let Err(e) = deleted() {
-            // The segments this log knows may be gone: nothing more may be appended.
-            self.failed = Some(format!(
-                "starting the log over after lsn {base_lsn} failed: {e}"
-            ));
-            return Err(e);
-        }
-        self.base = Some((base_lsn, base_epoch));
-        self.sealed.clear();
-        self.tail = match self.install_spare(&spare_path, base_lsn + 1) {
+        let started_over = (|| {
+            for (i, path) in old.iter().rev().enumerate() {
+                stopped(i)?;
+                std::fs::remove_file(path).map_err(|e| LogError::io("delete segment", path, e))?;
+                sysfile::sync_dir(&self.dir)
+                    .map_err(|e| LogError::io("sync directory", &self.dir, e))?;
+            }
+            stopped(old.len())?;
+            store_base(&self.dir, (base_lsn, base_epoch))?;
+            self.install_spare(&spare_path, base_lsn + 1)
+        })();
+        let tail = match started_over {
             Ok(tail) => tail,
             Err(e) => {
+                // The segments this log knows may be gone: nothing more may be appended.
                 self.failed = Some(format!(
                     "starting the log over after lsn {base_lsn} failed: {e}"
                 ));
                 return Err(e);
             }
         };
+        self.base = Some((base_lsn, base_epoch));
+        self.sealed.clear();
+        self.tail = tail;
         self.write_off = 0;
         self.next_lsn = base_lsn + 1;
         self.durable_lsn = base_lsn;

@@ -715,9 +715,6 @@ impl StreamDriver {
         }
     }
 
-    /// Where a member's log (ending at `last_lsn`, written in `last_epoch`) and this
-    /// primary's agree at most, and the epoch of this primary's record there (0 when
-    /// unknown, which makes the member cut everything it cannot prove shared).
     /// This primary's answer to a member whose log ends with (`last_epoch`, `last_lsn`).
     fn answer(&mut self, last_lsn: u64, last_epoch: u64) -> Result<Answer, LogError> {
         let RoleDriver::Primary(p) = &self.role else {
