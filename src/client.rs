@@ -29,6 +29,8 @@
 //! time (`&mut self`); it may be moved between threads. Dropping it closes the
 //! connection; appends still outstanding then have an unknown fate.
 
+pub mod pipeline;
+
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::mem;

@@ -28,6 +28,8 @@
 
 pub mod cluster;
 pub mod floor;
+pub mod mariadb;
+pub mod process;
 pub mod series;
 
 use std::fmt::Write as _;

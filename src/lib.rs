@@ -8,6 +8,7 @@ pub mod client;
 pub mod constants;
 pub mod control;
 pub mod demo;
+pub mod front;
 pub mod inspect;
 pub mod log;
 pub mod profile;

@@ -126,7 +126,24 @@ pub fn run(
             .iter()
             .flat_map(|m| m.lock().expect("metrics lock").clone())
             .collect();
-        let body = prometheus(node, &streams);
+        if let (Some("GET"), Some("/fronts")) = (
+            request.split_whitespace().next(),
+            request.split_whitespace().nth(1),
+        ) {
+            let body =
+                serde_json::Value::Array(shared.fronts.iter().map(|f| f.to_json()).collect())
+                    .to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = (&sock)
+                .write_all(head.as_bytes())
+                .and_then(|()| (&sock).write_all(body.as_bytes()));
+            continue;
+        }
+        let mut body = prometheus(node, &streams);
+        body.push_str(&crate::front::metrics::prometheus(node, &shared.fronts));
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()

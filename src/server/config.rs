@@ -143,6 +143,21 @@ struct RawStream {
     request_timeout_ms: Option<u64>,
     epoch: Option<u64>,
     retain_segments: Option<usize>,
+    front: Option<RawFront>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFront {
+    kind: String,
+    primary: String,
+    user: String,
+    password_file: Option<PathBuf>,
+    server_id: Option<u32>,
+    heartbeat_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    retry_ms: Option<u64>,
+    event_bytes_max: Option<usize>,
 }
 
 /// A node of the cluster.
@@ -166,6 +181,8 @@ pub struct StreamConfig {
     /// Retention: sealed segments kept beyond what every member still needs (`None`:
     /// the log keeps everything).
     pub retain_segments: Option<usize>,
+    /// The database primary this stream's front replicates (`None`: no front).
+    pub front: Option<crate::front::FrontSettings>,
 }
 
 /// A validated node configuration.
@@ -188,6 +205,93 @@ pub struct Config {
     pub advertise: String,
     /// The configuration of the cluster this node joined, once it has.
     pub joined: Option<crate::control::ClusterConfig>,
+}
+
+/// Checks a stream's `front` table. A front's ACK lets the database answer COMMIT, so
+/// the stream must hold each transaction durably on its sync set before it commits:
+/// strong mode, and no degrading to the primary alone.
+fn front_settings(
+    f: RawFront,
+    stream: &StreamSettings,
+    base: &Path,
+) -> Result<crate::front::FrontSettings, String> {
+    use crate::front;
+    if f.kind != "mariadb" {
+        return Err(format!("kind = {:?}: the only kind is \"mariadb\"", f.kind));
+    }
+    if stream.mode != Mode::Strong {
+        return Err(format!(
+            "the stream's mode is {}: a front needs mode = \"strong\" (its ACK tells the \
+             database that the sync set holds the transaction durably)",
+            stream.mode
+        ));
+    }
+    if stream.on_insufficient != OnInsufficient::Block {
+        return Err(
+            "on_insufficient = \"degrade\" would let the database commit on the lockstep \
+             primary's copy alone; a front needs \"block\""
+                .into(),
+        );
+    }
+    if f.primary.is_empty() || f.primary.len() > front::record::TEXT_BYTES_MAX {
+        return Err(format!("primary = {:?}: not a host:port", f.primary));
+    }
+    if f.user.is_empty() {
+        return Err("user is empty".into());
+    }
+    let password = match f.password_file {
+        Some(p) => Some(read_password(&base.join(p))?),
+        None => None,
+    };
+    let ms = |v: Option<u64>, default: std::time::Duration, key: &str| {
+        let d = v.map_or(default, std::time::Duration::from_millis);
+        if d.is_zero() {
+            Err(format!("{key} must be positive"))
+        } else {
+            Ok(d)
+        }
+    };
+    let server_id = f.server_id.unwrap_or(front::SERVER_ID_DEFAULT);
+    if server_id == 0 {
+        return Err("server_id = 0: MariaDB refuses replicas without an id".into());
+    }
+    let event_bytes_max = f.event_bytes_max.unwrap_or(front::EVENT_BYTES_DEFAULT);
+    if !(1 << 20..=1 << 30).contains(&event_bytes_max) {
+        return Err(format!(
+            "event_bytes_max = {event_bytes_max}: must be between 1 MiB and 1 GiB"
+        ));
+    }
+    Ok(front::FrontSettings {
+        upstream: f.primary,
+        user: f.user,
+        password,
+        server_id,
+        heartbeat: ms(f.heartbeat_ms, front::HEARTBEAT_DEFAULT, "heartbeat_ms")?,
+        connect_timeout: ms(
+            f.connect_timeout_ms,
+            front::CONNECT_TIMEOUT_DEFAULT,
+            "connect_timeout_ms",
+        )?,
+        retry: ms(f.retry_ms, front::RETRY_DEFAULT, "retry_ms")?,
+        event_bytes_max,
+    })
+}
+
+/// A password file: its first line; readable by its owner only.
+fn read_password(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("password_file {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "password_file {shown}: mode {mode:o} lets group or others read the password; \
+             chmod 600 it"
+        ));
+    }
+    let text = std::fs::read(path).map_err(|e| format!("password_file {shown}: {e}"))?;
+    let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
 }
 
 /// Milliseconds per core tick: the replication core counts time in ticks.
@@ -324,6 +428,12 @@ impl Config {
             if epoch == 0 {
                 return Err(format!("{at}: epoch must be at least 1"));
             }
+            let front = match s.front {
+                Some(f) => Some(
+                    front_settings(f, &settings, base).map_err(|e| format!("{at}: front: {e}"))?,
+                ),
+                None => None,
+            };
             streams.push(StreamConfig {
                 name: s.name,
                 primary: s.primary,
@@ -333,6 +443,7 @@ impl Config {
                 request_timeout_ms,
                 epoch,
                 retain_segments: s.retain_segments,
+                front,
             });
         }
         let control = match raw.control {
@@ -451,6 +562,9 @@ impl Config {
                 request_timeout_ms: roles.policy.request_timeout_ms,
                 epoch: roles.epoch,
                 retain_segments: roles.policy.retain_segments,
+                // The database's address and credentials are not part of the
+                // cluster's configuration: a joined node runs no front.
+                front: None,
             });
         }
         let control = self.control.get_or_insert(ControlConfig {

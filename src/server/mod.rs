@@ -49,6 +49,8 @@ pub struct Shared {
     pub members: Mutex<Option<serde_json::Value>>,
     /// The cluster secret every connection between nodes proves.
     pub secret: Option<auth::Secret>,
+    /// The metrics of this node's database fronts.
+    pub fronts: Vec<Arc<crate::front::metrics::FrontMetrics>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub enum ServerError {
 /// A running node.
 pub struct Server {
     shared: Arc<Shared>,
+    /// Stopped before the shards, so that they see no error of the shutdown.
+    fronts: Vec<crate::front::Front>,
     threads: Vec<JoinHandle<()>>,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
@@ -99,11 +103,26 @@ impl Server {
         let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         // A new node joins before it opens anything: the cluster names its streams.
         join::join_cluster(&mut cfg)?;
+        let mut fronts = Vec::new();
+        for s in cfg.streams.iter() {
+            if let Some(front) = &s.front {
+                let node = local_addr(listen);
+                let f = crate::front::Front::start(
+                    &s.name,
+                    &node,
+                    front.clone(),
+                    std::time::Duration::from_millis(s.request_timeout_ms),
+                )
+                .map_err(|e| ServerError::Setup(format!("start the front of {}: {e}", s.name)))?;
+                fronts.push(f);
+            }
+        }
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             metrics: (0..cfg.shards).map(|_| Mutex::new(Vec::new())).collect(),
             members: Mutex::new(None),
             secret: cfg.secret.clone(),
+            fronts: fronts.iter().map(|f| Arc::clone(f.metrics())).collect(),
         });
         let started = Instant::now();
         // Identifies this process to the controller: a node that restarts is a new
@@ -224,6 +243,7 @@ impl Server {
         }
         Ok(Server {
             shared,
+            fronts,
             threads,
             listen,
             admin,
@@ -254,6 +274,9 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        for f in &mut self.fronts {
+            f.stop();
+        }
         self.shared.shutdown.store(true, Ordering::SeqCst);
         // Wake the blocking accept loops.
         let _ = TcpStream::connect(self.listen);
@@ -322,6 +345,20 @@ fn open_stream(
         primary_addr,
         started,
     ))
+}
+
+/// The address a process on this machine reaches the node's listener at.
+fn local_addr(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port()).to_string()
 }
 
 /// A number that differs between any two processes of a node: the time of the start

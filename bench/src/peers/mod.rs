@@ -12,7 +12,7 @@ pub mod mariadb;
 pub mod mysql_wire;
 pub mod pg_wire;
 pub mod postgres;
-pub mod process;
+pub use lockstep::demo::process;
 
 use std::io::BufReader;
 use std::net::TcpStream;

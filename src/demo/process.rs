@@ -1,21 +1,22 @@
-//! A peer's server process: started in its own process group, as an unprivileged
-//! account when the benchmark runs as root, and stopped when dropped.
+//! A database server process for the demo, the benchmarks and the tests: started in its
+//! own process group, as an unprivileged account when this process runs as root, and
+//! stopped when dropped.
 //!
 //! Clean-up: dropping a [`ServerProcess`] sends the server its own shutdown signal,
 //! waits a bounded time for it to exit, then kills its whole process group with
-//! SIGKILL. Every way out of the benchmark that unwinds (a returned error, a panic)
-//! therefore stops the servers it started. Signals are sent with `kill(1)`: this crate
-//! has no `unsafe` and no libc.
+//! SIGKILL. Every way out of a run that unwinds (a returned error, a panic) therefore
+//! stops the servers it started. Signals are sent with `kill(1)`, so no `unsafe` is
+//! needed.
 //!
 //! PostgreSQL's children leave the postmaster's process group (each calls `setsid`),
 //! but they exit by themselves once the postmaster is gone.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Error;
+/// Errors of server processes: the message names the server and the operation.
+pub type Error = String;
 
 /// How long a server may take to shut down on its own signal before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,14 +44,14 @@ impl Account {
                     gid: f[3].parse().ok()?,
                 })
             })
-            .ok_or_else(|| format!("no account {name:?} in /etc/passwd").into())
+            .ok_or_else(|| format!("no account {name:?} in /etc/passwd"))
     }
 
     /// Makes `dir` (created if missing) this account's.
     pub fn own(&self, dir: &Path) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         std::os::unix::fs::chown(dir, Some(self.uid), Some(self.gid))
-            .map_err(|e| format!("chown {} to {}: {e}", dir.display(), self.name).into())
+            .map_err(|e| format!("chown {} to {}: {e}", dir.display(), self.name))
     }
 }
 
@@ -80,8 +81,7 @@ pub fn server_account(name: &str) -> Result<Option<Account>, Error> {
 pub fn own_dir(account: Option<&Account>, dir: &Path) -> Result<(), Error> {
     match account {
         Some(a) => a.own(dir),
-        None => std::fs::create_dir_all(dir)
-            .map_err(|e| format!("create {}: {e}", dir.display()).into()),
+        None => std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display())),
     }
 }
 
@@ -106,20 +106,31 @@ pub fn run_as(
     account: Option<&Account>,
     log: &Path,
 ) -> Result<(), Error> {
-    prepare(&mut cmd, account, log)?;
+    prepare(&mut cmd, account, log, false)?;
     let status = cmd
         .status()
         .map_err(|e| format!("{what}: start {:?}: {e}", cmd.get_program()))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{what}: {status}; {}", log_tail(log)).into())
+        Err(format!("{what}: {status}; {}", log_tail(log)))
     }
 }
 
-fn prepare(cmd: &mut Command, account: Option<&Account>, log: &Path) -> Result<(), Error> {
+fn prepare(
+    cmd: &mut Command,
+    account: Option<&Account>,
+    log: &Path,
+    append: bool,
+) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
-    let out = File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .map_err(|e| format!("create {}: {e}", log.display()))?;
     let err = out
         .try_clone()
         .map_err(|e| format!("open {}: {e}", log.display()))?;
@@ -159,13 +170,36 @@ impl ServerProcess {
     /// `log`. `stop_signal` (as `kill -s` names it) asks it to shut down.
     pub fn spawn(
         name: &str,
-        mut cmd: Command,
+        cmd: Command,
         account: Option<&Account>,
         log: &Path,
         stop_signal: &'static str,
     ) -> Result<ServerProcess, Error> {
+        ServerProcess::start(name, cmd, account, log, stop_signal, false)
+    }
+
+    /// As [`spawn`](Self::spawn), with the output appended to `log`: for a server
+    /// started again, whose earlier logs stay readable.
+    pub fn spawn_appending(
+        name: &str,
+        cmd: Command,
+        account: Option<&Account>,
+        log: &Path,
+        stop_signal: &'static str,
+    ) -> Result<ServerProcess, Error> {
+        ServerProcess::start(name, cmd, account, log, stop_signal, true)
+    }
+
+    fn start(
+        name: &str,
+        mut cmd: Command,
+        account: Option<&Account>,
+        log: &Path,
+        stop_signal: &'static str,
+        append: bool,
+    ) -> Result<ServerProcess, Error> {
         use std::os::unix::process::CommandExt;
-        prepare(&mut cmd, account, log)?;
+        prepare(&mut cmd, account, log, append)?;
         // Its own group: the benchmark's terminal signals do not reach it, and the
         // whole group can be killed at the end.
         cmd.process_group(0);
@@ -184,11 +218,37 @@ impl ServerProcess {
     pub fn check_alive(&mut self) -> Result<(), Error> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => {
-                Err(format!("{} exited ({status}); {}", self.name, log_tail(&self.log)).into())
-            }
-            Err(e) => Err(format!("{}: wait: {e}", self.name).into()),
+            Ok(Some(status)) => Err(format!(
+                "{} exited ({status}); {}",
+                self.name,
+                log_tail(&self.log)
+            )),
+            Err(e) => Err(format!("{}: wait: {e}", self.name)),
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (as `kill -s` names it: STOP, CONT, ...) to the server.
+    pub fn signal(&self, signal: &str) -> Result<(), Error> {
+        match kill(signal, &self.child.id().to_string()) {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("kill -s {signal} {}: {s}", self.name)),
+            Err(e) => Err(format!("kill -s {signal} {}: {e}", self.name)),
+        }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill_now(&mut self) -> Result<(), Error> {
+        let pid = self.child.id();
+        let _ = kill("KILL", &format!("-{pid}"));
+        self.child
+            .wait()
+            .map(drop)
+            .map_err(|e| format!("{}: wait: {e}", self.name))
     }
 
     /// The end of the server's log.
@@ -217,8 +277,7 @@ impl ServerProcess {
                     "{}: not {what} within {timeout:?}{last}; {}",
                     self.name,
                     self.log_tail()
-                )
-                .into());
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -275,7 +334,10 @@ mod tests {
         cmd.args(["-c", "sleep 300 & echo $! ; wait"]);
         let mut p = ServerProcess::spawn("sh", cmd, None, &log, "TERM").unwrap();
         p.wait_until("started", Duration::from_secs(5), || {
-            Ok(!std::fs::read_to_string(&log)?.trim().is_empty())
+            Ok(!std::fs::read_to_string(&log)
+                .map_err(|e| e.to_string())?
+                .trim()
+                .is_empty())
         })
         .unwrap();
         let child: u32 = std::fs::read_to_string(&log)

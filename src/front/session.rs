@@ -1,0 +1,730 @@
+//! One session of a front: from finding where the stream stands to the end of one
+//! binlog connection.
+//!
+//! 1. Open a pipeline to the local node; go no further unless it is the stream's
+//!    primary.
+//! 2. Wait until the stream's commit point reaches the end of its log as it was, so
+//!    that everything in the log is committed (a new primary commits the tail it
+//!    inherited), and read the last front record: its position is the stream's.
+//!    Nothing a previous session sent is still in flight: a session ends only once the
+//!    node answered or closed its pipeline.
+//! 3. Connect to the database primary, check its settings, register as a semi-sync
+//!    replica and ask for the binlog from the stream's position (from the primary's
+//!    own position when the stream holds no transaction yet).
+//! 4. Append a format record, then every transaction as it arrives (in pieces, many
+//!    in flight, batched while more events are already received), and ACK each
+//!    batch's end position once lockstep committed it. A reader thread takes the
+//!    node's answers; the session's thread never waits for a commit.
+//!
+//! The session ends on the first error of either side: a bad event, a gap in the
+//! GTIDs, an append the node did not commit (in doubt, refused, not primary), a lost
+//! connection. Whatever was not committed is never ACKed; the next session resumes
+//! from what the stream holds, and the primary resends the rest.
+
+use std::collections::VecDeque;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::FrontSettings;
+use super::ack::{AckWriter, BinlogPos};
+use super::connection::{Login, MyConn, MyError};
+use super::events::{BinlogEvent, HEADER_BYTES, StreamError};
+use super::gtid::{Gtid, GtidState};
+use super::metrics::FrontMetrics;
+use super::record::{Body, Format, FrontRecord, Piece, RecordError};
+use super::registration::{DumpRequest, RegisterError, start_dump};
+use super::settings::{CheckError, check};
+use super::transactions::{Grouped, Grouper};
+use crate::client::pipeline::{self, Outcome, PipelineReader, PipelineWriter};
+use crate::client::{Client, ClientError, ClientOptions};
+use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX};
+use crate::wire::{RequestId, Role};
+
+/// Event bytes in flight to lockstep (appended, not yet committed) at which the
+/// session stops reading the binlog until commits catch up.
+const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+
+/// Between two looks at the stream's commit point while waiting for it.
+const TAIL_POLL: Duration = Duration::from_millis(2);
+
+/// How one session ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// This node is not the stream's primary.
+    NotPrimary,
+    /// The node is shutting down.
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("lockstep: {0}")]
+    Lockstep(#[from] ClientError),
+    #[error(
+        "the stream's commit point stays at {commit}, below the end of its log ({last}), \
+         for {after:?}: its sync set does not acknowledge"
+    )]
+    TailNotCommitted {
+        commit: u64,
+        last: u64,
+        after: Duration,
+    },
+    #[error("the stream's record {lsn}: {source}")]
+    Record {
+        lsn: u64,
+        #[source]
+        source: RecordError,
+    },
+    #[error(
+        "the stream holds records but none written by a front is left in its retained \
+         log: where the database stands is unknown"
+    )]
+    NoPosition,
+    #[error("{0}")]
+    Check(#[from] CheckError),
+    #[error("{0}")]
+    Register(#[from] RegisterError),
+    #[error("{0}")]
+    Stream(#[from] StreamError),
+    #[error("the binlog from {addr}: {reason}")]
+    Binlog { addr: String, reason: String },
+    #[error("lockstep did not commit append {id}: {outcome}")]
+    NotCommitted { id: RequestId, outcome: String },
+    #[error("ACK to {addr}: {source}")]
+    Ack {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<MyError> for SessionError {
+    fn from(e: MyError) -> SessionError {
+        SessionError::Check(CheckError::Connection(e))
+    }
+}
+
+/// What a session needs to know.
+pub struct SessionConfig<'a> {
+    pub stream: &'a str,
+    /// The local node's client address.
+    pub node: &'a str,
+    pub front: &'a FrontSettings,
+    /// How long the node may take to commit an append before it answers in doubt.
+    pub append_timeout: Duration,
+    pub metrics: &'a Arc<FrontMetrics>,
+    pub stop: &'a AtomicBool,
+    /// Sockets a stop shuts down, so that a blocked session returns at once.
+    pub sockets: &'a Mutex<Vec<TcpStream>>,
+}
+
+/// Runs one session (see the module docs).
+pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
+    let options = ClientOptions {
+        timeout: cfg.append_timeout,
+        reply_grace: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(2),
+        outstanding_max: 1024,
+        redirects_max: 0,
+    };
+    let (node, writer, reader) = pipeline::open(cfg.node, cfg.stream, &options)?;
+    if node.role != Role::Primary {
+        return Ok(Ended::NotPrimary);
+    }
+    let mut local = Client::connect(&[cfg.node], cfg.stream, options.clone())?;
+    let Some(commit) = wait_for_tail(&mut local, cfg)? else {
+        return Ok(Ended::NotPrimary);
+    };
+    if cfg.stop.load(Ordering::Relaxed) {
+        return Ok(Ended::Stopped);
+    }
+    let tail = last_front_record(&mut local, commit)?;
+    drop(local);
+
+    let front = cfg.front;
+    let login = Login {
+        addr: front.upstream.clone(),
+        user: front.user.clone(),
+        password: front.password.clone(),
+        database: None,
+        connect_timeout: front.connect_timeout,
+        io_timeout: Some(front.connect_timeout.max(Duration::from_secs(5))),
+        packet_bytes_max: front.event_bytes_max,
+    };
+    let mut conn = MyConn::connect(&login)?;
+    let upstream = check(&mut conn, front.server_id)?;
+    for w in &upstream.warnings {
+        eprintln!(
+            "lockstep: front of stream {}: {}: {w}",
+            cfg.stream, front.upstream
+        );
+    }
+    let position = match &tail {
+        Some(record) => record.position.clone(),
+        None => upstream.binlog_pos.clone(),
+    };
+    let mut stream = start_dump(
+        conn,
+        &DumpRequest {
+            server_id: front.server_id,
+            position: &position,
+            heartbeat: front.heartbeat,
+            silence: front.heartbeat * 3 + Duration::from_secs(1),
+        },
+    )?;
+    let upstream_socket = stream
+        .socket()
+        .try_clone()
+        .map_err(|source| SessionError::Ack {
+            addr: front.upstream.clone(),
+            source,
+        })?;
+    register(cfg, &upstream_socket);
+    let ack = Arc::new(Mutex::new(AckWriter::new(
+        upstream_socket
+            .try_clone()
+            .map_err(|source| SessionError::Ack {
+                addr: front.upstream.clone(),
+                source,
+            })?,
+    )));
+    let tail_ack = tail.as_ref().and_then(|r| match &r.body {
+        Body::Piece(p) if p.last => Some(BinlogPos {
+            file: p.file.clone(),
+            pos: p.end_pos,
+        }),
+        _ => None,
+    });
+    cfg.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+    cfg.metrics.connected.store(1, Ordering::Relaxed);
+    let _watch = super::watch::Watch::start(cfg.stream, front, cfg.metrics);
+    eprintln!(
+        "lockstep: front of stream {}: streaming the binlog of {} ({}) from {}",
+        cfg.stream,
+        front.upstream,
+        upstream.version,
+        if position.is_empty() {
+            "its start".to_string()
+        } else {
+            format!("GTID {position}")
+        }
+    );
+
+    let queue = Arc::new(Queue::default());
+    let acker = {
+        let (queue, ack, metrics) = (
+            Arc::clone(&queue),
+            Arc::clone(&ack),
+            Arc::clone(cfg.metrics),
+        );
+        let addr = front.upstream.clone();
+        let socket = upstream_socket
+            .try_clone()
+            .map_err(|source| SessionError::Ack {
+                addr: front.upstream.clone(),
+                source,
+            })?;
+        std::thread::Builder::new()
+            .name("lockstep-front-ack".into())
+            .spawn(move || acker_loop(reader, &queue, &ack, &socket, &addr, &metrics))
+            .map_err(|source| SessionError::Ack {
+                addr: front.upstream.clone(),
+                source,
+            })?
+    };
+    let mut main = Main {
+        cfg,
+        writer,
+        queue: &queue,
+        ack: &ack,
+        grouper: Grouper::new(position.clone()),
+        batch: Batch::default(),
+        layout: None,
+        position,
+        tail_ack,
+    };
+    let result = main.stream(&mut stream);
+    // End the pipeline: the node answers what it read and closes; the ACK thread
+    // ACKs what commits meanwhile and returns once the node is done with the
+    // connection, so nothing of this session is still in flight when the next starts.
+    queue.close();
+    let _ = main.writer.finish();
+    let _ = acker.join();
+    let _ = upstream_socket.shutdown(Shutdown::Both);
+    cfg.metrics.connected.store(0, Ordering::Relaxed);
+    unregister(cfg);
+    // The first failure explains the others (a failed append closes the binlog
+    // connection, which the session's thread then sees as an error of its own).
+    if let Some(failure) = queue.failure() {
+        return Err(failure);
+    }
+    result
+}
+
+/// Waits until the stream's commit point reaches its log end as first seen. Returns
+/// the commit point, or `None` if the node is not the primary.
+fn wait_for_tail(local: &mut Client, cfg: &SessionConfig<'_>) -> Result<Option<u64>, SessionError> {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        let status = local.status()?;
+        if status["role"].as_str() != Some("primary") {
+            return Ok(None);
+        }
+        let commit = status["commit_lsn"].as_u64().unwrap_or(0);
+        let end = *last.get_or_insert(status["last_lsn"].as_u64().unwrap_or(0));
+        if commit >= end {
+            return Ok(Some(commit));
+        }
+        if started.elapsed() >= cfg.append_timeout || cfg.stop.load(Ordering::Relaxed) {
+            return Err(SessionError::TailNotCommitted {
+                commit,
+                last: end,
+                after: started.elapsed(),
+            });
+        }
+        std::thread::sleep(TAIL_POLL);
+    }
+}
+
+/// The last record a front wrote at or below `commit`; `None` if the stream holds no
+/// front record at all.
+fn last_front_record(local: &mut Client, commit: u64) -> Result<Option<FrontRecord>, SessionError> {
+    let mut lsn = commit;
+    while lsn >= 1 {
+        let (_, records) = match local.read(lsn, 1) {
+            Ok(r) => r,
+            // Below the log's retained start: the front's records are gone.
+            Err(_) if lsn < commit => return Err(SessionError::NoPosition),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(record) = records.first().filter(|r| r.lsn == lsn) else {
+            return Err(SessionError::NoPosition);
+        };
+        match FrontRecord::decode(&record.payload) {
+            Ok(r) => return Ok(Some(r)),
+            Err(RecordError::Foreign) => lsn -= 1,
+            Err(source) => return Err(SessionError::Record { lsn, source }),
+        }
+    }
+    Ok(None)
+}
+
+fn register(cfg: &SessionConfig<'_>, socket: &TcpStream) {
+    if let Ok(s) = socket.try_clone() {
+        cfg.sockets.lock().expect("front sockets").push(s);
+    }
+}
+
+fn unregister(cfg: &SessionConfig<'_>) {
+    cfg.sockets.lock().expect("front sockets").clear();
+}
+
+/// Something appended and not yet committed, in request order.
+enum Entry {
+    Batch {
+        id: RequestId,
+        /// The end of the last whole transaction in the batch.
+        ack: Option<BinlogPos>,
+        transactions: u64,
+        bytes: usize,
+        oldest: Instant,
+        last_gtid: Option<Gtid>,
+    },
+    /// A transaction the stream already held: ACKable once everything before it is
+    /// committed.
+    Held { ack: BinlogPos },
+}
+
+/// The appends in flight, shared by the session's thread and the ACK thread.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when entries leave or the session fails.
+    moved: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    closed: bool,
+    failure: Option<SessionError>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().expect("front queue")
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.moved.notify_all();
+    }
+
+    fn fail(&self, error: SessionError) {
+        let mut q = self.lock();
+        if q.failure.is_none() {
+            q.failure = Some(error);
+        }
+        drop(q);
+        self.moved.notify_all();
+    }
+
+    fn failure(&self) -> Option<SessionError> {
+        self.lock().failure.take()
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failure.is_some()
+    }
+}
+
+impl QueueState {
+    /// Takes the held transactions at the head (everything before them is committed);
+    /// returns the furthest position they allow to ACK.
+    fn settle(&mut self) -> Option<BinlogPos> {
+        let mut ack = None;
+        while let Some(Entry::Held { .. }) = self.entries.front() {
+            if let Some(Entry::Held { ack: at }) = self.entries.pop_front() {
+                ack = Some(at);
+            }
+        }
+        ack
+    }
+}
+
+/// The records of the next append.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+    transactions: u64,
+    ack: Option<BinlogPos>,
+    oldest: Option<Instant>,
+    last_gtid: Option<Gtid>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn full(&self) -> bool {
+        self.records.len() >= FRAME_RECORDS_MAX.min(1024)
+            || self.bytes >= FRAME_PAYLOAD_BYTES_MAX - super::record::PIECE_EVENT_BYTES_MAX * 2
+    }
+
+    fn push(&mut self, record: &FrontRecord) {
+        let bytes = record.encode();
+        self.bytes += bytes.len();
+        self.records.push(bytes);
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+}
+
+/// The session's own thread: binlog in, appends out.
+struct Main<'a> {
+    cfg: &'a SessionConfig<'a>,
+    writer: PipelineWriter,
+    queue: &'a Queue,
+    ack: &'a Mutex<AckWriter>,
+    grouper: Grouper,
+    batch: Batch,
+    /// The layout of the format description this session recorded.
+    layout: Option<Vec<u8>>,
+    /// Where the session started.
+    position: GtidState,
+    /// The stream's last transaction, ACKed once the dump runs (a commit of the
+    /// primary may still wait for it if the ACK of the previous session was lost).
+    tail_ack: Option<BinlogPos>,
+}
+
+impl Main<'_> {
+    fn stream(&mut self, stream: &mut super::events::BinlogStream) -> Result<Ended, SessionError> {
+        let addr = stream.addr().to_owned();
+        let mut out = Vec::new();
+        loop {
+            if self.cfg.stop.load(Ordering::Relaxed) {
+                return Ok(Ended::Stopped);
+            }
+            if self.queue.failed() {
+                return Ok(Ended::Stopped);
+            }
+            let event = stream.next_event()?;
+            if let Some(at) = self.tail_ack.take() {
+                self.send_ack(&at)?;
+            }
+            self.observe(&event);
+            self.grouper
+                .feed(event, &stream.checksums, &mut out)
+                .map_err(|reason| SessionError::Binlog {
+                    addr: addr.clone(),
+                    reason,
+                })?;
+            for grouped in out.drain(..) {
+                self.take(grouped, &addr)?;
+            }
+            if self.batch.full() || (!stream.event_buffered() && !self.batch.is_empty()) {
+                self.flush()?;
+            }
+        }
+    }
+
+    fn observe(&self, event: &BinlogEvent) {
+        if event.log_pos > 0 && !event.is_artificial() {
+            self.cfg
+                .metrics
+                .received_pos
+                .store(u64::from(event.log_pos), Ordering::Relaxed);
+        }
+    }
+
+    fn take(&mut self, grouped: Grouped, addr: &str) -> Result<(), SessionError> {
+        match grouped {
+            Grouped::Piece {
+                record,
+                last,
+                needs_ack: _,
+            } => {
+                if self.layout.is_none() {
+                    return Err(SessionError::Binlog {
+                        addr: addr.to_owned(),
+                        reason: "a transaction before the format description".into(),
+                    });
+                }
+                if let Body::Piece(Piece {
+                    gtid,
+                    end_pos,
+                    file,
+                    ..
+                }) = &record.body
+                    && last
+                {
+                    self.batch.transactions += 1;
+                    self.batch.last_gtid = Some(*gtid);
+                    self.batch.ack = Some(BinlogPos {
+                        file: file.clone(),
+                        pos: *end_pos,
+                    });
+                }
+                self.batch.push(&record);
+            }
+            Grouped::Held {
+                gtid: _,
+                file,
+                end_pos,
+            } => {
+                self.cfg.metrics.held.fetch_add(1, Ordering::Relaxed);
+                // Behind what is batched: send the batch first, so the held
+                // transaction's ACK comes after its predecessors' commits.
+                self.flush()?;
+                let mut q = self.queue.lock();
+                q.entries.push_back(Entry::Held {
+                    ack: BinlogPos { file, pos: end_pos },
+                });
+                let ready = q.settle();
+                drop(q);
+                if let Some(at) = ready {
+                    self.send_ack(&at)?;
+                }
+            }
+            Grouped::Rotated { file, pos } => {
+                self.cfg.metrics.set_file(&file);
+                let _ = pos;
+            }
+            Grouped::Format(event) => self.format(event, addr)?,
+            Grouped::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// The first format description of a session goes into the stream; later ones
+    /// (after a rotation) must describe the same layout.
+    fn format(&mut self, event: Vec<u8>, addr: &str) -> Result<(), SessionError> {
+        let layout = fde_layout(&event);
+        match &self.layout {
+            Some(l) if *l == layout => Ok(()),
+            Some(_) => Err(SessionError::Binlog {
+                addr: addr.to_owned(),
+                reason: "the primary's binlog format changed within the session".into(),
+            }),
+            None => {
+                let version = event
+                    .get(HEADER_BYTES + 2..HEADER_BYTES + 52)
+                    .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_owned())
+                    .unwrap_or_default();
+                let server_id = super::events::Header::parse(&event).map_or(0, |h| h.server_id);
+                let record = FrontRecord {
+                    position: self.position.clone(),
+                    body: Body::Format(Format {
+                        upstream: self.cfg.front.upstream.clone(),
+                        server_id,
+                        server_version: version,
+                        file: self.grouper.file().to_owned(),
+                        pos: 4,
+                        format_event: event,
+                    }),
+                };
+                self.batch.push(&record);
+                self.layout = Some(layout);
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends the batch; waits while too much is in flight.
+    fn flush(&mut self) -> Result<(), SessionError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let payloads: Vec<&[u8]> = batch.records.iter().map(Vec::as_slice).collect();
+        let id = self.writer.append(&payloads)?;
+        {
+            let mut q = self.queue.lock();
+            q.bytes += batch.bytes;
+            q.entries.push_back(Entry::Batch {
+                id,
+                ack: batch.ack,
+                transactions: batch.transactions,
+                bytes: batch.bytes,
+                oldest: batch.oldest.unwrap_or_else(Instant::now),
+                last_gtid: batch.last_gtid,
+            });
+        }
+        self.writer.flush()?;
+        let mut q = self.queue.lock();
+        while q.bytes > IN_FLIGHT_BYTES_MAX && q.failure.is_none() && !q.closed {
+            q = self.queue.moved.wait(q).expect("front queue");
+        }
+        Ok(())
+    }
+
+    fn send_ack(&self, at: &BinlogPos) -> Result<(), SessionError> {
+        let mut ack = self.ack.lock().expect("front ack");
+        if ack.ack(at).map_err(|source| SessionError::Ack {
+            addr: self.cfg.front.upstream.clone(),
+            source,
+        })? {
+            self.cfg.metrics.acks.fetch_add(1, Ordering::Relaxed);
+            self.cfg.metrics.acked_pos.store(at.pos, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// A format description's layout: everything but its header, creation time and
+/// checksum (which differ between binlog files of one server).
+fn fde_layout(event: &[u8]) -> Vec<u8> {
+    let body = event.get(HEADER_BYTES..).unwrap_or_default();
+    let body = body.get(..body.len().saturating_sub(4)).unwrap_or_default();
+    let mut layout = body.get(..52).unwrap_or(body).to_vec();
+    layout.extend_from_slice(body.get(56..).unwrap_or_default());
+    layout
+}
+
+/// The ACK thread: the node's answers in, ACKs out.
+fn acker_loop(
+    mut reader: PipelineReader,
+    queue: &Queue,
+    ack: &Mutex<AckWriter>,
+    upstream: &TcpStream,
+    upstream_addr: &str,
+    metrics: &FrontMetrics,
+) {
+    loop {
+        let (id, outcome) = match reader.next_outcome() {
+            Ok(answer) => answer,
+            Err(e) => {
+                let q = queue.lock();
+                let (idle, closed) = (q.entries.is_empty(), q.closed);
+                drop(q);
+                match e {
+                    // Nothing in flight: a quiet primary, not a silent node.
+                    ClientError::Timeout { .. } if idle && !closed => continue,
+                    // The session is ending and the node is done with the pipeline.
+                    _ if closed => return,
+                    e => {
+                        queue.fail(e.into());
+                        let _ = upstream.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+            }
+        };
+        let mut q = queue.lock();
+        let entry = match q.entries.pop_front() {
+            Some(Entry::Batch {
+                id: expected,
+                ack,
+                transactions,
+                bytes,
+                oldest,
+                last_gtid,
+            }) if expected == id => (ack, transactions, bytes, oldest, last_gtid),
+            _ => {
+                drop(q);
+                queue.fail(SessionError::NotCommitted {
+                    id,
+                    outcome: "an answer out of order".into(),
+                });
+                let _ = upstream.shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        let (at, transactions, bytes, oldest, last_gtid) = entry;
+        if !matches!(outcome, Outcome::Appended(_)) {
+            drop(q);
+            queue.fail(SessionError::NotCommitted {
+                id,
+                outcome: describe(&outcome),
+            });
+            let _ = upstream.shutdown(Shutdown::Both);
+            return;
+        }
+        q.bytes -= bytes;
+        let held = q.settle();
+        drop(q);
+        queue.moved.notify_all();
+        metrics.committed(
+            transactions,
+            bytes as u64,
+            u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
+            last_gtid.map(|g| g.to_string()),
+        );
+        if let Some(at) = held.or(at) {
+            let mut w = ack.lock().expect("front ack");
+            match w.ack(&at) {
+                Ok(true) => {
+                    metrics.acks.fetch_add(1, Ordering::Relaxed);
+                    metrics.acked_pos.store(at.pos, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(source) => {
+                    drop(w);
+                    queue.fail(SessionError::Ack {
+                        addr: upstream_addr.to_owned(),
+                        source,
+                    });
+                    let _ = upstream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Appended(a) => format!("committed at {}", a.first_lsn),
+        Outcome::InDoubt { reason, .. } => format!("in doubt: {reason}"),
+        Outcome::NotPrimary { epoch, primary } => format!(
+            "this node is no longer the primary (epoch {epoch}, primary {})",
+            primary.as_deref().unwrap_or("unknown")
+        ),
+        Outcome::Refused { code, message } => format!("refused ({code}): {message}"),
+    }
+}
