@@ -19,7 +19,8 @@
 //! [`events`] (verified binlog events), [`transactions`] (events into transactions
 //! and pieces), [`record`] (the stream's records), [`gtid`] (positions), [`ack`]
 //! (the semi-sync ACK), [`session`] (one binlog connection), [`watch`] (alerts on the
-//! primary's semi-sync state), [`metrics`].
+//! primary's semi-sync state), [`metrics`], and [`reader`] (transactions read back
+//! from the stream).
 //!
 //! Invariants:
 //! - An ACK covers only transactions lockstep committed: the primary's and the sync
@@ -44,6 +45,7 @@ pub mod connection;
 pub mod events;
 pub mod gtid;
 pub mod metrics;
+pub mod reader;
 pub mod record;
 pub mod registration;
 pub mod session;
