@@ -145,7 +145,9 @@ impl Header {
     }
 }
 
-/// The checksum state of a stream: what the last format description said.
+/// What verifying a stream's events needs: its last format description. The front
+/// negotiates CRC32 (`@master_binlog_checksum`) and refuses primaries without it, so
+/// every event carries a checksum.
 #[derive(Clone, Debug)]
 pub struct Checksums {
     fde: FormatDescriptionEvent<'static>,
@@ -160,13 +162,6 @@ impl Checksums {
                 BinlogEventFooter::new(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32),
             ),
         }
-    }
-
-    fn crc32_on(&self) -> bool {
-        matches!(
-            self.fde.footer().get_checksum_alg(),
-            Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
-        )
     }
 
     /// Verifies one whole event (header through checksum) and returns it parsed.
@@ -190,10 +185,8 @@ impl Checksums {
                 + 1
                 + BinlogEventFooter::BINLOG_CHECKSUM_ALG_DESC_LEN
                 + CHECKSUM_BYTES
-        } else if self.crc32_on() {
-            HEADER_BYTES + CHECKSUM_BYTES
         } else {
-            HEADER_BYTES
+            HEADER_BYTES + CHECKSUM_BYTES
         };
         if bytes.len() < min {
             return Err(format!(
@@ -202,39 +195,59 @@ impl Checksums {
                 bytes.len()
             ));
         }
-        let event = Event::read(&self.fde, &bytes[..])
-            .map_err(|e| format!("an event of type {:#04x}: {e}", header.kind))?;
-        let alg = event
-            .footer()
-            .get_checksum_alg()
-            .map_err(|e| format!("an event of type {:#04x}: {e}", header.kind))?;
-        let checksum_bytes = match (alg, event.checksum()) {
-            (Some(alg), Some(stored))
-                if is_fde || alg == BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32 =>
-            {
-                let computed = event.calc_checksum(alg);
-                let stored = u32::from_le_bytes(stored);
-                // A format description of a checksum-less binlog carries a zero
-                // checksum field.
-                let unchecked = is_fde && alg == BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF;
-                if !unchecked && computed != stored {
-                    return Err(format!(
-                        "the checksum of an event of type {:#04x} ending at {} does not match \
-                         (stored {stored:#010x}, computed {computed:#010x}): corrupted in transit",
-                        header.kind, header.log_pos
-                    ));
-                }
-                CHECKSUM_BYTES
-            }
-            _ => 0,
-        };
+        let checksum_bytes = CHECKSUM_BYTES;
         if is_fde {
-            let fde = event
+            // The format description names the checksum algorithm of what follows; the
+            // front negotiated CRC32 and verifies the description itself before it
+            // believes a word of it (its parser would take a corrupted version text
+            // for a server without checksums).
+            let alg = bytes[bytes.len() - CHECKSUM_BYTES - 1];
+            if alg != BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32 as u8 {
+                return Err(format!(
+                    "the format description names checksum algorithm {alg}; the front \
+                     needs CRC32"
+                ));
+            }
+            let mut hasher = crc32fast::Hasher::new();
+            let body = &bytes[..bytes.len() - CHECKSUM_BYTES];
+            // The in-use flag is set while the file is open and is not part of the
+            // checksum.
+            hasher.update(&body[..17]);
+            hasher.update(&[body[17] & !0x01]);
+            hasher.update(&body[18..]);
+            let computed = hasher.finalize();
+            let stored = u32::from_le_bytes(
+                bytes[bytes.len() - CHECKSUM_BYTES..]
+                    .try_into()
+                    .expect("4 bytes"),
+            );
+            if computed != stored {
+                return Err(format!(
+                    "the checksum of the format description does not match (stored \
+                     {stored:#010x}, computed {computed:#010x}): corrupted in transit"
+                ));
+            }
+            let event = Event::read(&self.fde, &bytes[..])
+                .map_err(|e| format!("a bad format description: {e}"))?;
+            self.fde = event
                 .read_event::<FormatDescriptionEvent<'_>>()
                 .map_err(|e| format!("a bad format description: {e}"))?
-                .with_footer(event.footer())
+                .with_footer(BinlogEventFooter::new(
+                    BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32,
+                ))
                 .into_owned();
-            self.fde = fde;
+        } else {
+            let event = Event::read(&self.fde, &bytes[..])
+                .map_err(|e| format!("an event of type {:#04x}: {e}", header.kind))?;
+            let stored = event.checksum().map(u32::from_le_bytes);
+            let computed = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
+            if stored != Some(computed) {
+                return Err(format!(
+                    "the checksum of an event of type {:#04x} ending at {} does not match \
+                     (stored {stored:#010x?}, computed {computed:#010x}): corrupted in transit",
+                    header.kind, header.log_pos
+                ));
+            }
         }
         Ok(BinlogEvent {
             kind: header.kind,
@@ -246,11 +259,6 @@ impl Checksums {
             bytes,
             checksum_bytes,
         })
-    }
-
-    /// Whether events of this stream carry checksums.
-    pub fn enabled(&self) -> bool {
-        self.crc32_on()
     }
 }
 
@@ -331,17 +339,22 @@ pub fn parse_rotate(body: &[u8]) -> Result<(String, u64), String> {
     Ok((name.to_owned(), pos))
 }
 
-/// Whether a QUERY event ends its group: `COMMIT` or `ROLLBACK` (MariaDB's own test
-/// for a group's end, `Log_event::is_group_ending`).
+/// Whether a QUERY event ends its group: `COMMIT`, `ROLLBACK`, `XA COMMIT ...` or
+/// `XA ROLLBACK ...` (MariaDB's own test for a group's end, `is_group_ending`).
 pub fn query_ends_group(event: &BinlogEvent, checksums: &Checksums) -> Result<bool, String> {
     let parsed =
         Event::read(&checksums.fde, &event.bytes[..]).map_err(|e| format!("a query event: {e}"))?;
     let query: QueryEvent<'_> = parsed
         .read_event()
         .map_err(|e| format!("a bad query event ending at {}: {e}", event.log_pos))?;
-    let text = query.query_raw();
-    let trimmed = text.trim_ascii();
-    Ok(trimmed.eq_ignore_ascii_case(b"COMMIT") || trimmed.eq_ignore_ascii_case(b"ROLLBACK"))
+    let text = query.query_raw().trim_ascii();
+    let starts = |prefix: &[u8]| {
+        text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    Ok(text.eq_ignore_ascii_case(b"COMMIT")
+        || text.eq_ignore_ascii_case(b"ROLLBACK")
+        || starts(b"XA COMMIT")
+        || starts(b"XA ROLLBACK"))
 }
 
 /// The replica side of `COM_BINLOG_DUMP`: reads and verifies one event at a time.
