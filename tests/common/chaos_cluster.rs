@@ -73,6 +73,18 @@ impl ChaosCluster {
         segment_bytes: u64,
         retain: Option<usize>,
     ) -> ChaosCluster {
+        ChaosCluster::start_with(lockstepd, nodes, segment_bytes, retain, "")
+    }
+
+    /// As [`ChaosCluster::start`], with `stream_toml` (more keys of the stream's
+    /// table) in every node's configuration.
+    pub fn start_with(
+        lockstepd: PathBuf,
+        nodes: usize,
+        segment_bytes: u64,
+        retain: Option<usize>,
+        stream_toml: &str,
+    ) -> ChaosCluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "chaos-cluster-secret-0123456789\n").expect("write secret");
@@ -121,7 +133,7 @@ impl ChaosCluster {
                 let retain = retain.map_or(String::new(), |n| format!("retain_segments = {n}\n"));
                 text += &format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\"\n\
-                     ack_timeout_ms = 300\n{retain}[control]\n"
+                     ack_timeout_ms = 300\n{retain}{stream_toml}[control]\n"
                 );
                 let path = dir.path().join(format!("node{i}.toml"));
                 std::fs::write(&path, text).expect("write config");
