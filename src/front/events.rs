@@ -242,9 +242,10 @@ impl Checksums {
             let stored = event.checksum().map(u32::from_le_bytes);
             let computed = event.calc_checksum(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32);
             if stored != Some(computed) {
+                let stored = stored.map_or_else(|| "none".to_string(), |v| format!("{v:#010x}"));
                 return Err(format!(
                     "the checksum of an event of type {:#04x} ending at {} does not match \
-                     (stored {stored:#010x?}, computed {computed:#010x}): corrupted in transit",
+                     (stored {stored}, computed {computed:#010x}): corrupted in transit",
                     header.kind, header.log_pos
                 ));
             }
