@@ -28,6 +28,7 @@
 
 pub mod cluster;
 pub mod floor;
+pub mod install;
 pub mod mariadb;
 pub mod process;
 pub mod series;

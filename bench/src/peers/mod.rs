@@ -7,7 +7,7 @@
 
 pub mod etcd;
 pub mod http;
-pub mod install;
+pub use lockstep::demo::install;
 pub mod mariadb;
 pub mod mysql_wire;
 pub mod pg_wire;

@@ -1,9 +1,10 @@
-//! Installs the peers' Debian packages when they are missing.
+//! Installs the Debian packages of the databases that the demo and the benchmarks run
+//! (MariaDB, PostgreSQL, etcd) when they are missing.
 //!
-//! Only as root and only with apt-get; otherwise each missing peer is skipped with one
-//! line saying why. The packages' maintainer scripts would start system services (a
-//! PostgreSQL cluster, a MariaDB server, an etcd member) that the benchmark does not
-//! want: it runs its own instances in temporary directories. A `policy-rc.d` that
+//! Only as root and only with apt-get; otherwise each missing package is reported with
+//! one line saying why. The packages' maintainer scripts would start system services (a
+//! PostgreSQL cluster, a MariaDB server, an etcd member) that lockstep does not want:
+//! it runs its own instances in temporary directories. A `policy-rc.d` that
 //! denies every start is put in place for the install (unless the machine already has
 //! one) and removed afterwards; on a systemd machine the units are also disabled, so
 //! nothing of the peers runs after the benchmark or after a reboot.
@@ -14,8 +15,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::Error;
-use crate::peers::process::is_root;
+use super::process::{Error, is_root};
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
@@ -70,7 +70,7 @@ pub fn ensure(wanted: &[Package], allowed: bool) -> Vec<(Package, String)> {
 
 fn install(names: &[&str]) -> Result<(), Error> {
     let cache = tempfile::Builder::new()
-        .prefix("lockstep-bench-apt-")
+        .prefix("lockstep-apt-")
         .tempdir()
         .map_err(|e| format!("create a package cache directory: {e}"))?;
     let _policy = DenyServiceStarts::install()?;
@@ -95,8 +95,7 @@ fn install(names: &[&str]) -> Result<(), Error> {
                 args.join(" "),
                 out.status,
                 last.unwrap_or("no message")
-            )
-            .into())
+            ))
         }
     };
     let mut install_args = vec!["install", "--no-install-recommends"];
@@ -124,7 +123,7 @@ impl DenyServiceStarts {
         }
         std::fs::write(
             POLICY_RC_D,
-            "#!/bin/sh\n# lockstep-bench: no service starts while it installs packages.\nexit 101\n",
+            "#!/bin/sh\n# lockstep: no service starts while it installs packages.\nexit 101\n",
         )
         .map_err(|e| format!("write {POLICY_RC_D}: {e}"))?;
         std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
