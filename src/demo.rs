@@ -27,6 +27,7 @@
 //! logs turned out to differ (then they are the evidence).
 
 pub mod cluster;
+pub mod database;
 pub mod floor;
 pub mod install;
 pub mod mariadb;
@@ -99,6 +100,9 @@ pub struct DemoOptions {
     pub json: Option<PathBuf>,
     /// Show a progress bar on stderr (only where stderr is a terminal).
     pub progress: bool,
+    /// Run the database demo ([`database`]): MariaDB made strongly synchronous by the
+    /// cluster, beside MariaDB alone.
+    pub mariadb: bool,
 }
 
 impl Default for DemoOptions {
@@ -110,6 +114,7 @@ impl Default for DemoOptions {
             keep: None,
             json: None,
             progress: false,
+            mariadb: false,
         }
     }
 }
@@ -121,6 +126,9 @@ pub enum DemoError {
     Usage(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The database demo failed: what the database or the front said.
+    #[error("{0}")]
+    Database(String),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -260,6 +268,35 @@ pub struct StreamReport {
     pub mode: Mode,
     pub commit_lsn: u64,
     pub identical_on_nodes: usize,
+}
+
+/// Runs the database demo ([`database`]), printing to `out` as it goes.
+pub fn run_database(
+    opts: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<database::DbReport, DemoError> {
+    lockstep_sys::probe::io_uring()
+        .map_err(|why| DemoError::Unsupported(format!("lockstep needs io_uring: {why}")))?;
+    let work = Workdir::new(opts.keep.as_deref())?;
+    let report = match database::run(opts, work.path(), out) {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, DemoError::Diverged { .. }) {
+                work.keep_anyway();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(path) = &opts.json {
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        std::fs::write(path, json + "\n").map_err(|source| DemoError::Io {
+            op: "write",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    work.finish()?;
+    Ok(report)
 }
 
 /// Runs the demo, printing to `out` as it goes; see the module docs.

@@ -366,3 +366,54 @@ fn demo_quick_prints_the_table_and_checks_the_logs() {
 fn stream_dir(dir: &Path, node: u32, stream: &str) -> PathBuf {
     dir.join(format!("node{node}")).join("streams").join(stream)
 }
+
+#[test]
+fn demo_mariadb_quick_measures_both_systems_and_finds_every_transaction_on_every_node() {
+    if let Err(why) = lockstep::demo::mariadb::available() {
+        eprintln!("skip demo_mariadb_quick: {why}");
+        return;
+    }
+    let parent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let json = parent.path().join("report.json");
+    let o = lockstep(
+        &[
+            "demo",
+            "--mariadb",
+            "--quick",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    expect_status(&o, 0);
+    let text = stdout(&o);
+    for system in ["MariaDB alone", "MariaDB + lockstep strong (2 secondaries)"] {
+        for load in ["1 client", "16 clients"] {
+            let r = rows(&text, &format!("{system}, {load}"));
+            assert_eq!(r.len(), 1, "{system}, {load}:\n{text}");
+            let commits: f64 = r[0][4].parse().unwrap();
+            assert!(commits > 0.0, "{system}, {load}: {commits}\n{text}");
+        }
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["commits_without_ack"], 0, "{report}");
+    assert_eq!(report["identical_on_nodes"], 3);
+    let transactions = report["transactions"].as_u64().unwrap();
+    // Every commit the clients counted is a transaction of the stream (the table's
+    // creation and the warm-up are more).
+    let counted: f64 = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["system"] != "MariaDB alone")
+        .map(|s| s["commits_per_s"].as_f64().unwrap() * report["measure_s"].as_f64().unwrap())
+        .sum();
+    assert!(transactions as f64 >= counted, "{transactions} < {counted}");
+    assert!(
+        report["position"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("-{transactions}")),
+        "{report}"
+    );
+}

@@ -45,6 +45,8 @@ const WAIT_POLL: Duration = Duration::from_millis(10);
 pub struct StreamSpec {
     pub name: String,
     pub mode: Mode,
+    /// More keys of the stream's table, as TOML lines (a `front`, say).
+    pub toml: String,
 }
 
 impl StreamSpec {
@@ -52,7 +54,14 @@ impl StreamSpec {
         StreamSpec {
             name: name.to_owned(),
             mode,
+            toml: String::new(),
         }
+    }
+
+    /// The stream with `toml` (lines of more keys) in its table.
+    pub fn with_toml(mut self, toml: &str) -> StreamSpec {
+        self.toml = toml.to_owned();
+        self
     }
 }
 
@@ -347,6 +356,44 @@ impl StoppedCluster {
     }
 }
 
+impl StoppedCluster {
+    /// Calls `f` with the LSN and payload of records `1..=last_lsn` of `stream` on node
+    /// `node`, in order, from its log on disk (checksums verified).
+    pub fn for_each_record(
+        &self,
+        stream: &str,
+        node: NodeId,
+        last_lsn: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
+    ) -> Result<(), ClusterError> {
+        let fail = |message: String| ClusterError::Stream {
+            stream: stream.to_owned(),
+            node,
+            message,
+        };
+        let cfg = (self.configs.iter())
+            .find(|c| c.node_id == node)
+            .ok_or_else(|| fail("no such node".into()))?;
+        let mut log = Log::open(&stream_dir(cfg, stream), cfg.profile.log_options(), 0)
+            .map_err(|e| fail(format!("open the log: {e}")))?;
+        let mut from = 1;
+        while from <= last_lsn {
+            let n = COMPARE_CHUNK_RECORDS.min((last_lsn - from + 1) as usize);
+            let records = log
+                .read(from, n, usize::MAX)
+                .map_err(|e| fail(format!("read from lsn {from}: {e}")))?;
+            if records.is_empty() {
+                return Err(fail(format!("no record at lsn {from}")));
+            }
+            for r in &records {
+                f(r.lsn, &r.payload).map_err(|e| fail(format!("lsn {}: {e}", r.lsn)))?;
+            }
+            from += records.len() as u64;
+        }
+        Ok(())
+    }
+}
+
 fn stream_dir(cfg: &Config, stream: &str) -> PathBuf {
     cfg.data_dir.join("streams").join(stream)
 }
@@ -370,8 +417,8 @@ fn try_start(
     for s in streams {
         let _ = write!(
             shared,
-            "\n[[streams]]\nname = \"{}\"\nprimary = 1\nmode = \"{}\"\n",
-            s.name, s.mode
+            "\n[[streams]]\nname = \"{}\"\nprimary = 1\nmode = \"{}\"\n{}",
+            s.name, s.mode, s.toml
         );
     }
     let mut configs = Vec::with_capacity(nodes);

@@ -202,6 +202,8 @@ impl Runner {
                     retry = self.settings.retry;
                     std::thread::sleep(ROLE_POLL);
                 }
+                // A stop shuts the session's connections: not a failure to report.
+                Err(_) if self.stop.load(Ordering::Relaxed) => {}
                 Err(e) => {
                     serving = true;
                     self.metrics.failures.fetch_add(1, Ordering::Relaxed);
