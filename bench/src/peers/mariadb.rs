@@ -1,5 +1,8 @@
 //! MariaDB: a primary with lossless semi-synchronous replication to one replica on
-//! loopback, started from the distribution's binaries in the benchmark's directory.
+//! loopback, started from the distribution's binaries in the benchmark's directory
+//! through [`lockstep::demo::mariadb`] (which `lockstep-bench mariadb` and the tests
+//! use too), and driven through the front's client connection,
+//! [`lockstep::front::connection::MyConn`].
 //!
 //! Durability, as MariaDB users configure it for no loss on failover: the binary log is
 //! synced on every commit (`sync_binlog = 1`), so is InnoDB's redo log
@@ -7,7 +10,10 @@
 //! *after* syncing the binlog and before the commit returns
 //! (`rpl_semi_sync_master_wait_point = AFTER_SYNC`) with a timeout of 49 days, so it
 //! never falls back to asynchronous replication silently during a run. Everything else
-//! is the default configuration, apart from `max_connections` (room for 256 clients).
+//! is the default configuration, apart from `max_connections` (room for 256 clients):
+//! the demo's primary also sets ROW binlogs and strict GTIDs, and its replica keeps a
+//! binlog of its own; this peer undoes those (MariaDB's default MIXED format, a replica
+//! without a binlog), as the comparison was first measured.
 //!
 //! Two series: by default the replica acks an event once it is written to its relay
 //! log, before any fsync (`sync_relay_log = 10000`), which is what lockstep's `semi`
@@ -19,9 +25,11 @@
 //! A commit is one autocommitted INSERT of the payload into an InnoDB table with an
 //! auto-increment key, through a prepared statement.
 //!
-//! Setup order: semi-sync on a primary with no replica would block every statement, so
-//! the primary starts with it off; the replica connects and catches up; then the
-//! primary turns it on and the replica reconnects its I/O thread, now semi-synchronous.
+//! Setup order: the demo's primary has semi-sync on from its start and waits for a
+//! replica even when none is connected, so the replica is attached (CHANGE MASTER TO
+//! … MASTER_USE_GTID = slave_pos; its I/O thread asks for semi-sync as it connects)
+//! before anything is written; then the table is created on the primary and
+//! replicated.
 //!
 //! Checks: before and after every series the primary must report
 //! `Rpl_semi_sync_master_status = ON` with a replica connected and the settings above;
@@ -30,36 +38,36 @@
 //! commits the clients counted.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use lockstep::demo::mariadb::{self as demo, MariaDb as Server, Role};
+use lockstep::front::connection::{Login, MyConn};
+use mysql_common::value::Value;
 
 use crate::Error;
-use crate::peers::mysql_wire::MyConn;
-use crate::peers::process::{self, ServerProcess};
 use crate::pool::Conn;
 
-pub const MARIADBD: &str = "/usr/sbin/mariadbd";
-const INSTALL_DB: &str = "/usr/bin/mariadb-install-db";
+pub use lockstep::demo::mariadb::MARIADBD;
 
-/// The benchmark's account (no password, loopback only) and database.
-const USER: &str = "bench";
-const DB: &str = "bench";
+/// Bound on any one reply of the server to a benchmark client: a commit waits for the
+/// replica's ack, which at 256 outstanding commits and the replica's fsync takes a
+/// third of a second; a minute means the server is stuck.
+const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `rpl_semi_sync_master_timeout`: its largest value, in ms (49 days).
-const SEMI_SYNC_TIMEOUT_MS: u64 = 4_294_967_295;
-
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the replica may take to connect as a semi-synchronous replica.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The replica's `sync_relay_log` unless set to 1: MariaDB's default.
 const SYNC_RELAY_LOG_DEFAULT: &str = "10000";
 
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS t (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+                     v LONGBLOB NOT NULL) ENGINE=InnoDB";
 const INSERT: &str = "INSERT INTO t (v) VALUES (?)";
 
 pub struct MariaDb {
-    replica: ServerProcess,
-    primary: ServerProcess,
-    primary_addr: String,
-    replica_addr: String,
+    // The replica first: it stops before its primary when the run ends.
+    replica: Server,
+    primary: Server,
     pub version: String,
     /// `Rpl_semi_sync_master_yes_tx` and `_no_tx` at the last check.
     acked: (u64, u64),
@@ -68,137 +76,54 @@ pub struct MariaDb {
 impl MariaDb {
     /// Creates and starts the primary and the replica under `dir`.
     pub fn start(dir: &Path) -> Result<MariaDb, Error> {
-        if !Path::new(MARIADBD).exists() {
-            return Err(format!("no {MARIADBD}").into());
-        }
-        let account = process::server_account("mysql")?;
-        process::own_dir(account.as_ref(), dir)?;
-        let version = process::version_of(Command::new(MARIADBD).arg("--version"))?;
-        let (pport, rport) = (process::free_port()?, process::free_port()?);
-        // Created before the server starts, so the setup is not in the binary log and
-        // each server makes its own account.
-        let init = dir.join("init.sql");
-        std::fs::write(
-            &init,
-            format!(
-                "SET sql_log_bin = 0;\n\
-                 CREATE USER IF NOT EXISTS {USER}@'127.0.0.1';\n\
-                 GRANT ALL PRIVILEGES ON *.* TO {USER}@'127.0.0.1';\n\
-                 CREATE DATABASE IF NOT EXISTS {DB};\n\
-                 CREATE TABLE IF NOT EXISTS {DB}.t (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
-                 v LONGBLOB NOT NULL) ENGINE=InnoDB;\n"
-            ),
-        )
-        .map_err(|e| format!("write {}: {e}", init.display()))?;
-        let start = |name: &str, port: u16, id: u32, extra: &[String]| {
-            let data = dir.join(name);
-            let mut install = Command::new(INSTALL_DB);
-            install
-                .args([
-                    "--no-defaults",
-                    "--skip-test-db",
-                    "--auth-root-authentication-method=normal",
-                ])
-                .arg(format!("--datadir={}", data.display()));
-            process::run_as(
-                &format!("MariaDB install-db ({name})"),
-                install,
-                account.as_ref(),
-                &dir.join(format!("{name}-install.log")),
-            )?;
-            let mut cmd = Command::new(MARIADBD);
-            cmd.arg("--no-defaults")
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!(
-                    "--socket={}",
-                    dir.join(format!("{name}.sock")).display()
-                ))
-                .arg(format!(
-                    "--pid-file={}",
-                    dir.join(format!("{name}.pid")).display()
-                ))
-                .arg(format!("--init-file={}", init.display()))
-                .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
-                .arg(format!("--port={port}"))
-                .arg(format!("--server-id={id}"))
-                .args([
-                    "--max-connections=600",
-                    "--innodb-flush-log-at-trx-commit=1",
-                ])
-                .args(extra);
-            ServerProcess::spawn(
-                &format!("MariaDB {name}"),
-                cmd,
-                account.as_ref(),
-                &dir.join(format!("{name}.log")),
-                "TERM",
-            )
-        };
-        let mut primary = start(
+        let (pport, rport) = (
+            lockstep::demo::process::free_port()?,
+            lockstep::demo::process::free_port()?,
+        );
+        // MariaDB's default binlog format; the demo's ROW is what the front needs.
+        let primary = Server::create(
+            dir,
             "primary",
             pport,
             1,
-            &[
-                format!("--log-bin={}", dir.join("primary/binlog").display()),
-                "--sync-binlog=1".into(),
-                "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
-                format!("--rpl-semi-sync-master-timeout={SEMI_SYNC_TIMEOUT_MS}"),
-            ],
+            Role::Primary,
+            &["--binlog-format=MIXED".into()],
         )?;
-        let primary_addr = format!("127.0.0.1:{pport}");
-        primary.wait_until("accepting connections", START_TIMEOUT, || {
-            Ok(MyConn::connect(&primary_addr, USER, DB).is_ok())
-        })?;
-        let mut replica = start(
+        // The first measurement's replica had no binlog of its own.
+        let replica = Server::create(
+            dir,
             "replica",
             rport,
             2,
-            &[
-                format!("--relay-log={}", dir.join("replica/relay").display()),
-                "--rpl-semi-sync-slave-enabled=ON".into(),
-            ],
+            Role::Replica,
+            &["--skip-log-slave-updates".into(), "--skip-log-bin".into()],
         )?;
-        let replica_addr = format!("127.0.0.1:{rport}");
-        replica.wait_until("accepting connections", START_TIMEOUT, || {
-            Ok(MyConn::connect(&replica_addr, USER, DB).is_ok())
-        })?;
-        let mut r = MyConn::connect(&replica_addr, USER, DB)?;
-        r.query(&format!(
-            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={pport}, \
-             MASTER_USER='{USER}', MASTER_USE_GTID=slave_pos"
-        ))?;
-        r.query("START SLAVE")?;
-        let mut p = MyConn::connect(&primary_addr, USER, DB)?;
-        p.query("SET GLOBAL rpl_semi_sync_master_enabled = ON")?;
-        // The replica asks for semi-sync when its I/O thread connects.
-        r.query("STOP SLAVE IO_THREAD")?;
-        r.query("START SLAVE IO_THREAD")?;
+        let version = replica.version.clone();
+        attach_replica(&primary, &replica, ATTACH_TIMEOUT)?;
+        let mut p = primary.connect()?;
+        p.run(TABLE)?;
         let mut db = MariaDb {
             replica,
             primary,
-            primary_addr,
-            replica_addr,
             version,
             acked: (0, 0),
         };
-        let addr = db.primary_addr.clone();
-        let db_replica = db.replica_addr.clone();
-        db.primary
-            .wait_until("semi-synchronous with the replica", START_TIMEOUT, || {
-                Ok(check(&addr, &db_replica, None).is_ok())
-            })?;
-        db.replica.check_alive()?;
-        let (_, acked) = check(&db.primary_addr, &db.replica_addr, None)?;
+        let (_, acked) = check(&db.primary, &db.replica, None)?;
         db.acked = acked;
         Ok(db)
     }
 
     /// `n` client connections, each with the INSERT prepared.
     pub fn connect(&self, n: usize) -> Result<Vec<MyCommit>, Error> {
+        let mut login = app_login(&self.primary);
+        login.io_timeout = Some(CLIENT_IO_TIMEOUT);
         (0..n)
             .map(|_| {
-                let mut c = MyConn::connect(&self.primary_addr, USER, DB)?;
-                let id = c.prepare(INSERT)?;
+                let mut c = MyConn::connect(&login)?;
+                let (id, params) = c.prepare(INSERT)?;
+                if params != 1 {
+                    return Err(format!("MariaDB prepare {INSERT:?}: {params} parameters").into());
+                }
                 Ok(MyCommit(c, id))
             })
             .collect()
@@ -207,8 +132,9 @@ impl MariaDb {
     /// Sets the replica's `sync_relay_log`: 1 (fsync before the ack) or the default.
     pub fn set_replica_sync(&mut self, on: bool) -> Result<(), Error> {
         let value = if on { "1" } else { SYNC_RELAY_LOG_DEFAULT };
-        MyConn::connect(&self.replica_addr, USER, DB)?
-            .query(&format!("SET GLOBAL sync_relay_log = {value}"))?;
+        self.replica
+            .connect()?
+            .run(&format!("SET GLOBAL sync_relay_log = {value}"))?;
         Ok(())
     }
 
@@ -223,7 +149,7 @@ impl MariaDb {
         } else {
             SYNC_RELAY_LOG_DEFAULT
         };
-        let (description, (yes, no)) = check(&self.primary_addr, &self.replica_addr, Some(want))?;
+        let (description, (yes, no)) = check(&self.primary, &self.replica, Some(want))?;
         let (yes0, no0) = std::mem::replace(&mut self.acked, (yes, no));
         if no != no0 {
             return Err(format!(
@@ -251,72 +177,188 @@ pub struct MyCommit(MyConn, u32);
 
 impl Conn for MyCommit {
     fn commit(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.0.execute(self.1, payload)
+        self.0.execute(self.1, &[Value::Bytes(payload.to_vec())])?;
+        Ok(())
     }
+}
+
+/// Attaches `replica` to `primary` as a semi-synchronous replica from the primary's
+/// first GTID, and waits until the primary counts it (`Rpl_semi_sync_master_clients`)
+/// and the replica says it acks.
+pub fn attach_replica(primary: &Server, replica: &Server, timeout: Duration) -> Result<(), Error> {
+    let mut r = replica.connect()?;
+    r.run(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='{}', \
+         MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos",
+        primary.port,
+        demo::FRONT_USER,
+        demo::FRONT_PASSWORD
+    ))?;
+    r.run("START SLAVE")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut p = primary.connect()?;
+        let state = PrimaryState::read(&mut p)?;
+        let acking = r
+            .show("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_slave_status'")?
+            .first()
+            .is_some_and(|(_, v)| v == "ON");
+        if state.semi_sync_on && state.clients >= 1 && acking {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let slave = r.query("SHOW SLAVE STATUS")?;
+            let error = slave
+                .columns
+                .iter()
+                .position(|c| c == "Last_IO_Error")
+                .and_then(|i| slave.first(i))
+                .unwrap_or_default();
+            return Err(format!(
+                "MariaDB {} did not become a semi-synchronous replica of {} within \
+                 {timeout:?} (replica acking: {acking}, the primary's semi-sync clients: {}; \
+                 the replica's last I/O error: {error:?})",
+                replica.name, primary.name, state.clients
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a MariaDB primary reports: its durability settings, whether semi-sync is in
+/// force, and its semi-sync counters.
+#[derive(Clone, Debug, Default)]
+pub struct PrimaryState {
+    /// `Rpl_semi_sync_master_status`.
+    pub semi_sync_on: bool,
+    /// Semi-synchronous replicas connected.
+    pub clients: u64,
+    /// Commits acknowledged by a replica, and commits made without one.
+    pub yes_tx: u64,
+    pub no_tx: u64,
+    /// Waits of committing transactions for an ack, and their total time in µs.
+    pub tx_waits: u64,
+    pub tx_wait_time_us: u64,
+    /// The settings read, by name.
+    settings: Vec<(String, String)>,
+}
+
+/// A durable MariaDB: the binlog on and synced, and InnoDB flushed, at every commit.
+const DURABLE: [(&str, &str); 3] = [
+    ("sync_binlog", "1"),
+    ("innodb_flush_log_at_trx_commit", "1"),
+    ("log_bin", "ON"),
+];
+
+/// A lossless semi-sync primary, besides [`DURABLE`].
+const LOSSLESS: [(&str, &str); 2] = [
+    ("rpl_semi_sync_master_enabled", "ON"),
+    ("rpl_semi_sync_master_wait_point", "AFTER_SYNC"),
+];
+
+impl PrimaryState {
+    pub fn read(c: &mut MyConn) -> Result<PrimaryState, Error> {
+        let status = c.show("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")?;
+        let settings = c.show(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('rpl_semi_sync_master_enabled', \
+             'rpl_semi_sync_master_wait_point', 'rpl_semi_sync_master_timeout', \
+             'sync_binlog', 'innodb_flush_log_at_trx_commit', 'log_bin')",
+        )?;
+        let count = |k: &str| get(&status, k).parse::<u64>().unwrap_or(0);
+        Ok(PrimaryState {
+            semi_sync_on: get(&status, "Rpl_semi_sync_master_status") == "ON",
+            clients: count("Rpl_semi_sync_master_clients"),
+            yes_tx: count("Rpl_semi_sync_master_yes_tx"),
+            no_tx: count("Rpl_semi_sync_master_no_tx"),
+            tx_waits: count("Rpl_semi_sync_master_tx_waits"),
+            tx_wait_time_us: count("Rpl_semi_sync_master_tx_wait_time"),
+            settings,
+        })
+    }
+
+    /// An error unless the server is durable (see [`DURABLE`]); else what is in force.
+    pub fn require_durable(&self, name: &str) -> Result<String, Error> {
+        for (k, v) in DURABLE {
+            let got = get(&self.settings, k);
+            if got != v {
+                return Err(format!("MariaDB {name}: {k} = {got:?}, not {v}").into());
+            }
+        }
+        Ok("sync_binlog = 1; innodb_flush_log_at_trx_commit = 1; log_bin = ON".into())
+    }
+
+    /// An error unless the primary is durable and semi-synchronous (AFTER_SYNC) with at
+    /// least one replica connected; else a description of what is in force.
+    pub fn require_lossless(&self, name: &str) -> Result<String, Error> {
+        let durable = self.require_durable(name)?;
+        for (k, v) in LOSSLESS {
+            let got = get(&self.settings, k);
+            if got != v {
+                return Err(format!("MariaDB {name}: {k} = {got:?}, not {v}").into());
+            }
+        }
+        if !self.semi_sync_on {
+            return Err(format!("MariaDB {name}: Rpl_semi_sync_master_status is OFF").into());
+        }
+        if self.clients < 1 {
+            return Err(format!("MariaDB {name}: no semi-synchronous replica connected").into());
+        }
+        Ok(format!(
+            "Rpl_semi_sync_master_status = ON with {} replica, wait point AFTER_SYNC, \
+             timeout {} ms; {durable}",
+            self.clients,
+            get(&self.settings, "rpl_semi_sync_master_timeout")
+        ))
+    }
+}
+
+/// The value of `name` among SHOW's (name, value) pairs; empty if absent.
+fn get(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 /// The primary's semi-sync state and settings and the replica's: a description and
 /// the primary's (yes_tx, no_tx) counters, or why durability is not in force.
 fn check(
-    primary: &str,
-    replica: &str,
+    primary: &Server,
+    replica: &Server,
     sync_relay_log: Option<&str>,
 ) -> Result<(String, (u64, u64)), Error> {
-    let mut p = MyConn::connect(primary, USER, DB)?;
-    let mut status = p.show("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")?;
-    status.extend(p.show("SHOW GLOBAL VARIABLES")?);
-    let mut r = MyConn::connect(replica, USER, DB)?;
-    let replica_vars = r.show("SHOW GLOBAL VARIABLES LIKE 'sync_relay_log'")?;
-    let replica_status = r.show("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_slave_status'")?;
-    let get = |set: &[(String, String)], k: &str| {
-        set.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let want = [
-        ("Rpl_semi_sync_master_status", "ON"),
-        ("rpl_semi_sync_master_enabled", "ON"),
-        ("rpl_semi_sync_master_wait_point", "AFTER_SYNC"),
-        ("sync_binlog", "1"),
-        ("innodb_flush_log_at_trx_commit", "1"),
-        ("log_bin", "ON"),
-    ];
-    for (k, v) in want {
-        let got = get(&status, k);
-        if got != v {
-            return Err(format!("MariaDB primary: {k} = {got:?}, not {v}").into());
-        }
+    let state = PrimaryState::read(&mut primary.connect()?)?;
+    let description = state.require_lossless("primary")?;
+    let mut r = replica.connect()?;
+    let relay = r
+        .show("SHOW GLOBAL VARIABLES LIKE 'sync_relay_log'")?
+        .into_iter()
+        .next()
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    if let Some(want) = sync_relay_log
+        && want != relay
+    {
+        return Err(format!("MariaDB replica: sync_relay_log = {relay:?}, not {want}").into());
     }
-    let clients: u64 = get(&status, "Rpl_semi_sync_master_clients")
-        .parse()
-        .unwrap_or(0);
-    if clients < 1 {
-        return Err("MariaDB primary: no semi-synchronous replica connected".into());
-    }
-    let relay = get(&replica_vars, "sync_relay_log");
-    if sync_relay_log.is_some_and(|v| v != relay) {
-        return Err(format!(
-            "MariaDB replica: sync_relay_log = {relay:?}, not {}",
-            sync_relay_log.unwrap_or_default()
-        )
-        .into());
-    }
-    let acking = get(&replica_status, "Rpl_semi_sync_slave_status");
+    let acking = r
+        .show("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_slave_status'")?
+        .into_iter()
+        .next()
+        .map(|(_, v)| v)
+        .unwrap_or_default();
     if acking != "ON" {
         return Err(format!("MariaDB replica: Rpl_semi_sync_slave_status = {acking:?}").into());
     }
-    let count = |k: &str| get(&status, k).parse::<u64>().unwrap_or(0);
     Ok((
-        format!(
-            "Rpl_semi_sync_master_status = ON with {clients} replica, wait point AFTER_SYNC, \
-             timeout {} ms; sync_binlog = 1; innodb_flush_log_at_trx_commit = 1; replica \
-             sync_relay_log = {relay}",
-            get(&status, "rpl_semi_sync_master_timeout")
-        ),
-        (
-            count("Rpl_semi_sync_master_yes_tx"),
-            count("Rpl_semi_sync_master_no_tx"),
-        ),
+        format!("{description}; replica sync_relay_log = {relay}"),
+        (state.yes_tx, state.no_tx),
     ))
+}
+
+/// A login to `server` as the clients' account, for connections of a benchmark.
+pub fn app_login(server: &Server) -> Login {
+    demo::login(&server.addr(), demo::APP_USER).database(demo::APP_DB)
 }

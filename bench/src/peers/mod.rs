@@ -2,14 +2,14 @@
 //! temporary directory on loopback and torn down at the end (see [`process`]):
 //! PostgreSQL with a synchronous standby ([`postgres`]), MariaDB with lossless
 //! semi-sync ([`mariadb`]) and a 3-member etcd ([`etcd`]), each driven through a
-//! minimal client of its own protocol ([`pg_wire`], [`mysql_wire`], [`http`]).
+//! client of its own protocol ([`pg_wire`]; for MariaDB the front's
+//! `lockstep::front::connection`; [`http`]).
 //! Missing packages are installed by [`install`] when the benchmark may.
 
 pub mod etcd;
 pub mod http;
 pub use lockstep::demo::install;
 pub mod mariadb;
-pub mod mysql_wire;
 pub mod pg_wire;
 pub mod postgres;
 pub use lockstep::demo::process;
