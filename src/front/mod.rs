@@ -21,6 +21,8 @@
 //! (the semi-sync ACK), [`session`] (one binlog connection), [`watch`] (alerts on the
 //! primary's semi-sync state), [`metrics`], and [`reader`] (transactions read back
 //! from the stream).
+//! [`export`] writes a stream's transactions as MariaDB binlog files, laid out by
+//! [`binlog_file`] (`lockstep binlog export`).
 //!
 //! Invariants:
 //! - An ACK covers only transactions lockstep committed: the primary's and the sync
@@ -41,8 +43,10 @@
 //! the node's answers and one that watches the primary's semi-sync state.
 
 pub mod ack;
+pub mod binlog_file;
 pub mod connection;
 pub mod events;
+pub mod export;
 pub mod gtid;
 pub mod metrics;
 pub mod reader;

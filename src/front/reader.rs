@@ -224,6 +224,19 @@ pub fn split_events(events: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+impl Assembler {
+    /// An assembler for a reader that starts at a record whose predecessor left the
+    /// stream at `position`: the first transaction is checked against it, as every
+    /// later one is against its predecessor. (`Assembler::new` knows no position until
+    /// its first record, so it cannot check the first transaction's place.)
+    pub fn after(position: GtidState) -> Assembler {
+        Assembler {
+            position: Some(position),
+            ..Assembler::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
