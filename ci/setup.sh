@@ -12,6 +12,8 @@ command -v losetup >/dev/null || need_apt+=(mount)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+# The load generator of `lockstep-bench mariadb` (its quick size runs in the tests).
+command -v sysbench >/dev/null || need_apt+=(sysbench)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

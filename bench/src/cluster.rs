@@ -64,6 +64,16 @@ pub struct Cluster {
     streams: Vec<String>,
 }
 
+/// What a cluster has beyond its streams' modes.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// The value of every stream's `front` key (a TOML inline table): the stream's
+    /// primary replicates that database (see `lockstep::front`).
+    pub front: Option<String>,
+    /// Node 1 serves its admin endpoint (metrics, `/fronts`) on a loopback port.
+    pub admin: bool,
+}
+
 impl Cluster {
     /// Starts `nodes` nodes under `dir` (node N keeps its data in `dir/nodeN`) with one
     /// stream per entry of `streams`, named by its mode, primary on node 1, sync set
@@ -75,13 +85,25 @@ impl Cluster {
         profile: Option<&Path>,
         placement: Placement,
     ) -> Result<Cluster, Error> {
+        Cluster::start_with(dir, nodes, streams, profile, placement, &Extras::default())
+    }
+
+    /// As [`Cluster::start`], with `extras`.
+    pub fn start_with(
+        dir: &Path,
+        nodes: usize,
+        streams: &[Mode],
+        profile: Option<&Path>,
+        placement: Placement,
+        extras: &Extras,
+    ) -> Result<Cluster, Error> {
         assert!(nodes >= 2);
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
             let ports = free_ports(nodes)?;
             let configs: Vec<Config> = (1..=nodes)
                 .map(|n| {
-                    let text = config_text(n, &ports, streams, profile);
+                    let text = config_text(n, &ports, streams, profile, extras);
                     std::fs::write(dir.join(format!("node{n}.toml")), &text)
                         .map_err(|e| format!("write node{n}.toml in {}: {e}", dir.display()))?;
                     Config::parse(&text, dir)
@@ -125,6 +147,11 @@ impl Cluster {
     /// Every node's client address, the primary's first.
     pub fn addrs(&self) -> &[String] {
         &self.addrs
+    }
+
+    /// Node 1's admin endpoint, if [`Extras::admin`] asked for one.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.servers[0].admin_addr()
     }
 
     /// Waits until every stream's primary has every member connected and in sync.
@@ -282,11 +309,21 @@ pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
 }
 
 /// The configuration file of node `n` (1-based).
-fn config_text(n: usize, ports: &[u16], streams: &[Mode], profile: Option<&Path>) -> String {
+fn config_text(
+    n: usize,
+    ports: &[u16],
+    streams: &[Mode],
+    profile: Option<&Path>,
+    extras: &Extras,
+) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "node_id = {n}");
     let _ = writeln!(t, "data_dir = \"node{n}\"");
     let _ = writeln!(t, "listen = \"127.0.0.1:{}\"", ports[n - 1]);
+    if extras.admin && n == 1 {
+        // Port 0: the node binds a free one and reports it (Server::admin_addr).
+        let _ = writeln!(t, "admin = \"127.0.0.1:0\"");
+    }
     let _ = writeln!(t, "shards = 1");
     if let Some(p) = profile {
         let _ = writeln!(t, "profile = {}", toml_string(p));
@@ -305,6 +342,9 @@ fn config_text(n: usize, ports: &[u16], streams: &[Mode], profile: Option<&Path>
             "\n[[streams]]\nname = \"{0}\"\nprimary = 1\nmode = \"{0}\"",
             m.as_str()
         );
+        if let Some(front) = &extras.front {
+            let _ = writeln!(t, "front = {front}");
+        }
     }
     t
 }
@@ -365,14 +405,23 @@ mod tests {
         let modes = [Mode::Strong, Mode::Semi, Mode::Async];
         for n in 1..=3 {
             let cfg = Config::parse(
-                &config_text(n, &ports, &modes, Some(Path::new("/p/vm.toml"))),
+                &config_text(
+                    n,
+                    &ports,
+                    &modes,
+                    Some(Path::new("/p/vm.toml")),
+                    &Extras::default(),
+                ),
                 Path::new("/base"),
             );
             // The profile does not exist here: parsing stops there, after the rest.
             let e = cfg.unwrap_err();
             assert!(e.contains("vm.toml"), "{e}");
-            let cfg = Config::parse(&config_text(n, &ports, &modes, None), Path::new("/b"))
-                .expect("parses");
+            let cfg = Config::parse(
+                &config_text(n, &ports, &modes, None, &Extras::default()),
+                Path::new("/b"),
+            )
+            .expect("parses");
             assert_eq!(cfg.node_id, n as u32);
             assert_eq!(cfg.shards, 1);
             assert_eq!(cfg.streams.len(), 3);
@@ -383,6 +432,33 @@ mod tests {
                 assert_eq!(s.sync_set.len(), 2);
                 assert_eq!(s.settings.k(2), 2);
             }
+        }
+    }
+
+    #[test]
+    fn a_front_and_an_admin_endpoint_are_configured() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("front.password");
+        std::fs::write(&password, "secret\n").unwrap();
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let extras = Extras {
+            front: Some(format!(
+                "{{ kind = \"mariadb\", primary = \"127.0.0.1:3306\", user = \"lockstep\", \
+                 password_file = {} }}",
+                toml_string(&password)
+            )),
+            admin: true,
+        };
+        let ports = [7001, 7002, 7003];
+        for n in 1..=3 {
+            let text = config_text(n, &ports, &[Mode::Strong], None, &extras);
+            let cfg = Config::parse(&text, dir.path()).expect("parses");
+            // Only node 1 serves an admin endpoint, on a port of its choosing.
+            assert_eq!(cfg.admin.is_some(), n == 1, "node {n}");
+            let front = cfg.streams[0].front.as_ref().expect("a front");
+            assert_eq!(front.upstream, "127.0.0.1:3306");
+            assert_eq!(front.password.as_deref(), Some(&b"secret"[..]));
         }
     }
 }

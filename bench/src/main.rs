@@ -14,6 +14,8 @@
 //!   until the first commit on the new primary, see [`failover`].
 //! - `peers`: lockstep beside PostgreSQL, MariaDB and etcd on the same machine, with
 //!   the same payloads, concurrency and durability, see [`peers_bench`].
+//! - `mariadb`: sysbench against MariaDB alone, MariaDB with stock lossless semi-sync,
+//!   and MariaDB whose semi-sync replica is lockstep's front, see [`mariadb_bench`].
 //!
 //! Every benchmark has a `--quick` size that the test suite runs, so it cannot rot.
 //! Benchmarks report numbers and exit 0 whether or not a goal is met; they exit non-zero
@@ -25,18 +27,23 @@ mod committers;
 mod failover;
 mod floor;
 mod hgrm;
+mod interrupt;
 mod log_bench;
+mod mariadb_bench;
+mod mariadb_report;
 mod net_floor;
 mod peers;
 mod peers_bench;
 mod peers_report;
 mod plot;
 mod pool;
+mod proc_cpu;
 mod raw_commit;
 mod repl_bench;
 mod repl_report;
 mod report;
 mod stats;
+mod sysbench;
 mod workdir;
 mod writers;
 
@@ -68,6 +75,9 @@ enum Command {
     /// lockstep beside PostgreSQL (synchronous standby), MariaDB (lossless semi-sync)
     /// and etcd (3 members), started by the tool on loopback, in one run.
     Peers(PeersArgs),
+    /// sysbench against MariaDB alone, MariaDB with lossless semi-sync to a stock
+    /// replica, and MariaDB + lockstep strong (its front as the semi-sync replica).
+    Mariadb(MariadbArgs),
 }
 
 /// Options of `lockstep-bench log`.
@@ -166,6 +176,50 @@ pub struct PeersArgs {
     pub profile: Option<PathBuf>,
 }
 
+/// Options of `lockstep-bench mariadb`.
+#[derive(Args, Debug, Clone)]
+pub struct MariadbArgs {
+    /// Tiny run: 1 round, oltp_insert at 1 and 4 threads, 1 s after a 1 s warm-up,
+    /// 2 tables of 1000 rows; as the test suite runs it.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measured seconds of each series (whole seconds, as sysbench's --time; default
+    /// 10, 1 with --quick).
+    #[arg(long, value_name = "S")]
+    pub time: Option<u32>,
+    /// Warm-up seconds before each series' measured ones, in the same sysbench run
+    /// (default 2, 1 with --quick).
+    #[arg(long, value_name = "S")]
+    pub warm_up: Option<u32>,
+    /// Rounds; every series runs once per round, the systems' order rotated, and the
+    /// median across rounds is reported (default 3, 1 with --quick).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+    /// sysbench tests, comma-separated (default oltp_insert,oltp_write_only).
+    #[arg(long, value_delimiter = ',', value_name = "TEST")]
+    pub tests: Vec<String>,
+    /// sysbench threads of the series, comma-separated (default 1,16,64).
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    pub threads: Vec<usize>,
+    /// sysbench tables (default 8, 2 with --quick).
+    #[arg(long, value_name = "N")]
+    pub tables: Option<usize>,
+    /// Rows per sysbench table at prepare (default 10000, 1000 with --quick).
+    #[arg(long, value_name = "N")]
+    pub table_size: Option<usize>,
+    /// Directory for the table (mariadb.md), mariadb.json and the SVG charts (default
+    /// target/bench-mariadb).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Hardware profile (see hw-profiles/) of every lockstep node.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Where the lockstep nodes' threads run (the MariaDB servers and sysbench are left
+    /// to the scheduler).
+    #[arg(long, value_enum, default_value_t = PlacementArg::Spread)]
+    pub placement: PlacementArg,
+}
+
 /// Where `lockstep-bench repl` runs the nodes.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlacementArg {
@@ -183,6 +237,7 @@ fn main() -> ExitCode {
         Command::Repl(args) => repl_bench::run(&args),
         Command::Failover(args) => failover::run(&args),
         Command::Peers(args) => peers_bench::run(&args),
+        Command::Mariadb(args) => mariadb_bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,7 +38,6 @@
 //! as the peer (1 secondary for all of them), or more where none has exactly as many.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use lockstep::client::{Client, ClientOptions};
@@ -47,6 +46,7 @@ use lockstep::wire::Mode;
 use crate::cluster::{self, Cluster, Placement};
 use crate::committers::{self, COMMIT_TIMEOUT, Load};
 use crate::floor::FloorIo;
+use crate::interrupt;
 use crate::net_floor::{self, FarSide, FrameSizes, NetFloor};
 use crate::peers::etcd::{self, Etcd};
 use crate::peers::install::{self, Package};
@@ -217,36 +217,11 @@ fn package(name: &str) -> Package {
     }
 }
 
-/// The termination signal received, if any (0: none).
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-
-/// An error once SIGINT or SIGTERM arrived: the run then unwinds and every server it
-/// started is stopped by its guard.
-fn check_interrupted() -> Result<(), Error> {
-    match INTERRUPTED.load(Ordering::Relaxed) {
-        0 => Ok(()),
-        sig => Err(format!("interrupted by signal {sig}; the servers were stopped").into()),
-    }
-}
-
 /// Runs `lockstep-bench peers`.
 pub fn run(args: &PeersArgs) -> Result<(), Error> {
     let plan = Plan::new(args)?;
-    // SIGINT and SIGTERM are taken by a thread instead of ending the process at once,
-    // which would leave the peers' servers running: the run stops at the next series
-    // and unwinds. Blocked before any other thread starts, so every thread inherits
-    // it; the servers' processes start with a clear mask (std resets it on spawn).
-    lockstep_sys::signal::block_termination()
-        .map_err(|e| format!("block SIGINT and SIGTERM: {e}"))?;
-    std::thread::Builder::new()
-        .name("bench-signals".into())
-        .spawn(|| {
-            if let Ok(sig) = lockstep_sys::signal::wait_termination() {
-                eprintln!("\nsignal {sig}: stopping after the current series");
-                INTERRUPTED.store(sig, Ordering::Relaxed);
-            }
-        })
-        .map_err(|e| format!("start the signal thread: {e}"))?;
+    // The peers' servers must not outlive an interrupted run.
+    interrupt::take_signals()?;
     for p in &args.peers {
         if !PEER_NAMES.contains(&p.as_str()) {
             return Err(format!("--peers {p}: one of {}", PEER_NAMES.join(", ")).into());
@@ -281,7 +256,7 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
     );
     let mut peers = Peers::default();
     for name in &wanted {
-        check_interrupted()?;
+        interrupt::check()?;
         let pkg = package(name);
         if let Some((_, why)) = missing.iter().find(|(p, _)| p.name == pkg.name) {
             skipped.push(format!("{}: {why}", peer_title(name)));
@@ -320,7 +295,7 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
             Placement::ServerDefault,
         )?;
         c.wait_ready(READY_TIMEOUT)?;
-        check_interrupted()?;
+        interrupt::check()?;
         clusters.push((c, secondaries, modes));
     }
 
@@ -507,7 +482,7 @@ pub fn run(args: &PeersArgs) -> Result<(), Error> {
                     crate::writers::bytes_label(spec.payload)
                 ),
             );
-            check_interrupted()?;
+            interrupt::check()?;
             let system = &mut systems[spec.system];
             if system.info.failed.is_some() || results[i].refused.is_some() {
                 continue;
@@ -861,7 +836,7 @@ fn peer_title(name: &str) -> &'static str {
 
 /// `15.18` from `postgres (PostgreSQL) 15.18 (Debian ...)`, `10.11` from MariaDB's
 /// `Ver 10.11.14-MariaDB-...`, `3.4` from `etcd Version: 3.4.23`.
-fn short_version(full: &str) -> String {
+pub(crate) fn short_version(full: &str) -> String {
     full.split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .find(|w| w.contains('.') && w.starts_with(|c: char| c.is_ascii_digit()))
         .map(|w| w.split('.').take(2).collect::<Vec<_>>().join("."))
@@ -874,7 +849,7 @@ fn first_line(s: &str) -> &str {
 
 /// Lets the peers' accounts reach their directories under `dir`: `dir` itself and
 /// every parent must be searchable by others (a temporary directory is made 0700).
-fn open_to_servers(dir: &Path) -> Result<(), Error> {
+pub(crate) fn open_to_servers(dir: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let abs = cluster::absolute(dir)?;
     let meta = std::fs::metadata(&abs).map_err(|e| format!("stat {}: {e}", abs.display()))?;

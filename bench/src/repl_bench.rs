@@ -334,7 +334,11 @@ fn place(
 }
 
 /// The primary's phase medians of the commits of stream `mode` between two snapshots.
-fn phase_delta(before: &[StreamMetrics], after: &[StreamMetrics], mode: &str) -> ServerPhases {
+pub(crate) fn phase_delta(
+    before: &[StreamMetrics],
+    after: &[StreamMetrics],
+    mode: &str,
+) -> ServerPhases {
     let find = |ms: &[StreamMetrics]| ms.iter().find(|m| m.stream == mode).cloned();
     let (Some(b), Some(a)) = (find(before), find(after)) else {
         return ServerPhases::default();
