@@ -1,12 +1,13 @@
 //! `lockstep`: the operator's command-line tool.
 //!
 //! A thin layer over the library: argument parsing and printing here, the logic in
-//! [`lockstep::inspect`] (`log`), [`lockstep::client`] (`append`, `read`, `status`) and
-//! [`lockstep::demo`] (`demo`).
+//! [`lockstep::inspect`] (`log`), [`lockstep::client`] (`append`, `read`, `status`),
+//! [`lockstep::demo`] (`demo`) and [`lockstep::front::export`] (`binlog export`).
 //!
 //! Exit statuses: 0 success (for `log verify`: the log is sound); 1 corruption found
-//! (`log`) or a failed request or run (`append`, `read`, `status`, `demo`); 2 usage or
-//! I/O error; 3 an append is in doubt: it may or may not be committed.
+//! (`log`) or a failed request or run (`append`, `read`, `status`, `demo`, `binlog
+//! export`); 2 usage or I/O error; 3 an append is in doubt: it may or may not be
+//! committed.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -20,6 +21,8 @@ use clap::{Args, Parser, Subcommand};
 use lockstep::client::{Appended, Client, ClientError, ClientOptions};
 use lockstep::constants::FRAME_RECORDS_MAX;
 use lockstep::demo::{self, DemoError, DemoOptions};
+use lockstep::front::export::{self as binlog_export, ExportError, ExportOptions};
+use lockstep::front::gtid::GtidState;
 use lockstep::inspect::{self, EXIT_CORRUPT, EXIT_SOUND, InspectError, PREVIEW_BYTES};
 use lockstep::log::Record;
 use lockstep::log::record::record_bytes;
@@ -49,7 +52,9 @@ const APPEND_REQUEST_BYTES_MAX: usize = 256 << 10;
                   `append`, `read` and `status` talk to a running cluster. The `log` \
                   commands inspect a stream's log directory on disk; they only read and \
                   never repair or change anything (starting the node does the recovery). \
-                  `demo` runs a 3-node cluster in this process and measures it.\n\n\
+                  `demo` runs a 3-node cluster in this process and measures it. `binlog \
+                  export` writes the transactions of a MariaDB front's stream as binlog \
+                  files.\n\n\
                   Exit status: 0 success; 1 corruption found (log) or a failed request or \
                   run; 2 usage or I/O error; 3 an append is in doubt (its fate is unknown: \
                   look it up by LSN with `read` or `status`).",
@@ -59,7 +64,8 @@ const APPEND_REQUEST_BYTES_MAX: usize = 256 << 10;
                   lockstep read --nodes 10.0.0.1:7001 --stream orders --from 1 --count 10\n  \
                   lockstep status --nodes 10.0.0.1:7001 --stream orders\n  \
                   lockstep log verify DATA_DIR/streams/orders\n  \
-                  lockstep log dump DATA_DIR/streams/orders --from 1000 --count 5"
+                  lockstep log dump DATA_DIR/streams/orders --from 1000 --count 5\n  \
+                  lockstep binlog export --nodes 10.0.0.1:7001 --stream shop --out shop-binlog"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -112,6 +118,91 @@ enum Command {
     ///
     /// Asks one node's admin endpoint (`GET /members`). `--json` prints the raw view.
     Members(MembersArgs),
+    /// The binlog of a MariaDB front's stream: export it as standard binlog files
+    ///
+    /// A stream fed by a MariaDB front holds the primary's transactions, event for
+    /// event. `binlog export` writes its committed transactions as MariaDB binlog files
+    /// (`lockstep-bin.000001`, ... and `lockstep-bin.index`) that stock tools read:
+    /// `mariadb-binlog FILES | mariadb` replays them (point-in-time recovery, a new
+    /// replica, an audit). Each file holds the primary's format description, a
+    /// GTID_LIST with the position at its start, whole transactions, and a ROTATE to
+    /// the next file.
+    #[command(subcommand)]
+    Binlog(BinlogCommand),
+}
+
+#[derive(Subcommand)]
+enum BinlogCommand {
+    /// Write the stream's committed transactions as MariaDB binlog files into a new
+    /// directory
+    ///
+    /// Reads committed records only, in chunks (memory stays bounded by one read and
+    /// the largest transaction), up to the commit LSN found when the export began.
+    /// Without --from-gtid it starts at the stream's first retained record, which
+    /// must start a front session (its format record describes the events); with
+    /// --from-gtid POS it exports what a MariaDB replica connecting with POS would
+    /// receive: every transaction POS does not hold. A POS beyond the stream, one from
+    /// another history, or one whose following transactions retention deleted is an
+    /// error.
+    ///
+    /// Each event keeps the primary's bytes except its header's log_pos (its end
+    /// offset in the new file) and its CRC32, which is verified first and then
+    /// computed again. A file ends with a ROTATE at the first transaction boundary
+    /// once it holds --file-bytes or more.
+    ///
+    /// The files are written beside DIR (in .DIR.partial-PID), made durable, and
+    /// renamed to DIR at the end: DIR appears whole or not at all. A failed export
+    /// removes its partial directory; a killed one leaves it, and it may be deleted.
+    /// Prints one summary line (with --json, a JSON object).
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The directory to create for the files (it must not exist, or be empty)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Export the transactions after this GTID position, as MariaDB writes it
+    /// (`0-1-100,1-2-5`) [default: from the stream's first retained record]
+    #[arg(long, value_name = "POS")]
+    from_gtid: Option<String>,
+    /// End a file at the first transaction boundary once it holds this many bytes
+    /// (as MariaDB's max_binlog_size: 4096 to 1 GiB)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = binlog_export::FILE_BYTES_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(4096..=1 << 30)
+    )]
+    file_bytes: u64,
+}
+
+/// `lockstep binlog export`.
+fn binlog_export(a: &ExportArgs) -> Result<(), CommandError> {
+    let from = match &a.from_gtid {
+        Some(text) => Some(
+            GtidState::parse(text).map_err(|e| CommandError::Usage(format!("--from-gtid: {e}")))?,
+        ),
+        None => None,
+    };
+    let options = ExportOptions {
+        out: a.out.clone(),
+        from,
+        file_bytes: a.file_bytes,
+    };
+    let mut client = a.target.connect()?;
+    let summary = binlog_export::export(&mut client, &options)?;
+    let mut out = io::stdout().lock();
+    if a.target.json {
+        let v = serde_json::to_value(&summary).map_err(|e| CommandError::Output(e.into()))?;
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out, "{summary}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 #[derive(Args)]
@@ -432,6 +523,8 @@ enum CommandError {
     Output(#[from] io::Error),
     #[error(transparent)]
     Demo(#[from] DemoError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 impl CommandError {
@@ -440,7 +533,8 @@ impl CommandError {
             CommandError::Usage(_)
             | CommandError::Input { .. }
             | CommandError::Client(ClientError::StreamName(_) | ClientError::NoAddress)
-            | CommandError::Demo(DemoError::Usage(_)) => EXIT_USAGE,
+            | CommandError::Demo(DemoError::Usage(_))
+            | CommandError::Export(ExportError::Usage(_)) => EXIT_USAGE,
             CommandError::InDoubt { .. } => EXIT_IN_DOUBT,
             _ => EXIT_FAILED,
         }
@@ -458,6 +552,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => ("demo", run_demo(a)),
         Command::Switchover(a) => ("switchover", switchover(&a)),
         Command::Members(a) => ("members", members(&a)),
+        Command::Binlog(BinlogCommand::Export(a)) => ("binlog export", binlog_export(&a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
