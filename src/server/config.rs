@@ -40,6 +40,22 @@
 //! failover_timeout_ms = 150   # a primary silent this long is replaced
 //! ```
 //!
+//! A stream may replicate a MariaDB primary (see `front`): its front runs on the
+//! stream's lockstep primary as a semi-synchronous replica of the database and ACKs a
+//! transaction only once the stream committed it. The stream must be `strong` with
+//! `on_insufficient = "block"`:
+//!
+//! ```toml
+//! [[streams]]
+//! name = "shop"
+//! primary = 1
+//! front = { kind = "mariadb", primary = "10.0.0.9:3306", user = "lockstep",
+//!           password_file = "front.password" }   # mode 600; first line is the password
+//! # optional keys of the front: server_id = 4000000001 (unique among the database's
+//! # replicas), heartbeat_ms = 500, connect_timeout_ms = 2000, retry_ms = 50,
+//! # event_bytes_max = 1073741824
+//! ```
+//!
 //! A cluster secret makes every connection between nodes prove that both ends know
 //! it (see `server::auth`); it is needed to let new nodes join:
 //!
@@ -644,6 +660,57 @@ addr = "127.0.0.1:7003"
         assert_eq!(s.settings.mode, Mode::Strong);
         assert_eq!(s.settings.k(2), 2);
         assert_eq!(s.settings.on_insufficient, OnInsufficient::Block);
+    }
+
+    #[test]
+    fn a_front_is_checked_for_what_would_lose_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\nignored\n").unwrap();
+        let chmod = |mode| {
+            std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap()
+        };
+        chmod(0o600);
+        let front = |extra: &str, keys: &str| {
+            let text = format!(
+                "{BASE}[[streams]]\nname = \"db\"\nprimary = 1\n{extra}\
+                 front = {{ kind = \"mariadb\", primary = \"127.0.0.1:3306\", \
+                 user = \"lockstep\", password_file = \"pw\"{keys} }}\n"
+            );
+            Config::parse(&text, dir.path())
+        };
+        let c = front("", ", heartbeat_ms = 250").unwrap();
+        let f = c.streams[0].front.as_ref().unwrap();
+        assert_eq!(f.password.as_deref(), Some(&b"secret"[..]));
+        assert_eq!(f.heartbeat, std::time::Duration::from_millis(250));
+        assert_eq!(f.server_id, crate::front::SERVER_ID_DEFAULT);
+        // (stream keys, front keys, words of the error)
+        let cases = [
+            ("mode = \"semi\"\n", "", "needs mode = \"strong\""),
+            ("mode = \"async\"\n", "", "needs mode = \"strong\""),
+            ("on_insufficient = \"degrade\"\n", "", "needs \"block\""),
+            ("", ", server_id = 0", "server_id = 0"),
+            ("", ", heartbeat_ms = 0", "heartbeat_ms must be positive"),
+            ("", ", event_bytes_max = 10", "event_bytes_max"),
+            ("", ", colour = 1", "unknown field"),
+        ];
+        for (extra, keys, words) in cases {
+            let err = front(extra, keys).unwrap_err();
+            assert!(err.contains(words), "{extra}{keys}: {err}");
+        }
+        let err = Config::parse(
+            &format!(
+                "{BASE}[[streams]]\nname = \"db\"\nprimary = 1\nfront = {{ kind = \"postgres\", \
+                 primary = \"x:1\", user = \"u\" }}\n"
+            ),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(err.contains("the only kind is"), "{err}");
+        chmod(0o644);
+        let err = front("", "").unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
     }
 
     #[test]
