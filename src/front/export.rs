@@ -38,8 +38,9 @@
 //! dozen single reads for the searches, and, to find the format description in force
 //! at a `--from-gtid` start, the records back to the start of that front session.
 //!
-//! Fault model: the node may go away (the client moves to another), retention may
-//! delete records while they are read, the stream may break the front's rules, an
+//! Fault model: the node may go away (a read whose connection failed is tried again,
+//! at most three times, on whichever node answers), retention may delete records
+//! while they are read, the stream may break the front's rules, an
 //! event may be damaged, the disk may fail or fill. Each is an error that names the
 //! LSN, transaction or file; none leaves a partial output under the final name.
 
@@ -70,6 +71,8 @@ pub const INDEX_NAME: &str = "lockstep-bin.index";
 
 /// Records asked for by one read; the node also stops at a frame's bytes.
 const READ_RECORDS_MAX: u32 = 1024;
+/// Attempts of one read whose connection failed.
+const READ_ATTEMPTS_MAX: u32 = 3;
 /// Most records read per step of a search backwards; the steps double up to it from
 /// one record, so a search that ends near its start reads little.
 const SCAN_BACK_RECORDS_MAX: u64 = 256;
@@ -290,6 +293,8 @@ pub fn export(
                     output.format(fde);
                 }
                 Some(Item::Transaction(mut t)) => {
+                    // A replica at `--from-gtid` holds it already: left out, but still
+                    // checked to be of the same history.
                     if let Some(pos) = &opts.from
                         && pos.check(&t.gtid) == Next::Held
                     {
@@ -404,7 +409,7 @@ impl<'a, S: RecordSource> Stream<'a, S> {
     /// one a read answers: found by a binary search.
     fn first_retained(&mut self) -> Result<u64, ExportError> {
         let end = self.end;
-        let mut retained = |lsn: u64| match self.source.read(lsn, 1) {
+        let mut retained = |lsn: u64| match fetch(self.source, lsn, 1) {
             Ok((_, records)) if records.first().is_some_and(|r| r.lsn == lsn) => Ok(true),
             Ok((commit, _)) => Err(ExportError::Behind { commit, lsn }),
             Err(e) if is_deleted(&e) => Ok(false),
@@ -433,7 +438,7 @@ impl<'a, S: RecordSource> Stream<'a, S> {
         assert!(from <= to);
         assert!(to <= self.end);
         let max = (to - from + 1).min(u64::from(READ_RECORDS_MAX)) as u32;
-        let (commit, mut records) = self.source.read(from, max).map_err(|e| {
+        let (commit, mut records) = fetch(self.source, from, max).map_err(|e| {
             if is_deleted(&e) {
                 ExportError::Deleted { lsn: from }
             } else {
@@ -554,6 +559,28 @@ impl<'a, S: RecordSource> Stream<'a, S> {
             unreachable!("the search wants a format record");
         };
         Fde::new(&format.format_event).map_err(|reason| ExportError::Format { lsn: at, reason })
+    }
+}
+
+/// A read, tried again after a failure of the connection: reads change nothing, and
+/// the client's next request connects to whichever of its nodes answers (one that is
+/// behind is caught by the caller).
+fn fetch(
+    source: &mut impl RecordSource,
+    from: u64,
+    max: u32,
+) -> Result<(u64, Vec<Record>), ClientError> {
+    let mut attempt = 1;
+    loop {
+        match source.read(from, max) {
+            Err(
+                ClientError::Io { .. }
+                | ClientError::Disconnected { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Unreachable { .. },
+            ) if attempt < READ_ATTEMPTS_MAX => attempt += 1,
+            result => return result,
+        }
     }
 }
 
@@ -891,6 +918,8 @@ mod tests {
         reads: u64,
         /// After this many reads, retention moves the first LSN here.
         delete: Option<(u64, u64)>,
+        /// These reads (counted from 1) lose their connection.
+        disconnects: Vec<u64>,
     }
 
     impl RecordSource for Table {
@@ -900,6 +929,13 @@ mod tests {
 
         fn read(&mut self, from: u64, max: u32) -> Result<(u64, Vec<Record>), ClientError> {
             self.reads += 1;
+            if self.disconnects.contains(&self.reads) {
+                return Err(ClientError::Disconnected {
+                    addr: "table".into(),
+                    op: "read",
+                    reason: "connection reset".into(),
+                });
+            }
             if let Some((after, first)) = self.delete
                 && self.reads > after
             {
@@ -1041,6 +1077,7 @@ mod tests {
                 per_read: 7,
                 reads: 0,
                 delete: None,
+                disconnects: Vec::new(),
             }
         }
     }
@@ -1346,17 +1383,46 @@ mod tests {
             run(&mut empty.table(), None, 2000),
             Err(ExportError::NoFront { .. })
         ));
-        // An output directory in use.
+        // An output directory in use; an empty one is taken.
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("x"), b"x").unwrap();
-        let opts = ExportOptions {
-            out: dir.path().to_path_buf(),
+        let mut opts = ExportOptions {
+            out: dir.path().join("out"),
             from: None,
             file_bytes: 2000,
         };
+        fs::create_dir(&opts.out).unwrap();
+        fs::write(opts.out.join("x"), b"x").unwrap();
         assert!(matches!(
-            export(&mut s.table(), &opts),
+            export(&mut mixed().table(), &opts),
             Err(ExportError::Usage(_))
+        ));
+        opts.out = dir.path().join("empty");
+        fs::create_dir(&opts.out).unwrap();
+        let summary = export(&mut mixed().table(), &opts).unwrap();
+        assert!(opts.out.join(INDEX_NAME).exists(), "{summary}");
+    }
+
+    #[test]
+    fn a_read_whose_connection_failed_is_tried_again_a_bounded_number_of_times() {
+        let s = mixed();
+        let mut t = s.table();
+        t.disconnects = vec![1, 4, 5];
+        let e = run(&mut t, Some("0-1-2"), 2000).unwrap();
+        let want: Vec<_> = s
+            .order
+            .iter()
+            .filter(|(g, _)| g.domain != 0 || g.seq > 2)
+            .collect();
+        assert_same(&e.transactions(), &want, "with lost connections");
+        // Three failures of one read in a row end the export.
+        let mut t = s.table();
+        t.disconnects = vec![4, 5, 6];
+        assert!(matches!(
+            run(&mut t, None, 2000),
+            Err(ExportError::Read {
+                source: ClientError::Disconnected { .. },
+                ..
+            })
         ));
     }
 
