@@ -1427,6 +1427,47 @@ mod tests {
     }
 
     #[test]
+    fn a_session_with_another_format_description_starts_a_new_file() {
+        let mut s = Script::new();
+        s.format();
+        s.tx(0, 1, 1);
+        s.tx(0, 1, 2);
+        // The primary restarted as another version: its format description differs.
+        let version = HEADER_BYTES + 2;
+        assert_eq!(&s.fde[version..version + 5], b"10.11");
+        s.fde[version + 3..version + 5].copy_from_slice(b"99");
+        let size = s.fde.len();
+        let sum = crc32fast::hash(&s.fde[..size - CHECKSUM_BYTES]);
+        s.fde[size - CHECKSUM_BYTES..].copy_from_slice(&sum.to_le_bytes());
+        s.format();
+        s.tx(0, 1, 1);
+        // The same again: no new file.
+        s.format();
+        s.tx(0, 1, 1);
+        let e = run(&mut s.table(), None, 1 << 30).unwrap();
+        let files: Vec<(&str, Vec<String>)> = e
+            .files
+            .iter()
+            .map(|(_, _, v)| {
+                let gtids = v.transactions.iter().map(|t| t.0.to_string()).collect();
+                (&v.server_version[..5], gtids)
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("10.11", vec!["0-1-1".to_string(), "0-1-2".to_string()]),
+                ("10.99", vec!["0-1-3".to_string(), "0-1-4".to_string()]),
+            ]
+        );
+        assert_same(
+            &e.transactions(),
+            &s.order.iter().collect::<Vec<_>>(),
+            "all",
+        );
+    }
+
+    #[test]
     fn an_export_of_nothing_says_where_the_stream_stands() {
         let s = mixed();
         let end = s.position.to_string();
