@@ -39,6 +39,12 @@
 //! - lockstep: besides, every member in sync, no stream failed or degraded, no commit
 //!   in doubt, and the front's committed transactions grown by at least sysbench's.
 //!
+//! Floors, measured at the start of every round: a loopback round trip, and a round
+//! trip whose far side makes one 4 KiB durable write (O_DIRECT + RWF_DSYNC) before it
+//! answers (see [`crate::net_floor`]). A lockstep ACK contains both at least (the
+//! front's append to the primary and its answer; the record to a secondary, its
+//! durable write, its ack), so they say what part of the ACK wait the machine sets.
+//!
 //! Also measured per series: the CPU seconds every process used (from /proc, see
 //! [`crate::proc_cpu`]), the primary's average ACK wait (the growth of
 //! `Rpl_semi_sync_master_tx_wait_time` over that of `_tx_waits`), the front's
@@ -56,12 +62,15 @@ use lockstep::wire::Mode;
 use serde::Serialize;
 
 use crate::cluster::{self, Cluster, Extras, Placement};
-use crate::mariadb_report::{Report, Series, Setup};
+use crate::floor::FloorIo;
+use crate::mariadb_report::{Floors, Report, Series, Setup};
+use crate::net_floor::{self, FarSide, FrameSizes, NetFloor};
 use crate::peers::mariadb::{PrimaryState, attach_replica};
 use crate::peers_bench::{open_to_servers, short_version};
 use crate::proc_cpu::{self, Machine};
 use crate::repl_bench::phase_delta;
 use crate::repl_report::ServerPhases;
+use crate::stats::Window;
 use crate::sysbench::{self, Workload};
 use crate::workdir::{Progress, Workdir};
 use crate::{Error, MariadbArgs, PlacementArg, interrupt};
@@ -83,6 +92,10 @@ const PREP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The lockstep stream the front appends to.
 const STREAM: Mode = Mode::Strong;
+
+/// Bytes of one transaction's binlog events as the front appends them (an oltp_insert
+/// row and its events), for the sizes of the floors' frames.
+const TRANSACTION_BYTES: usize = 512;
 
 /// The systems, in the order of the first round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -295,8 +308,11 @@ pub fn run(args: &MariadbArgs) -> Result<(), Error> {
         },
         _ => Placement::ServerDefault,
     };
-    let (profile_path, _) =
+    let (profile_path, profile) =
         cluster::node_profile(args.profile.as_deref(), args.quick, dir, "mariadb")?;
+    let probe = lockstep_sys::probe::storage(dir)
+        .map_err(|e| format!("probe storage under {}: {e}", dir.display()))?;
+    let (floor_io, floor_note) = FloorIo::choose(&probe);
 
     let mut systems = Vec::new();
     for kind in Kind::ALL {
@@ -318,14 +334,6 @@ pub fn run(args: &MariadbArgs) -> Result<(), Error> {
         let checked = verify(s, 0)?;
         s.info.verified = checked.0;
     }
-    for s in &systems {
-        if let Some(c) = &s.cluster {
-            // The nodes zero their next segment files in the background after start
-            // and after the prepare's records; that must not land on a series.
-            c.wait_segments_prepared(PREP_TIMEOUT)?;
-        }
-    }
-
     // Every process that could use CPU during a series, by system.
     let tracked: Vec<(Kind, &'static str, u32)> = systems
         .iter()
@@ -354,12 +362,46 @@ pub fn run(args: &MariadbArgs) -> Result<(), Error> {
             }
         }
     }
+    let mut floor = NetFloor::start(
+        FarSide {
+            core: cores.first().copied(),
+            scratch: net_floor::scratch_path(dir, "remote"),
+            scratch_bytes: profile.log_options().segment_bytes,
+            io: floor_io,
+            ring: profile.ring_options(),
+        },
+        FrameSizes::for_payload(TRANSACTION_BYTES),
+    )?;
+    let floor_window = Window {
+        warm_up: Duration::from_millis(100),
+        measure: if args.quick {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(2)
+        },
+    };
+    let mut floors = Vec::with_capacity(plan.rounds);
     let progress = Progress::new(plan.rounds);
     let group = Kind::ALL.len();
     let total = series.len();
     let run_started = Instant::now();
     for round in 0..plan.rounds {
         let started = Instant::now();
+        progress.step(round, "floors");
+        // The nodes zero their next segment files in the background after start and
+        // after a log rolled over; that must not land on a floor or the first series.
+        for s in &systems {
+            if let Some(c) = &s.cluster {
+                c.wait_segments_prepared(PREP_TIMEOUT)?;
+            }
+        }
+        let rtt = floor.rtt(floor_window)?;
+        let remote = floor.remote_dsync(floor_window)?;
+        floors.push(Floors {
+            rtt,
+            dsync: remote.write,
+            remote_dsync: remote.round_trip,
+        });
         for g in (0..total).step_by(group) {
             for position in 0..group {
                 let i = g + (position + round) % group;
@@ -392,6 +434,7 @@ pub fn run(args: &MariadbArgs) -> Result<(), Error> {
         progress.round_done(round, started.elapsed(), &round_summary(&series, round));
     }
     let took = run_started.elapsed();
+    floor.finish()?;
 
     // Servers stop here (the cluster first, replicas before their primaries).
     let infos: Vec<SystemInfo> = systems.into_iter().map(stop).collect();
@@ -404,7 +447,10 @@ pub fn run(args: &MariadbArgs) -> Result<(), Error> {
             placement: placement.label(),
             cores: cores.len(),
             measured_seconds: took.as_secs_f64(),
+            floor_io: floor_io.label().into(),
+            notes: floor_note.into_iter().collect(),
         },
+        floors,
         infos,
         series,
     );

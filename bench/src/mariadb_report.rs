@@ -16,7 +16,7 @@ use crate::Error;
 use crate::mariadb_bench::{Kind, Plan, Sample, SystemInfo};
 use crate::plot::{Axis, Chart, Line};
 use crate::report::Goal;
-use crate::stats::median;
+use crate::stats::{Sample as Floor, median};
 
 /// Goal: lockstep's TPS at the largest thread count ≥ this many times MariaDB alone's.
 pub const GOAL_VS_ALONE_MIN: f64 = 0.9;
@@ -41,6 +41,20 @@ pub struct Setup {
     pub placement: String,
     pub cores: usize,
     pub measured_seconds: f64,
+    /// How the floors' durable write is made.
+    pub floor_io: String,
+    pub notes: Vec<String>,
+}
+
+/// The floors of one round (see `mariadb_bench`'s module docs).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Floors {
+    /// Loopback round trip.
+    pub rtt: Floor,
+    /// One 4 KiB durable write.
+    pub dsync: Floor,
+    /// A round trip whose far side makes that write before it answers.
+    pub remote_dsync: Floor,
 }
 
 /// CPU per transaction (µs), medians across rounds, over sysbench's whole run.
@@ -95,6 +109,8 @@ pub struct Row {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub setup: Setup,
+    /// Every round's floors.
+    pub floors: Vec<Floors>,
     pub systems: Vec<SystemInfo>,
     pub rows: Vec<Row>,
     pub goals: Vec<Goal>,
@@ -103,7 +119,12 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(setup: Setup, systems: Vec<SystemInfo>, series: Vec<Series>) -> Report {
+    pub fn new(
+        setup: Setup,
+        floors: Vec<Floors>,
+        systems: Vec<SystemInfo>,
+        series: Vec<Series>,
+    ) -> Report {
         let find = |s: &Series, kind: Kind| {
             series
                 .iter()
@@ -123,6 +144,7 @@ impl Report {
         let goals = goals(&rows);
         Report {
             setup,
+            floors,
             systems,
             rows,
             goals,
@@ -148,6 +170,49 @@ impl Report {
             self.setup.cores,
             self.setup.placement,
         );
+        for n in &self.setup.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        if !self.floors.is_empty() {
+            out.push_str(
+                "Floors of this machine (median of the rounds' p50 and p99, µs; measured at \
+                 the start of each round):\n\n| floor | p50 µs | p99 µs |\n|---|---:|---:|\n",
+            );
+            for (name, f) in [
+                (
+                    "loopback round trip",
+                    (|f: &Floors| f.rtt) as fn(&Floors) -> Floor,
+                ),
+                (
+                    "4 KiB durable write (O_DIRECT + RWF_DSYNC)",
+                    |f: &Floors| f.dsync,
+                ),
+                (
+                    "round trip with that write on the far side",
+                    |f: &Floors| f.remote_dsync,
+                ),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "| {name} | {:.0} | {:.0} |",
+                    median(self.floors.iter().map(|x| f(x).p50_us)),
+                    median(self.floors.iter().map(|x| f(x).p99_us)),
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\nA lockstep ACK takes at least a round trip (the front's append to the \
+                 primary and its answer) plus a round trip with a durable write (the record \
+                 to a secondary, its write, its ack; the primary's own write runs in \
+                 parallel): {:.0} µs at p50 here.",
+                median(
+                    self.floors
+                        .iter()
+                        .map(|x| x.rtt.p50_us + x.remote_dsync.p50_us)
+                )
+            );
+            out.push('\n');
+        }
         out.push_str(
             "| test | threads | system | TPS | p50 ms | p99 ms | TPS ÷ alone | TPS ÷ semi-sync \
              | ACK wait µs |\n|---|---:|---|---:|---:|---:|---:|---:|---:|\n",
@@ -558,6 +623,8 @@ mod tests {
             placement: "here".into(),
             cores: 2,
             measured_seconds: 1.0,
+            floor_io: String::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -584,7 +651,7 @@ mod tests {
             series(Kind::SemiSync, 64, &[800.0, 1000.0, 1000.0]),
             lockstep,
         ];
-        let r = Report::new(setup(3), Vec::new(), all);
+        let r = Report::new(setup(3), Vec::new(), Vec::new(), all);
         let row = |kind, threads| {
             r.rows
                 .iter()
