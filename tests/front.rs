@@ -331,3 +331,46 @@ fn stream_position(status: &serde_json::Value, addr: &str) -> Option<String> {
     let r = lockstep::front::record::FrontRecord::decode(&recs.first()?.payload).ok()?;
     Some(r.position.to_string())
 }
+
+#[test]
+fn an_event_larger_than_a_log_batch_is_appended_in_pieces_and_committed() {
+    if !front::mariadb_or_skip("an_event_larger_than_a_log_batch") {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let db = front::primary(dir.path(), procs::free_ports(1)[0]);
+    let mut procs = Procs::start(&format!(
+        "mode = \"strong\"\n{}",
+        front::front_toml(dir.path(), &db)
+    ));
+    front::wait_semi_sync_client(&db, Duration::from_secs(20));
+    let mut c = front::connect(&db);
+    c.run("CREATE TABLE blobs (id INT PRIMARY KEY, b LONGBLOB) ENGINE=InnoDB")
+        .unwrap();
+    // One row event of 3 MiB: three times a log batch, six pieces of a record.
+    c.run("INSERT INTO blobs VALUES (1, REPEAT('x', 3 << 20))")
+        .expect("the commit returns");
+    c.run("INSERT INTO blobs VALUES (2, 'small')").unwrap();
+    let want = front::global_var(&mut c, "gtid_binlog_pos");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while front_position(&procs) != want {
+        assert!(Instant::now() < deadline, "the stream did not reach {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    procs.stop_all();
+    for n in 1..=3 {
+        let log = LogImage::read(&procs.stream_dir(n));
+        let txs = front::transactions(records(&log), &format!("node {n}"));
+        let big = txs
+            .iter()
+            .find(|t| t.events.len() > 3 << 20)
+            .unwrap_or_else(|| panic!("node {n}: no 3 MiB transaction"));
+        assert!(
+            big.last_lsn - big.first_lsn + 1 >= 6,
+            "node {n}: {} pieces",
+            big.last_lsn - big.first_lsn + 1
+        );
+        assert_eq!(txs.last().unwrap().position.to_string(), want);
+    }
+}

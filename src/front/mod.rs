@@ -110,11 +110,13 @@ pub struct Front {
 
 impl Front {
     /// Starts the front of `stream` on the node whose clients connect to `node`.
+    /// `append_bytes_max` is the node's log batch: the largest append it takes.
     pub fn start(
         stream: &str,
         node: &str,
         settings: FrontSettings,
         append_timeout: Duration,
+        append_bytes_max: usize,
     ) -> std::io::Result<Front> {
         let stop = Arc::new(AtomicBool::new(false));
         let sockets = Arc::new(Mutex::new(Vec::new()));
@@ -124,6 +126,7 @@ impl Front {
             node: node.to_owned(),
             settings,
             append_timeout,
+            append_bytes_max,
             stop: Arc::clone(&stop),
             sockets: Arc::clone(&sockets),
             metrics: Arc::clone(&metrics),
@@ -166,6 +169,7 @@ struct Runner {
     node: String,
     settings: FrontSettings,
     append_timeout: Duration,
+    append_bytes_max: usize,
     stop: Arc<AtomicBool>,
     sockets: Arc<Mutex<Vec<TcpStream>>>,
     metrics: Arc<FrontMetrics>,
@@ -182,6 +186,7 @@ impl Runner {
                 node: &self.node,
                 front: &self.settings,
                 append_timeout: self.append_timeout,
+                append_bytes_max: self.append_bytes_max,
                 metrics: &self.metrics,
                 stop: &self.stop,
                 sockets: &self.sockets,

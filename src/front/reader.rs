@@ -59,6 +59,7 @@ struct Open {
     gtid: Gtid,
     first_lsn: u64,
     events: Vec<u8>,
+    pieces: u64,
 }
 
 /// Turns records into transactions. See the module docs.
@@ -112,8 +113,8 @@ impl Assembler {
     }
 
     fn abandon(&mut self) {
-        if self.open.take().is_some() {
-            self.skipped_pieces += 1;
+        if let Some(open) = self.open.take() {
+            self.skipped_pieces += open.pieces;
         }
     }
 
@@ -129,6 +130,7 @@ impl Assembler {
                 gtid: piece.gtid,
                 first_lsn: lsn,
                 events: Vec::new(),
+                pieces: 0,
             });
         }
         let Some(open) = self.open.as_mut() else {
@@ -143,6 +145,7 @@ impl Assembler {
             ));
         }
         open.events.extend_from_slice(&piece.events);
+        open.pieces += 1;
         if !piece.last {
             if let Some(before) = &self.position
                 && before != position

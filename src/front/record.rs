@@ -57,11 +57,19 @@ pub const PIECE_HEADER_BYTES_MAX: usize =
 /// Most event bytes in one piece: a piece with a full header fits one lockstep record.
 pub const PIECE_EVENT_BYTES_MAX: usize = 512 << 10;
 
-const _: () = assert!(PIECE_HEADER_BYTES_MAX + PIECE_EVENT_BYTES_MAX <= PAYLOAD_BYTES_MAX);
-const _: () = assert!(
-    8 + 2 + 16 * DOMAINS_MAX + 3 * (2 + TEXT_BYTES_MAX) + 4 + 8 + 4 + FORMAT_EVENT_BYTES_MAX
-        <= PAYLOAD_BYTES_MAX
-);
+/// Largest format record.
+pub const FORMAT_BYTES_MAX: usize =
+    8 + 2 + 16 * DOMAINS_MAX + 3 * (2 + TEXT_BYTES_MAX) + 4 + 8 + 4 + FORMAT_EVENT_BYTES_MAX;
+
+/// Largest record a front writes: a node's log batch must hold one.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize =
+    if FORMAT_BYTES_MAX > PIECE_HEADER_BYTES_MAX + PIECE_EVENT_BYTES_MAX {
+        FORMAT_BYTES_MAX
+    } else {
+        PIECE_HEADER_BYTES_MAX + PIECE_EVENT_BYTES_MAX
+    };
+
+const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= PAYLOAD_BYTES_MAX);
 
 /// A piece of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

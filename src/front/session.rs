@@ -39,12 +39,17 @@ use super::settings::{CheckError, check};
 use super::transactions::{Grouped, Grouper};
 use crate::client::pipeline::{self, Outcome, PipelineReader, PipelineWriter};
 use crate::client::{Client, ClientError, ClientOptions};
-use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX};
+use crate::constants::FRAME_RECORDS_MAX;
+use crate::log::record::record_bytes;
 use crate::wire::{RequestId, Role};
 
 /// Event bytes in flight to lockstep (appended, not yet committed) at which the
 /// session stops reading the binlog until commits catch up.
 const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
+
+/// Most records in one append: a bound on the node's work for one request.
+const BATCH_RECORDS_MAX: usize = 1024;
+const _: () = assert!(BATCH_RECORDS_MAX <= FRAME_RECORDS_MAX);
 
 /// Between two looks at the stream's commit point while waiting for it.
 const TAIL_POLL: Duration = Duration::from_millis(2);
@@ -114,6 +119,9 @@ pub struct SessionConfig<'a> {
     pub front: &'a FrontSettings,
     /// How long the node may take to commit an append before it answers in doubt.
     pub append_timeout: Duration,
+    /// Most log bytes (payloads and record headers) of one append: the node's log
+    /// batch, which one append must fit.
+    pub append_bytes_max: usize,
     pub metrics: &'a Arc<FrontMetrics>,
     pub stop: &'a AtomicBool,
     /// Sockets a stop shuts down, so that a blocked session returns at once.
@@ -400,7 +408,9 @@ impl QueueState {
 #[derive(Default)]
 struct Batch {
     records: Vec<Vec<u8>>,
+    /// Payload bytes, and bytes in the node's log (payloads and record headers).
     bytes: usize,
+    log_bytes: usize,
     transactions: u64,
     ack: Option<BinlogPos>,
     oldest: Option<Instant>,
@@ -413,14 +423,19 @@ impl Batch {
     }
 
     fn full(&self) -> bool {
-        self.records.len() >= FRAME_RECORDS_MAX.min(1024)
-            || self.bytes >= FRAME_PAYLOAD_BYTES_MAX - super::record::PIECE_EVENT_BYTES_MAX * 2
+        self.records.len() >= BATCH_RECORDS_MAX
     }
 
-    fn push(&mut self, record: &FrontRecord) {
-        let bytes = record.encode();
-        self.bytes += bytes.len();
-        self.records.push(bytes);
+    /// Whether `more` log bytes (a record with its header) still fit one append of at
+    /// most `max` log bytes, which the node writes in one batch.
+    fn fits(&self, more: usize, max: usize) -> bool {
+        self.log_bytes + more <= max
+    }
+
+    fn push(&mut self, encoded: Vec<u8>) {
+        self.bytes += encoded.len();
+        self.log_bytes += record_bytes(encoded.len());
+        self.records.push(encoded);
         self.oldest.get_or_insert_with(Instant::now);
     }
 }
@@ -495,6 +510,10 @@ impl Main<'_> {
                         reason: "a transaction before the format description".into(),
                     });
                 }
+                // Into the batch first: a record that does not fit sends the batch
+                // before it, and the transaction's ACK belongs to the batch that holds
+                // its last piece.
+                self.push(&record)?;
                 if let Body::Piece(Piece {
                     gtid,
                     end_pos,
@@ -510,7 +529,6 @@ impl Main<'_> {
                         pos: *end_pos,
                     });
                 }
-                self.batch.push(&record);
             }
             Grouped::Held {
                 gtid: _,
@@ -568,11 +586,25 @@ impl Main<'_> {
                         format_event: event,
                     }),
                 };
-                self.batch.push(&record);
+                self.push(&record)?;
                 self.layout = Some(layout);
                 Ok(())
             }
         }
+    }
+
+    /// Adds a record to the batch, sending the batch first if the record would not fit
+    /// in the same append.
+    fn push(&mut self, record: &FrontRecord) -> Result<(), SessionError> {
+        let encoded = record.encode();
+        if !self
+            .batch
+            .fits(record_bytes(encoded.len()), self.cfg.append_bytes_max)
+        {
+            self.flush()?;
+        }
+        self.batch.push(encoded);
+        Ok(())
     }
 
     /// Appends the batch; waits while too much is in flight.

@@ -462,6 +462,18 @@ impl Config {
                 front,
             });
         }
+        let batch_bytes = profile.log_options().batch_bytes;
+        let front_record =
+            crate::log::record::record_bytes(crate::front::record::RECORD_PAYLOAD_BYTES_MAX);
+        if let Some(s) = streams.iter().find(|s| s.front.is_some())
+            && batch_bytes < front_record
+        {
+            return Err(format!(
+                "stream {:?}: front: the profile's log batch_bytes = {batch_bytes} is smaller \
+                 than the largest record a front writes ({front_record} bytes)",
+                s.name
+            ));
+        }
         let control = match raw.control {
             // A joining node runs the cluster's controller, as a learner.
             None if joining => Some(ControlConfig {
@@ -711,6 +723,22 @@ addr = "127.0.0.1:7003"
         chmod(0o644);
         let err = front("", "").unwrap_err();
         assert!(err.contains("chmod 600"), "{err}");
+        chmod(0o600);
+        // A node whose log batch cannot hold the front's largest record.
+        std::fs::write(
+            dir.path().join("small.toml"),
+            "[log]\nbatch_bytes = 65536\n",
+        )
+        .unwrap();
+        let err = Config::parse(
+            &format!(
+                "profile = \"small.toml\"\n{BASE}[[streams]]\nname = \"db\"\nprimary = 1\n\
+                 front = {{ kind = \"mariadb\", primary = \"127.0.0.1:3306\", user = \"u\" }}\n"
+            ),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(err.contains("batch_bytes = 65536"), "{err}");
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl Server {
                     &node,
                     front.clone(),
                     std::time::Duration::from_millis(s.request_timeout_ms),
+                    cfg.profile.log_options().batch_bytes,
                 )
                 .map_err(|e| ServerError::Setup(format!("start the front of {}: {e}", s.name)))?;
                 fronts.push(f);
