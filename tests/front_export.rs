@@ -16,36 +16,14 @@ mod procs;
 #[path = "common/front.rs"]
 mod front;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use lockstep::demo::mariadb::{MariaDb, Role};
+use lockstep::demo::mariadb::MariaDb;
 use lockstep::front::connection::MyConn;
 use procs::{Procs, serial};
 
-const MARIADB_BINLOG: &str = "/usr/bin/mariadb-binlog";
-const MARIADB: &str = "/usr/bin/mariadb";
-
-/// Room for the row events of the large transaction in a replayed BINLOG statement.
-const PACKET_BYTES: &str = "64M";
-
 /// Small files, so that the export rotates many times.
 const FILE_BYTES: u64 = 64 << 10;
-
-fn tools_or_skip(test: &str) -> bool {
-    if !front::mariadb_or_skip(test) {
-        return false;
-    }
-    for tool in [MARIADB_BINLOG, MARIADB] {
-        if !Path::new(tool).exists() {
-            eprintln!("skip {test}: no {tool} (the Debian package mariadb-client)");
-            return false;
-        }
-    }
-    true
-}
 
 fn run(c: &mut MyConn, sql: &str) {
     c.run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -210,98 +188,18 @@ fn contents(db: &MariaDb) -> Vec<(String, String, String, String)> {
     out
 }
 
-/// Runs `lockstep binlog export`; returns its output.
-fn export(procs: &Procs, out: &Path, from: Option<&str>, json: bool) -> Output {
-    let nodes = (1..=3)
+/// Every node's client address, as `--nodes` takes them.
+fn nodes(procs: &Procs) -> String {
+    (1..=3)
         .map(|n| procs.addr(n).to_string())
         .collect::<Vec<_>>()
-        .join(",");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
-    cmd.args([
-        "binlog",
-        "export",
-        "--nodes",
-        &nodes,
-        "--stream",
-        procs::STREAM,
-    ])
-    .arg("--out")
-    .arg(out)
-    .args(["--file-bytes", &FILE_BYTES.to_string()]);
-    if let Some(pos) = from {
-        cmd.args(["--from-gtid", pos]);
-    }
-    if json {
-        cmd.arg("--json");
-    }
-    cmd.output().expect("run lockstep")
-}
-
-/// The files of an export, from its index.
-fn files(out: &Path) -> Vec<PathBuf> {
-    let index = std::fs::read_to_string(out.join("lockstep-bin.index")).expect("the index");
-    index
-        .lines()
-        .map(|l| out.join(l.strip_prefix("./").expect("./NAME")))
-        .collect()
-}
-
-/// `mariadb-binlog --verify-binlog-checksum` decodes `files` without an error.
-fn decode(files: &[PathBuf], extra: &[&str]) -> Vec<u8> {
-    let out = Command::new(MARIADB_BINLOG)
-        .arg("--verify-binlog-checksum")
-        .args(extra)
-        .args(files)
-        .output()
-        .expect("run mariadb-binlog");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "mariadb-binlog {files:?} failed ({}): {stderr}",
-        out.status
-    );
-    out.stdout
-}
-
-/// `mariadb-binlog FILES | mariadb` into `db`.
-fn replay(files: &[PathBuf], extra: &[&str], db: &MariaDb) {
-    let sql = decode(files, extra);
-    let mut client = Command::new(MARIADB)
-        .args(["-h", "127.0.0.1", "-P", &db.port.to_string(), "-u", "app"])
-        .arg(format!("--max-allowed-packet={PACKET_BYTES}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mariadb");
-    let mut stdin = client.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&sql));
-    let out = client.wait_with_output().expect("mariadb");
-    writer.join().unwrap().expect("feed mariadb");
-    assert!(
-        out.status.success(),
-        "mariadb-binlog {files:?} | mariadb failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn server(dir: &Path, name: &str, port: u16, id: u32) -> MariaDb {
-    MariaDb::create(
-        dir,
-        name,
-        port,
-        id,
-        Role::Alone,
-        &[format!("--max-allowed-packet={PACKET_BYTES}")],
-    )
-    .expect("start MariaDB")
+        .join(",")
 }
 
 #[test]
 fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
     let test = "an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid";
-    if !tools_or_skip(test) {
+    if !front::tools_or_skip(test) {
         return;
     }
     let _serial = serial();
@@ -324,7 +222,7 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
 
     // Everything.
     let all = dir.path().join("all");
-    let out = export(&procs, &all, None, true);
+    let out = front::export(&nodes(&procs), procs::STREAM, &all, FILE_BYTES, None, true);
     assert!(
         out.status.success(),
         "lockstep binlog export failed: {}",
@@ -334,7 +232,7 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
     eprintln!("export: {summary}");
     assert_eq!(summary["start_position"], "");
     assert_eq!(summary["end_position"], end.as_str(), "{summary}");
-    let all_files = files(&all);
+    let all_files = front::files(&all);
     assert_eq!(summary["files"].as_array().unwrap().len(), all_files.len());
     assert!(
         all_files.len() >= 3,
@@ -347,7 +245,7 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
         .sum();
     assert_eq!(summary["bytes"], bytes);
     for f in &all_files {
-        decode(std::slice::from_ref(f), &[]);
+        front::decode(std::slice::from_ref(f), &[]);
     }
     // The large transaction is in one file, which is far beyond the limit.
     assert!(
@@ -359,14 +257,14 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
 
     let primary = contents(&db);
     assert_eq!(primary.len(), 2, "{primary:?}");
-    let restored = server(dir.path(), "restored", ports[1], 2);
-    replay(&all_files, &[], &restored);
+    let restored = front::server(dir.path(), "restored", ports[1], 2);
+    front::replay(&all_files, &[], &restored);
     assert_eq!(contents(&restored), primary, "the replayed export differs");
     assert_eq!(gtid_pos(&mut restored.connect().unwrap()), end);
 
     // From the middle, onto a server restored up to it.
-    let partial = server(dir.path(), "partial", ports[2], 3);
-    replay(
+    let partial = front::server(dir.path(), "partial", ports[2], 3);
+    front::replay(
         &all_files,
         &[&format!("--stop-position={middle}")],
         &partial,
@@ -374,7 +272,7 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
     assert_eq!(gtid_pos(&mut partial.connect().unwrap()), middle);
     assert_ne!(contents(&partial), primary, "the middle is not the end");
     let rest = dir.path().join("rest");
-    let out = export(&procs, &rest, Some(&middle), false);
+    let out = front::export(&nodes(&procs), procs::STREAM, &rest, FILE_BYTES, Some(&middle), false);
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -387,16 +285,16 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
         line.contains(&format!("position {middle} to {end}")),
         "{line}"
     );
-    let rest_files = files(&rest);
-    let head = decode(&rest_files[..1], &[]);
+    let rest_files = front::files(&rest);
+    let head = front::decode(&rest_files[..1], &[]);
     assert!(
         String::from_utf8_lossy(&head).contains(&format!("Gtid list [{middle}]")),
         "the first file does not start at {middle}"
     );
     for f in &rest_files {
-        decode(std::slice::from_ref(f), &[]);
+        front::decode(std::slice::from_ref(f), &[]);
     }
-    replay(&rest_files, &[], &partial);
+    front::replay(&rest_files, &[], &partial);
     assert_eq!(
         contents(&partial),
         primary,
@@ -414,7 +312,7 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
     };
     let beyond = format!("{domain}-{server_id}-{}", seq + 1);
     let none = dir.path().join("beyond");
-    let out = export(&procs, &none, Some(&beyond), false);
+    let out = front::export(&nodes(&procs), procs::STREAM, &none, FILE_BYTES, Some(&beyond), false);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("beyond the stream"), "{stderr}");

@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +19,12 @@ use std::time::{Duration, Instant};
 use lockstep::demo::mariadb::{self, MariaDb, Role};
 use lockstep::front::connection::{Login, MyConn};
 use lockstep::front::reader::{Assembler, Item, Transaction};
+
+pub const MARIADB_BINLOG: &str = "/usr/bin/mariadb-binlog";
+pub const MARIADB: &str = "/usr/bin/mariadb";
+
+/// Room for large row events in a replayed BINLOG statement.
+pub const PACKET_BYTES: &str = "64M";
 
 /// Whether this machine can run the MariaDB tests; prints why not.
 pub fn mariadb_or_skip(test: &str) -> bool {
@@ -280,3 +288,112 @@ pub fn connect(db: &MariaDb) -> MyConn {
 pub fn front_login(db: &MariaDb) -> Login {
     mariadb::login(&db.addr(), mariadb::FRONT_USER)
 }
+
+/// Whether MariaDB's server and its tools are here; prints why not.
+pub fn tools_or_skip(test: &str) -> bool {
+    if !mariadb_or_skip(test) {
+        return false;
+    }
+    for tool in [MARIADB_BINLOG, MARIADB] {
+        if !Path::new(tool).exists() {
+            eprintln!("skip {test}: no {tool} (the Debian package mariadb-client)");
+            return false;
+        }
+    }
+    true
+}
+
+
+/// Runs `lockstep binlog export` of `stream` from `nodes` ("HOST:PORT,...") into
+/// files of `file_bytes`; returns its output.
+pub fn export(
+    nodes: &str,
+    stream: &str,
+    out: &Path,
+    file_bytes: u64,
+    from: Option<&str>,
+    json: bool,
+) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    cmd.args([
+        "binlog",
+        "export",
+        "--nodes",
+        nodes,
+        "--stream",
+        stream,
+    ])
+    .arg("--out")
+    .arg(out)
+    .args(["--file-bytes", &file_bytes.to_string()]);
+    if let Some(pos) = from {
+        cmd.args(["--from-gtid", pos]);
+    }
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().expect("run lockstep")
+}
+
+/// The files of an export, from its index.
+pub fn files(out: &Path) -> Vec<PathBuf> {
+    let index = std::fs::read_to_string(out.join("lockstep-bin.index")).expect("the index");
+    index
+        .lines()
+        .map(|l| out.join(l.strip_prefix("./").expect("./NAME")))
+        .collect()
+}
+
+/// `mariadb-binlog --verify-binlog-checksum` decodes `files` without an error.
+pub fn decode(files: &[PathBuf], extra: &[&str]) -> Vec<u8> {
+    let out = Command::new(MARIADB_BINLOG)
+        .arg("--verify-binlog-checksum")
+        .args(extra)
+        .args(files)
+        .output()
+        .expect("run mariadb-binlog");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "mariadb-binlog {files:?} failed ({}): {stderr}",
+        out.status
+    );
+    out.stdout
+}
+
+/// `mariadb-binlog FILES | mariadb` into `db`.
+pub fn replay(files: &[PathBuf], extra: &[&str], db: &MariaDb) {
+    let sql = decode(files, extra);
+    let mut client = Command::new(MARIADB)
+        .args(["-h", "127.0.0.1", "-P", &db.port.to_string(), "-u", "app"])
+        .arg(format!("--max-allowed-packet={PACKET_BYTES}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mariadb");
+    let mut stdin = client.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&sql));
+    let out = client.wait_with_output().expect("mariadb");
+    writer.join().unwrap().expect("feed mariadb");
+    assert!(
+        out.status.success(),
+        "mariadb-binlog {files:?} | mariadb failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A MariaDB without replication that takes the replay of an export.
+pub fn server(dir: &Path, name: &str, port: u16, id: u32) -> MariaDb {
+    MariaDb::create(
+        dir,
+        name,
+        port,
+        id,
+        Role::Alone,
+        &[format!("--max-allowed-packet={PACKET_BYTES}")],
+    )
+    .expect("start MariaDB")
+}
+
