@@ -18,7 +18,8 @@
 //! demands of the primary), [`registration`] (becoming a semi-sync replica),
 //! [`events`] (verified binlog events), [`transactions`] (events into transactions
 //! and pieces), [`record`] (the stream's records), [`gtid`] (positions), [`ack`]
-//! (the semi-sync ACK), [`session`] (one binlog connection), [`watch`] (alerts on the
+//! (the semi-sync ACK), [`session`] (one binlog connection), [`outbox`] (its appends
+//! in flight and the ACKs they release), [`watch`] (alerts on the
 //! primary's semi-sync state), [`metrics`], and [`reader`] (transactions read back
 //! from the stream).
 //! [`export`] writes a stream's transactions as MariaDB binlog files, laid out by
@@ -49,6 +50,7 @@ pub mod events;
 pub mod export;
 pub mod gtid;
 pub mod metrics;
+pub mod outbox;
 pub mod reader;
 pub mod record;
 pub mod registration;

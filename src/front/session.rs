@@ -21,35 +21,25 @@
 //! connection. Whatever was not committed is never ACKed; the next session resumes
 //! from what the stream holds, and the primary resends the rest.
 
-use std::collections::VecDeque;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::FrontSettings;
-use super::ack::{AckWriter, BinlogPos};
+use super::ack::BinlogPos;
 use super::connection::{Login, MyConn, MyError};
 use super::events::{BinlogEvent, HEADER_BYTES, StreamError};
-use super::gtid::{Gtid, GtidState};
+use super::gtid::GtidState;
 use super::metrics::FrontMetrics;
+use super::outbox::Outbox;
 use super::record::{Body, Format, FrontRecord, Piece, RecordError};
 use super::registration::{DumpRequest, RegisterError, start_dump};
 use super::settings::{CheckError, check};
 use super::transactions::{Grouped, Grouper};
-use crate::client::pipeline::{self, Outcome, PipelineReader, PipelineWriter};
+use crate::client::pipeline;
 use crate::client::{Client, ClientError, ClientOptions};
-use crate::constants::FRAME_RECORDS_MAX;
-use crate::log::record::record_bytes;
 use crate::wire::{RequestId, Role};
-
-/// Event bytes in flight to lockstep (appended, not yet committed) at which the
-/// session stops reading the binlog until commits catch up.
-const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
-
-/// Most records in one append: a bound on the node's work for one request.
-const BATCH_RECORDS_MAX: usize = 1024;
-const _: () = assert!(BATCH_RECORDS_MAX <= FRAME_RECORDS_MAX);
 
 /// Between two looks at the stream's commit point while waiting for it.
 const TAIL_POLL: Duration = Duration::from_millis(2);
@@ -190,14 +180,6 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
             source,
         })?;
     register(cfg, &upstream_socket);
-    let ack = Arc::new(Mutex::new(AckWriter::new(
-        upstream_socket
-            .try_clone()
-            .map_err(|source| SessionError::Ack {
-                addr: front.upstream.clone(),
-                source,
-            })?,
-    )));
     let tail_ack = tail.as_ref().and_then(|r| match &r.body {
         Body::Piece(p) if p.last => Some(BinlogPos {
             file: p.file.clone(),
@@ -220,23 +202,24 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
         }
     );
 
-    let queue = Arc::new(Queue::default());
-    let acker = {
-        let (queue, ack, metrics) = (
-            Arc::clone(&queue),
-            Arc::clone(&ack),
+    let outbox = Arc::new(
+        Outbox::new(
+            writer,
+            &upstream_socket,
+            &front.upstream,
+            cfg.append_bytes_max,
             Arc::clone(cfg.metrics),
-        );
-        let addr = front.upstream.clone();
-        let socket = upstream_socket
-            .try_clone()
-            .map_err(|source| SessionError::Ack {
-                addr: front.upstream.clone(),
-                source,
-            })?;
+        )
+        .map_err(|source| SessionError::Ack {
+            addr: front.upstream.clone(),
+            source,
+        })?,
+    );
+    let acker = {
+        let outbox = Arc::clone(&outbox);
         std::thread::Builder::new()
             .name("lockstep-front-ack".into())
-            .spawn(move || acker_loop(reader, &queue, &ack, &socket, &addr, &metrics))
+            .spawn(move || outbox.run_acks(reader))
             .map_err(|source| SessionError::Ack {
                 addr: front.upstream.clone(),
                 source,
@@ -244,11 +227,8 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
     };
     let mut main = Main {
         cfg,
-        writer,
-        queue: &queue,
-        ack: &ack,
+        outbox: &outbox,
         grouper: Grouper::new(position.clone()),
-        batch: Batch::default(),
         layout: None,
         position,
         tail_ack,
@@ -257,15 +237,14 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
     // End the pipeline: the node answers what it read and closes; the ACK thread
     // ACKs what commits meanwhile and returns once the node is done with the
     // connection, so nothing of this session is still in flight when the next starts.
-    queue.close();
-    let _ = main.writer.finish();
+    outbox.close();
     let _ = acker.join();
     let _ = upstream_socket.shutdown(Shutdown::Both);
     cfg.metrics.connected.store(0, Ordering::Relaxed);
     unregister(cfg);
     // The first failure explains the others (a failed append closes the binlog
     // connection, which the session's thread then sees as an error of its own).
-    if let Some(failure) = queue.failure() {
+    if let Some(failure) = outbox.take_failure() {
         return Err(failure);
     }
     result
@@ -330,124 +309,11 @@ fn unregister(cfg: &SessionConfig<'_>) {
     cfg.sockets.lock().expect("front sockets").clear();
 }
 
-/// Something appended and not yet committed, in request order.
-enum Entry {
-    Batch {
-        id: RequestId,
-        /// The end of the last whole transaction in the batch.
-        ack: Option<BinlogPos>,
-        transactions: u64,
-        bytes: usize,
-        oldest: Instant,
-        last_gtid: Option<Gtid>,
-    },
-    /// A transaction the stream already held: ACKable once everything before it is
-    /// committed.
-    Held { ack: BinlogPos },
-}
-
-/// The appends in flight, shared by the session's thread and the ACK thread.
-#[derive(Default)]
-struct Queue {
-    state: Mutex<QueueState>,
-    /// Signalled when entries leave or the session fails.
-    moved: Condvar,
-}
-
-#[derive(Default)]
-struct QueueState {
-    entries: VecDeque<Entry>,
-    bytes: usize,
-    closed: bool,
-    failure: Option<SessionError>,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().expect("front queue")
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.moved.notify_all();
-    }
-
-    fn fail(&self, error: SessionError) {
-        let mut q = self.lock();
-        if q.failure.is_none() {
-            q.failure = Some(error);
-        }
-        drop(q);
-        self.moved.notify_all();
-    }
-
-    fn failure(&self) -> Option<SessionError> {
-        self.lock().failure.take()
-    }
-
-    fn failed(&self) -> bool {
-        self.lock().failure.is_some()
-    }
-}
-
-impl QueueState {
-    /// Takes the held transactions at the head (everything before them is committed);
-    /// returns the furthest position they allow to ACK.
-    fn settle(&mut self) -> Option<BinlogPos> {
-        let mut ack = None;
-        while let Some(Entry::Held { .. }) = self.entries.front() {
-            if let Some(Entry::Held { ack: at }) = self.entries.pop_front() {
-                ack = Some(at);
-            }
-        }
-        ack
-    }
-}
-
-/// The records of the next append.
-#[derive(Default)]
-struct Batch {
-    records: Vec<Vec<u8>>,
-    /// Payload bytes, and bytes in the node's log (payloads and record headers).
-    bytes: usize,
-    log_bytes: usize,
-    transactions: u64,
-    ack: Option<BinlogPos>,
-    oldest: Option<Instant>,
-    last_gtid: Option<Gtid>,
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    fn full(&self) -> bool {
-        self.records.len() >= BATCH_RECORDS_MAX
-    }
-
-    /// Whether `more` log bytes (a record with its header) still fit one append of at
-    /// most `max` log bytes, which the node writes in one batch.
-    fn fits(&self, more: usize, max: usize) -> bool {
-        self.log_bytes + more <= max
-    }
-
-    fn push(&mut self, encoded: Vec<u8>) {
-        self.bytes += encoded.len();
-        self.log_bytes += record_bytes(encoded.len());
-        self.records.push(encoded);
-        self.oldest.get_or_insert_with(Instant::now);
-    }
-}
-
 /// The session's own thread: binlog in, appends out.
 struct Main<'a> {
     cfg: &'a SessionConfig<'a>,
-    writer: PipelineWriter,
-    queue: &'a Queue,
-    ack: &'a Mutex<AckWriter>,
+    outbox: &'a Outbox,
     grouper: Grouper,
-    batch: Batch,
     /// The layout of the format description this session recorded.
     layout: Option<Vec<u8>>,
     /// Where the session started.
@@ -462,15 +328,12 @@ impl Main<'_> {
         let addr = stream.addr().to_owned();
         let mut out = Vec::new();
         loop {
-            if self.cfg.stop.load(Ordering::Relaxed) {
-                return Ok(Ended::Stopped);
-            }
-            if self.queue.failed() {
+            if self.cfg.stop.load(Ordering::Relaxed) || self.outbox.failed() {
                 return Ok(Ended::Stopped);
             }
             let event = stream.next_event()?;
             if let Some(at) = self.tail_ack.take() {
-                self.send_ack(&at)?;
+                self.outbox.ack(&at)?;
             }
             self.observe(&event);
             self.grouper
@@ -482,9 +345,10 @@ impl Main<'_> {
             for grouped in out.drain(..) {
                 self.take(grouped, &addr)?;
             }
-            if self.batch.full() || (!stream.event_buffered() && !self.batch.is_empty()) {
-                self.flush()?;
+            if !stream.event_buffered() {
+                self.outbox.idle()?;
             }
+            self.outbox.wait_for_room();
         }
     }
 
@@ -510,25 +374,22 @@ impl Main<'_> {
                         reason: "a transaction before the format description".into(),
                     });
                 }
-                // Into the batch first: a record that does not fit sends the batch
-                // before it, and the transaction's ACK belongs to the batch that holds
-                // its last piece.
-                self.push(&record)?;
-                if let Body::Piece(Piece {
-                    gtid,
-                    end_pos,
-                    file,
-                    ..
-                }) = &record.body
-                    && last
-                {
-                    self.batch.transactions += 1;
-                    self.batch.last_gtid = Some(*gtid);
-                    self.batch.ack = Some(BinlogPos {
-                        file: file.clone(),
-                        pos: *end_pos,
-                    });
-                }
+                let end = match &record.body {
+                    Body::Piece(Piece {
+                        gtid,
+                        end_pos,
+                        file,
+                        ..
+                    }) if last => Some((
+                        *gtid,
+                        BinlogPos {
+                            file: file.clone(),
+                            pos: *end_pos,
+                        },
+                    )),
+                    _ => None,
+                };
+                self.outbox.push(&record, end)?;
             }
             Grouped::Held {
                 gtid: _,
@@ -536,23 +397,9 @@ impl Main<'_> {
                 end_pos,
             } => {
                 self.cfg.metrics.held.fetch_add(1, Ordering::Relaxed);
-                // Behind what is batched: send the batch first, so the held
-                // transaction's ACK comes after its predecessors' commits.
-                self.flush()?;
-                let mut q = self.queue.lock();
-                q.entries.push_back(Entry::Held {
-                    ack: BinlogPos { file, pos: end_pos },
-                });
-                let ready = q.settle();
-                drop(q);
-                if let Some(at) = ready {
-                    self.send_ack(&at)?;
-                }
+                self.outbox.held(BinlogPos { file, pos: end_pos })?;
             }
-            Grouped::Rotated { file, pos } => {
-                self.cfg.metrics.set_file(&file);
-                let _ = pos;
-            }
+            Grouped::Rotated { file, pos: _ } => self.cfg.metrics.set_file(&file),
             Grouped::Format(event) => self.format(event, addr)?,
             Grouped::Nothing => {}
         }
@@ -586,65 +433,11 @@ impl Main<'_> {
                         format_event: event,
                     }),
                 };
-                self.push(&record)?;
+                self.outbox.push(&record, None)?;
                 self.layout = Some(layout);
                 Ok(())
             }
         }
-    }
-
-    /// Adds a record to the batch, sending the batch first if the record would not fit
-    /// in the same append.
-    fn push(&mut self, record: &FrontRecord) -> Result<(), SessionError> {
-        let encoded = record.encode();
-        if !self
-            .batch
-            .fits(record_bytes(encoded.len()), self.cfg.append_bytes_max)
-        {
-            self.flush()?;
-        }
-        self.batch.push(encoded);
-        Ok(())
-    }
-
-    /// Appends the batch; waits while too much is in flight.
-    fn flush(&mut self) -> Result<(), SessionError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let payloads: Vec<&[u8]> = batch.records.iter().map(Vec::as_slice).collect();
-        let id = self.writer.append(&payloads)?;
-        {
-            let mut q = self.queue.lock();
-            q.bytes += batch.bytes;
-            q.entries.push_back(Entry::Batch {
-                id,
-                ack: batch.ack,
-                transactions: batch.transactions,
-                bytes: batch.bytes,
-                oldest: batch.oldest.unwrap_or_else(Instant::now),
-                last_gtid: batch.last_gtid,
-            });
-        }
-        self.writer.flush()?;
-        let mut q = self.queue.lock();
-        while q.bytes > IN_FLIGHT_BYTES_MAX && q.failure.is_none() && !q.closed {
-            q = self.queue.moved.wait(q).expect("front queue");
-        }
-        Ok(())
-    }
-
-    fn send_ack(&self, at: &BinlogPos) -> Result<(), SessionError> {
-        let mut ack = self.ack.lock().expect("front ack");
-        if ack.ack(at).map_err(|source| SessionError::Ack {
-            addr: self.cfg.front.upstream.clone(),
-            source,
-        })? {
-            self.cfg.metrics.acks.fetch_add(1, Ordering::Relaxed);
-            self.cfg.metrics.acked_pos.store(at.pos, Ordering::Relaxed);
-        }
-        Ok(())
     }
 }
 
@@ -656,107 +449,4 @@ fn fde_layout(event: &[u8]) -> Vec<u8> {
     let mut layout = body.get(..52).unwrap_or(body).to_vec();
     layout.extend_from_slice(body.get(56..).unwrap_or_default());
     layout
-}
-
-/// The ACK thread: the node's answers in, ACKs out.
-fn acker_loop(
-    mut reader: PipelineReader,
-    queue: &Queue,
-    ack: &Mutex<AckWriter>,
-    upstream: &TcpStream,
-    upstream_addr: &str,
-    metrics: &FrontMetrics,
-) {
-    loop {
-        let (id, outcome) = match reader.next_outcome() {
-            Ok(answer) => answer,
-            Err(e) => {
-                let q = queue.lock();
-                let (idle, closed) = (q.entries.is_empty(), q.closed);
-                drop(q);
-                match e {
-                    // Nothing in flight: a quiet primary, not a silent node.
-                    ClientError::Timeout { .. } if idle && !closed => continue,
-                    // The session is ending and the node is done with the pipeline.
-                    _ if closed => return,
-                    e => {
-                        queue.fail(e.into());
-                        let _ = upstream.shutdown(Shutdown::Both);
-                        return;
-                    }
-                }
-            }
-        };
-        let mut q = queue.lock();
-        let entry = match q.entries.pop_front() {
-            Some(Entry::Batch {
-                id: expected,
-                ack,
-                transactions,
-                bytes,
-                oldest,
-                last_gtid,
-            }) if expected == id => (ack, transactions, bytes, oldest, last_gtid),
-            _ => {
-                drop(q);
-                queue.fail(SessionError::NotCommitted {
-                    id,
-                    outcome: "an answer out of order".into(),
-                });
-                let _ = upstream.shutdown(Shutdown::Both);
-                return;
-            }
-        };
-        let (at, transactions, bytes, oldest, last_gtid) = entry;
-        if !matches!(outcome, Outcome::Appended(_)) {
-            drop(q);
-            queue.fail(SessionError::NotCommitted {
-                id,
-                outcome: describe(&outcome),
-            });
-            let _ = upstream.shutdown(Shutdown::Both);
-            return;
-        }
-        q.bytes -= bytes;
-        let held = q.settle();
-        drop(q);
-        queue.moved.notify_all();
-        metrics.committed(
-            transactions,
-            bytes as u64,
-            u64::try_from(oldest.elapsed().as_micros()).unwrap_or(u64::MAX),
-            last_gtid.map(|g| g.to_string()),
-        );
-        if let Some(at) = held.or(at) {
-            let mut w = ack.lock().expect("front ack");
-            match w.ack(&at) {
-                Ok(true) => {
-                    metrics.acks.fetch_add(1, Ordering::Relaxed);
-                    metrics.acked_pos.store(at.pos, Ordering::Relaxed);
-                }
-                Ok(false) => {}
-                Err(source) => {
-                    drop(w);
-                    queue.fail(SessionError::Ack {
-                        addr: upstream_addr.to_owned(),
-                        source,
-                    });
-                    let _ = upstream.shutdown(Shutdown::Both);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Appended(a) => format!("committed at {}", a.first_lsn),
-        Outcome::InDoubt { reason, .. } => format!("in doubt: {reason}"),
-        Outcome::NotPrimary { epoch, primary } => format!(
-            "this node is no longer the primary (epoch {epoch}, primary {})",
-            primary.as_deref().unwrap_or("unknown")
-        ),
-        Outcome::Refused { code, message } => format!("refused ({code}): {message}"),
-    }
 }
