@@ -77,7 +77,8 @@ pub struct CpuPerTx {
 pub struct LockstepView {
     /// Transactions per semi-sync ACK the front sent (ACKs cover batches).
     pub transactions_per_ack: Option<f64>,
-    /// lockstep appends (commits) per MariaDB transaction.
+    /// lockstep append requests per MariaDB transaction (an append carries every
+    /// transaction the front batched while earlier appends were in flight).
     pub appends_per_transaction: Option<f64>,
     /// p50 of the primary's commit phases (µs): queued, local durable write, remote
     /// ack after it, total.
@@ -464,7 +465,7 @@ fn row(s: &Series, system: String, alone: Option<&Series>, semi: Option<&Series>
         appends_per_transaction: med_opt(&|x| {
             let l = x.lockstep?;
             let f = x.front?;
-            (f.transactions > 0).then(|| l.commits as f64 / f.transactions as f64)
+            (f.transactions > 0).then(|| l.appends as f64 / f.transactions as f64)
         }),
         queued_p50_us: med(&|x| x.lockstep.map_or(0.0, |l| l.queued_p50_us)),
         local_durable_p50_us: med(&|x| x.lockstep.map_or(0.0, |l| l.local_durable_p50_us)),
@@ -641,6 +642,7 @@ mod tests {
             });
             x.lockstep = Some(ServerPhases {
                 commits: 1000,
+                appends: 1000,
                 ..ServerPhases::default()
             });
         }

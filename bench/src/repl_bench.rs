@@ -351,8 +351,15 @@ pub(crate) fn phase_delta(
         }
         h.value_at_quantile(0.5) as f64
     };
+    let total = PHASES
+        .iter()
+        .position(|&p| p == Phase::Total)
+        .expect("a phase");
     ServerPhases {
         commits: a.commits.saturating_sub(b.commits),
+        appends: a.latency_us[total]
+            .len()
+            .saturating_sub(b.latency_us[total].len()),
         queued_p50_us: p50(Phase::Queued),
         local_durable_p50_us: p50(Phase::LocalDurable),
         remote_ack_p50_us: p50(Phase::RemoteAck),

@@ -38,7 +38,10 @@ impl Series {
 /// server records them; warm-up and drain included).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct ServerPhases {
+    /// Records committed.
     pub commits: u64,
+    /// Append requests committed (each may hold many records).
+    pub appends: u64,
     pub queued_p50_us: f64,
     pub local_durable_p50_us: f64,
     pub remote_ack_p50_us: f64,
@@ -205,6 +208,7 @@ impl Report {
                     ),
                     server: ServerPhases {
                         commits: rounds.iter().map(|r| r.phases[i].commits).sum(),
+                        appends: rounds.iter().map(|r| r.phases[i].appends).sum(),
                         queued_p50_us: ph(|p| p.queued_p50_us),
                         local_durable_p50_us: ph(|p| p.local_durable_p50_us),
                         remote_ack_p50_us: ph(|p| p.remote_ack_p50_us),
