@@ -32,6 +32,7 @@ mod log_bench;
 mod mariadb_bench;
 mod mariadb_report;
 mod net_floor;
+mod nodes;
 mod peers;
 mod peers_bench;
 mod peers_report;
