@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use hdrhistogram::Histogram;
 use lockstep::client::Client;
 
 use crate::Error;
@@ -41,7 +42,8 @@ pub struct FailoverArgs {
     /// Kills of the primary to measure.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub trials: usize,
-    /// Tiny run (3 trials), as the test suite runs it.
+    /// Tiny run (3 trials and 2 switchovers; with --mariadb 2 and 1), as the test suite
+    /// runs it.
     #[arg(long)]
     pub quick: bool,
     /// The node binary (default: `lockstepd` next to this program).
@@ -57,6 +59,18 @@ pub struct FailoverArgs {
     /// Switchovers to measure after the kills (default: as many as the trials).
     #[arg(long, value_name = "N")]
     pub switchovers: Option<usize>,
+    /// Measure what a MariaDB application sees: a MariaDB primary whose semi-sync
+    /// replica is the stream's front, clients committing INSERTs through it (see
+    /// `failover_mariadb`).
+    #[arg(long)]
+    pub mariadb: bool,
+    /// With --mariadb: client threads committing single-row INSERTs.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "mariadb")]
+    pub clients: usize,
+    /// With --mariadb: never install a missing MariaDB (the run is skipped with one
+    /// line instead).
+    #[arg(long, requires = "mariadb")]
+    pub no_install: bool,
 }
 
 /// One acknowledged commit.
@@ -174,6 +188,9 @@ fn commit_loop(addrs: &[String], stop: &AtomicBool, acks: &Mutex<Vec<Ack>>) {
 }
 
 pub fn run(args: &FailoverArgs) -> Result<(), Error> {
+    if args.mariadb {
+        return crate::failover_mariadb::run(args);
+    }
     let trials = if args.quick { 3 } else { args.trials };
     let bin = bin_path(args.lockstepd.as_deref())?;
     let work = Workdir::new(args.dir.as_deref())?;
@@ -280,26 +297,15 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     let acks = committer.finish();
     nodes.stop_all();
     let lost = check_logs(&nodes, &acks)?;
-    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!();
-    println!("| measure | trials | p50 ms | p90 ms | max ms |");
-    println!("|---|---|---|---|---|");
-    for (name, h) in [
+    print_table(&[
         (
             "kill -9 of the primary → first commit on the new primary",
             &failover,
         ),
         ("restart → back to full strength", &rejoin),
         ("switchover: writes unavailable", &unavailable),
-    ] {
-        println!(
-            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
-            h.len(),
-            ms(h, 0.5),
-            ms(h, 0.9),
-            h.max() as f64 / 1e6
-        );
-    }
+    ]);
     println!();
     println!(
         "acknowledged commits checked on {NODES} nodes: {}; lost: {lost}",
@@ -307,24 +313,12 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     );
     println!(
         "goal (loopback): p50 < 500 ms: {}; max < 1000 ms: {}",
-        if ms(&failover, 0.5) < 500.0 {
-            "met"
-        } else {
-            "missed"
-        },
-        if (failover.max() as f64 / 1e6) < 1000.0 {
-            "met"
-        } else {
-            "missed"
-        }
+        met(ms_at(&failover, 0.5) < 500.0),
+        met(ms_max(&failover) < 1000.0)
     );
     println!(
         "goal (loopback): switchover unavailability < 100 ms (max): {}",
-        if (unavailable.max() as f64 / 1e6) < 100.0 {
-            "met"
-        } else {
-            "missed"
-        }
+        met(ms_max(&unavailable) < 100.0)
     );
     if work.kept() {
         println!("data kept in {}", dir.display());
@@ -333,6 +327,37 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
         return Err(format!("{lost} acknowledged commits are missing or differ").into());
     }
     Ok(())
+}
+
+/// Quantile `q` of `h` in milliseconds.
+pub(crate) fn ms_at(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1e6
+}
+
+/// The largest value of `h` in milliseconds.
+pub(crate) fn ms_max(h: &Histogram<u64>) -> f64 {
+    h.max() as f64 / 1e6
+}
+
+/// The word of a goal line.
+pub(crate) fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}
+
+/// The table of the failover benchmarks: one row per measure, with its count, p50,
+/// p90 and max in milliseconds.
+pub(crate) fn print_table(rows: &[(&str, &Histogram<u64>)]) {
+    println!("| measure | trials | p50 ms | p90 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for (name, h) in rows {
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            h.len(),
+            ms_at(h, 0.5),
+            ms_at(h, 0.9),
+            ms_max(h)
+        );
+    }
 }
 
 /// Counts the acknowledged commits that some node's log lacks or holds with other bytes.

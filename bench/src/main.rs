@@ -11,7 +11,9 @@
 //! - `repl`: a 3-node cluster on loopback against the floor of a replicated commit
 //!   (round trip + remote durable write), see [`repl_bench`].
 //! - `failover`: kill -9 of the primary of a 3-process cluster under its controller,
-//!   until the first commit on the new primary, see [`failover`].
+//!   until the first commit on the new primary, see [`failover`]; with `--mariadb`, the
+//!   write stall of a MariaDB application whose database's front is on that primary,
+//!   see [`failover_mariadb`].
 //! - `peers`: lockstep beside PostgreSQL, MariaDB and etcd on the same machine, with
 //!   the same payloads, concurrency and durability, see [`peers_bench`].
 //! - `mariadb`: sysbench against MariaDB alone, MariaDB with stock lossless semi-sync,
@@ -25,6 +27,7 @@
 mod cluster;
 mod committers;
 mod failover;
+mod failover_mariadb;
 mod floor;
 mod hgrm;
 mod interrupt;
@@ -71,7 +74,8 @@ enum Command {
     /// round trip + remote durable write.
     Repl(ReplArgs),
     /// Failover: kill -9 of the primary of 3 lockstepd processes under their
-    /// controller; time until the first commit on the new primary.
+    /// controller; time until the first commit on the new primary (with --mariadb: the
+    /// write stall a MariaDB client sees when the node with the front is lost).
     Failover(failover::FailoverArgs),
     /// lockstep beside PostgreSQL (synchronous standby), MariaDB (lossless semi-sync)
     /// and etcd (3 members), started by the tool on loopback, in one run.

@@ -603,7 +603,7 @@ fn stop(s: System) -> SystemInfo {
 }
 
 /// A file only its owner may read (the front refuses a password file others can).
-fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -626,7 +626,7 @@ fn pid_of(db: &MariaDb) -> Result<u32, Error> {
 }
 
 /// Waits until `primary` is semi-synchronous with a replica connected (the front).
-fn wait_semi_sync(primary: &MariaDb, timeout: Duration) -> Result<(), Error> {
+pub(crate) fn wait_semi_sync(primary: &MariaDb, timeout: Duration) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
     loop {
         let state = PrimaryState::read(&mut primary.connect()?)?;
