@@ -5,31 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-/// The `lockstepd` binary of this build, built now if needed (it belongs to another
-/// package of the workspace, so cargo does not build it for this one's tests).
-fn lockstepd() -> PathBuf {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_lockstep-bench"));
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "lockstep", "--bin", "lockstepd"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build of lockstepd: {status}");
-    let bin = bench.with_file_name("lockstepd");
-    assert!(bin.is_file(), "no {}", bin.display());
-    bin
-}
-
 #[test]
 fn quick_failover_benchmark() {
     if let Err(why) = lockstep_sys::probe::io_uring() {
         eprintln!("skipped: {why}");
         return;
     }
-    let bin = lockstepd();
+    let bin = common::lockstepd();
     let dir = common::scratch("bench-failover-quick");
     let (stdout, _) = common::run(
         common::bench(&["failover", "--quick", "--lockstepd"])

@@ -1,5 +1,5 @@
-//! What the benchmarks' tiny-size tests share: a scratch directory, running
-//! `lockstep-bench`, and reading its markdown tables.
+//! What the benchmarks' tiny-size tests share: a scratch directory, the `lockstepd`
+//! binary, running `lockstep-bench`, and reading its markdown tables.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -20,6 +20,21 @@ pub fn bench(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lockstep-bench"));
     c.args(args);
     c
+}
+
+/// The `lockstepd` binary of this build, built now if needed (it belongs to another
+/// package of the workspace, so cargo does not build it for this one's tests).
+pub fn lockstepd() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_lockstep-bench"));
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "lockstep", "--bin", "lockstepd"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build of lockstepd: {status}");
+    let bin = bench.with_file_name("lockstepd");
+    assert!(bin.is_file(), "no {}", bin.display());
+    bin
 }
 
 /// Runs `cmd`; panics with its output unless it succeeds; returns its stdout and
