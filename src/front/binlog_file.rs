@@ -200,6 +200,56 @@ pub fn rewrite(event: &mut [u8], end: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a transaction's events cannot be placed in a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PlaceError {
+    /// An event failed its checks.
+    Event(String),
+    /// An event would end beyond 4 GiB: its end offset.
+    TooLarge(u64),
+}
+
+/// Where a transaction's events landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The offset after its last event.
+    pub end: u64,
+    /// The latest timestamp of its events.
+    pub timestamp: u32,
+}
+
+/// Rewrites the events of one transaction in place for a file where they start at
+/// offset `start` (see [`rewrite`]). All are checked before the caller writes any, so
+/// a transaction that fails leaves its file as it was.
+pub fn place(events: &mut [u8], start: u64) -> Result<Placed, PlaceError> {
+    let mut at = 0;
+    let mut timestamp = 0;
+    while at < events.len() {
+        let header = Header::parse(&events[at..]).ok_or_else(|| {
+            PlaceError::Event(format!(
+                "an event header cut at byte {at} of {}",
+                events.len()
+            ))
+        })?;
+        let size = header.size as usize;
+        if size < HEADER_BYTES || at + size > events.len() {
+            return Err(PlaceError::Event(format!(
+                "an event of {size} bytes at byte {at} of {}",
+                events.len()
+            )));
+        }
+        let end = start + (at + size) as u64;
+        let end = u32::try_from(end).map_err(|_| PlaceError::TooLarge(end))?;
+        rewrite(&mut events[at..at + size], end).map_err(PlaceError::Event)?;
+        timestamp = timestamp.max(header.timestamp);
+        at += size;
+    }
+    Ok(Placed {
+        end: start + events.len() as u64,
+        timestamp,
+    })
+}
+
 /// What generated events carry in their header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
@@ -224,6 +274,31 @@ fn event(kind: u8, stamp: Stamp, body: &[u8], at: u64) -> Vec<u8> {
     e
 }
 
+/// An event made up for one reader (`LOG_EVENT_ARTIFICIAL_F`), not part of any file:
+/// its `log_pos` is whatever the reader is told (0 for the first ROTATE of a dump, the
+/// current position for a heartbeat).
+pub fn artificial_event(kind: u8, stamp: Stamp, body: &[u8], log_pos: u32) -> Vec<u8> {
+    let size = HEADER_BYTES + body.len() + CHECKSUM_BYTES;
+    let mut e = Vec::with_capacity(size);
+    e.extend_from_slice(&stamp.timestamp.to_le_bytes());
+    e.push(kind);
+    e.extend_from_slice(&stamp.server_id.to_le_bytes());
+    e.extend_from_slice(&(size as u32).to_le_bytes());
+    e.extend_from_slice(&log_pos.to_le_bytes());
+    e.extend_from_slice(&super::events::ARTIFICIAL_FLAG.to_le_bytes());
+    e.extend_from_slice(body);
+    e.resize(size, 0);
+    seal(&mut e, log_pos);
+    e
+}
+
+/// The body of a ROTATE event: the reader goes on with `next` at `pos`.
+pub fn rotate_body(next: &str, pos: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    RotateEvent::new(pos, next.as_bytes()).serialize(&mut body);
+    body
+}
+
 /// MariaDB's GTID_LIST event (type 0xA3) holding `position`, starting at offset `at`:
 /// count u32 (its top four bits are flags, none set here), then per domain
 /// (domain u32, server u32, sequence u64).
@@ -241,9 +316,12 @@ pub fn gtid_list_event(position: &GtidState, stamp: Stamp, at: u64) -> Vec<u8> {
 /// A ROTATE event (type 0x04) starting at offset `at`: the reader goes on with `next`
 /// from position 4, just after its magic.
 pub fn rotate_event(next: &str, stamp: Stamp, at: u64) -> Vec<u8> {
-    let mut body = Vec::new();
-    RotateEvent::new(MAGIC.len() as u64, next.as_bytes()).serialize(&mut body);
-    event(kind::ROTATE, stamp, &body, at)
+    event(
+        kind::ROTATE,
+        stamp,
+        &rotate_body(next, MAGIC.len() as u64),
+        at,
+    )
 }
 
 /// One binlog file being written. See the module docs.
@@ -297,31 +375,16 @@ impl BinlogFile {
     /// here (see [`rewrite`]). All are checked before any is written, so a transaction
     /// that fails leaves the file as it was.
     pub fn append(&mut self, gtid: Gtid, events: &mut [u8]) -> Result<(), BinlogError> {
-        let mut at = 0;
-        while at < events.len() {
-            let header = Header::parse(&events[at..]).ok_or_else(|| BinlogError::Event {
-                gtid,
-                reason: format!("an event header cut at byte {at} of {}", events.len()),
-            })?;
-            let size = header.size as usize;
-            if size < HEADER_BYTES || at + size > events.len() {
-                return Err(BinlogError::Event {
-                    gtid,
-                    reason: format!("an event of {size} bytes at byte {at} of {}", events.len()),
-                });
-            }
-            let end = self.len + (at + size) as u64;
-            let end = u32::try_from(end).map_err(|_| BinlogError::TooLarge {
+        let placed = place(events, self.len).map_err(|e| match e {
+            PlaceError::Event(reason) => BinlogError::Event { gtid, reason },
+            PlaceError::TooLarge(end) => BinlogError::TooLarge {
                 gtid,
                 end,
                 path: self.path.clone(),
-            })?;
-            rewrite(&mut events[at..at + size], end)
-                .map_err(|reason| BinlogError::Event { gtid, reason })?;
-            // A rotation is stamped no earlier than the events before it.
-            self.stamp.timestamp = self.stamp.timestamp.max(header.timestamp);
-            at += size;
-        }
+            },
+        })?;
+        // A rotation is stamped no earlier than the events before it.
+        self.stamp.timestamp = self.stamp.timestamp.max(placed.timestamp);
         self.write(events)
     }
 

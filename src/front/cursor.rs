@@ -112,10 +112,10 @@ pub enum CursorError {
     NoFormat { detail: String },
     #[error("the format record at lsn {lsn}: {reason}")]
     Format { lsn: u64, reason: String },
-    #[error("--from-gtid {pos} is beyond the stream, which stands at {end}")]
+    #[error("position {pos} is beyond the stream, which stands at {end}")]
     Beyond { pos: GtidState, end: GtidState },
     #[error(
-        "--from-gtid {pos} names {named}, but the stream's transaction {} of domain {} is \
+        "position {pos} names {named}, but the stream's transaction {} of domain {} is \
          {stream}: the position belongs to another history",
         .stream.seq,
         .stream.domain
@@ -126,7 +126,7 @@ pub enum CursorError {
         stream: Gtid,
     },
     #[error(
-        "retention deleted transactions after --from-gtid {pos}: the earliest record the \
+        "retention deleted transactions after position {pos}: the earliest record the \
          export could start from (lsn {lsn}) follows position {before}"
     )]
     Retained {
@@ -372,7 +372,7 @@ impl<'a, S: RecordSource> Stream<'a, S> {
 /// A read, tried again after a failure of the connection: reads change nothing, and
 /// the client's next request connects to whichever of its nodes answers (one that is
 /// behind is caught by the caller).
-fn fetch(
+pub fn fetch(
     source: &mut impl RecordSource,
     from: u64,
     max: u32,

@@ -55,6 +55,7 @@ pub mod outbox;
 pub mod reader;
 pub mod record;
 pub mod registration;
+pub mod server;
 pub mod session;
 pub mod settings;
 pub mod transactions;

@@ -160,6 +160,16 @@ struct RawStream {
     epoch: Option<u64>,
     retain_segments: Option<usize>,
     front: Option<RawFront>,
+    binlog_server: Option<RawBinlogServer>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinlogServer {
+    listen: SocketAddr,
+    user: String,
+    password_file: Option<PathBuf>,
+    server_id: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -199,6 +209,8 @@ pub struct StreamConfig {
     pub retain_segments: Option<usize>,
     /// The database primary this stream's front replicates (`None`: no front).
     pub front: Option<crate::front::FrontSettings>,
+    /// Where this node serves the stream to MariaDB replicas (`None`: it does not).
+    pub binlog_server: Option<crate::front::server::ServerSettings>,
 }
 
 /// A validated node configuration.
@@ -291,6 +303,56 @@ fn front_settings(
         retry: ms(f.retry_ms, front::RETRY_DEFAULT, "retry_ms")?,
         event_bytes_max,
     })
+}
+
+/// Checks a stream's `binlog_server` table; `listen` is the node's client address.
+fn binlog_server_settings(
+    b: RawBinlogServer,
+    stream: &str,
+    listen: SocketAddr,
+    base: &Path,
+) -> Result<crate::front::server::ServerSettings, String> {
+    if b.user.is_empty() || b.user.len() > 80 {
+        return Err(format!("user = {:?}: 1 to 80 bytes", b.user));
+    }
+    if b.listen == listen {
+        return Err(format!(
+            "listen = {}: the node's own client address; give the binlog server a port of \
+             its own",
+            b.listen
+        ));
+    }
+    let password = match b.password_file {
+        Some(p) => read_password(&base.join(p))?,
+        None => Vec::new(),
+    };
+    let server_id = b.server_id.unwrap_or(crate::front::SERVER_ID_DEFAULT - 1);
+    if server_id == 0 {
+        return Err("server_id = 0: MariaDB's replicas refuse a primary without an id".into());
+    }
+    Ok(crate::front::server::ServerSettings {
+        listen: b.listen,
+        user: b.user,
+        password,
+        server_id,
+        stream: stream.to_owned(),
+        node: local_client_addr(listen),
+        version: crate::front::server::VERSION.to_owned(),
+    })
+}
+
+/// The address a process on this machine reaches a node listening on `listen` at.
+pub fn local_client_addr(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port()).to_string()
 }
 
 /// A password file: its first line; readable by its owner only.
@@ -450,6 +512,13 @@ impl Config {
                 ),
                 None => None,
             };
+            let binlog_server = match s.binlog_server {
+                Some(b) => Some(
+                    binlog_server_settings(b, &s.name, raw.listen, base)
+                        .map_err(|e| format!("{at}: binlog_server: {e}"))?,
+                ),
+                None => None,
+            };
             streams.push(StreamConfig {
                 name: s.name,
                 primary: s.primary,
@@ -460,6 +529,7 @@ impl Config {
                 epoch,
                 retain_segments: s.retain_segments,
                 front,
+                binlog_server,
             });
         }
         let batch_bytes = profile.log_options().batch_bytes;
@@ -591,8 +661,10 @@ impl Config {
                 epoch: roles.epoch,
                 retain_segments: roles.policy.retain_segments,
                 // The database's address and credentials are not part of the
-                // cluster's configuration: a joined node runs no front.
+                // cluster's configuration: a joined node runs no front and serves no
+                // replicas.
                 front: None,
+                binlog_server: None,
             });
         }
         let control = self.control.get_or_insert(ControlConfig {

@@ -77,6 +77,7 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Stopped before the shards, so that they see no error of the shutdown.
     fronts: Vec<crate::front::Front>,
+    binlog_servers: Vec<crate::front::server::BinlogServer>,
     threads: Vec<JoinHandle<()>>,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
@@ -106,7 +107,7 @@ impl Server {
         let mut fronts = Vec::new();
         for s in cfg.streams.iter() {
             if let Some(front) = &s.front {
-                let node = local_addr(listen);
+                let node = config::local_client_addr(listen);
                 let f = crate::front::Front::start(
                     &s.name,
                     &node,
@@ -116,6 +117,20 @@ impl Server {
                 )
                 .map_err(|e| ServerError::Setup(format!("start the front of {}: {e}", s.name)))?;
                 fronts.push(f);
+            }
+        }
+        let mut binlog_servers = Vec::new();
+        for s in cfg.streams.iter() {
+            if let Some(b) = &s.binlog_server {
+                let server =
+                    crate::front::server::BinlogServer::start(b.clone()).map_err(|source| {
+                        ServerError::Bind {
+                            what: "serve the binlog on",
+                            addr: b.listen,
+                            source,
+                        }
+                    })?;
+                binlog_servers.push(server);
             }
         }
         let shared = Arc::new(Shared {
@@ -245,6 +260,7 @@ impl Server {
         Ok(Server {
             shared,
             fronts,
+            binlog_servers,
             threads,
             listen,
             admin,
@@ -277,6 +293,9 @@ impl Server {
     fn stop(&mut self) {
         for f in &mut self.fronts {
             f.stop();
+        }
+        for b in &mut self.binlog_servers {
+            b.stop();
         }
         self.shared.shutdown.store(true, Ordering::SeqCst);
         // Wake the blocking accept loops.
@@ -346,20 +365,6 @@ fn open_stream(
         primary_addr,
         started,
     ))
-}
-
-/// The address a process on this machine reaches the node's listener at.
-fn local_addr(listen: SocketAddr) -> String {
-    let ip = match listen.ip() {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
-            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
-        }
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
-            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-        }
-        ip => ip,
-    };
-    SocketAddr::new(ip, listen.port()).to_string()
 }
 
 /// A number that differs between any two processes of a node: the time of the start

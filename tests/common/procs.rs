@@ -117,6 +117,11 @@ impl Layout {
     /// Writes the configuration of a 3-node cluster whose node 1 is the primary of
     /// stream "s"; `stream_toml` holds further keys of the stream.
     pub fn new(stream_toml: &str) -> Layout {
+        Layout::new_per_node(&|_| stream_toml.to_owned())
+    }
+
+    /// As [`Layout::new`], with the stream's further keys made for each node `n`.
+    pub fn new_per_node(stream_toml: &dyn Fn(usize) -> String) -> Layout {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         std::fs::write(
             dir.path().join("profile.toml"),
@@ -138,8 +143,9 @@ impl Layout {
                 let text = format!(
                     "node_id = {n}\ndata_dir = \"node{n}\"\nlisten = \"{}\"\nshards = 1\n\
                      profile = \"profile.toml\"\n{nodes}[[streams]]\nname = \"{STREAM}\"\n\
-                     primary = 1\n{stream_toml}\n",
-                    addrs[n - 1]
+                     primary = 1\n{}\n",
+                    addrs[n - 1],
+                    stream_toml(n)
                 );
                 let path = dir.path().join(format!("node{n}.toml"));
                 std::fs::write(&path, text).expect("write config");
@@ -389,7 +395,15 @@ pub struct Procs {
 impl Procs {
     /// Starts the three nodes of a new cluster and waits until each answers a client.
     pub fn start(stream_toml: &str) -> Procs {
-        let layout = Layout::new(stream_toml);
+        Procs::start_layout(Layout::new(stream_toml))
+    }
+
+    /// Starts a cluster whose stream's further keys are made for each node `n`.
+    pub fn start_per_node(stream_toml: &dyn Fn(usize) -> String) -> Procs {
+        Procs::start_layout(Layout::new_per_node(stream_toml))
+    }
+
+    fn start_layout(layout: Layout) -> Procs {
         let nodes = (1..=NODES)
             .map(|n| Node {
                 child: None,
