@@ -78,7 +78,9 @@ pub struct FrontSettings {
     pub user: String,
     /// From `password_file`; `None` for an account without a password.
     pub password: Option<Vec<u8>>,
-    /// The id the front registers with: unique among the primary's replicas.
+    /// The id this node's front registers with: `server_id` of the configuration plus
+    /// the node's id, so that the fronts of two nodes (an old primary's, not yet gone,
+    /// and a new one's) are two replicas to the database, never one.
     pub server_id: u32,
     /// The primary sends a heartbeat after this long without events.
     pub heartbeat: Duration,
@@ -90,8 +92,10 @@ pub struct FrontSettings {
     pub event_bytes_max: usize,
 }
 
-/// Defaults of [`FrontSettings`].
-pub const SERVER_ID_DEFAULT: u32 = 4_000_000_001;
+/// Defaults of [`FrontSettings`]: the base of the fronts' server ids.
+pub const SERVER_ID_BASE_DEFAULT: u32 = 4_000_000_000;
+/// The binlog server's default server id.
+pub const BINLOG_SERVER_ID_DEFAULT: u32 = 3_999_999_999;
 pub const HEARTBEAT_DEFAULT: Duration = Duration::from_millis(500);
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 pub const RETRY_DEFAULT: Duration = Duration::from_millis(50);

@@ -289,7 +289,18 @@ impl Outbox {
 
     /// The node answered append `id`.
     fn committed(&self, id: RequestId, outcome: &Outcome) -> Result<(), SessionError> {
+        // Anything but a commit ends the session, whichever append it answers: a node
+        // that stops being the primary answers its queued appends at once and the one
+        // in flight later, so such answers may come out of request order.
+        if !matches!(outcome, Outcome::Appended(_)) {
+            return Err(SessionError::NotCommitted {
+                id,
+                outcome: describe(outcome),
+            });
+        }
         let mut s = self.lock();
+        // Commits come in request order: the node commits a connection's appends in
+        // the order it received them.
         let Some(Entry::Append {
             id: expected,
             ack,
@@ -301,19 +312,13 @@ impl Outbox {
         else {
             return Err(SessionError::NotCommitted {
                 id,
-                outcome: "an answer to nothing in flight".into(),
+                outcome: "committed, but nothing was in flight".into(),
             });
         };
         if expected != id {
             return Err(SessionError::NotCommitted {
                 id,
-                outcome: format!("an answer out of order (append {expected} was next)"),
-            });
-        }
-        if !matches!(outcome, Outcome::Appended(_)) {
-            return Err(SessionError::NotCommitted {
-                id,
-                outcome: describe(outcome),
+                outcome: format!("committed out of order (append {expected} was next)"),
             });
         }
         s.appends -= 1;

@@ -51,8 +51,9 @@
 //! primary = 1
 //! front = { kind = "mariadb", primary = "10.0.0.9:3306", user = "lockstep",
 //!           password_file = "front.password" }   # mode 600; first line is the password
-//! # optional keys of the front: server_id = 4000000001 (unique among the database's
-//! # replicas), heartbeat_ms = 500, connect_timeout_ms = 2000, retry_ms = 50,
+//! # optional keys of the front: server_id = 4000000000 (node N's front registers with
+//! # the database as server_id + N: keep that range clear of the database's servers),
+//! # heartbeat_ms = 500, connect_timeout_ms = 2000, retry_ms = 50,
 //! # event_bytes_max = 1073741824
 //! ```
 //!
@@ -241,6 +242,7 @@ pub struct Config {
 fn front_settings(
     f: RawFront,
     stream: &StreamSettings,
+    node: NodeId,
     base: &Path,
 ) -> Result<crate::front::FrontSettings, String> {
     use crate::front;
@@ -279,10 +281,17 @@ fn front_settings(
             Ok(d)
         }
     };
-    let server_id = f.server_id.unwrap_or(front::SERVER_ID_DEFAULT);
-    if server_id == 0 {
-        return Err("server_id = 0: MariaDB refuses replicas without an id".into());
-    }
+    let server_id = f
+        .server_id
+        .unwrap_or(front::SERVER_ID_BASE_DEFAULT)
+        .checked_add(node)
+        .ok_or_else(|| {
+            format!(
+                "server_id = {}: with the node id {node} added it exceeds {}",
+                f.server_id.unwrap_or_default(),
+                u32::MAX
+            )
+        })?;
     let event_bytes_max = f.event_bytes_max.unwrap_or(front::EVENT_BYTES_DEFAULT);
     if !(1 << 20..=1 << 30).contains(&event_bytes_max) {
         return Err(format!(
@@ -326,7 +335,9 @@ fn binlog_server_settings(
         Some(p) => read_password(&base.join(p))?,
         None => Vec::new(),
     };
-    let server_id = b.server_id.unwrap_or(crate::front::SERVER_ID_DEFAULT - 1);
+    let server_id = b
+        .server_id
+        .unwrap_or(crate::front::BINLOG_SERVER_ID_DEFAULT);
     if server_id == 0 {
         return Err("server_id = 0: MariaDB's replicas refuse a primary without an id".into());
     }
@@ -508,7 +519,8 @@ impl Config {
             }
             let front = match s.front {
                 Some(f) => Some(
-                    front_settings(f, &settings, base).map_err(|e| format!("{at}: front: {e}"))?,
+                    front_settings(f, &settings, raw.node_id, base)
+                        .map_err(|e| format!("{at}: front: {e}"))?,
                 ),
                 None => None,
             };
@@ -768,13 +780,13 @@ addr = "127.0.0.1:7003"
         let f = c.streams[0].front.as_ref().unwrap();
         assert_eq!(f.password.as_deref(), Some(&b"secret"[..]));
         assert_eq!(f.heartbeat, std::time::Duration::from_millis(250));
-        assert_eq!(f.server_id, crate::front::SERVER_ID_DEFAULT);
+        assert_eq!(f.server_id, crate::front::SERVER_ID_BASE_DEFAULT + 1);
         // (stream keys, front keys, words of the error)
         let cases = [
             ("mode = \"semi\"\n", "", "needs mode = \"strong\""),
             ("mode = \"async\"\n", "", "needs mode = \"strong\""),
             ("on_insufficient = \"degrade\"\n", "", "needs \"block\""),
-            ("", ", server_id = 0", "server_id = 0"),
+            ("", ", server_id = 4294967295", "exceeds"),
             ("", ", heartbeat_ms = 0", "heartbeat_ms must be positive"),
             ("", ", event_bytes_max = 10", "event_bytes_max"),
             ("", ", colour = 1", "unknown field"),

@@ -370,3 +370,54 @@ fn fatal(conn: &mut ServerConn, why: &str) -> Result<(), ReplicaError> {
     conn.err(c, s, why)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ServerSettings {
+        ServerSettings {
+            listen: "127.0.0.1:3310".parse().unwrap(),
+            user: "repl".into(),
+            password: b"pw".to_vec(),
+            server_id: 77,
+            stream: "s".into(),
+            node: "127.0.0.1:7001".into(),
+            version: "10.11.99-MariaDB-lockstep".into(),
+        }
+    }
+
+    #[test]
+    fn a_replicas_setup_statements_have_answers() {
+        let s = settings();
+        let mut vars = BTreeMap::new();
+        vars.insert("slave_connect_state".to_string(), "0-1-5".to_string());
+        // (expression, answer)
+        let table = [
+            ("@@GLOBAL.SERVER_ID", Some("77")),
+            ("@@server_id", Some("77")),
+            ("@@GLOBAL.gtid_domain_id", Some("0")),
+            ("@master_binlog_checksum", Some("CRC32")),
+            ("@@global.binlog_checksum", Some("CRC32")),
+            ("@slave_connect_state", Some("0-1-5")),
+            ("version()", Some("10.11.99-MariaDB-lockstep")),
+            ("1", Some("1")),
+            ("@@global.gtid_binlog_pos", None),
+            ("now()", None),
+            ("@unset", None),
+        ];
+        for (expr, want) in table {
+            assert_eq!(value_of(&s, &vars, expr).as_deref(), want, "{expr}");
+        }
+        assert!(value_of(&s, &vars, "UNIX_TIMESTAMP()").is_some());
+    }
+
+    #[test]
+    fn statements_split_at_top_level_commas_only() {
+        assert_eq!(
+            split_top("@a = 1, @b = 'x,y', f(1, 2)"),
+            vec!["@a = 1", " @b = 'x,y'", " f(1, 2)"]
+        );
+        assert_eq!(split_top(""), Vec::<String>::new());
+    }
+}
