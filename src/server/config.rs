@@ -120,6 +120,8 @@ struct Raw {
     #[serde(default)]
     join: Vec<String>,
     advertise: Option<String>,
+    log_level: Option<String>,
+    admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -221,6 +223,13 @@ pub struct Config {
     pub advertise: String,
     /// The configuration of the cluster this node joined, once it has.
     pub joined: Option<crate::control::ClusterConfig>,
+    /// The log filter (`log_level`, `RUST_LOG` syntax); `RUST_LOG` overrides it.
+    pub log_level: Option<String>,
+    /// The admin endpoints' bearer token from `admin_token_file` (else the one derived
+    /// from the cluster secret).
+    pub admin_token: Option<String>,
+    /// The file this configuration was read from (for SIGHUP).
+    pub path: Option<PathBuf>,
 }
 
 /// Checks a stream's `front` table. A front's ACK lets the database answer COMMIT, so
@@ -320,19 +329,29 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        Config::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|message| {
-            ConfigError::Invalid {
-                path: shown,
-                message,
-            }
-        })
+        let mut cfg =
+            Config::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|message| {
+                ConfigError::Invalid {
+                    path: shown,
+                    message,
+                }
+            })?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses and checks a configuration; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: Raw = toml::from_str(text).map_err(|e| top_level_hint(&e.to_string()))?;
         let secret = match &raw.secret_file {
             Some(p) => Some(crate::server::auth::Secret::load(&base.join(p))?),
+            None => None,
+        };
+        if let Some(level) = &raw.log_level {
+            crate::server::logging::parse_filter(level)?;
+        }
+        let admin_token = match &raw.admin_token_file {
+            Some(p) => Some(crate::server::auth::load_admin_token(&base.join(p))?),
             None => None,
         };
         let advertise = raw
@@ -498,6 +517,9 @@ impl Config {
             join: raw.join,
             advertise,
             joined: None,
+            log_level: raw.log_level,
+            admin_token,
+            path: None,
             node_id: raw.node_id,
             data_dir: base.join(raw.data_dir),
             listen: raw.listen,
@@ -592,6 +614,14 @@ impl Config {
         Ok(())
     }
 
+    /// The admin endpoints' bearer token: `admin_token_file`'s, else derived from the
+    /// cluster secret, else none (mutating endpoints are refused).
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin_token
+            .clone()
+            .or_else(|| self.secret.as_ref().map(|s| s.admin_token()))
+    }
+
     pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
         self.nodes.iter().find(|n| n.id == id)
     }
@@ -599,6 +629,41 @@ impl Config {
     /// The shard that owns stream number `index`.
     pub fn shard_of(&self, index: usize) -> usize {
         index % self.shards
+    }
+}
+
+/// Keys of the file's top level (before any `[table]`).
+pub const TOP_LEVEL_KEYS: [&str; 13] = [
+    "node_id",
+    "data_dir",
+    "listen",
+    "admin",
+    "shards",
+    "profile",
+    "secret_file",
+    "join",
+    "advertise",
+    "log_level",
+    "admin_token_file",
+    "nodes",
+    "streams",
+];
+
+/// TOML puts a key written after a `[table]` header into that table: a top-level key
+/// appended at the end of a file lands in the last `[[streams]]` or `[[nodes]]` entry.
+/// Says so, instead of only "unknown field".
+fn top_level_hint(message: &str) -> String {
+    let key = message
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    match key {
+        Some(k) if TOP_LEVEL_KEYS.contains(&k) => format!(
+            "{}\n{k} is a top-level key: write it above the first [table] header (TOML \
+             reads a key written below a header as part of that table)",
+            message.trim_end()
+        ),
+        _ => message.to_string(),
     }
 }
 
