@@ -130,6 +130,7 @@ async fn serve_all(
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut inbox_open = true;
     loop {
         let sock = tokio::select! {
             accepted = accept(listener.as_ref()) => match accepted {
@@ -140,13 +141,17 @@ async fn serve_all(
                     continue;
                 }
             },
-            handed = inbox.recv() => match handed.map(|s| {
+            handed = inbox.recv(), if inbox_open => match handed.map(|s| {
                 s.set_nonblocking(true)?;
                 tokio::net::TcpStream::from_std(s)
             }) {
                 Some(Ok(s)) => s,
                 Some(Err(_)) => continue,
-                None => std::future::pending().await,
+                // The acceptor stopped (the node is stopping).
+                None => {
+                    inbox_open = false;
+                    continue;
+                }
             },
             _ = tick.tick() => {
                 if admin.shared.shutdown.load(Ordering::Relaxed) {

@@ -587,12 +587,16 @@ fn ids(nodes: &[NodeId]) -> String {
     format!("{{{}}}", list.join(", "))
 }
 
-/// A controller event as a log line. Refusals are the operator's business; the rest
+/// A controller event as a log line. Refused switchovers and joins are the operator's
+/// business; the rest
 /// (proposals, applied commands, fence rounds) is the controller's own account, at
 /// debug level: the operator's lines are the role changes that [`ControlLoop::apply`]
 /// logs.
 fn log_event(node: NodeId, event: &str) {
-    if event.contains("refused") {
+    // A refused removal or restore is the normal race of two requests on one version
+    // (the primary asks again); refused switchovers and joins are an operator's.
+    let operator = event.contains("switchover") || event.contains("join");
+    if operator && event.contains("refused") {
         tracing::warn!(node, "controller: {event}");
     } else {
         tracing::debug!(node, "controller: {event}");

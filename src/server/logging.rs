@@ -8,9 +8,9 @@
 //! ([`LogHandle::set_filter`], on SIGHUP).
 //!
 //! raft-rs logs through slog: [`SlogBridge`] forwards its records as `tracing` events
-//! of target `raft`, at raft's own level. The default filter keeps raft's warnings and
-//! errors only; its info lines (elections, configuration changes) are there with
-//! `RUST_LOG=info,raft=info`.
+//! of target `raft`, one level down for its info and debug records (raft's info is
+//! per-message chatter: votes, term changes) and at its own level for warnings and
+//! errors. `RUST_LOG=info,raft=debug` shows its elections and configuration changes.
 //!
 //! Thread safety: the subscriber is global and installed once per process
 //! ([`init`]); a second call returns an error rather than replacing it. Tests that run
@@ -23,7 +23,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The filter when neither `RUST_LOG` nor the configuration gives one.
-pub const DEFAULT_FILTER: &str = "info,raft=warn";
+pub const DEFAULT_FILTER: &str = "info";
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -138,14 +138,18 @@ impl slog::Drain for SlogBridge {
     ) -> Result<(), slog::Never> {
         use slog::KV as _;
         // Cheap test first: most raft records are below the filter.
-        let enabled = match record.level() {
-            slog::Level::Critical | slog::Level::Error => {
-                tracing::enabled!(target: "raft", tracing::Level::ERROR)
-            }
-            slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
-            slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
-            slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
-            slog::Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
+        let level = match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::Level::ERROR,
+            slog::Level::Warning => tracing::Level::WARN,
+            slog::Level::Info => tracing::Level::DEBUG,
+            slog::Level::Debug | slog::Level::Trace => tracing::Level::TRACE,
+        };
+        // Cheap test first: most raft records are below the filter.
+        let enabled = match level {
+            tracing::Level::ERROR => tracing::enabled!(target: "raft", tracing::Level::ERROR),
+            tracing::Level::WARN => tracing::enabled!(target: "raft", tracing::Level::WARN),
+            tracing::Level::DEBUG => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+            _ => tracing::enabled!(target: "raft", tracing::Level::TRACE),
         };
         if !enabled {
             return Ok(());
@@ -155,14 +159,11 @@ impl slog::Drain for SlogBridge {
         let _ = values.serialize(record, &mut kv);
         let message = record.msg().to_string();
         let fields = kv.0.trim_start().to_string();
-        match record.level() {
-            slog::Level::Critical | slog::Level::Error => {
-                tracing::error!(target: "raft", raft = %fields, "{message}")
-            }
-            slog::Level::Warning => tracing::warn!(target: "raft", raft = %fields, "{message}"),
-            slog::Level::Info => tracing::info!(target: "raft", raft = %fields, "{message}"),
-            slog::Level::Debug => tracing::debug!(target: "raft", raft = %fields, "{message}"),
-            slog::Level::Trace => tracing::trace!(target: "raft", raft = %fields, "{message}"),
+        match level {
+            tracing::Level::ERROR => tracing::error!(target: "raft", raft = %fields, "{message}"),
+            tracing::Level::WARN => tracing::warn!(target: "raft", raft = %fields, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "raft", raft = %fields, "{message}"),
+            _ => tracing::trace!(target: "raft", raft = %fields, "{message}"),
         }
         Ok(())
     }
