@@ -863,4 +863,120 @@ addr = "127.0.0.1:7003"
         let e = Config::parse(&format!("secret_file = \"short\"\n{BASE}"), dir.path()).unwrap_err();
         assert!(e.contains("at least 16"), "{e}");
     }
+
+    /// The keys of each section of `docs/config.md` (rows that start with a key).
+    fn documented() -> std::collections::BTreeMap<&'static str, Vec<String>> {
+        let doc = include_str!("../../docs/config.md");
+        let mut out = std::collections::BTreeMap::new();
+        let mut section = "";
+        for line in doc.lines() {
+            if let Some(h) = line.strip_prefix("## ") {
+                section = match h {
+                    "Top level" => "top",
+                    "`[[nodes]]`" => "nodes",
+                    "`[[streams]]`" => "streams",
+                    h if h.starts_with("`front`") => "front",
+                    "`[control]`" => "control",
+                    _ => "",
+                };
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("| `")
+                && let Some((key, _)) = rest.split_once('`')
+                && !section.is_empty()
+            {
+                out.entry(section)
+                    .or_insert_with(Vec::new)
+                    .push(key.to_string());
+            }
+        }
+        out
+    }
+
+    /// The keys the parser accepts in a table: its "expected one of" list for an
+    /// unknown key.
+    fn accepted(text: &str) -> Vec<String> {
+        let err = Config::parse(text, Path::new("/base")).unwrap_err();
+        let list = err
+            .split("expected one of ")
+            .nth(1)
+            .or_else(|| err.split("expected ").nth(1))
+            .unwrap_or_else(|| panic!("no list of keys in: {err}"));
+        let list = list.lines().next().unwrap();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_lists_every_key_the_parser_accepts_and_no_other() {
+        let doc = documented();
+        let stream = "[[streams]]\nname = \"a\"\nprimary = 1\n";
+        let cases = [
+            ("top", format!("zz_unknown = 1\n{BASE}")),
+            ("nodes", format!("{BASE}zz_unknown = 1\n")),
+            ("streams", format!("{BASE}{stream}zz_unknown = 1\n")),
+            (
+                "front",
+                format!(
+                    "{BASE}{stream}front = {{ kind = \"mariadb\", primary = \"x:1\", \
+                     user = \"u\", zz_unknown = 1 }}\n"
+                ),
+            ),
+            ("control", format!("{BASE}[control]\nzz_unknown = 1\n")),
+        ];
+        for (section, text) in cases {
+            let mut parser = accepted(&text);
+            let mut listed = doc.get(section).cloned().unwrap_or_default();
+            parser.sort();
+            listed.sort();
+            assert_eq!(listed, parser, "docs/config.md, section {section}");
+        }
+    }
+
+    #[test]
+    fn the_reference_states_the_parsers_defaults() {
+        let doc = include_str!("../../docs/config.md");
+        let row = |key: &str| {
+            doc.lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("no row for {key}"))
+                .to_string()
+        };
+        let c = parse("[[streams]]\nname = \"a\"\nprimary = 1\n[control]\n").unwrap();
+        let s = &c.streams[0];
+        let defaults = [
+            ("request_timeout_ms", s.request_timeout_ms),
+            ("ack_timeout_ms", s.settings.ack_timeout_ticks * TICK_MS),
+            ("epoch", s.epoch),
+            ("min_sync", s.settings.min_sync as u64),
+            (
+                "failover_timeout_ms",
+                c.control.as_ref().unwrap().failover_timeout_ms,
+            ),
+        ];
+        for (key, value) in defaults {
+            let r = row(key);
+            let cells: Vec<&str> = r.split('|').map(str::trim).collect();
+            assert!(
+                cells[3].starts_with(&value.to_string()),
+                "{key}: the parser's default is {value}, the reference says {r}"
+            );
+        }
+        assert!(row("mode").contains("| `strong` |"));
+        assert!(row("on_insufficient").contains("| `block` |"));
+        assert!(
+            row("log_level").contains(&format!("| `{}` |", crate::server::logging::DEFAULT_FILTER))
+        );
+    }
+
+    #[test]
+    fn a_top_level_key_below_a_table_gets_a_hint() {
+        let e = parse("[[streams]]\nname = \"a\"\nprimary = 1\nsecret_file = \"s\"\n").unwrap_err();
+        assert!(e.contains("secret_file is a top-level key"), "{e}");
+        let e = parse("[[streams]]\nname = \"a\"\nprimary = 1\ncolour = 1\n").unwrap_err();
+        assert!(!e.contains("top-level"), "{e}");
+    }
 }
