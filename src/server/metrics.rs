@@ -559,16 +559,17 @@ impl NodeCollector {
             disk.add(&l, dir_bytes(&shape.dir) as f64);
         }
         out.extend([configured.done(), min_sync.done(), disk.done()]);
-        if let Some(dir) = self.shapes.first().and_then(|s| s.dir.parent()) {
-            if let Ok(space) = lockstep_sys::file::fs_space(dir) {
-                let mut size = Self::gauge("lockstep_data_fs_size_bytes");
-                size.add(&[("node", n)], space.total_bytes as f64);
-                let mut avail = Self::gauge("lockstep_data_fs_avail_bytes");
-                avail.add(&[("node", n)], space.avail_bytes as f64);
-                out.extend([size.done(), avail.done()]);
-            }
+        if let Some(dir) = self.shapes.first().and_then(|s| s.dir.parent())
+            && let Ok(space) = lockstep_sys::file::fs_space(dir)
+        {
+            let mut size = Self::gauge("lockstep_data_fs_size_bytes");
+            size.add(&[("node", n)], space.total_bytes as f64);
+            let mut avail = Self::gauge("lockstep_data_fs_avail_bytes");
+            avail.add(&[("node", n)], space.avail_bytes as f64);
+            out.extend([size.done(), avail.done()]);
         }
-        let member_series: [(&str, fn(&StreamMetrics, &MemberMetrics) -> f64); 4] = [
+        type OfMember = fn(&StreamMetrics, &MemberMetrics) -> f64;
+        let member_series: [(&str, OfMember); 4] = [
             ("lockstep_member_connected", |_, m| {
                 f64::from(u8::from(m.connected))
             }),
