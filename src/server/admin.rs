@@ -242,13 +242,17 @@ async fn handle(admin: &Admin, req: Request<hyper::body::Incoming>) -> Answer {
             }
         }
         (&Method::GET, "/v1/status") => json_answer(StatusCode::OK, &node_status(admin)),
-        (&Method::GET, "/v1/members" | "/members") => match members_view(&admin.shared) {
-            Some(v) => json_answer(StatusCode::OK, &v),
-            None => error(
-                StatusCode::CONFLICT,
-                "this node runs no controller: no [control] section",
-            ),
-        },
+        (&Method::GET, "/v1/members" | "/members") => {
+            // A starting process found its node id live here (see
+            // `lifecycle::refuse_if_running`): this side says so too.
+            if let Some((_, node)) = query(&req).into_iter().find(|(k, _)| k == "duplicate_of") {
+                tracing::warn!(
+                    node = admin.node,
+                    "refused a second process of node {node}: node {node} is running"
+                );
+            }
+            members(admin)
+        }
         (&Method::GET, "/v1/fronts" | "/fronts") => json_answer(
             StatusCode::OK,
             &serde_json::Value::Array(admin.shared.fronts.iter().map(|f| f.to_json()).collect()),
@@ -279,6 +283,16 @@ async fn handle(admin: &Admin, req: Request<hyper::body::Incoming>) -> Answer {
             format!("{} {path}: wrong method", req.method()),
         ),
         _ => error(StatusCode::NOT_FOUND, format!("no such path: {path}")),
+    }
+}
+
+fn members(admin: &Admin) -> Answer {
+    match members_view(&admin.shared) {
+        Some(v) => json_answer(StatusCode::OK, &v),
+        None => error(
+            StatusCode::CONFLICT,
+            "this node runs no controller: no [control] section",
+        ),
     }
 }
 

@@ -147,8 +147,28 @@ impl Server {
                 }),
             }
         }
+        // Without a controller leader nothing can move (the other nodes are stopping
+        // too, or unreachable): give up after a second of that rather than wait out
+        // `within`.
+        let mut leaderless_since: Option<Instant> = None;
         while !pending.is_empty() {
             let view = members_view(&self.shared);
+            let leaderless = view.as_ref().is_none_or(|v| v["leader"].is_null());
+            if !leaderless {
+                leaderless_since = None;
+            } else if leaderless_since.get_or_insert_with(Instant::now).elapsed()
+                >= Duration::from_secs(1)
+            {
+                for (stream, ..) in pending.drain(..) {
+                    done.push(HandOff {
+                        stream,
+                        outcome: Err(
+                            "the controller has no leader (are the other nodes stopping?)".into(),
+                        ),
+                    });
+                }
+                break;
+            }
             pending.retain_mut(|(stream, to, epoch0, started, asked)| {
                 if let Some(v) = &view {
                     match switchover_progress(v, stream, *to, *epoch0) {
@@ -192,4 +212,66 @@ impl Server {
         }
         done
     }
+}
+
+/// How long a refreshed status counts as a live process: the controller's statuses
+/// come every 20 ms; a dead node's age only grows.
+const PROBE_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// What one peer said of this node id: (how long ago it heard it, the incarnation).
+fn heard_of(peer: &str, node: NodeId, query: &str) -> Option<(u64, u64)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(500)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!("http://{peer}/v1/members?{query}"))
+        .call()
+        .ok()?;
+    if r.status().as_u16() != 200 {
+        return None;
+    }
+    let view: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
+    let me = view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"].as_u64() == Some(u64::from(node)))?;
+    Some((me["heard_ms_ago"].as_u64()?, me["incarnation"].as_u64()?))
+}
+
+/// Refuses to start a node whose id another live process holds: asks the other
+/// nodes' controllers when they last heard from this node id, twice; a status that
+/// keeps coming is another process (a node that crashed or stopped is heard less and
+/// less recently). The peer that saw it is asked once more, so that it logs the
+/// refusal on its side too. Only with `[control]` (statuses are the controller's).
+pub fn refuse_if_running(cfg: &Config) -> Result<(), String> {
+    let Some(control) = &cfg.control else {
+        return Ok(());
+    };
+    let live_within = 3 * control.failover_timeout_ms;
+    let me = cfg.node_id;
+    for peer in cfg.nodes.iter().filter(|n| n.id != me) {
+        let Some((first, _)) = heard_of(&peer.addr, me, "") else {
+            continue;
+        };
+        if first >= live_within {
+            continue;
+        }
+        std::thread::sleep(PROBE_AGAIN_AFTER);
+        let Some((again, incarnation)) = heard_of(&peer.addr, me, "") else {
+            continue;
+        };
+        let refreshed = again < first + PROBE_AGAIN_AFTER.as_millis() as u64 / 2;
+        if refreshed && again < live_within {
+            let _ = heard_of(&peer.addr, me, &format!("duplicate_of={me}"));
+            return Err(format!(
+                "node {me} is already running: node {} heard from it {again} ms ago \
+                 (incarnation {incarnation}); a second process with node_id = {me} is refused",
+                peer.id
+            ));
+        }
+    }
+    Ok(())
 }

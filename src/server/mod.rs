@@ -110,6 +110,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(mut cfg: Config) -> Result<Server, ServerError> {
+        lifecycle::refuse_if_running(&cfg).map_err(ServerError::Setup)?;
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
             what: "listen on",
             addr: cfg.listen,
