@@ -53,6 +53,16 @@ impl Cluster {
     /// the controller runs (node 1 the first primary). `extra` goes into the stream's
     /// table, `control_toml` into `[control]`.
     fn start(n: usize, control: bool, extra: &str, control_toml: &str) -> Cluster {
+        Cluster::start_with(n, control, extra, control_toml, true)
+    }
+
+    fn start_with(
+        n: usize,
+        control: bool,
+        extra: &str,
+        control_toml: &str,
+        first_too: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let secret = dir.path().join("cluster.secret");
         std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
@@ -95,12 +105,23 @@ impl Cluster {
             });
         }
         let mut c = Cluster { dir, nodes };
-        for i in 1..=n {
+        let first = if first_too { 1 } else { 2 };
+        for i in first..=n {
             c.spawn(i);
         }
-        for i in 1..=n {
+        for i in first..=n {
             c.wait_healthy(i);
         }
+        c
+    }
+
+    /// As [`Cluster::start`], but node 1 (the configured primary) is started only
+    /// once the others elected a controller leader and a primary of their own.
+    fn start_primary_last(n: usize) -> Cluster {
+        let mut c = Cluster::start_with(n, true, "", "", false);
+        c.wait_primary(Duration::from_secs(15));
+        c.spawn(1);
+        c.wait_healthy(1);
         c
     }
 
@@ -188,11 +209,12 @@ impl Cluster {
     /// The node that serves the stream as primary now, by its /v1/status.
     fn primary(&self) -> Option<usize> {
         (1..=self.nodes.len()).find(|&i| {
-            get(&self.node(i).admin, "/v1/status").is_some_and(|(s, body)| {
-                s == 200
-                    && serde_json::from_str::<serde_json::Value>(&body)
-                        .is_ok_and(|v| v["streams"][0]["role"] == "primary")
-            })
+            self.node(i).child.is_some()
+                && get(&self.node(i).admin, "/v1/status").is_some_and(|(s, body)| {
+                    s == 200
+                        && serde_json::from_str::<serde_json::Value>(&body)
+                            .is_ok_and(|v| v["streams"][0]["role"] == "primary")
+                })
         })
     }
 
@@ -960,4 +982,26 @@ fn a_second_process_with_a_live_node_id_is_refused_on_both_sides() {
     c.spawn(2);
     c.wait_healthy(2);
     assert!(c.wait_ready(2, Duration::from_secs(10)), "{}", c.stderr(2));
+}
+
+#[test]
+fn the_configured_primary_takes_its_role_at_first_start_even_when_it_starts_last() {
+    let _serial = serial();
+    let c = Cluster::start_primary_last(3);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.primary() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 is not the primary: {:?}\n{}",
+            c.primary(),
+            c.stderr(1)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        c.stderr(1)
+            .contains("asking for a switchover to node 1, the configured primary"),
+        "{}",
+        c.stderr(1)
+    );
 }
