@@ -21,5 +21,7 @@ for bin in lockstep lockstepd; do
     "target/release/$bin" completions fish > "$assets/completions/$bin.fish"
 done
 gzip -9n "$assets"/man/*.1
-cargo deb -p lockstep --no-build --locked "$@"
+# Release binaries carry debug info (profile.release debug = 1) for backtraces and
+# perf; the package ships them stripped.
+cargo deb -p lockstep --no-build --locked --strip "$@"
 ls -l target/debian/*.deb

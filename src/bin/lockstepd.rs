@@ -253,6 +253,14 @@ fn serve(path: &Path, format: LogFormat) -> ExitCode {
                 h.stream,
                 took.as_secs_f64() * 1e3
             ),
+            // A static cluster has nobody to hand over to: its clients wait for the
+            // restart, as the operator chose.
+            Err(why) if cfg.control.is_none() => tracing::info!(
+                node,
+                stream = %h.stream,
+                "stream {}: no hand-off ({why}); appends wait for this node's restart",
+                h.stream
+            ),
             Err(why) => tracing::warn!(
                 node,
                 stream = %h.stream,

@@ -455,6 +455,15 @@ impl Config {
             settings
                 .validate(sync_set.len())
                 .map_err(|e| format!("{at}: {e}"))?;
+            // The commit rule waits for sync-set members; with none, a strong or semi
+            // append would wait until its timeout, every time.
+            if sync_set.is_empty() && mode != Mode::Async {
+                return Err(format!(
+                    "{at}: mode = \"{mode}\" needs at least one sync-set member (none here: \
+                     a single node, or every other node a learner); set mode = \"async\" \
+                     or add nodes"
+                ));
+            }
             let request_timeout_ms = s.request_timeout_ms.unwrap_or(5000);
             if request_timeout_ms == 0 {
                 return Err(format!("{at}: request_timeout_ms must be positive"));
@@ -809,6 +818,10 @@ addr = "127.0.0.1:7003"
             (
                 "[[streams]]\nname = \"a\"\nprimary = 1\ncolour = 1\n",
                 "colour",
+            ),
+            (
+                "[[streams]]\nname = \"a\"\nprimary = 1\nsync_set = []\nlearners = [2, 3]\n",
+                "needs at least one sync-set member",
             ),
         ];
         for (text, want) in cases {
