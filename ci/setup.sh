@@ -14,6 +14,11 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
 # The load generator of `lockstep-bench mariadb` (its quick size runs in the tests).
 command -v sysbench >/dev/null || need_apt+=(sysbench)
+# promtool checks a live scrape, the alert rules and their unit tests (tests/ops.rs);
+# its package also brings a Prometheus service, which must not start.
+command -v promtool >/dev/null || need_apt+=(prometheus)
+# systemd-analyze verifies the packaged unit (tests/ops.rs).
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -32,7 +37,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         rm -rf "$cache"
         [ -z "$policy" ] || rm -f "$policy"
         if [ -d /run/systemd/system ]; then
-            systemctl disable --now --quiet postgresql mariadb etcd 2>/dev/null || true
+            systemctl disable --now --quiet postgresql mariadb etcd prometheus 2>/dev/null || true
         fi
     else
         echo "setup: cannot install ${need_apt[*]} (not root or no apt-get);" \

@@ -65,7 +65,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Most requests outstanding at once, answered ones not yet collected included.
     pub outstanding_max: usize,
-    /// Most `NotPrimary` redirects one request follows.
+    /// Most `NotPrimary` redirects one request follows (it follows them until its
+    /// `timeout` in any case, backing off from the second on).
     pub redirects_max: u32,
 }
 
@@ -76,7 +77,7 @@ impl Default for ClientOptions {
             reply_grace: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
             outstanding_max: 1024,
-            redirects_max: 3,
+            redirects_max: 64,
         }
     }
 }
@@ -165,7 +166,8 @@ pub enum ClientError {
     /// Nothing was done: every node that saw the request refused it as not primary.
     #[error(
         "{op}: not accepted after {redirects} redirects; {addr} is not the primary in \
-         epoch {epoch} and names {primary:?}"
+         epoch {epoch} and {}",
+        primary_text(primary)
     )]
     Redirects {
         op: &'static str,
@@ -203,6 +205,13 @@ pub enum ClientError {
     UnknownRequest { id: RequestId },
 }
 
+fn primary_text(primary: &Option<String>) -> String {
+    match primary {
+        Some(p) => format!("names the primary at {p}"),
+        None => "knows no primary (a failover may be under way)".to_string(),
+    }
+}
+
 fn lsns_text(first_lsn: &Option<u64>, count: &u32) -> String {
     match first_lsn {
         Some(first) => format!(" (lsns {first}..={})", first + u64::from(*count) - 1),
@@ -229,6 +238,10 @@ pub struct Client {
     hint: Option<String>,
     hint_epoch: u64,
     spare_frames: Vec<Vec<u8>>,
+    /// Appends ask the node to wait for their commit up to the stream's own
+    /// `request_timeout_ms` instead of `options.timeout` (see
+    /// [`Client::use_stream_timeout`]).
+    stream_timeout: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -253,6 +266,8 @@ struct Pending {
     op: Op,
     frame: Vec<u8>,
     redirects: u32,
+    /// When the request was submitted: redirects are followed until its timeout.
+    submitted: Instant,
 }
 
 struct InFlight {
@@ -353,6 +368,7 @@ impl Client {
             done: BTreeMap::new(),
             hint: None,
             hint_epoch: 0,
+            stream_timeout: false,
             spare_frames: Vec::new(),
         };
         client.conn = Some(client.open_any(None)?);
@@ -377,7 +393,11 @@ impl Client {
         payloads: &[&[u8]],
         mode: Option<Mode>,
     ) -> Result<RequestId, ClientError> {
-        let timeout_ms = u32::try_from(self.options.timeout.as_millis()).unwrap_or(u32::MAX);
+        let timeout_ms = if self.stream_timeout {
+            0
+        } else {
+            u32::try_from(self.options.timeout.as_millis()).unwrap_or(u32::MAX)
+        };
         let message = Message::Append {
             mode,
             timeout_ms,
@@ -386,6 +406,14 @@ impl Client {
         // A batch that encodes has at most FRAME_RECORDS_MAX payloads, so the count fits.
         let count = u32::try_from(payloads.len()).unwrap_or(u32::MAX);
         self.submit(Op::Append { count }, &message)
+    }
+
+    /// From now on appends let the node wait for their commit as long as the stream's
+    /// `request_timeout_ms` says (the wire's timeout 0), rather than `options.timeout`;
+    /// the client still gives up on a reply after `options.timeout + reply_grace`, so
+    /// that should be the longer.
+    pub fn use_stream_timeout(&mut self) {
+        self.stream_timeout = true;
     }
 
     /// Waits for the outcome of the append `id`.
@@ -467,6 +495,7 @@ impl Client {
             op,
             frame,
             redirects: 0,
+            submitted: Instant::now(),
         };
         if !self.refused.is_empty() {
             // The current node refused earlier requests as not primary: this one goes
@@ -550,6 +579,18 @@ impl Client {
             return;
         }
         self.conn = None;
+        // The first redirect goes at once; later ones (a failover in progress) back off,
+        // 10 ms doubling up to 200 ms.
+        let redirects = self
+            .refused
+            .values()
+            .map(|p| p.redirects)
+            .max()
+            .unwrap_or(0);
+        if redirects > 1 {
+            let ms = (5u64 << redirects.min(6)).min(200);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
         let hint = self.hint.take();
         match self.open_any(hint) {
             Ok(conn) => {
@@ -560,7 +601,15 @@ impl Client {
             }
             Err(e) => {
                 let reason = e.to_string();
-                for (id, pending) in mem::take(&mut self.refused) {
+                for (id, mut pending) in mem::take(&mut self.refused) {
+                    // No node reachable now: try again until the request's timeout.
+                    if pending.submitted.elapsed() < self.options.timeout
+                        && pending.redirects < self.options.redirects_max
+                    {
+                        pending.redirects += 1;
+                        self.refused.insert(id, pending);
+                        continue;
+                    }
                     let op = pending.op.name();
                     let reason = reason.clone();
                     self.complete(id, pending, Err(ClientError::RedirectFailed { op, reason }));
@@ -686,7 +735,11 @@ impl Client {
             self.hint_epoch = epoch;
             self.hint.clone_from(&primary);
         }
-        if pending.redirects >= self.options.redirects_max {
+        // During a failover nodes refuse for a while (no primary yet, or one that has
+        // not heard of its promotion): follow redirects until the request's timeout,
+        // with at most `redirects_max` of them.
+        let out_of_time = pending.submitted.elapsed() >= self.options.timeout;
+        if pending.redirects >= self.options.redirects_max || out_of_time {
             let err = ClientError::Redirects {
                 op: pending.op.name(),
                 addr: self.addr(),

@@ -120,13 +120,31 @@ fn the_controller_promotes_replaces_a_stopped_primary_and_loses_nothing() {
     }
 }
 
-/// Asks for a switchover through a node's admin endpoint; returns the status line.
+/// The admin token of the clusters here (each node reads it from `admin.token`).
+const TOKEN: &str = "control-test-admin-token-0123456789";
+
+/// Gives every node of `configs` the admin token: the key goes first in each file
+/// (a top-level key after a [table] header would belong to that table).
+fn with_admin_token(dir: &std::path::Path, configs: &[(std::path::PathBuf, String)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let token = dir.join("admin.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for (path, _) in configs {
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, format!("admin_token_file = \"admin.token\"\n{text}")).unwrap();
+    }
+}
+
+/// Asks for a switchover through a node's admin endpoint, with the admin token;
+/// returns the status line (the endpoint answers once the switchover is done or
+/// refused).
 fn ask_switchover(admin: std::net::SocketAddr, to: u32) -> String {
     use std::io::{Read, Write};
     let mut sock = std::net::TcpStream::connect(admin).unwrap();
     write!(
         sock,
-        "POST /switchover?stream=s&to={to} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /v1/switchover?stream=s&to={to} HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();
@@ -142,6 +160,7 @@ fn switchover_moves_the_primary_and_loses_nothing() {
         stream_toml: "mode = \"strong\"\n[control]\n".into(),
     };
     let configs = write_configs(dir.path(), &spec);
+    with_admin_token(dir.path(), &configs);
     let servers: Vec<Option<Server>> = configs
         .iter()
         .map(|(p, _)| Some(Server::start(load(p)).unwrap()))
@@ -153,16 +172,30 @@ fn switchover_moves_the_primary_and_loses_nothing() {
     let target = (old + 1) % 3;
     let admin = servers[target].as_ref().unwrap().admin_addr().unwrap();
     // The target may still be catching up as a learner (it joins the sync set once it
-    // holds everything): the controller refuses a switchover to it until then, and
-    // the operator asks again.
+    // holds everything): the endpoint refuses a switchover to it until then (409,
+    // "not in the sync set"), and the operator asks again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = ask_switchover(admin, target as u32 + 1);
-        assert!(status.contains("202"), "{status}");
-        if primary_of(&servers) == Some(target) {
+        if status.contains(" 200 ") {
             break;
         }
-        assert!(Instant::now() < deadline, "the switchover did not happen");
+        assert!(status.contains(" 409 "), "{status}");
+        assert!(
+            Instant::now() < deadline,
+            "the switchover did not happen: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The endpoint answers once the configuration naming the target is committed; the
+    // target's shard takes the role as it applies it, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while primary_of(&servers) != Some(target) {
+        assert!(
+            Instant::now() < deadline,
+            "the target does not serve as primary"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
     for i in 0..20u32 {
         let p = format!("after {i}").into_bytes();
@@ -195,18 +228,19 @@ fn switchover_moves_the_primary_and_loses_nothing() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("primary {}", target + 1)), "{text}");
-    // One row per node, each with a role; the target's row says primary. (Whether
+    // One row per node, each UP with a role; the target's row says primary. (Whether
     // the others are in the sync set yet depends on how far they have caught up.)
     let rows: Vec<Vec<&str>> = text
         .lines()
-        .filter(|l| l.starts_with("  ") && !l.trim_start().starts_with("node"))
-        .map(|l| l.split_whitespace().collect())
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| node") && !l.starts_with("| -"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
         .collect();
     assert_eq!(rows.len(), 3, "{text}");
     let target_id = (target + 1).to_string();
     for r in &rows {
-        assert!(["primary", "sync", "learner"].contains(&r[1]), "{text}");
-        assert_eq!(r[1] == "primary", r[0] == target_id, "{text}");
+        assert!(r[2].starts_with("UP"), "{text}");
+        assert!(["primary", "sync", "learner"].contains(&r[3]), "{text}");
+        assert_eq!(r[3] == "primary", r[0] == target_id, "{text}");
     }
     for s in servers.into_iter().flatten() {
         s.shutdown();

@@ -66,6 +66,16 @@ impl Nodes {
             "description = \"failover benchmark: small segments\"\n[log]\nsegment_bytes = 8388608\n",
         )
         .map_err(|e| format!("write profile in {}: {e}", dir.display()))?;
+        // Switchovers are mutating admin requests: they carry this token.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let token = dir.join("admin.token");
+            std::fs::write(&token, format!("{ADMIN_TOKEN}\n"))
+                .and_then(|()| {
+                    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| format!("write {}: {e}", token.display()))?;
+        }
         let ports = free_ports(2 * NODES)?;
         let addrs: Vec<String> = ports[..NODES]
             .iter()
@@ -81,6 +91,7 @@ impl Nodes {
             let _ = writeln!(t, "listen = \"{}\"\nshards = 1", addrs[n - 1]);
             let _ = writeln!(t, "admin = \"{}\"", admins[n - 1]);
             let _ = writeln!(t, "profile = \"profile.toml\"");
+            let _ = writeln!(t, "admin_token_file = \"admin.token\"");
             for (i, a) in addrs.iter().enumerate() {
                 let _ = writeln!(t, "[[nodes]]\nid = {}\naddr = \"{a}\"", i + 1);
             }
@@ -280,21 +291,25 @@ pub fn wait_until(
     Err(format!("{what}: not within {within:?}").into())
 }
 
+/// The admin token of the benchmark's nodes.
+const ADMIN_TOKEN: &str = "failover-bench-admin-token-0123456789";
+
 /// Asks node `to` (1-based) to take the primary role, through an admin endpoint.
 pub fn ask_switchover(admin: &str, to: usize) -> Result<(), Error> {
     use std::io::{Read, Write};
     let mut sock = std::net::TcpStream::connect(admin)
         .map_err(|e| format!("connect to the admin endpoint {admin}: {e}"))?;
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    // The endpoint answers once the switchover is done (200) or refused.
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(15)));
     write!(
         sock,
-        "POST /switchover?stream={STREAM}&to={to} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /v1/switchover?stream={STREAM}&to={to} HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("ask {admin} for a switchover: {e}"))?;
     let mut answer = String::new();
     sock.read_to_string(&mut answer)
         .map_err(|e| format!("read {admin}'s answer: {e}"))?;
-    if answer.starts_with("HTTP/1.1 202") {
+    if answer.starts_with("HTTP/1.1 200") {
         Ok(())
     } else {
         Err(format!("{admin} refused the switchover: {answer}").into())

@@ -2,12 +2,21 @@
 //!
 //! A thin layer over the library: argument parsing and printing here, the logic in
 //! [`lockstep::inspect`] (`log`), [`lockstep::client`] (`append`, `read`, `status`),
+//! the nodes' admin plane over HTTP (`members`, `cluster health`, `switchover`),
 //! [`lockstep::demo`] (`demo`) and [`lockstep::front::export`] (`binlog export`).
 //!
-//! Exit statuses: 0 success (for `log verify`: the log is sound); 1 corruption found
-//! (`log`) or a failed request or run (`append`, `read`, `status`, `demo`, `binlog
-//! export`); 2 usage or I/O error; 3 an append is in doubt: it may or may not be
-//! committed.
+//! One set of options for every command that talks to a cluster: `--nodes` (or
+//! `LOCKSTEP_NODES`), `--json`, `--timeout-ms`, and for mutating admin commands
+//! `--token-file` / `--secret-file` (or `LOCKSTEP_TOKEN_FILE` / `LOCKSTEP_SECRET_FILE`).
+//!
+//! Exit statuses, the same for every command: 0 success; 1 the operation failed (a
+//! refused request, a corrupt log, an unhealthy cluster); 2 usage error (bad
+//! arguments, unreadable input); 3 no node could be reached; 4 an append is in doubt
+//! (it may or may not be committed).
+//!
+//! `--json`: results go to stdout as JSON, one value per line (a command with one
+//! result prints one line; `read` and `log dump` print one line per record); an error
+//! goes to stderr as one line `{"error": {"message", "exit_code", "kind"}}`.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -17,30 +26,41 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use lockstep::client::{Appended, Client, ClientError, ClientOptions};
 use lockstep::constants::FRAME_RECORDS_MAX;
 use lockstep::demo::{self, DemoError, DemoOptions};
 use lockstep::front::export::{self as binlog_export, ExportError, ExportOptions};
 use lockstep::front::gtid::GtidState;
-use lockstep::inspect::{self, EXIT_CORRUPT, EXIT_SOUND, InspectError, PREVIEW_BYTES};
+use lockstep::inspect::{self, EXIT_CORRUPT, InspectError, PREVIEW_BYTES};
 use lockstep::log::Record;
 use lockstep::log::record::record_bytes;
 use lockstep::server::metrics::PHASES;
 use lockstep::wire::Mode;
 use serde::Deserialize;
+use serde_json::{Value, json};
 
-/// Exit status of a failed request or demo run.
+/// Exit status of a failed operation (a refusal, corruption, an unhealthy cluster).
 const EXIT_FAILED: u8 = 1;
 /// Exit status of bad usage (clap uses it too).
 const EXIT_USAGE: u8 = 2;
+/// Exit status when no node could be reached.
+const EXIT_UNREACHABLE: u8 = 3;
 /// Exit status of an append whose fate is unknown.
-const EXIT_IN_DOUBT: u8 = 3;
+const EXIT_IN_DOUBT: u8 = 4;
 
 /// Record bytes (headers included) of one append request. Well below one log batch of
 /// the default and the shipped profiles, so a node never refuses a request as larger
 /// than its batch; longer inputs are sent as several requests, one after the other.
 const APPEND_REQUEST_BYTES_MAX: usize = 256 << 10;
+
+/// How long the CLI waits for a reply when the stream's own request timeout applies
+/// (no --timeout-ms): longer than any sensible `request_timeout_ms`.
+const STREAM_TIMEOUT_WAIT: Duration = Duration::from_secs(60);
+
+/// How long one HTTP request to an admin endpoint may take (a switchover's own wait
+/// is added).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -49,27 +69,66 @@ const APPEND_REQUEST_BYTES_MAX: usize = 256 << 10;
     about = "Operator tool for lockstep, strong-synchronous replication of transaction logs",
     long_about = "Operator tool for lockstep, strong-synchronous replication of database \
                   transaction logs.\n\n\
-                  `append`, `read` and `status` talk to a running cluster. The `log` \
-                  commands inspect a stream's log directory on disk; they only read and \
-                  never repair or change anything (starting the node does the recovery). \
-                  `demo` runs a 3-node cluster in this process and measures it. `binlog \
-                  export` writes the transactions of a MariaDB front's stream as binlog \
-                  files.\n\n\
-                  Exit status: 0 success; 1 corruption found (log) or a failed request or \
-                  run; 2 usage or I/O error; 3 an append is in doubt (its fate is unknown: \
-                  look it up by LSN with `read` or `status`).",
+                  `append`, `read`, `status`, `members`, `cluster health` and `switchover` \
+                  talk to a running cluster through any of its nodes (--nodes, or \
+                  LOCKSTEP_NODES). The `log` commands inspect a stream's log directory on \
+                  disk; they only read. `demo` runs a 3-node cluster in this process and \
+                  measures it. `binlog export` writes the transactions of a MariaDB \
+                  front's stream as binlog files.\n\n\
+                  Exit status: 0 success; 1 the operation failed (refused, corrupt, \
+                  unhealthy); 2 usage error; 3 no node reachable; 4 an append is in doubt \
+                  (its fate is unknown: look it up by LSN with `read` or `status`).\n\n\
+                  --json: one JSON value per line on stdout (one per record for `read` and \
+                  `log dump`); errors as {\"error\": {\"message\", \"exit_code\", \"kind\"}} on \
+                  stderr.",
     after_help = "Examples:\n  \
-                  lockstep demo\n  \
-                  lockstep append --nodes 10.0.0.1:7001,10.0.0.2:7001 --stream orders 'row 1' 'row 2'\n  \
-                  lockstep read --nodes 10.0.0.1:7001 --stream orders --from 1 --count 10\n  \
-                  lockstep status --nodes 10.0.0.1:7001 --stream orders\n  \
+                  export LOCKSTEP_NODES=10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001\n  \
+                  lockstep cluster health\n  \
+                  lockstep append --stream orders 'row 1' 'row 2'\n  \
+                  lockstep read --stream orders --from 1 --count 10\n  \
+                  lockstep status --stream orders\n  \
+                  lockstep switchover --stream orders --to 2 --secret-file /etc/lockstep/cluster.secret\n  \
                   lockstep log verify DATA_DIR/streams/orders\n  \
-                  lockstep log dump DATA_DIR/streams/orders --from 1000 --count 5\n  \
-                  lockstep binlog export --nodes 10.0.0.1:7001 --stream shop --out shop-binlog"
+                  lockstep log dump DATA_DIR/streams/orders --from 1000 --limit 5\n  \
+                  lockstep binlog export --stream shop --out shop-binlog"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options of every command that talks to a cluster.
+#[derive(Args, Clone)]
+struct Global {
+    /// Node addresses (host:port of each node's listener, or of its admin endpoint for
+    /// the admin commands), tried in order
+    #[arg(
+        long = "nodes",
+        visible_alias = "node",
+        alias = "admin",
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        env = "LOCKSTEP_NODES",
+        global = true
+    )]
+    nodes: Vec<String>,
+    /// Print JSON (one value per line; errors as JSON on stderr)
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long an append may wait for its commit before the node answers "in doubt"
+    /// [default: the stream's request_timeout_ms]; replies are awaited this long plus
+    /// one second. For switchover: how long to wait for the outcome [default: 10000]
+    #[arg(long, value_name = "MS", global = true)]
+    timeout_ms: Option<u64>,
+    /// File whose first line is the admin token (mutating admin commands)
+    #[arg(long, value_name = "FILE", env = "LOCKSTEP_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// The cluster secret file; the admin token is derived from it (mutating admin
+    /// commands)
+    #[arg(long, value_name = "FILE", env = "LOCKSTEP_SECRET_FILE", global = true)]
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -80,20 +139,45 @@ enum Command {
     /// (`-`, one record per line, empty lines included), or from files (`--file`, one
     /// record per file, any bytes). They get consecutive LSNs unless they are too many
     /// for one request (more than 256 KiB or 8192 records); they are then sent as
-    /// several requests in order.
+    /// several requests in order. During a failover the append is redirected and
+    /// retried until its timeout.
     ///
     /// An append that timed out or lost its connection is in doubt: it may or may not
-    /// be committed. The tool then exits with status 3 and says how to look it up;
+    /// be committed. The tool then exits with status 4 and says how to look it up;
     /// resending it could append it twice.
     Append(AppendArgs),
-    /// Print committed records from an LSN on
+    /// Print committed records of a stream from an LSN on
     ///
     /// One line per record: lsn, epoch, payload length and the payload (quoted text if
     /// printable ASCII, else hex). Only committed records are shown; reading past the
     /// commit LSN prints nothing more and says so on stderr.
     Read(ReadArgs),
-    /// Show a node's view of a stream: role, LSNs, commits, sync set, latency
+    /// Show a stream's state: role, epoch, LSNs, commits, sync set, latency
+    ///
+    /// Asks the stream's primary (found among --nodes, or through the controller's
+    /// view): its member table is the current one. When no primary answers, shows the
+    /// answering node's own view and says that its member table is unknown.
     Status(StatusArgs),
+    /// Show the cluster at a glance: each node UP or DOWN, its role, epoch, log
+    /// positions and lag in each stream, and the controller's leader
+    ///
+    /// Every node is asked directly (its /v1/status); the controller's view (the
+    /// roles, and what it last heard from nodes that do not answer) comes from the
+    /// first node of --nodes that answers, with its age.
+    Members,
+    /// The cluster as a whole
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Move a stream's primary role to another node without losing anything, and wait
+    /// for the outcome
+    ///
+    /// Asks the cluster's controller through any node: the primary stops admitting
+    /// appends, waits until the target holds its whole log, and the controller
+    /// commits the new configuration. Exits 0 once the target is the primary, 1 with
+    /// the reason when refused (unknown stream or node, the node already primary or
+    /// not in the sync set) or not done within --timeout-ms. Needs the [control]
+    /// section, and the admin token (--token-file or --secret-file).
+    Switchover(SwitchoverArgs),
     /// Run a 3-node cluster in this process, measure each commit mode against this
     /// machine's floor, and check that the nodes' logs agree
     ///
@@ -106,18 +190,6 @@ enum Command {
     /// Inspect a stream's log directory (read-only)
     #[command(subcommand)]
     Log(LogCommand),
-    /// Move a stream's primary role to another node without losing anything
-    ///
-    /// Asks the cluster's controller, through any node's admin endpoint: the primary
-    /// stops admitting appends, waits until the target holds its whole log, and the
-    /// controller commits the new configuration. Appends are refused (redirected) for
-    /// that short moment; nothing acknowledged is lost. Needs the `[control]` section.
-    Switchover(SwitchoverArgs),
-    /// Show the cluster as the controller sees it: each stream's epoch, primary, sync
-    /// set and learners, and each node's log positions and lag
-    ///
-    /// Asks one node's admin endpoint (`GET /members`). `--json` prints the raw view.
-    Members(MembersArgs),
     /// The binlog of a MariaDB front's stream: export it as standard binlog files
     ///
     /// A stream fed by a MariaDB front holds the primary's transactions, event for
@@ -129,6 +201,23 @@ enum Command {
     /// the next file.
     #[command(subcommand)]
     Binlog(BinlogCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) of lockstep or of one subcommand
+    #[command(hide = true)]
+    Man {
+        /// Write lockstep.1 and one page per subcommand (lockstep-NAME.1) into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// As `members`, with a verdict: exit 0 when every node is UP and ready and every
+    /// stream has a primary with its full sync set, 1 otherwise (the problems listed)
+    Health,
 }
 
 #[derive(Subcommand)]
@@ -180,7 +269,7 @@ struct ExportArgs {
 }
 
 /// `lockstep binlog export`.
-fn binlog_export(a: &ExportArgs) -> Result<(), CommandError> {
+fn binlog_export(g: &Global, a: &ExportArgs) -> Result<(), CommandError> {
     let from = match &a.from_gtid {
         Some(text) => Some(
             GtidState::parse(text).map_err(|e| CommandError::Usage(format!("--from-gtid: {e}")))?,
@@ -192,10 +281,10 @@ fn binlog_export(a: &ExportArgs) -> Result<(), CommandError> {
         from,
         file_bytes: a.file_bytes,
     };
-    let mut client = a.target.connect()?;
+    let mut client = a.target.connect(g)?;
     let summary = binlog_export::export(&mut client, &options)?;
     let mut out = io::stdout().lock();
-    if a.target.json {
+    if g.json {
         let v = serde_json::to_value(&summary).map_err(|e| CommandError::Output(e.into()))?;
         writeln!(out, "{v}")?;
     } else {
@@ -206,192 +295,68 @@ fn binlog_export(a: &ExportArgs) -> Result<(), CommandError> {
 }
 
 #[derive(Args)]
-struct MembersArgs {
-    /// A node's admin address (host:port, the `admin` key of its configuration)
-    #[arg(long, value_name = "ADDR")]
-    admin: String,
-    /// Print the view as JSON
-    #[arg(long)]
-    json: bool,
-}
-
-/// `GET path` on an admin endpoint: (status line, body).
-fn admin_get(admin: &str, path: &str) -> Result<(String, String), CommandError> {
-    use std::io::{Read, Write};
-    let mut sock = std::net::TcpStream::connect(admin)
-        .map_err(|e| CommandError::Usage(format!("connect to {admin}: {e}")))?;
-    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    sock.write_all(request.as_bytes())?;
-    let mut answer = String::new();
-    sock.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    Ok((
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    ))
-}
-
-fn members(a: &MembersArgs) -> Result<(), CommandError> {
-    let (status, body) = admin_get(&a.admin, "/members")?;
-    if !status.contains(" 200 ") {
-        return Err(CommandError::Usage(format!("{}: {}", a.admin, body.trim())));
-    }
-    let view: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| CommandError::Usage(format!("{}: not a members view: {e}", a.admin)))?;
-    let mut out = io::stdout().lock();
-    if a.json {
-        writeln!(out, "{view:#}")?;
-        return Ok(());
-    }
-    let leader = view["leader"]
-        .as_u64()
-        .map_or("none".to_string(), |l| l.to_string());
-    writeln!(
-        out,
-        "controller leader: node {leader} (term {}), as node {} sees it",
-        view["term"], view["node"]
-    )?;
-    let streams = view["config"]["streams"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    for (name, roles) in &streams {
-        writeln!(
-            out,
-            "stream {name}: epoch {}, primary {}, sync set {}, learners {}{}",
-            roles["epoch"],
-            roles["primary"],
-            roles["sync_set"],
-            roles["learners"],
-            if roles["degraded"].as_bool() == Some(true) {
-                ", DEGRADED"
-            } else {
-                ""
-            }
-        )?;
-        let primary_last = view["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["node"] == roles["primary"])
-            .flat_map(|n| n["streams"].as_array().cloned().unwrap_or_default())
-            .find(|s| s["stream"] == name.as_str())
-            .and_then(|s| s["last_lsn"].as_u64());
-        writeln!(
-            out,
-            "  node  role      heard      epoch  durable  commit   lag"
-        )?;
-        for n in view["nodes"].as_array().into_iter().flatten() {
-            let id = &n["node"];
-            let role = if *id == roles["primary"] {
-                "primary"
-            } else if roles["sync_set"].as_array().is_some_and(|s| s.contains(id)) {
-                "sync"
-            } else if roles["learners"].as_array().is_some_and(|s| s.contains(id)) {
-                "learner"
-            } else {
-                "-"
-            };
-            let heard = n["heard_ms_ago"]
-                .as_u64()
-                .map_or("never".to_string(), |ms| format!("{ms} ms ago"));
-            let s = n["streams"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["stream"] == name.as_str());
-            let field = |k: &str| s.and_then(|s| s[k].as_u64());
-            let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-            let lag = match (primary_last, field("durable_lsn")) {
-                (Some(p), Some(d)) => p.saturating_sub(d).to_string(),
-                _ => "-".to_string(),
-            };
-            let id = id.to_string();
-            writeln!(
-                out,
-                "  {id:<5} {role:<9} {heard:<10} {:>5}  {:>7}  {:>6}  {lag:>4}",
-                show(field("epoch")),
-                show(field("durable_lsn")),
-                show(field("commit_lsn")),
-            )?;
-        }
-    }
-    Ok(())
-}
-
-#[derive(Args)]
 struct SwitchoverArgs {
-    /// A node's admin address (host:port, the `admin` key of its configuration)
-    #[arg(long, value_name = "ADDR")]
-    admin: String,
-    #[arg(long)]
+    /// The stream whose primary role moves
+    #[arg(long, value_name = "NAME")]
     stream: String,
     /// The node to become primary (a member of the stream's sync set)
     #[arg(long, value_name = "NODE")]
     to: u32,
 }
 
-/// Asks for a switchover through a node's admin endpoint.
-fn switchover(a: &SwitchoverArgs) -> Result<(), CommandError> {
-    use std::io::{Read, Write};
-    let mut sock = std::net::TcpStream::connect(&a.admin)
-        .map_err(|e| CommandError::Usage(format!("connect to {}: {e}", a.admin)))?;
-    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let request = format!(
-        "POST /switchover?stream={}&to={} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        a.stream, a.to, a.admin
-    );
-    sock.write_all(request.as_bytes())?;
-    let mut answer = String::new();
-    sock.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head.lines().next().unwrap_or("");
-    if status.contains(" 202 ") {
-        print!("{body}");
-        Ok(())
-    } else {
-        Err(CommandError::Usage(format!("{}: {}", a.admin, body.trim())))
-    }
-}
-
-/// Which cluster and stream a request goes to, and how its output looks.
+/// Which stream a request goes to.
 #[derive(Args)]
 struct Target {
-    /// Node addresses (host:port), tried in order; a node that is not the stream's
-    /// primary redirects appends to it
-    #[arg(
-        long = "nodes",
-        visible_alias = "node",
-        value_name = "ADDR[,ADDR...]",
-        value_delimiter = ',',
-        required = true
-    )]
-    nodes: Vec<String>,
     /// Stream name
     #[arg(long, value_name = "NAME")]
     stream: String,
-    /// How long the node may take to commit an append before it answers "in doubt";
-    /// replies of any request are awaited this long plus one second
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
-    timeout_ms: u64,
-    /// Print JSON
-    #[arg(long)]
-    json: bool,
 }
 
 impl Target {
-    fn connect(&self) -> Result<Client, ClientError> {
+    fn connect(&self, g: &Global) -> Result<Client, CommandError> {
+        let nodes = g.nodes()?;
         let options = ClientOptions {
-            timeout: Duration::from_millis(self.timeout_ms),
+            timeout: g
+                .timeout_ms
+                .map_or(STREAM_TIMEOUT_WAIT, Duration::from_millis),
             ..ClientOptions::default()
         };
-        Client::connect(&self.nodes, &self.stream, options)
+        let mut client = Client::connect(nodes, &self.stream, options)?;
+        if g.timeout_ms.is_none() {
+            client.use_stream_timeout();
+        }
+        Ok(client)
     }
 
     /// The `--nodes` and `--stream` arguments, for a command line to suggest.
-    fn args(&self) -> String {
-        format!("--nodes {} --stream {}", self.nodes.join(","), self.stream)
+    fn args(&self, g: &Global) -> String {
+        format!("--nodes {} --stream {}", g.nodes.join(","), self.stream)
+    }
+}
+
+impl Global {
+    fn nodes(&self) -> Result<&[String], CommandError> {
+        if self.nodes.is_empty() {
+            return Err(CommandError::Usage(
+                "no node given: --nodes ADDR[,ADDR...] or LOCKSTEP_NODES".into(),
+            ));
+        }
+        Ok(&self.nodes)
+    }
+
+    /// The admin token: --token-file's first line, else derived from --secret-file.
+    fn token(&self) -> Result<Option<String>, CommandError> {
+        if let Some(p) = &self.token_file {
+            return lockstep::server::auth::load_admin_token(p)
+                .map(Some)
+                .map_err(|e| CommandError::Usage(e.replace("admin_token_file", "--token-file")));
+        }
+        if let Some(p) = &self.secret_file {
+            return lockstep::server::auth::Secret::load(p)
+                .map(|s| Some(s.admin_token()))
+                .map_err(|e| CommandError::Usage(e.replace("secret_file", "--secret-file")));
+        }
+        Ok(None)
     }
 }
 
@@ -421,6 +386,7 @@ struct ReadArgs {
     /// Print at most this many records
     #[arg(
         long,
+        visible_alias = "limit",
         value_name = "N",
         default_value_t = 20,
         value_parser = clap::value_parser!(u64).range(1..)
@@ -453,7 +419,7 @@ struct DemoArgs {
     keep: Option<PathBuf>,
     /// Also write the results as JSON to FILE
     #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    report: Option<PathBuf>,
     /// Run the database demo: a MariaDB primary made strongly synchronous by the
     /// cluster (its front), measured beside MariaDB alone and checked on every node;
     /// installs mariadb-server when it is missing and this runs as root
@@ -481,9 +447,6 @@ enum LogCommand {
 struct VerifyArgs {
     /// Log directory of one stream (holds the segment files)
     dir: PathBuf,
-    /// Print the report as one JSON object
-    #[arg(long)]
-    json: bool,
     /// Also list every segment
     #[arg(short, long)]
     verbose: bool,
@@ -496,18 +459,24 @@ struct DumpArgs {
     /// First LSN to print [default: the first retained LSN]
     #[arg(long, value_name = "LSN")]
     from: Option<u64>,
-    /// Print at most this many records
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    count: u64,
+    /// Print at most this many records (a note on stderr says where more start)
+    #[arg(
+        long,
+        visible_alias = "count",
+        value_name = "N",
+        default_value_t = 20,
+        conflicts_with = "all"
+    )]
+    limit: u64,
+    /// Print every record from --from on
+    #[arg(long)]
+    all: bool,
     /// Show whole payloads instead of the first 64 bytes
     #[arg(long)]
     full: bool,
-    /// Print one JSON object per record (payload in hex)
-    #[arg(long)]
-    json: bool,
 }
 
-/// Why a request or a demo run failed.
+/// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 enum CommandError {
     #[error("{0}")]
@@ -525,6 +494,19 @@ enum CommandError {
     Demo(#[from] DemoError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// The operation was refused or did not succeed; nothing more to add.
+    #[error("{0}")]
+    Failed(String),
+    /// No node answered.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A log inspection ended with this exit status (its report is printed).
+    #[error("{0}")]
+    Inspect(#[from] InspectError),
+    /// The command printed its result and exits with this status (an unhealthy
+    /// cluster, a corrupt log).
+    #[error("")]
+    Exit(u8),
 }
 
 impl CommandError {
@@ -536,56 +518,560 @@ impl CommandError {
             | CommandError::Demo(DemoError::Usage(_))
             | CommandError::Export(ExportError::Usage(_)) => EXIT_USAGE,
             CommandError::InDoubt { .. } => EXIT_IN_DOUBT,
+            CommandError::Unreachable(_)
+            | CommandError::Client(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
+            CommandError::Inspect(e) => e.exit_code(),
+            CommandError::Exit(code) => *code,
             _ => EXIT_FAILED,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.exit_code() {
+            EXIT_USAGE => "usage",
+            EXIT_UNREACHABLE => "unreachable",
+            EXIT_IN_DOUBT => "in_doubt",
+            _ => "failed",
         }
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let json_asked = std::env::args().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            if json_asked && code != 0 {
+                let message = e.kind().to_string();
+                print_json_error(
+                    &format!("{message}: {}", first_line(&e.to_string())),
+                    code,
+                    "usage",
+                );
+                return ExitCode::from(code);
+            }
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let g = cli.global;
     let (name, result) = match cli.command {
-        Command::Log(LogCommand::Verify(a)) => return inspect_exit(log_verify(&a)),
-        Command::Log(LogCommand::Dump(a)) => return inspect_exit(log_dump(&a)),
-        Command::Append(a) => ("append", append(&a)),
-        Command::Read(a) => ("read", read(&a)),
-        Command::Status(a) => ("status", status(&a)),
+        Command::Log(LogCommand::Verify(a)) => ("log verify", log_verify(&g, &a)),
+        Command::Log(LogCommand::Dump(a)) => ("log dump", log_dump(&g, &a)),
+        Command::Append(a) => ("append", append(&g, &a)),
+        Command::Read(a) => ("read", read(&g, &a)),
+        Command::Status(a) => ("status", status(&g, &a)),
         Command::Demo(a) => ("demo", run_demo(a)),
-        Command::Switchover(a) => ("switchover", switchover(&a)),
-        Command::Members(a) => ("members", members(&a)),
-        Command::Binlog(BinlogCommand::Export(a)) => ("binlog export", binlog_export(&a)),
+        Command::Switchover(a) => ("switchover", switchover(&g, &a)),
+        Command::Members => ("members", members(&g, false)),
+        Command::Cluster(ClusterCommand::Health) => ("cluster health", members(&g, true)),
+        Command::Binlog(BinlogCommand::Export(a)) => ("binlog export", binlog_export(&g, &a)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lockstep", &mut io::stdout());
+            ("completions", Ok(()))
+        }
+        Command::Man { out } => ("man", man(out)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that went away (`| head`) is not a failure of the tool.
         Err(CommandError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(CommandError::Exit(code)) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lockstep {name}: {e}");
+            if g.json {
+                print_json_error(&e.to_string(), e.exit_code(), e.kind());
+            } else {
+                eprintln!("lockstep {name}: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn inspect_exit(result: Result<u8, InspectError>) -> ExitCode {
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(InspectError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-            ExitCode::from(EXIT_SOUND)
-        }
-        Err(e) => {
-            eprintln!("lockstep: {e}");
-            ExitCode::from(e.exit_code())
-        }
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+}
+
+fn print_json_error(message: &str, code: u8, kind: &str) {
+    let v = json!({"error": {"message": message.trim_start_matches("error: "), "exit_code": code, "kind": kind}});
+    eprintln!("{v}");
+}
+
+/// `lockstep man`: the page of lockstep to stdout, or every page into a directory.
+fn man(out: Option<PathBuf>) -> Result<(), CommandError> {
+    let cmd = Cli::command();
+    let Some(dir) = out else {
+        let mut stdout = io::stdout().lock();
+        clap_mangen::Man::new(cmd).render(&mut stdout)?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| CommandError::Input {
+        what: dir.display().to_string(),
+        source,
+    })?;
+    let mut pages = vec![("lockstep".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.push((format!("lockstep-{}", sub.get_name()), sub.clone()));
+    }
+    for (name, page) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page)
+            .title(name.clone())
+            .render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.1")), buf)?;
+    }
+    Ok(())
+}
+
+// ---- the admin plane over HTTP ----
+
+/// A node's admin endpoint answered: (HTTP status, body as JSON or text).
+struct HttpAnswer {
+    status: u16,
+    body: String,
+}
+
+impl HttpAnswer {
+    fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// The `error` of a JSON error body, else the body.
+    fn reason(&self) -> String {
+        self.json()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| self.body.trim().to_string())
     }
 }
 
-fn append(a: &AppendArgs) -> Result<(), CommandError> {
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(Duration::from_secs(1)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// One HTTP request to `addr`; `Err` when the node cannot be reached.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpAnswer, String> {
+    let url = format!("http://{addr}{path}");
+    let agent = agent(timeout);
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = if method == "POST" {
+        let mut r = agent.post(&url);
+        if let Some(a) = &auth {
+            r = r.header("Authorization", a);
+        }
+        r.send_empty()
+    } else {
+        let mut r = agent.get(&url);
+        if let Some(a) = &auth {
+            r = r.header("Authorization", a);
+        }
+        r.call()
+    };
+    let mut response = result.map_err(|e| format!("{addr}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .map_err(|e| format!("{addr}: reading the answer: {e}"))?;
+    Ok(HttpAnswer { status, body })
+}
+
+/// The first node of --nodes that answers `GET path`: (its address, its answer).
+fn first_answer(g: &Global, path: &str) -> Result<(String, HttpAnswer), CommandError> {
+    let mut errors = Vec::new();
+    for addr in g.nodes()? {
+        match http(addr, "GET", path, None, HTTP_TIMEOUT) {
+            Ok(a) => return Ok((addr.clone(), a)),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(CommandError::Unreachable(format!(
+        "no node answered: {}",
+        errors.join("; ")
+    )))
+}
+
+/// `lockstep switchover`.
+fn switchover(g: &Global, a: &SwitchoverArgs) -> Result<(), CommandError> {
+    let token = g.token()?;
+    let wait = g
+        .timeout_ms
+        .map_or(Duration::from_secs(10), Duration::from_millis);
+    let path = format!(
+        "/v1/switchover?stream={}&to={}&timeout_ms={}",
+        a.stream,
+        a.to,
+        wait.as_millis()
+    );
+    let mut errors = Vec::new();
+    for addr in g.nodes()? {
+        let answer = match http(addr, "POST", &path, token.as_deref(), wait + HTTP_TIMEOUT) {
+            Ok(answer) => answer,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        return match answer.status {
+            200 => {
+                let v = answer.json().unwrap_or(Value::Null);
+                let mut out = io::stdout().lock();
+                if g.json {
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "stream {}: node {} is the primary (epoch {}, was node {}), after {} ms",
+                        a.stream, a.to, v["epoch"], v["from"], v["took_ms"]
+                    )?;
+                }
+                Ok(())
+            }
+            400 => Err(CommandError::Usage(answer.reason())),
+            401 | 403 => Err(CommandError::Failed(answer.reason())),
+            _ => Err(CommandError::Failed(answer.reason())),
+        };
+    }
+    Err(CommandError::Unreachable(format!(
+        "no node answered: {}",
+        errors.join("; ")
+    )))
+}
+
+/// One node as `members` shows it.
+struct NodeRow {
+    node: u64,
+    addr: String,
+    /// Its own /v1/status, if it answered.
+    status: Option<Value>,
+    /// What the controller last heard from it, and how long ago.
+    heard: Option<(Value, u64)>,
+}
+
+impl NodeRow {
+    fn stream(&self, name: &str) -> Option<Value> {
+        let live = self.status.as_ref().and_then(|s| {
+            s["streams"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["stream"] == name).cloned())
+        });
+        live.or_else(|| {
+            self.heard.as_ref().and_then(|(s, _)| {
+                s["streams"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["stream"] == name).cloned())
+            })
+        })
+    }
+}
+
+/// `lockstep members` and `lockstep cluster health`.
+fn members(g: &Global, verdict: bool) -> Result<(), CommandError> {
+    // The controller's view, from the first node that has one.
+    let mut view: Option<(String, Value)> = None;
+    let mut reached = false;
+    for addr in g.nodes()? {
+        match http(addr, "GET", "/v1/members", None, HTTP_TIMEOUT) {
+            Ok(a) if a.status == 200 => {
+                reached = true;
+                if let Some(v) = a.json() {
+                    view = Some((addr.clone(), v));
+                    break;
+                }
+            }
+            Ok(_) => reached = true,
+            Err(_) => {}
+        }
+    }
+    // Every node: those of the view, else those of --nodes.
+    let mut rows: Vec<NodeRow> = Vec::new();
+    match &view {
+        Some((_, v)) => {
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                rows.push(NodeRow {
+                    node: n["node"].as_u64().unwrap_or(0),
+                    addr: n["addr"].as_str().unwrap_or("").to_string(),
+                    status: None,
+                    heard: n["heard_ms_ago"].as_u64().map(|ms| (n.clone(), ms)),
+                });
+            }
+        }
+        None => {
+            for addr in g.nodes()? {
+                rows.push(NodeRow {
+                    node: 0,
+                    addr: addr.clone(),
+                    status: None,
+                    heard: None,
+                });
+            }
+        }
+    }
+    for row in &mut rows {
+        if let Ok(a) = http(&row.addr, "GET", "/v1/status", None, Duration::from_secs(2))
+            && a.status == 200
+        {
+            row.status = a.json();
+            reached = true;
+            if row.node == 0 {
+                row.node = row
+                    .status
+                    .as_ref()
+                    .and_then(|s| s["node"].as_u64())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    if !reached {
+        return Err(CommandError::Unreachable(format!(
+            "no node of {} answered",
+            g.nodes.join(",")
+        )));
+    }
+    // The streams: from the view's configuration, else from what the nodes said.
+    let mut streams: BTreeMap<String, Value> = BTreeMap::new();
+    if let Some((_, v)) = &view {
+        for (name, roles) in v["config"]["streams"].as_object().into_iter().flatten() {
+            streams.insert(name.clone(), roles.clone());
+        }
+    } else {
+        for row in &rows {
+            for s in row
+                .status
+                .as_ref()
+                .and_then(|s| s["streams"].as_array().cloned())
+                .unwrap_or_default()
+            {
+                let name = s["stream"].as_str().unwrap_or("").to_string();
+                let e = streams.entry(name).or_insert_with(|| json!({}));
+                if s["role"] == "primary" {
+                    e["primary"] = json!(row.node);
+                    e["epoch"] = s["epoch"].clone();
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut out_streams = Vec::new();
+    for (name, roles) in &streams {
+        let primary = roles["primary"].as_u64();
+        let primary_last = rows
+            .iter()
+            .find(|r| Some(r.node) == primary)
+            .and_then(|r| r.stream(name))
+            .and_then(|s| s["last_lsn"].as_u64());
+        let mut nodes = Vec::new();
+        for r in &rows {
+            let s = r.stream(name);
+            let up = r.status.is_some();
+            let role = if Some(r.node) == primary {
+                "primary"
+            } else if roles["sync_set"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(r.node)))
+            {
+                "sync"
+            } else if roles["learners"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(r.node)))
+            {
+                "learner"
+            } else if s.is_some() {
+                "member"
+            } else {
+                "-"
+            };
+            let field = |k: &str| s.as_ref().and_then(|s| s[k].as_u64());
+            let lag = match (primary_last, field("durable_lsn")) {
+                (Some(p), Some(d)) => Some(p.saturating_sub(d)),
+                _ => None,
+            };
+            if !up {
+                problems.push(format!("node {} ({}) is DOWN", r.node, r.addr));
+            }
+            nodes.push(json!({
+                "node": r.node,
+                "addr": r.addr,
+                "up": up,
+                "ready": r.status.as_ref().map(|s| s["ready"].clone()),
+                "role": role,
+                "epoch": field("epoch"),
+                "durable_lsn": field("durable_lsn"),
+                "commit_lsn": field("commit_lsn"),
+                "lag": lag,
+                // The node's own answer is live; a DOWN node's numbers are what the
+                // controller heard from it this long ago.
+                "as_of_ms": if up { Some(0) } else { r.heard.as_ref().map(|(_, ms)| *ms) },
+            }));
+        }
+        match primary {
+            None => problems.push(format!("stream {name}: no primary")),
+            Some(p) if !rows.iter().any(|r| r.node == p && r.status.is_some()) => problems.push(
+                format!("stream {name}: its primary, node {p}, does not answer"),
+            ),
+            _ => {}
+        }
+        if roles["degraded"].as_bool() == Some(true) {
+            problems.push(format!(
+                "stream {name}: DEGRADED (committing on the primary alone)"
+            ));
+        }
+        if roles["learners"].as_array().is_some_and(|l| !l.is_empty()) {
+            problems.push(format!(
+                "stream {name}: learners {} are not in the sync set",
+                roles["learners"]
+            ));
+        }
+        out_streams.push(json!({
+            "stream": name,
+            "epoch": roles["epoch"],
+            "primary": primary,
+            "sync_set": roles["sync_set"],
+            "learners": roles["learners"],
+            "degraded": roles["degraded"].as_bool().unwrap_or(false),
+            "nodes": nodes,
+        }));
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.status.as_ref().is_some_and(|s| s["ready"] == false))
+    {
+        for why in r
+            .status
+            .as_ref()
+            .and_then(|s| s["not_ready"].as_array().cloned())
+            .unwrap_or_default()
+        {
+            problems.push(format!(
+                "node {} not ready: {}",
+                r.node,
+                why.as_str().unwrap_or("")
+            ));
+        }
+    }
+    problems.dedup();
+    let healthy = problems.is_empty();
+    let (leader, term, from, age) = match &view {
+        Some((addr, v)) => (
+            v["leader"].clone(),
+            v["term"].clone(),
+            Some(addr.clone()),
+            v["age_ms"].as_u64(),
+        ),
+        None => (Value::Null, Value::Null, None, None),
+    };
+    let mut out = io::stdout().lock();
+    if g.json {
+        let v = json!({
+            "controller": view.as_ref().map(|_| json!({"leader": leader, "term": term, "view_from": from, "view_age_ms": age})),
+            "streams": out_streams,
+            "healthy": healthy,
+            "problems": problems,
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        match &view {
+            Some(_) => writeln!(
+                out,
+                "controller leader: {} (term {term}); roles as {} published them {} ms ago",
+                leader
+                    .as_u64()
+                    .map_or("none".to_string(), |l| format!("node {l}")),
+                from.as_deref().unwrap_or("?"),
+                age.unwrap_or(0)
+            )?,
+            None => writeln!(
+                out,
+                "no controller (static cluster): roles as the nodes report them"
+            )?,
+        }
+        for s in &out_streams {
+            writeln!(
+                out,
+                "stream {}: epoch {}, primary {}, sync set {}, learners {}{}",
+                s["stream"].as_str().unwrap_or(""),
+                s["epoch"],
+                s["primary"],
+                s["sync_set"],
+                s["learners"],
+                if s["degraded"] == true {
+                    ", DEGRADED"
+                } else {
+                    ""
+                }
+            )?;
+            let mut table = vec![
+                [
+                    "node", "addr", "state", "role", "epoch", "durable", "commit", "lag",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ];
+            for n in s["nodes"].as_array().into_iter().flatten() {
+                let show = |k: &str| n[k].as_u64().map_or("-".to_string(), |v| v.to_string());
+                let state = match (n["up"].as_bool(), n["ready"].as_bool()) {
+                    (Some(true), Some(true)) => "UP".to_string(),
+                    (Some(true), _) => "UP, not ready".to_string(),
+                    _ => match n["as_of_ms"].as_u64() {
+                        Some(ms) => format!("DOWN (heard {ms} ms ago)"),
+                        None => "DOWN".to_string(),
+                    },
+                };
+                table.push(vec![
+                    show("node"),
+                    n["addr"].as_str().unwrap_or("").to_string(),
+                    state,
+                    n["role"].as_str().unwrap_or("-").to_string(),
+                    show("epoch"),
+                    show("durable_lsn"),
+                    show("commit_lsn"),
+                    show("lag"),
+                ]);
+            }
+            write!(out, "{}", demo::markdown_table(&table))?;
+        }
+        if verdict {
+            if healthy {
+                writeln!(out, "healthy: yes")?;
+            } else {
+                writeln!(out, "healthy: no")?;
+                for p in &problems {
+                    writeln!(out, "  {p}")?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if verdict && !healthy {
+        return Err(CommandError::Exit(EXIT_FAILED));
+    }
+    Ok(())
+}
+
+fn append(g: &Global, a: &AppendArgs) -> Result<(), CommandError> {
     let payloads = append_payloads(a)?;
     if payloads.is_empty() {
         return Err(CommandError::Usage(
             "nothing to append: give payloads, `-` for one per line of stdin, or --file".to_owned(),
         ));
     }
-    let mut client = a.target.connect()?;
+    let mut client = a.target.connect(g)?;
     let mut out = io::stdout().lock();
     let mut sent = 0;
     for request in requests(&payloads) {
@@ -595,12 +1081,12 @@ fn append(a: &AppendArgs) -> Result<(), CommandError> {
             Ok(appended) => appended,
             Err(e @ ClientError::InDoubt { .. }) => {
                 let unsent = payloads.len() - sent - request.len();
-                return Err(in_doubt(e, &a.target, unsent));
+                return Err(in_doubt(e, g, &a.target, unsent));
             }
             Err(e) => return Err(e.into()),
         };
         sent += request.len();
-        print_appended(&mut out, appended, a.target.json)?;
+        print_appended(&mut out, appended, g.json)?;
     }
     out.flush()?;
     Ok(())
@@ -671,7 +1157,7 @@ fn print_appended(out: &mut impl Write, a: Appended, json: bool) -> io::Result<(
 }
 
 /// The in-doubt error with the commands that tell its fate.
-fn in_doubt(e: ClientError, target: &Target, unsent: usize) -> CommandError {
+fn in_doubt(e: ClientError, g: &Global, target: &Target, unsent: usize) -> CommandError {
     let ClientError::InDoubt {
         first_lsn, count, ..
     } = &e
@@ -683,13 +1169,13 @@ fn in_doubt(e: ClientError, target: &Target, unsent: usize) -> CommandError {
             "to learn its fate: `lockstep read {} --from {first} --count {count}` shows the \
              records if they are committed (compare the payloads); nothing there means they \
              are not committed yet",
-            target.args()
+            target.args(g)
         ),
         None => format!(
             "the node did not say which LSNs it gave them: `lockstep status {}` shows the \
              commit LSN; `lockstep read` from the last LSN you know to be yours shows whether \
              the payloads were committed",
-            target.args()
+            target.args(g)
         ),
     };
     if unsent > 0 {
@@ -698,8 +1184,8 @@ fn in_doubt(e: ClientError, target: &Target, unsent: usize) -> CommandError {
     CommandError::InDoubt { source: e, help }
 }
 
-fn read(a: &ReadArgs) -> Result<(), CommandError> {
-    let mut client = a.target.connect()?;
+fn read(g: &Global, a: &ReadArgs) -> Result<(), CommandError> {
+    let mut client = a.target.connect(g)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut from = a.from;
     let mut left = a.count;
@@ -708,7 +1194,7 @@ fn read(a: &ReadArgs) -> Result<(), CommandError> {
         let (commit, records) = client.read(from, u32::try_from(left).unwrap_or(u32::MAX))?;
         commit_lsn = commit;
         for r in &records {
-            print_record(&mut out, r, a.target.json, a.full)?;
+            print_record(&mut out, r, g.json, a.full)?;
         }
         left -= records.len() as u64;
         let Some(last) = records.last() else {
@@ -768,24 +1254,81 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-fn status(a: &StatusArgs) -> Result<(), CommandError> {
-    let mut client = a.target.connect()?;
-    let json = client.status()?;
-    let text = if a.target.json {
-        format!("{json}\n")
+/// A stream's status from `addr`, with the node that answered.
+fn status_of(g: &Global, stream: &str, addr: &str) -> Option<(Value, String)> {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        ..ClientOptions::default()
+    };
+    let _ = g;
+    let mut c = Client::connect(&[addr], stream, options).ok()?;
+    let v = c.status().ok()?;
+    Some((v, node_text(&c)))
+}
+
+/// `lockstep status`: the primary's view when a primary answers, else the first
+/// node's own view with a note.
+fn status(g: &Global, a: &StatusArgs) -> Result<(), CommandError> {
+    let nodes = g.nodes()?;
+    let mut first: Option<(Value, String)> = None;
+    let mut primary: Option<(Value, String)> = None;
+    let mut tried = Vec::new();
+    for addr in nodes {
+        tried.push(addr.clone());
+        if let Some((v, node)) = status_of(g, &a.target.stream, addr) {
+            let is_primary = v["role"] == "primary";
+            if first.is_none() {
+                first = Some((v.clone(), node.clone()));
+            }
+            if is_primary {
+                primary = Some((v, node));
+                break;
+            }
+        }
+    }
+    // The controller knows where the primary is, when --nodes does not list it.
+    if primary.is_none()
+        && let Ok((_, answer)) = first_answer(g, "/v1/members")
+        && let Some(view) = answer.json()
+        && let Some(p) = view["config"]["streams"][&a.target.stream]["primary"].as_u64()
+        && let Some(addr) = view["config"]["members"][p.to_string()].as_str()
+        && !tried.iter().any(|t| t == addr)
+    {
+        primary = status_of(g, &a.target.stream, addr);
+    }
+    let (v, node, own_view) = match (primary, first) {
+        (Some((v, node)), _) => (v, node, false),
+        (None, Some((v, node))) => (v, node, true),
+        (None, None) => {
+            // Say why with the client's own error.
+            a.target.connect(g)?;
+            return Err(CommandError::Unreachable("no node answered".into()));
+        }
+    };
+    let mut out = io::stdout().lock();
+    if g.json {
+        let mut v = v;
+        v["primary_view"] = json!(!own_view);
+        writeln!(out, "{v}")?;
     } else {
-        let node = node_text(&client);
-        match StatusView::deserialize(&json) {
+        let mut text = match StatusView::deserialize(&v) {
             Ok(view) => view.text(&node),
             // A node of another version: show what it said rather than nothing.
             Err(e) => format!(
                 "status{node} in an unknown shape ({e}):\n{}\n",
-                serde_json::to_string_pretty(&json).expect("a JSON value serializes")
+                serde_json::to_string_pretty(&v).expect("a JSON value serializes")
             ),
+        };
+        if own_view {
+            text.push_str(
+                "\nnote: no primary of this stream answered; this is the answering node's \
+                 own view (its log positions are current, the members' are the primary's \
+                 to know)\n",
+            );
         }
-    };
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+        out.write_all(text.as_bytes())?;
+    }
     out.flush()?;
     Ok(())
 }
@@ -956,7 +1499,7 @@ fn run_demo(a: DemoArgs) -> Result<(), CommandError> {
         payload_bytes: a.payload_bytes,
         quick: a.quick,
         keep: a.keep,
-        json: a.json,
+        json: a.report,
         progress: true,
         mariadb: a.mariadb,
     };
@@ -968,41 +1511,55 @@ fn run_demo(a: DemoArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn log_verify(a: &VerifyArgs) -> Result<u8, InspectError> {
+fn log_verify(g: &Global, a: &VerifyArgs) -> Result<(), CommandError> {
     let report = inspect::verify(&a.dir)?;
-    let text = if a.json {
-        serde_json::to_string(&report).map_err(|e| InspectError::Output(e.into()))?
+    let text = if g.json {
+        serde_json::to_string(&report).map_err(|e| CommandError::Output(e.into()))?
     } else if a.verbose {
         format!("{report:#}")
     } else {
         report.to_string()
     };
     let mut out = io::stdout().lock();
-    writeln!(out, "{text}")
-        .and_then(|()| out.flush())
-        .map_err(InspectError::Output)?;
+    writeln!(out, "{text}")?;
+    out.flush()?;
     for p in &report.problems {
-        eprintln!("lockstep: corrupt log: {p}");
+        eprintln!("lockstep log verify: corrupt log: {p}");
     }
-    Ok(if report.sound {
-        EXIT_SOUND
+    if report.sound {
+        Ok(())
     } else {
-        EXIT_CORRUPT
-    })
+        Err(CommandError::Exit(EXIT_CORRUPT))
+    }
 }
 
-fn log_dump(a: &DumpArgs) -> Result<u8, InspectError> {
+fn log_dump(g: &Global, a: &DumpArgs) -> Result<(), CommandError> {
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let summary = inspect::dump(&a.dir, a.from, a.count, |r| {
-        let line = if a.json { r.json() } else { r.line(a.full) };
+    let limit = if a.all { u64::MAX } else { a.limit };
+    let mut printed = 0u64;
+    let mut more_from = None;
+    // One record more than the limit is read to learn whether more exist.
+    let summary = inspect::dump(&a.dir, a.from, limit.saturating_add(1), |r| {
+        if printed == limit {
+            more_from = Some(r.lsn);
+            return Ok(());
+        }
+        printed += 1;
+        let line = if g.json { r.json() } else { r.line(a.full) };
         writeln!(out, "{line}")
     });
     // Records printed before an error are valid: show them before the error.
-    let flushed = out.flush().map_err(InspectError::Output);
+    let flushed = out.flush();
     let summary = summary?;
     flushed?;
     for n in &summary.notes {
-        eprintln!("lockstep: note: {n}");
+        eprintln!("lockstep log dump: note: {n}");
     }
-    Ok(EXIT_SOUND)
+    if let Some(lsn) = more_from {
+        eprintln!(
+            "lockstep log dump: stopped after {printed} records (--limit {limit}); more from \
+             lsn {lsn}: --from {lsn}, or --all"
+        );
+    }
+    Ok(())
 }

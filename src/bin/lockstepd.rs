@@ -1,36 +1,59 @@
 //! `lockstepd`: the lockstep node daemon.
 //!
-//! `lockstepd --config FILE` runs a node (see `lockstep::server::config` for the file)
-//! until SIGINT or SIGTERM, then stops cleanly. Exit status 2 on a bad configuration,
-//! 1 when the node cannot start (a corrupt log, a busy port).
+//! `lockstepd --config FILE` runs a node (see `docs/config.md` for the file) until
+//! SIGINT or SIGTERM. SIGHUP reads the file again and applies what can change without a
+//! restart (`log_level`, the admin token), naming what cannot. On SIGTERM a primary
+//! under a controller first hands its role to a caught-up sync member, then stops.
+//! Under systemd (`Type=notify`) it reports READY=1 once it serves, its readiness in
+//! STATUS=, and STOPPING=1.
 //!
+//! `lockstepd --check-config FILE` checks a configuration without starting anything.
 //! `lockstepd check --data-dir DIR` runs the node's start-up path without serving: it
 //! probes the kernel features the data path needs (io_uring, O_DIRECT, RWF_DSYNC, CPU
 //! pinning) and recovers the log of every stream under `DIR/streams/`, exactly as a
-//! starting node does (a torn tail is cut; corruption stops the node). Exit status: 0
-//! when the node could start, 1 when a stream is corrupt or a required feature is
-//! missing, 2 on usage errors.
+//! starting node does (a torn tail is cut; corruption stops the node).
+//!
+//! Exit status (as `lockstep`'s): 0 success; 1 the node failed (cannot start, a
+//! corrupt log, a missing feature); 2 usage or a bad configuration.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use lockstep::log::Log;
 use lockstep::profile::HardwareProfile;
+use lockstep::server::config::Config;
+use lockstep::server::logging::{self, LogFormat};
+use lockstep_sys::signal::DaemonSignal;
 use lockstep_sys::{cpu, probe};
+
+/// How long a primary waits for a member to take its role before it stops anyway.
+const HAND_OFF_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 #[command(
     name = "lockstepd",
     version,
     about = "lockstep node daemon",
+    long_about = "lockstep node daemon: runs one node of a lockstep cluster.\n\n\
+                  Signals: SIGTERM or SIGINT stop the node (a primary under a controller \
+                  first hands its role to a caught-up sync member); SIGHUP reloads \
+                  log_level and the admin token and names the keys that need a restart.\n\n\
+                  Exit status: 0 success; 1 the node failed; 2 usage or a bad configuration.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Run a node with this configuration (TOML).
+    /// Run a node with this configuration (TOML; see docs/config.md)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Check this configuration (syntax, values, files it names) and exit
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// Log line format
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOCKSTEP_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -49,11 +72,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the admin token of a configuration (from admin_token_file or the cluster
+    /// secret), for `lockstep --token-file`
+    AdminToken {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print a shell completion script
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff)
+    #[command(hide = true)]
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match (cli.cmd, cli.config) {
+    match (cli.cmd, cli.config, cli.check_config) {
         (
             Some(Cmd::Check {
                 data_dir,
@@ -61,51 +96,224 @@ fn main() -> ExitCode {
                 json,
             }),
             _,
+            _,
         ) => check(&data_dir, profile.as_deref(), json),
-        (None, Some(config)) => serve(&config),
-        (None, None) => {
+        (Some(Cmd::AdminToken { config }), _, _) => match Config::load(&config) {
+            Ok(c) => match c.admin_token() {
+                Some(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!(
+                        "lockstepd: {}: no admin_token_file and no secret_file: this node \
+                         refuses mutating admin requests",
+                        config.display()
+                    );
+                    ExitCode::from(1)
+                }
+            },
+            Err(e) => {
+                eprintln!("lockstepd: {e}");
+                ExitCode::from(2)
+            }
+        },
+        (Some(Cmd::Completions { shell }), _, _) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lockstepd",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        (Some(Cmd::Man), _, _) => {
+            let man = clap_mangen::Man::new(Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lockstepd: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        (None, None, Some(path)) => check_config(&path),
+        (None, Some(config), None) => serve(&config, cli.log_format),
+        (None, _, _) => {
             eprintln!("lockstepd: give --config FILE to run a node, or a subcommand (see --help)");
             ExitCode::from(2)
         }
     }
 }
 
-fn serve(path: &Path) -> ExitCode {
-    let cfg = match lockstep::server::config::Config::load(path) {
+/// `--check-config FILE`: one line, exit 0 or 2.
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok: node {}, {} nodes, {} streams{}{}",
+                path.display(),
+                c.node_id,
+                c.nodes.len(),
+                c.streams.len(),
+                if c.control.is_some() {
+                    ", controller"
+                } else {
+                    ""
+                },
+                if c.secret.is_some() {
+                    ", cluster secret"
+                } else {
+                    ""
+                },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lockstepd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Tells systemd (when it started this process with `Type=notify`) how the node is.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(false, state);
+}
+
+fn serve(path: &Path, format: LogFormat) -> ExitCode {
+    let cfg = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("lockstepd: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = lockstep_sys::signal::block_termination() {
-        eprintln!("lockstepd: cannot block termination signals: {e}");
+    let log = match logging::init(format, cfg.log_level.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("lockstepd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = lockstep_sys::signal::block_daemon_signals() {
+        tracing::error!("cannot block the daemon's signals: {e}");
         return ExitCode::from(1);
     }
     let node = cfg.node_id;
-    let server = match lockstep::server::Server::start(cfg) {
+    tracing::info!(
+        node,
+        version = env!("CARGO_PKG_VERSION"),
+        "lockstepd {} starting node {node} from {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    let server = match lockstep::server::Server::start(cfg.clone()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("lockstepd: node {node} cannot start: {e}");
+            tracing::error!(node, "node {node} cannot start: {e}");
             return ExitCode::from(1);
         }
     };
-    match server.admin_addr() {
-        Some(a) => eprintln!(
-            "lockstepd: node {node} listening on {} (metrics on http://{a}/metrics)",
-            server.listen_addr()
-        ),
-        None => eprintln!(
-            "lockstepd: node {node} listening on {}",
-            server.listen_addr()
-        ),
-    }
-    match lockstep_sys::signal::wait_termination() {
-        Ok(sig) => eprintln!("lockstepd: node {node} stopping (signal {sig})"),
-        Err(e) => eprintln!("lockstepd: node {node} stopping: {e}"),
+    let admin = server
+        .admin_addr()
+        .map_or("on the node address only".to_string(), |a| {
+            format!("also on http://{a}")
+        });
+    tracing::info!(
+        node,
+        "node {node} listening on {}; admin endpoint (/metrics, /ready, /v1) {admin}",
+        server.listen_addr()
+    );
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("node {node} serving on {}", server.listen_addr())),
+    ]);
+    let mut cfg = cfg;
+    let signal = loop {
+        match lockstep_sys::signal::wait_daemon_signal() {
+            Ok(DaemonSignal::Reload) => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                reload(&server, &mut cfg, path, &log);
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+            Ok(DaemonSignal::Terminate(sig)) => break format!("signal {sig}"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    tracing::info!(node, "node {node} stopping ({signal})");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let started = Instant::now();
+    for h in server.hand_off(HAND_OFF_WITHIN) {
+        match h.outcome {
+            Ok((to, took)) => tracing::info!(
+                node,
+                stream = %h.stream,
+                "stream {}: node {to} took the primary role in {:.1} ms",
+                h.stream,
+                took.as_secs_f64() * 1e3
+            ),
+            // A static cluster has nobody to hand over to: its clients wait for the
+            // restart, as the operator chose.
+            Err(why) if cfg.control.is_none() => tracing::info!(
+                node,
+                stream = %h.stream,
+                "stream {}: no hand-off ({why}); appends wait for this node's restart",
+                h.stream
+            ),
+            Err(why) => tracing::warn!(
+                node,
+                stream = %h.stream,
+                "stream {}: the primary role was not handed over: {why}",
+                h.stream
+            ),
+        }
     }
     server.shutdown();
+    tracing::info!(
+        node,
+        "node {node} stopped ({:.0} ms after the signal)",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: reads the file again; applies what can change, names what cannot.
+fn reload(
+    server: &lockstep::server::Server,
+    cfg: &mut Config,
+    path: &Path,
+    log: &logging::LogHandle,
+) {
+    let node = cfg.node_id;
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(node, "reload: {e}; the running configuration stays");
+            return;
+        }
+    };
+    let r = server.reload(cfg, &new, Some(log));
+    if r.applied.is_empty() && r.restart_needed.is_empty() {
+        tracing::info!(node, "reload: {} unchanged", path.display());
+    }
+    for a in &r.applied {
+        tracing::info!(node, "reload: applied {a}");
+    }
+    if !r.restart_needed.is_empty() {
+        tracing::warn!(
+            node,
+            "reload: changed keys that need a restart, not applied: {}",
+            r.restart_needed.join(", ")
+        );
+    }
+    cfg.log_level = new.log_level.clone();
+    cfg.admin_token = new.admin_token.clone();
+    cfg.secret = if r.restart_needed.contains(&"secret_file") {
+        cfg.secret.clone()
+    } else {
+        new.secret.clone()
+    };
 }
 
 fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {

@@ -31,6 +31,22 @@ use crate::control::message::{ControlMsg, NodeStatus, Request};
 use crate::control::storage::ControlLog;
 use crate::replication::NodeId;
 
+/// Where raft-rs logs: set once by the node's log set-up (`server::logging`); raft-rs
+/// logs nowhere until then (the simulator never sets it).
+static RAFT_LOGGER: std::sync::OnceLock<slog::Logger> = std::sync::OnceLock::new();
+
+/// Sets the logger of every raft group started from now on (first call wins).
+pub fn set_raft_logger(logger: slog::Logger) {
+    let _ = RAFT_LOGGER.set(logger);
+}
+
+fn raft_logger() -> slog::Logger {
+    RAFT_LOGGER
+        .get()
+        .cloned()
+        .unwrap_or_else(|| slog::Logger::root(slog::Discard, slog::o!()))
+}
+
 /// Timing of the controller. The defaults suit a LAN or loopback: a failed primary is
 /// replaced in a few hundred milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,7 +257,7 @@ impl Controller {
         raft_config
             .validate()
             .map_err(|e| format!("controller settings: {e}"))?;
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = raft_logger().new(slog::o!("node" => id));
         let raw = RawNode::new(&raft_config, store, &logger)
             .map_err(|e| format!("controller state: {e}"))?;
         let mut c = Controller {

@@ -5,7 +5,6 @@
 //! Thread safety: one `FrontMetrics` per front, shared by its threads and read by the
 //! admin endpoint; counters are atomics, the rest sits behind short-held locks.
 
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -51,6 +50,8 @@ struct View {
     file: String,
     last_error: Option<String>,
     ack_latency_us: Histogram<u64>,
+    /// Sum of the recorded microseconds (the histogram's `_sum`).
+    ack_latency_sum_us: u64,
 }
 
 impl FrontMetrics {
@@ -75,6 +76,7 @@ impl FrontMetrics {
                 last_error: None,
                 ack_latency_us: Histogram::new_with_bounds(1, 600_000_000, 3)
                     .expect("histogram bounds"),
+                ack_latency_sum_us: 0,
             }),
         }
     }
@@ -97,6 +99,7 @@ impl FrontMetrics {
         let mut v = self.view();
         if transactions > 0 {
             v.ack_latency_us.saturating_record(oldest_us.max(1));
+            v.ack_latency_sum_us = v.ack_latency_sum_us.saturating_add(oldest_us.max(1));
         }
         if let Some(g) = last_gtid {
             v.last_gtid = g;
@@ -111,7 +114,7 @@ impl FrontMetrics {
         self.view().last_error = error;
     }
 
-    /// The front's state as JSON (the admin endpoint's `/fronts`).
+    /// The front's state as JSON (the admin endpoint's `/v1/fronts`).
     pub fn to_json(&self) -> serde_json::Value {
         let v = self.view();
         let h = &v.ack_latency_us;
@@ -148,122 +151,128 @@ impl FrontMetrics {
     }
 }
 
-/// Prometheus text of every front of a node.
-pub fn prometheus(node: u32, fronts: &[std::sync::Arc<FrontMetrics>]) -> String {
-    let mut out = String::new();
+/// The families of every front of a node (the admin endpoint's `/metrics`): the
+/// series and meanings the front always had, now through the Prometheus library.
+pub fn families(
+    node: u32,
+    fronts: &[std::sync::Arc<FrontMetrics>],
+) -> Vec<prometheus::proto::MetricFamily> {
+    use crate::server::metrics::family::{Family, cumulative};
+    let mut out = Vec::new();
     if fronts.is_empty() {
         return out;
     }
-    let labels = |f: &FrontMetrics| {
-        format!(
-            "node=\"{node}\",stream=\"{}\",upstream=\"{}\"",
-            f.stream, f.upstream
-        )
-    };
+    let node = node.to_string();
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-    type Series<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(&FrontMetrics) -> f64);
+    type Series<'a> = (&'a str, bool, &'a str, &'a dyn Fn(&FrontMetrics) -> f64);
     let series: [Series<'_>; 10] = [
         (
             "front_transactions_total",
-            "counter",
+            true,
             "MariaDB transactions committed by lockstep and acknowledged.",
             &|f| load(&f.transactions),
         ),
         (
             "front_bytes_total",
-            "counter",
+            true,
             "Binlog event bytes committed.",
             &|f| load(&f.bytes),
         ),
         (
             "front_resent_transactions_total",
-            "counter",
+            true,
             "Transactions the primary resent that the stream already held.",
             &|f| load(&f.held),
         ),
-        (
-            "front_acks_total",
-            "counter",
-            "Semi-sync ACKs sent.",
-            &|f| load(&f.acks),
-        ),
+        ("front_acks_total", true, "Semi-sync ACKs sent.", &|f| {
+            load(&f.acks)
+        }),
         (
             "front_sessions_total",
-            "counter",
+            true,
             "Binlog sessions started.",
             &|f| load(&f.sessions),
         ),
         (
             "front_session_failures_total",
-            "counter",
+            true,
             "Binlog sessions that ended with an error.",
             &|f| load(&f.failures),
         ),
         (
             "front_upstream_connected",
-            "gauge",
+            false,
             "1 while the front streams the primary's binlog.",
             &|f| f.connected.load(Ordering::Relaxed) as f64,
         ),
         (
             "front_semi_sync_on",
-            "gauge",
+            false,
             "The primary's Rpl_semi_sync_master_status: 1 on, 0 off (an alert), -1 unknown.",
             &|f| f.semi_sync_on.load(Ordering::Relaxed) as f64,
         ),
         (
             "front_unacked_commits_total",
-            "counter",
+            true,
             "Commits the primary made without a semi-sync ACK while the front watched (Rpl_semi_sync_master_no_tx growth).",
             &|f| load(&f.no_ack_commits),
         ),
         (
             "front_ack_lag_bytes",
-            "gauge",
+            false,
             "Bytes between the primary's last event received and the last ACK.",
             &|f| load(&f.received_pos) - load(&f.acked_pos).min(load(&f.received_pos)),
         ),
     ];
-    for (name, kind, help, value) in series {
-        let _ = writeln!(out, "# HELP lockstep_{name} {help}");
-        let _ = writeln!(out, "# TYPE lockstep_{name} {kind}");
+    for (name, counter, help, value) in series {
+        let name = format!("lockstep_{name}");
+        let mut family = if counter {
+            Family::counter(&name, help)
+        } else {
+            Family::gauge(&name, help)
+        };
         for f in fronts {
-            let _ = writeln!(out, "lockstep_{name}{{{}}} {}", labels(f), value(f));
+            family.add(
+                &[
+                    ("node", &node),
+                    ("stream", &f.stream),
+                    ("upstream", &f.upstream),
+                ],
+                value(f),
+            );
         }
+        out.push(family.done());
     }
-    let name = "lockstep_front_receipt_to_ack_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from the arrival of a batch's first event to its ACK."
+    let mut latency = Family::histogram(
+        "lockstep_front_receipt_to_ack_seconds",
+        "Time from the arrival of a batch's first event to its ACK.",
     );
-    let _ = writeln!(out, "# TYPE {name} histogram");
     for f in fronts {
         let v = f.view();
         let h = &v.ack_latency_us;
-        for le in ACK_BUCKETS_S {
-            let upto = (le * 1e6) as u64;
-            let count: u64 = h
-                .iter_recorded()
-                .filter(|i| i.value_iterated_to() <= upto)
-                .map(|i| i.count_at_value())
-                .sum();
-            let _ = writeln!(out, "{name}_bucket{{{},le=\"{le}\"}} {count}", labels(f));
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{},le=\"+Inf\"}} {}",
-            labels(f),
-            h.len()
+        latency.add_histogram(
+            &[
+                ("node", &node),
+                ("stream", &f.stream),
+                ("upstream", &f.upstream),
+            ],
+            &cumulative(h, &ACK_BUCKETS_S),
+            v.ack_latency_sum_us as f64 / 1e6,
+            h.len(),
         );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{}}} {}",
-            labels(f),
-            h.mean() * h.len() as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{}}} {}", labels(f), h.len());
     }
+    out.push(latency.done());
     out
+}
+
+/// Prometheus text of every front of a node (their families alone).
+pub fn prometheus(node: u32, fronts: &[std::sync::Arc<FrontMetrics>]) -> String {
+    use prometheus::Encoder as _;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&families(node, fronts), &mut buf)
+        .expect("text encoding of the fronts' families");
+    String::from_utf8(buf).expect("the text encoder writes UTF-8")
 }
 
 #[cfg(test)]

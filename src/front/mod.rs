@@ -209,8 +209,8 @@ impl Runner {
                 Ok(Ended::Stopped) => {}
                 Ok(Ended::NotPrimary) => {
                     if serving {
-                        eprintln!(
-                            "lockstep: front of stream {}: this node is no longer the \
+                        tracing::info!(
+                            "front of stream {}: this node is no longer the \
                              stream's primary; the front waits",
                             self.stream
                         );
@@ -230,10 +230,7 @@ impl Runner {
                         .as_ref()
                         .is_some_and(|(t, at)| *t == text && at.elapsed() < REPEAT_LOG);
                     if !repeated {
-                        eprintln!(
-                            "lockstep: front of stream {}: {text}; trying again",
-                            self.stream
-                        );
+                        tracing::warn!("front of stream {}: {text}; trying again", self.stream);
                         last_error = Some((text, Instant::now()));
                     }
                     std::thread::sleep(retry);

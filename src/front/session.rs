@@ -154,10 +154,7 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
     let mut conn = MyConn::connect(&login)?;
     let upstream = check(&mut conn, front.server_id)?;
     for w in &upstream.warnings {
-        eprintln!(
-            "lockstep: front of stream {}: {}: {w}",
-            cfg.stream, front.upstream
-        );
+        tracing::warn!("front of stream {}: {}: {w}", cfg.stream, front.upstream);
     }
     let position = match &tail {
         Some(record) => record.position.clone(),
@@ -190,8 +187,8 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
     cfg.metrics.sessions.fetch_add(1, Ordering::Relaxed);
     cfg.metrics.connected.store(1, Ordering::Relaxed);
     let _watch = super::watch::Watch::start(cfg.stream, front, cfg.metrics);
-    eprintln!(
-        "lockstep: front of stream {}: streaming the binlog of {} ({}) from {}",
+    tracing::info!(
+        "front of stream {}: streaming the binlog of {} ({}) from {}",
         cfg.stream,
         front.upstream,
         upstream.version,

@@ -90,15 +90,15 @@ fn watch(stream: &str, login: &Login, metrics: &FrontMetrics, stop: &AtomicBool)
                 .store(i64::from(now_on), Ordering::Relaxed);
             if on != Some(now_on) {
                 if !now_on {
-                    eprintln!(
-                        "lockstep: ALERT: front of stream {stream}: {} fell back to \
+                    tracing::error!(
+                        "ALERT: front of stream {stream}: {} fell back to \
                          asynchronous replication (Rpl_semi_sync_master_status = OFF): its \
                          commits return without lockstep holding them",
                         login.addr
                     );
                 } else if on == Some(false) {
-                    eprintln!(
-                        "lockstep: front of stream {stream}: {} is semi-synchronous again",
+                    tracing::info!(
+                        "front of stream {stream}: {} is semi-synchronous again",
                         login.addr
                     );
                 }
@@ -112,8 +112,8 @@ fn watch(stream: &str, login: &Login, metrics: &FrontMetrics, stop: &AtomicBool)
                 metrics
                     .no_ack_commits
                     .fetch_add(n - before, Ordering::Relaxed);
-                eprintln!(
-                    "lockstep: ALERT: front of stream {stream}: {} committed {} \
+                tracing::error!(
+                    "ALERT: front of stream {stream}: {} committed {} \
                      transactions without a semi-sync ACK (Rpl_semi_sync_master_no_tx {before} \
                      -> {n})",
                     login.addr,

@@ -31,6 +31,8 @@ pub struct Routes {
     /// The node's control loop, when it runs a controller.
     pub control: Option<SyncSender<ToControl>>,
     pub secret: Option<Secret>,
+    /// The admin plane: connections that open with an HTTP request go there.
+    pub admin: Option<crate::server::admin::Inbox>,
 }
 
 /// How long a joiner waits for its join to commit, at most.
@@ -47,7 +49,7 @@ pub fn run(listener: TcpListener, routes: Arc<Routes>, shared: Arc<Shared>) {
             .name("lockstep-hello".into())
             .spawn(move || greet(sock, &routes));
         if let Err(e) = spawned {
-            eprintln!("lockstep: cannot start a handshake thread: {e}");
+            tracing::error!("cannot start a handshake thread: {e}");
         }
     }
 }
@@ -88,6 +90,27 @@ fn admitted(sock: &TcpStream, routes: &Routes, authed: Option<NodeId>, node: Nod
 
 fn greet(sock: TcpStream, routes: &Routes) {
     let _ = sock.set_read_timeout(Some(HELLO_TIMEOUT));
+    // The admin plane answers on the node's address too: frames open with `LSW1`,
+    // HTTP requests with a method.
+    if let Some(admin) = &routes.admin {
+        let mut first = [0u8; 4];
+        let mut seen = 0;
+        let deadline = std::time::Instant::now() + HELLO_TIMEOUT;
+        while seen < first.len() {
+            if std::time::Instant::now() >= deadline {
+                return;
+            }
+            match sock.peek(&mut first) {
+                Ok(0) | Err(_) => return,
+                Ok(n) if n == seen => std::thread::sleep(Duration::from_millis(2)),
+                Ok(n) => seen = n,
+            }
+        }
+        if crate::server::admin::is_http(&first) {
+            let _ = sock.set_read_timeout(None);
+            return admin.hand(sock);
+        }
+    }
     let mut decoder = FrameDecoder::new();
     let mut authed: Option<NodeId> = None;
     // After the handshake the hello may already be in the decoder.
@@ -219,7 +242,7 @@ fn join(
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     if routes.secret.is_none() {
         let why = "this cluster has no secret: nodes join only clusters with a secret_file";
-        eprintln!("lockstep: refused the join of node {node} from {peer}: {why}");
+        tracing::warn!(peer = %peer, "refused the join of node {node} from {peer}: {why}");
         return auth::refuse(&sock, why);
     }
     if !admitted(&sock, routes, authed, node) {
@@ -244,7 +267,10 @@ fn join(
     }
     match rx.recv_timeout(JOIN_WAIT) {
         Ok(Ok(config)) => {
-            eprintln!("lockstep: node {node} at {addr} joined the cluster (from {peer})");
+            tracing::info!(
+                joined = node,
+                "node {node} at {addr} joined the cluster (from {peer})"
+            );
             let mut out = Vec::new();
             if (Message::Joined { config: &config })
                 .encode_into(id, &mut out)
@@ -254,8 +280,9 @@ fn join(
             }
         }
         Ok(Err(refused)) => {
-            eprintln!(
-                "lockstep: the join of node {node} at {addr} failed: {}",
+            tracing::warn!(
+                joining = node,
+                "the join of node {node} at {addr} failed: {}",
                 refused.why
             );
             // `Unexpected` tells the joiner not to ask again; `Unavailable`, to retry.

@@ -80,6 +80,21 @@ impl Secret {
         Ok(Secret(bytes.to_vec()))
     }
 
+    /// The admin endpoints' bearer token: HMAC-SHA256 of a fixed label under the
+    /// secret, in hex. Every node of the cluster derives the same token; it proves
+    /// knowledge of the secret without being the secret (a leaked token does not let
+    /// anyone pass the nodes' handshake).
+    pub fn admin_token(&self) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(b"lockstep-admin-token-1\0");
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     fn proof(
         &self,
         role: &[u8],
@@ -270,7 +285,24 @@ pub fn log_refusal(who: &str, line: &str) {
         return;
     }
     map.insert(who.to_string(), now);
-    eprintln!("lockstep: {line}");
+    tracing::warn!(target: "lockstep::auth", peer = who, "{line}");
+}
+
+/// Compares two tokens in time that does not depend on where they differ.
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Reads an admin token file: its first line, at least 16 bytes; mode 600 or stricter.
+pub fn load_admin_token(path: &Path) -> Result<String, String> {
+    let secret = Secret::load(path).map_err(|e| e.replace("secret_file", "admin_token_file"))?;
+    let text = String::from_utf8(secret.0)
+        .map_err(|_| format!("admin_token_file {}: not UTF-8 text", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
 /// Tells the other side why it is refused, and closes.

@@ -121,6 +121,8 @@ struct Raw {
     #[serde(default)]
     join: Vec<String>,
     advertise: Option<String>,
+    log_level: Option<String>,
+    admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -234,6 +236,13 @@ pub struct Config {
     pub advertise: String,
     /// The configuration of the cluster this node joined, once it has.
     pub joined: Option<crate::control::ClusterConfig>,
+    /// The log filter (`log_level`, `RUST_LOG` syntax); `RUST_LOG` overrides it.
+    pub log_level: Option<String>,
+    /// The admin endpoints' bearer token from `admin_token_file` (else the one derived
+    /// from the cluster secret).
+    pub admin_token: Option<String>,
+    /// The file this configuration was read from (for SIGHUP).
+    pub path: Option<PathBuf>,
 }
 
 /// Checks a stream's `front` table. A front's ACK lets the database answer COMMIT, so
@@ -393,19 +402,29 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        Config::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|message| {
-            ConfigError::Invalid {
-                path: shown,
-                message,
-            }
-        })
+        let mut cfg =
+            Config::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|message| {
+                ConfigError::Invalid {
+                    path: shown,
+                    message,
+                }
+            })?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses and checks a configuration; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: Raw = toml::from_str(text).map_err(|e| top_level_hint(&e.to_string()))?;
         let secret = match &raw.secret_file {
             Some(p) => Some(crate::server::auth::Secret::load(&base.join(p))?),
+            None => None,
+        };
+        if let Some(level) = &raw.log_level {
+            crate::server::logging::parse_filter(level)?;
+        }
+        let admin_token = match &raw.admin_token_file {
+            Some(p) => Some(crate::server::auth::load_admin_token(&base.join(p))?),
             None => None,
         };
         let advertise = raw
@@ -509,6 +528,15 @@ impl Config {
             settings
                 .validate(sync_set.len())
                 .map_err(|e| format!("{at}: {e}"))?;
+            // The commit rule waits for sync-set members; with none, a strong or semi
+            // append would wait until its timeout, every time.
+            if sync_set.is_empty() && mode != Mode::Async {
+                return Err(format!(
+                    "{at}: mode = \"{mode}\" needs at least one sync-set member (none here: \
+                     a single node, or every other node a learner); set mode = \"async\" \
+                     or add nodes"
+                ));
+            }
             let request_timeout_ms = s.request_timeout_ms.unwrap_or(5000);
             if request_timeout_ms == 0 {
                 return Err(format!("{at}: request_timeout_ms must be positive"));
@@ -592,6 +620,9 @@ impl Config {
             join: raw.join,
             advertise,
             joined: None,
+            log_level: raw.log_level,
+            admin_token,
+            path: None,
             node_id: raw.node_id,
             data_dir: base.join(raw.data_dir),
             listen: raw.listen,
@@ -688,6 +719,14 @@ impl Config {
         Ok(())
     }
 
+    /// The admin endpoints' bearer token: `admin_token_file`'s, else derived from the
+    /// cluster secret, else none (mutating endpoints are refused).
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin_token
+            .clone()
+            .or_else(|| self.secret.as_ref().map(|s| s.admin_token()))
+    }
+
     pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
         self.nodes.iter().find(|n| n.id == id)
     }
@@ -695,6 +734,41 @@ impl Config {
     /// The shard that owns stream number `index`.
     pub fn shard_of(&self, index: usize) -> usize {
         index % self.shards
+    }
+}
+
+/// Keys of the file's top level (before any `[table]`).
+pub const TOP_LEVEL_KEYS: [&str; 13] = [
+    "node_id",
+    "data_dir",
+    "listen",
+    "admin",
+    "shards",
+    "profile",
+    "secret_file",
+    "join",
+    "advertise",
+    "log_level",
+    "admin_token_file",
+    "nodes",
+    "streams",
+];
+
+/// TOML puts a key written after a `[table]` header into that table: a top-level key
+/// appended at the end of a file lands in the last `[[streams]]` or `[[nodes]]` entry.
+/// Says so, instead of only "unknown field".
+fn top_level_hint(message: &str) -> String {
+    let key = message
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    match key {
+        Some(k) if TOP_LEVEL_KEYS.contains(&k) => format!(
+            "{}\n{k} is a top-level key: write it above the first [table] header (TOML \
+             reads a key written below a header as part of that table)",
+            message.trim_end()
+        ),
+        _ => message.to_string(),
     }
 }
 
@@ -857,6 +931,10 @@ addr = "127.0.0.1:7003"
                 "[[streams]]\nname = \"a\"\nprimary = 1\ncolour = 1\n",
                 "colour",
             ),
+            (
+                "[[streams]]\nname = \"a\"\nprimary = 1\nsync_set = []\nlearners = [2, 3]\n",
+                "needs at least one sync-set member",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();
@@ -909,5 +987,121 @@ addr = "127.0.0.1:7003"
         assert!(e.is_err());
         let e = Config::parse(&format!("secret_file = \"short\"\n{BASE}"), dir.path()).unwrap_err();
         assert!(e.contains("at least 16"), "{e}");
+    }
+
+    /// The keys of each section of `docs/config.md` (rows that start with a key).
+    fn documented() -> std::collections::BTreeMap<&'static str, Vec<String>> {
+        let doc = include_str!("../../docs/config.md");
+        let mut out = std::collections::BTreeMap::new();
+        let mut section = "";
+        for line in doc.lines() {
+            if let Some(h) = line.strip_prefix("## ") {
+                section = match h {
+                    "Top level" => "top",
+                    "`[[nodes]]`" => "nodes",
+                    "`[[streams]]`" => "streams",
+                    h if h.starts_with("`front`") => "front",
+                    "`[control]`" => "control",
+                    _ => "",
+                };
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("| `")
+                && let Some((key, _)) = rest.split_once('`')
+                && !section.is_empty()
+            {
+                out.entry(section)
+                    .or_insert_with(Vec::new)
+                    .push(key.to_string());
+            }
+        }
+        out
+    }
+
+    /// The keys the parser accepts in a table: its "expected one of" list for an
+    /// unknown key.
+    fn accepted(text: &str) -> Vec<String> {
+        let err = Config::parse(text, Path::new("/base")).unwrap_err();
+        let list = err
+            .split("expected one of ")
+            .nth(1)
+            .or_else(|| err.split("expected ").nth(1))
+            .unwrap_or_else(|| panic!("no list of keys in: {err}"));
+        let list = list.lines().next().unwrap();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_lists_every_key_the_parser_accepts_and_no_other() {
+        let doc = documented();
+        let stream = "[[streams]]\nname = \"a\"\nprimary = 1\n";
+        let cases = [
+            ("top", format!("zz_unknown = 1\n{BASE}")),
+            ("nodes", format!("{BASE}zz_unknown = 1\n")),
+            ("streams", format!("{BASE}{stream}zz_unknown = 1\n")),
+            (
+                "front",
+                format!(
+                    "{BASE}{stream}front = {{ kind = \"mariadb\", primary = \"x:1\", \
+                     user = \"u\", zz_unknown = 1 }}\n"
+                ),
+            ),
+            ("control", format!("{BASE}[control]\nzz_unknown = 1\n")),
+        ];
+        for (section, text) in cases {
+            let mut parser = accepted(&text);
+            let mut listed = doc.get(section).cloned().unwrap_or_default();
+            parser.sort();
+            listed.sort();
+            assert_eq!(listed, parser, "docs/config.md, section {section}");
+        }
+    }
+
+    #[test]
+    fn the_reference_states_the_parsers_defaults() {
+        let doc = include_str!("../../docs/config.md");
+        let row = |key: &str| {
+            doc.lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("no row for {key}"))
+                .to_string()
+        };
+        let c = parse("[[streams]]\nname = \"a\"\nprimary = 1\n[control]\n").unwrap();
+        let s = &c.streams[0];
+        let defaults = [
+            ("request_timeout_ms", s.request_timeout_ms),
+            ("ack_timeout_ms", s.settings.ack_timeout_ticks * TICK_MS),
+            ("epoch", s.epoch),
+            ("min_sync", s.settings.min_sync as u64),
+            (
+                "failover_timeout_ms",
+                c.control.as_ref().unwrap().failover_timeout_ms,
+            ),
+        ];
+        for (key, value) in defaults {
+            let r = row(key);
+            let cells: Vec<&str> = r.split('|').map(str::trim).collect();
+            assert!(
+                cells[3].starts_with(&value.to_string()),
+                "{key}: the parser's default is {value}, the reference says {r}"
+            );
+        }
+        assert!(row("mode").contains("| `strong` |"));
+        assert!(row("on_insufficient").contains("| `block` |"));
+        assert!(
+            row("log_level").contains(&format!("| `{}` |", crate::server::logging::DEFAULT_FILTER))
+        );
+    }
+
+    #[test]
+    fn a_top_level_key_below_a_table_gets_a_hint() {
+        let e = parse("[[streams]]\nname = \"a\"\nprimary = 1\nsecret_file = \"s\"\n").unwrap_err();
+        assert!(e.contains("secret_file is a top-level key"), "{e}");
+        let e = parse("[[streams]]\nname = \"a\"\nprimary = 1\ncolour = 1\n").unwrap_err();
+        assert!(!e.contains("top-level"), "{e}");
     }
 }

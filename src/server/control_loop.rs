@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::{
     ClusterConfig, ControlLog, ControlMsg, Controller, ControllerSettings, NodeStatus, Output,
-    Request, StreamStatus,
+    Request, StreamRoles, StreamStatus,
 };
 use crate::replication::NodeId;
 use crate::server::Shared;
@@ -40,7 +40,7 @@ const DIAL_TIMEOUT: Duration = Duration::from_millis(200);
 const REDIAL: Duration = Duration::from_millis(50);
 const TURN: Duration = Duration::from_millis(2);
 /// How often the cluster view for `GET /members` is refreshed.
-const PUBLISH: Duration = Duration::from_millis(100);
+const PUBLISH: Duration = Duration::from_millis(50);
 
 /// An input of the control loop.
 pub enum ToControl {
@@ -89,7 +89,22 @@ pub struct ControlLoop {
     applied_version: Option<u64>,
     secret: Option<Secret>,
     joins: Vec<PendingJoin>,
+    /// The roles last applied, to log what changed.
+    applied_roles: BTreeMap<String, StreamRoles>,
+    /// Streams whose configured `primary` is this node, on the cluster's first start:
+    /// if the controller's first promotion picks another node (this one started late),
+    /// this node asks for a switchover to itself once it is in the sync set.
+    want_primary: BTreeMap<String, WantPrimary>,
 }
+
+/// The configured primary's claim on a stream at the cluster's first start.
+struct WantPrimary {
+    asked: Option<Instant>,
+    since: Instant,
+}
+
+/// How long the configured primary keeps asking for its role at first start.
+const WANT_PRIMARY_FOR: Duration = Duration::from_secs(30);
 
 /// Why a join was not answered with the configuration.
 pub struct JoinRefused {
@@ -148,6 +163,27 @@ impl ControlLoop {
         shared: Arc<Shared>,
         secret: Option<Secret>,
     ) -> Result<ControlLoop, String> {
+        // A cluster's first start: no state on disk and the streams' roles still those
+        // of the files. The configured primaries are honoured then (see `want_primary`).
+        let first_start = persisted.is_none();
+        let want_primary = if first_start {
+            genesis
+                .streams
+                .iter()
+                .filter(|(_, r)| r.primary == node_id && r.incarnation == 0)
+                .map(|(name, _)| {
+                    (
+                        name.clone(),
+                        WantPrimary {
+                            asked: None,
+                            since: Instant::now(),
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let ctrl = Controller::new(node_id, genesis, persisted, settings, incarnation)?;
         let mut l = ControlLoop {
             node_id,
@@ -162,6 +198,8 @@ impl ControlLoop {
             applied_version: None,
             secret,
             joins: Vec::new(),
+            applied_roles: BTreeMap::new(),
+            want_primary,
         };
         let members = l.ctrl.config().members.clone();
         l.link(&members)?;
@@ -221,6 +259,7 @@ impl ControlLoop {
             self.ctrl.on_tick(started.elapsed().as_millis() as u64);
             self.execute();
             self.answer_joins();
+            self.claim_primary();
             if published.elapsed() >= PUBLISH {
                 published = Instant::now();
                 self.publish();
@@ -247,6 +286,7 @@ impl ControlLoop {
             })
             .collect();
         let view = serde_json::json!({
+            "published_unix_ms": crate::server::admin::unix_ms(),
             "node": self.node_id,
             "leader": self.ctrl.leader(),
             "term": self.ctrl.term(),
@@ -359,7 +399,10 @@ impl ControlLoop {
                         });
                     }
                     None => {
-                        eprintln!("lockstep: control: node {from} fences unknown stream {stream:?}")
+                        tracing::warn!(
+                            node = self.node_id,
+                            "node {from} fences unknown stream {stream}"
+                        )
                     }
                 }
             }
@@ -373,8 +416,9 @@ impl ControlLoop {
                             reply_to: from,
                         });
                     }
-                    None => eprintln!(
-                        "lockstep: control: node {from} switches over unknown stream {stream:?}"
+                    None => tracing::warn!(
+                        node = self.node_id,
+                        "node {from} switches over unknown stream {stream}"
                     ),
                 }
             }
@@ -392,7 +436,11 @@ impl ControlLoop {
         match peer.try_send(msg.encode()) {
             Ok(()) | Err(TrySendError::Full(_)) => {}
             Err(TrySendError::Disconnected(_)) => {
-                eprintln!("lockstep: control: the link to node {to} stopped");
+                tracing::warn!(
+                    node = self.node_id,
+                    peer = to,
+                    "the control link to node {to} stopped"
+                );
             }
         }
     }
@@ -418,9 +466,69 @@ impl ControlLoop {
                         }
                     }
                     Output::Config(c) => self.apply(&c),
-                    Output::Event(e) => eprintln!("lockstep: control: {e}"),
+                    Output::Event(e) => log_event(self.node_id, &e),
                 }
             }
+        }
+    }
+
+    /// At the cluster's first start, asks for a switchover to this node for each
+    /// stream whose configured primary it is and that the controller gave to another
+    /// node (one that was up first). Gives up, with one line, after
+    /// [`WANT_PRIMARY_FOR`].
+    fn claim_primary(&mut self) {
+        if self.want_primary.is_empty() {
+            return;
+        }
+        let config = self.ctrl.config().clone();
+        let me = self.node_id;
+        let mut asks = Vec::new();
+        self.want_primary.retain(|stream, want| {
+            let Some(roles) = config.streams.get(stream) else {
+                return false;
+            };
+            if roles.primary == me && roles.incarnation != 0 {
+                return false;
+            }
+            if want.since.elapsed() >= WANT_PRIMARY_FOR {
+                tracing::warn!(
+                    node = me,
+                    stream = %stream,
+                    "stream {stream}: node {me} is the configured primary, but node {} holds \
+                     the role and a switchover to node {me} did not happen within {}s; \
+                     `lockstep switchover --stream {stream} --to {me}` moves it",
+                    roles.primary,
+                    WANT_PRIMARY_FOR.as_secs()
+                );
+                return false;
+            }
+            // Not decided yet, or this node is not yet a sync member holding the log.
+            if roles.incarnation == 0 || !roles.sync_set.contains(&me) {
+                return true;
+            }
+            if want
+                .asked
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(500))
+            {
+                if want.asked.is_none() {
+                    tracing::info!(
+                        node = me,
+                        stream = %stream,
+                        "stream {stream}: node {} was promoted first (it was up before this \
+                         node); asking for a switchover to node {me}, the configured primary",
+                        roles.primary
+                    );
+                }
+                want.asked = Some(Instant::now());
+                asks.push(Request::Switchover {
+                    stream: stream.clone(),
+                    to: me,
+                });
+            }
+            true
+        });
+        for r in asks {
+            self.ctrl.request(r);
         }
     }
 
@@ -429,8 +537,36 @@ impl ControlLoop {
             return;
         }
         self.applied_version = Some(config.version);
+        for (name, roles) in &config.streams {
+            let before = self.applied_roles.get(name);
+            let changed = before.is_none_or(|b| {
+                (b.epoch, b.primary, &b.sync_set, &b.learners, b.degraded)
+                    != (
+                        roles.epoch,
+                        roles.primary,
+                        &roles.sync_set,
+                        &roles.learners,
+                        roles.degraded,
+                    )
+            });
+            if changed && roles.incarnation != 0 {
+                tracing::info!(
+                    node = self.node_id,
+                    stream = %name,
+                    epoch = roles.epoch,
+                    primary = roles.primary,
+                    "stream {name}: primary node {} in epoch {}, sync set {}, learners {}{}",
+                    roles.primary,
+                    roles.epoch,
+                    ids(&roles.sync_set),
+                    ids(&roles.learners),
+                    if roles.degraded { ", DEGRADED" } else { "" }
+                );
+            }
+            self.applied_roles.insert(name.clone(), roles.clone());
+        }
         if let Err(e) = self.link(&config.members) {
-            eprintln!("lockstep: control: {e}");
+            tracing::error!(node = self.node_id, "{e}");
         }
         let addrs = Arc::new(config.members.clone());
         for r in &self.routes {
@@ -442,6 +578,28 @@ impl ControlLoop {
                 });
             }
         }
+    }
+}
+
+/// Node ids as `{1, 2}` (`{}` for none).
+fn ids(nodes: &[NodeId]) -> String {
+    let list: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    format!("{{{}}}", list.join(", "))
+}
+
+/// A controller event as a log line. Refused switchovers and joins are the operator's
+/// business; the rest
+/// (proposals, applied commands, fence rounds) is the controller's own account, at
+/// debug level: the operator's lines are the role changes that [`ControlLoop::apply`]
+/// logs.
+fn log_event(node: NodeId, event: &str) {
+    // A refused removal or restore is the normal race of two requests on one version
+    // (the primary asks again); refused switchovers and joins are an operator's.
+    let operator = event.contains("switchover") || event.contains("join");
+    if operator && event.contains("refused") {
+        tracing::warn!(node, "controller: {event}");
+    } else {
+        tracing::debug!(node, "controller: {event}");
     }
 }
 
@@ -488,7 +646,10 @@ fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
         };
         frame.clear();
         if let Err(e) = (Message::Control { message: &msg }).encode_into(RequestId(0), &mut frame) {
-            eprintln!("lockstep: control: a message for node {peer} does not encode: {e}");
+            tracing::error!(
+                peer,
+                "a control message for node {peer} does not encode: {e}"
+            );
             continue;
         }
         if sock.write_all(&frame).is_err() {
@@ -548,14 +709,18 @@ pub fn read_peer(
                             }
                         }
                         Err(e) => {
-                            eprintln!("lockstep: control: from node {from}: {e}; closing");
+                            tracing::warn!(
+                                peer = from,
+                                "control link from node {from}: {e}; closing"
+                            );
                             let _ = sock.shutdown(Shutdown::Both);
                             return;
                         }
                     },
                     other => {
-                        eprintln!(
-                            "lockstep: control: node {from} sent {} on a control link; closing",
+                        tracing::warn!(
+                            peer = from,
+                            "node {from} sent {} on a control link; closing",
                             other.kind()
                         );
                         let _ = sock.shutdown(Shutdown::Both);
@@ -563,7 +728,7 @@ pub fn read_peer(
                     }
                 },
                 Err(e) => {
-                    eprintln!("lockstep: control: from node {from}: {e}; closing");
+                    tracing::warn!(peer = from, "control link from node {from}: {e}; closing");
                     let _ = sock.shutdown(Shutdown::Both);
                     return;
                 }

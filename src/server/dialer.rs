@@ -37,9 +37,12 @@ pub fn spawn(d: Dial) {
                 Ok(h) => h,
                 Err(e) => {
                     if !e.is_empty() {
-                        eprintln!(
-                            "lockstep: stream {}: member {} at {}: {e}",
-                            d.stream_name, d.member, d.addr
+                        tracing::warn!(
+                            stream = %d.stream_name,
+                            member = d.member,
+                            "member {} at {}: {e}",
+                            d.member,
+                            d.addr
                         );
                     }
                     Handoff::DialFailed { stream, member }
@@ -49,7 +52,7 @@ pub fn spawn(d: Dial) {
             let _ = reply.send(h);
         });
     if let Err(e) = spawned {
-        eprintln!("lockstep: cannot start a dialer thread: {e}");
+        tracing::error!("cannot start a dialer thread: {e}");
     }
 }
 

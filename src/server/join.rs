@@ -75,8 +75,9 @@ fn ask(cfg: &Config) -> Result<ClusterConfig, ServerError> {
         for seed in &cfg.join {
             match attempt(cfg, secret, seed) {
                 Ok(cluster) => {
-                    eprintln!(
-                        "lockstep: node {} joined the cluster through {seed}: {} members, {} streams",
+                    tracing::info!(
+                        node = cfg.node_id,
+                        "node {} joined the cluster through {seed}: {} members, {} streams",
                         cfg.node_id,
                         cluster.members.len(),
                         cluster.streams.len()
@@ -87,7 +88,7 @@ fn ask(cfg: &Config) -> Result<ClusterConfig, ServerError> {
                     return Err(ServerError::Setup(format!("join through {seed}: {why}")));
                 }
                 Err(Attempt::Retry(why)) => {
-                    eprintln!("lockstep: join through {seed}: {why}; trying on");
+                    tracing::warn!(node = cfg.node_id, "join through {seed}: {why}; trying on");
                     last = format!("{seed}: {why}");
                 }
             }

@@ -18,6 +18,8 @@ pub mod control_loop;
 pub mod dialer;
 pub mod epoch_file;
 pub mod join;
+pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod record_cache;
 pub mod shard;
@@ -53,6 +55,27 @@ pub struct Shared {
     pub fronts: Vec<Arc<crate::front::metrics::FrontMetrics>>,
 }
 
+impl Shared {
+    /// Every stream's metrics, as last published by the shards.
+    pub fn streams(&self) -> Vec<StreamMetrics> {
+        self.metrics
+            .iter()
+            .flat_map(|m| m.lock().expect("metrics lock").clone())
+            .collect()
+    }
+
+    /// Shared state holding only these published metrics (for rendering them).
+    pub fn for_metrics(shards: Vec<Vec<StreamMetrics>>) -> Shared {
+        Shared {
+            shutdown: AtomicBool::new(false),
+            metrics: shards.into_iter().map(Mutex::new).collect(),
+            members: Mutex::new(None),
+            secret: None,
+            fronts: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("stream {stream}: {source}")]
@@ -81,10 +104,14 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
+    /// The admin plane's state (its token changes on reload).
+    admin_state: Arc<admin::Admin>,
+    node_id: crate::replication::NodeId,
 }
 
 impl Server {
     pub fn start(mut cfg: Config) -> Result<Server, ServerError> {
+        lifecycle::refuse_if_running(&cfg).map_err(ServerError::Setup)?;
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
             what: "listen on",
             addr: cfg.listen,
@@ -221,13 +248,46 @@ impl Server {
                 .name(format!("lockstep-shard-{i}"))
                 .spawn(move || {
                     if let Err(e) = shard::pin(i) {
-                        eprintln!("lockstep: shard {i} runs unpinned: {e}");
+                        tracing::warn!(shard = i, "shard {i} runs unpinned: {e}");
                     }
                     shard.run();
                 })
                 .map_err(|e| ServerError::Setup(format!("start shard {i}: {e}")))?;
             threads.push(t);
         }
+        let shapes = cfg
+            .streams
+            .iter()
+            .map(|s| metrics::StreamShape {
+                name: s.name.clone(),
+                sync_set: s.sync_set.len(),
+                min_sync: s.settings.min_sync,
+                dir: cfg.data_dir.join("streams").join(&s.name),
+            })
+            .collect::<Vec<_>>();
+        // A peer silent for three failover timeouts is down (the controller replaces a
+        // primary after one).
+        let peer_down_after_ms = cfg
+            .control
+            .as_ref()
+            .map_or(1000, |c| 3 * c.failover_timeout_ms);
+        let registry = metrics::registry(metrics::NodeCollector::new(
+            cfg.node_id,
+            Arc::clone(&shared),
+            shapes.clone(),
+            peer_down_after_ms,
+        ));
+        let admin_state = Arc::new(admin::Admin {
+            node: cfg.node_id,
+            shared: Arc::clone(&shared),
+            control: control.clone(),
+            registry,
+            shapes,
+            token: std::sync::RwLock::new(cfg.admin_token()),
+        });
+        let (inbox, admin_thread) = admin::start(admin_listener, Arc::clone(&admin_state))
+            .map_err(|e| ServerError::Setup(format!("start the admin endpoint: {e}")))?;
+        threads.push(admin_thread);
         // Streams are addressed by their index within their shard.
         let routes = Arc::new(acceptor::Routes {
             streams: routes
@@ -238,6 +298,7 @@ impl Server {
             shards: senders,
             control,
             secret: cfg.secret.clone(),
+            admin: Some(inbox),
         });
         let (sh, r) = (Arc::clone(&shared), Arc::clone(&routes));
         threads.push(
@@ -246,17 +307,6 @@ impl Server {
                 .spawn(move || acceptor::run(listener, r, sh))
                 .map_err(|e| ServerError::Setup(e.to_string()))?,
         );
-        if let Some(l) = admin_listener {
-            let sh = Arc::clone(&shared);
-            let node = cfg.node_id;
-            let ctl = routes.control.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("lockstep-admin".into())
-                    .spawn(move || admin::run(l, node, sh, ctl))
-                    .map_err(|e| ServerError::Setup(e.to_string()))?,
-            );
-        }
         Ok(Server {
             shared,
             fronts,
@@ -264,6 +314,8 @@ impl Server {
             threads,
             listen,
             admin,
+            admin_state,
+            node_id: cfg.node_id,
         })
     }
 
@@ -278,11 +330,21 @@ impl Server {
 
     /// Metrics of every stream, as last published by the shards.
     pub fn metrics(&self) -> Vec<StreamMetrics> {
-        self.shared
-            .metrics
-            .iter()
-            .flat_map(|m| m.lock().expect("metrics lock").clone())
-            .collect()
+        self.shared.streams()
+    }
+
+    pub fn node_id(&self) -> crate::replication::NodeId {
+        self.node_id
+    }
+
+    /// Whether the node serves every stream now (what `/ready` answers).
+    pub fn readiness(&self) -> metrics::Readiness {
+        metrics::readiness(&self.shared.streams(), &self.admin_state.shapes)
+    }
+
+    /// The admin plane's state.
+    pub fn admin_state(&self) -> &Arc<admin::Admin> {
+        &self.admin_state
     }
 
     /// Stops every thread and waits for them.
@@ -298,11 +360,8 @@ impl Server {
             b.stop();
         }
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        // Wake the blocking accept loops.
+        // Wake the blocking accept loop (the admin thread looks at the flag itself).
         let _ = TcpStream::connect(self.listen);
-        if let Some(a) = self.admin {
-            let _ = TcpStream::connect(a);
-        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -330,7 +389,7 @@ fn open_stream(
     };
     let log = Log::open(&dir, cfg.profile.log_options(), local as u64).map_err(log_err)?;
     for n in &log.recovery().notes {
-        eprintln!("lockstep: stream {}: {n}", s.name);
+        tracing::info!(stream = %s.name, "recovery: {n}");
     }
     let last_epoch = log.last_epoch().unwrap_or(0);
     let io = |e: std::io::Error| {

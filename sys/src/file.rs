@@ -49,3 +49,30 @@ pub fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+/// Space of the filesystem holding a path, as `statvfs` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsSpace {
+    pub total_bytes: u64,
+    /// Bytes an unprivileged writer may still use (`f_bavail`).
+    pub avail_bytes: u64,
+}
+
+/// The size and free space of the filesystem that holds `path`.
+pub fn fs_space(path: &Path) -> io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: statvfs is plain data; the kernel fills it before it is read.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is writable.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = st.f_frsize as u64;
+    Ok(FsSpace {
+        total_bytes: st.f_blocks as u64 * block,
+        avail_bytes: st.f_bavail as u64 * block,
+    })
+}

@@ -41,3 +41,51 @@ pub fn wait_termination() -> io::Result<i32> {
         Err(io::Error::from_raw_os_error(rc))
     }
 }
+
+/// SIGINT, SIGTERM and SIGHUP: the signals a daemon waits for.
+fn daemon_set() -> libc::sigset_t {
+    let mut set = termination_set();
+    // SAFETY: `set` is an initialised sigset_t; SIGHUP is a valid signal number.
+    unsafe {
+        libc::sigaddset(&mut set, libc::SIGHUP);
+    }
+    set
+}
+
+/// A signal a daemon acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaemonSignal {
+    /// SIGINT or SIGTERM (its number): stop.
+    Terminate(i32),
+    /// SIGHUP: read the configuration again.
+    Reload,
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and every thread it starts
+/// later (call it before starting any thread).
+pub fn block_daemon_signals() -> io::Result<()> {
+    let set = daemon_set();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits for one of the signals blocked by [`block_daemon_signals`].
+pub fn wait_daemon_signal() -> io::Result<DaemonSignal> {
+    let set = daemon_set();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `sig` is a valid place for the result.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(if sig == libc::SIGHUP {
+        DaemonSignal::Reload
+    } else {
+        DaemonSignal::Terminate(sig)
+    })
+}

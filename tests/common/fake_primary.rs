@@ -189,13 +189,7 @@ impl Conn {
 }
 
 /// Serves one connection; returns whether it ran a dump.
-fn serve(
-    sock: TcpStream,
-    binlog: &[u8],
-    fault: Fault,
-    acks: &Acks,
-    dumps: &Mutex<usize>,
-) -> bool {
+fn serve(sock: TcpStream, binlog: &[u8], fault: Fault, acks: &Acks, dumps: &Mutex<usize>) -> bool {
     let mut c = Conn { sock, seq: 0 };
     let caps = CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
