@@ -272,7 +272,14 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
     assert_eq!(gtid_pos(&mut partial.connect().unwrap()), middle);
     assert_ne!(contents(&partial), primary, "the middle is not the end");
     let rest = dir.path().join("rest");
-    let out = front::export(&nodes(&procs), procs::STREAM, &rest, FILE_BYTES, Some(&middle), false);
+    let out = front::export(
+        &nodes(&procs),
+        procs::STREAM,
+        &rest,
+        FILE_BYTES,
+        Some(&middle),
+        false,
+    );
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -312,7 +319,14 @@ fn an_export_replays_into_the_primarys_data_whole_and_from_a_middle_gtid() {
     };
     let beyond = format!("{domain}-{server_id}-{}", seq + 1);
     let none = dir.path().join("beyond");
-    let out = front::export(&nodes(&procs), procs::STREAM, &none, FILE_BYTES, Some(&beyond), false);
+    let out = front::export(
+        &nodes(&procs),
+        procs::STREAM,
+        &none,
+        FILE_BYTES,
+        Some(&beyond),
+        false,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("beyond the stream"), "{stderr}");

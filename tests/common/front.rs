@@ -303,7 +303,6 @@ pub fn tools_or_skip(test: &str) -> bool {
     true
 }
 
-
 /// Runs `lockstep binlog export` of `stream` from `nodes` ("HOST:PORT,...") into
 /// files of `file_bytes`; returns its output.
 pub fn export(
@@ -315,17 +314,10 @@ pub fn export(
     json: bool,
 ) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
-    cmd.args([
-        "binlog",
-        "export",
-        "--nodes",
-        nodes,
-        "--stream",
-        stream,
-    ])
-    .arg("--out")
-    .arg(out)
-    .args(["--file-bytes", &file_bytes.to_string()]);
+    cmd.args(["binlog", "export", "--nodes", nodes, "--stream", stream])
+        .arg("--out")
+        .arg(out)
+        .args(["--file-bytes", &file_bytes.to_string()]);
     if let Some(pos) = from {
         cmd.args(["--from-gtid", pos]);
     }
@@ -396,4 +388,3 @@ pub fn server(dir: &Path, name: &str, port: u16, id: u32) -> MariaDb {
     )
     .expect("start MariaDB")
 }
-
