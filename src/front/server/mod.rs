@@ -112,11 +112,11 @@ fn accept(
         threads.retain(|t| !t.is_finished());
         let _ = sock.set_nodelay(true);
         if connections.load(Ordering::SeqCst) >= REPLICAS_MAX {
-            eprintln!(
-                "lockstep: binlog server of stream {}: more than {REPLICAS_MAX} replicas; \
-                 refusing {:?}",
+            tracing::warn!(
+                "binlog server of stream {}: more than {REPLICAS_MAX} replicas; refusing {}",
                 settings.stream,
                 sock.peer_addr()
+                    .map_or_else(|_| "a replica".to_owned(), |a| a.to_string())
             );
             continue;
         }
@@ -137,7 +137,10 @@ fn accept(
             Ok(t) => threads.push(t),
             Err(e) => {
                 connections.fetch_sub(1, Ordering::SeqCst);
-                eprintln!("lockstep: binlog server: start a replica thread: {e}");
+                tracing::error!(
+                    "binlog server of stream {}: start a replica thread: {e}",
+                    settings.stream
+                );
             }
         }
     }
@@ -157,8 +160,8 @@ fn serve_one(sock: TcpStream, settings: &ServerSettings, id: u32, stop: &AtomicB
     ) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "lockstep: binlog server of stream {}: refused a replica: {e}",
+            tracing::warn!(
+                "binlog server of stream {}: refused a replica: {e}",
                 settings.stream
             );
             return;
@@ -168,18 +171,17 @@ fn serve_one(sock: TcpStream, settings: &ServerSettings, id: u32, stop: &AtomicB
     // own heartbeat period and net timeout govern the connection from now on.
     let _ = conn.socket().set_read_timeout(None);
     let peer = conn.peer().to_owned();
-    eprintln!(
-        "lockstep: binlog server of stream {}: replica {peer} connected",
+    tracing::info!(
+        "binlog server of stream {}: replica {peer} connected",
         settings.stream
     );
     match replica::serve(conn, settings, stop) {
         Ok(()) => {}
         Err(replica::ReplicaError::Conn(conn::ConnError::Closed { .. })) => {}
-        Err(e) if stop.load(Ordering::Relaxed) => {
-            let _ = e;
-        }
-        Err(e) => eprintln!(
-            "lockstep: binlog server of stream {}: replica {peer}: {e}",
+        // A stop closes the replicas' connections: not a failure to report.
+        Err(_) if stop.load(Ordering::Relaxed) => {}
+        Err(e) => tracing::warn!(
+            "binlog server of stream {}: replica {peer}: {e}",
             settings.stream
         ),
     }
