@@ -124,13 +124,12 @@ fn accept(
             replicas.lock().expect("replicas").push(s);
         }
         connections.fetch_add(1, Ordering::SeqCst);
-        let (settings, stop, count) =
-            (settings.clone(), Arc::clone(stop), Arc::clone(&connections));
+        let (own, stop, count) = (settings.clone(), Arc::clone(stop), Arc::clone(&connections));
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name(format!("lockstep-replica-{id}"))
             .spawn(move || {
-                serve_one(sock, &settings, id, &stop);
+                serve_one(sock, &own, id, &stop);
                 count.fetch_sub(1, Ordering::SeqCst);
             });
         match spawned {
