@@ -34,7 +34,7 @@ pub const FRONT_USER: &str = "lockstep";
 pub const FRONT_PASSWORD: &str = "lockstep-front";
 
 /// `rpl_semi_sync_master_timeout`: its largest value, in ms (49 days).
-pub const SEMI_SYNC_TIMEOUT_MS: u64 = 4_294_967_295;
+pub const SEMI_SYNC_TIMEOUT_MS: u64 = crate::front::settings::SEMI_SYNC_TIMEOUT_MAX_MS;
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 

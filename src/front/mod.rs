@@ -47,6 +47,7 @@ pub mod ack;
 pub mod binlog_file;
 pub mod connection;
 pub mod cursor;
+pub mod db_role;
 pub mod events;
 pub mod export;
 pub mod gtid;

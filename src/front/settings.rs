@@ -27,6 +27,10 @@
 use super::connection::{MyConn, MyError};
 use super::gtid::GtidState;
 
+/// The largest `rpl_semi_sync_master_timeout` (49 days): commits wait instead of
+/// falling back to asynchronous replication.
+pub const SEMI_SYNC_TIMEOUT_MAX_MS: u64 = 4_294_967_295;
+
 /// Below this `rpl_semi_sync_master_timeout` the front warns at every connect.
 pub const SEMI_SYNC_TIMEOUT_WARN_MS: u64 = 60_000;
 

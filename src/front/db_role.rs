@@ -1,0 +1,191 @@
+//! What makes a MariaDB server the database primary, or a replica fed by lockstep: the
+//! statements run on it when the roles change.
+//!
+//! - [`promote`]: a replica becomes the primary. It first applies everything the
+//!   stream committed (`MASTER_GTID_WAIT` on the stream's position), so its binlog
+//!   ends exactly where the stream does and the front resumes from there; then its
+//!   replication stops and is forgotten, it takes writes, and it waits for semi-sync
+//!   ACKs as the front demands.
+//! - [`rejoin`]: a server (a former primary, a new or lagging replica) replicates from
+//!   a lockstep binlog server. A server whose binlog holds transactions the stream
+//!   never committed (a former primary's unacknowledged tail) is refused: it must first
+//!   be restarted with `--init-rpl-role=SLAVE`, which makes MariaDB truncate that tail,
+//!   or be rebuilt; replicating on top of it would make two histories.
+//! - [`fence`]: a former primary stops taking writes, if it can still be reached.
+//!
+//! Every step is idempotent, so a procedure cut short is simply run again.
+
+use std::time::Duration;
+
+use super::connection::{Login, MyConn, MyError, quote};
+use super::gtid::GtidState;
+use super::settings::SEMI_SYNC_TIMEOUT_MAX_MS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error(transparent)]
+    Connection(#[from] MyError),
+    #[error(
+        "{addr} did not apply the stream's transactions up to {position} within {after:?} \
+         (it holds {held})"
+    )]
+    Behind {
+        addr: String,
+        position: GtidState,
+        held: GtidState,
+        after: Duration,
+    },
+    #[error(
+        "{addr}'s binlog holds transactions the stream never committed ({binlog}, the stream \
+         stands at {stream}): a former primary's unacknowledged tail. Restart it with \
+         --init-rpl-role=SLAVE so that MariaDB truncates the tail, or rebuild it from the \
+         stream"
+    )]
+    Diverged {
+        addr: String,
+        binlog: GtidState,
+        stream: GtidState,
+    },
+    #[error("{addr}: {what}")]
+    Unexpected { addr: String, what: String },
+}
+
+/// Where a replica finds its lockstep binlog server.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+}
+
+fn position(c: &mut MyConn, variable: &str) -> Result<GtidState, RoleError> {
+    let text = c
+        .query(&format!("SELECT @@global.{variable}"))?
+        .first(0)
+        .unwrap_or_default();
+    GtidState::parse(&text).map_err(|what| RoleError::Unexpected {
+        addr: c.addr().to_owned(),
+        what: format!("@@{variable}: {what}"),
+    })
+}
+
+/// Whether `a` is at or before `b` in every domain of `a`.
+fn within(a: &GtidState, b: &GtidState) -> bool {
+    a.iter().all(|g| b.reaches(g))
+}
+
+/// Makes the replica at `login` the database primary once it has applied the stream up
+/// to `stream` (waiting at most `wait`). Returns its binlog position afterwards.
+pub fn promote(login: &Login, stream: &GtidState, wait: Duration) -> Result<GtidState, RoleError> {
+    let mut c = MyConn::connect(login)?;
+    let addr = c.addr().to_owned();
+    if !stream.is_empty() {
+        let seconds = wait.as_secs().max(1);
+        let waited = c
+            .query(&format!(
+                "SELECT MASTER_GTID_WAIT({}, {seconds})",
+                quote(&stream.to_string())
+            ))?
+            .first(0);
+        if waited.as_deref() != Some("0") {
+            let held = position(&mut c, "gtid_slave_pos")?;
+            return Err(RoleError::Behind {
+                addr,
+                position: stream.clone(),
+                held,
+                after: wait,
+            });
+        }
+    }
+    for sql in [
+        "STOP SLAVE".to_string(),
+        "RESET SLAVE ALL".to_string(),
+        "SET GLOBAL rpl_semi_sync_slave_enabled = OFF".to_string(),
+        "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC".to_string(),
+        "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON".to_string(),
+        format!("SET GLOBAL rpl_semi_sync_master_timeout = {SEMI_SYNC_TIMEOUT_MAX_MS}"),
+        "SET GLOBAL rpl_semi_sync_master_enabled = ON".to_string(),
+        "SET GLOBAL read_only = OFF".to_string(),
+    ] {
+        c.run(&sql)?;
+    }
+    let binlog = position(&mut c, "gtid_binlog_pos")?;
+    if !within(stream, &binlog) {
+        return Err(RoleError::Unexpected {
+            addr,
+            what: format!(
+                "its binlog stands at {binlog} after applying the stream up to {stream}: it \
+                 does not log what it replicates (log_slave_updates = ON is needed)"
+            ),
+        });
+    }
+    Ok(binlog)
+}
+
+/// Stops the server at `login` from taking writes (`read_only`), if it answers.
+pub fn fence(login: &Login) -> Result<(), RoleError> {
+    let mut c = MyConn::connect(login)?;
+    c.run("SET GLOBAL read_only = ON")?;
+    Ok(())
+}
+
+/// Makes the server at `login` a replica of the binlog server `source`, after checking
+/// that its binlog holds nothing the stream (at `stream`) never committed.
+pub fn rejoin(login: &Login, source: &Source, stream: &GtidState) -> Result<(), RoleError> {
+    let mut c = MyConn::connect(login)?;
+    let addr = c.addr().to_owned();
+    let binlog = position(&mut c, "gtid_binlog_pos")?;
+    if !within(&binlog, stream) {
+        return Err(RoleError::Diverged {
+            addr,
+            binlog,
+            stream: stream.clone(),
+        });
+    }
+    let slave = position(&mut c, "gtid_slave_pos")?;
+    // It resumes after what it holds: a former primary holds its own transactions in
+    // its binlog, not in its replica position.
+    let mut resume = slave.clone();
+    for g in binlog.iter() {
+        if !resume.reaches(g) {
+            resume.advance(*g).map_err(|what| RoleError::Unexpected {
+                addr: addr.clone(),
+                what,
+            })?;
+        }
+    }
+    c.run("STOP SLAVE")?;
+    c.run("SET GLOBAL read_only = ON")?;
+    c.run("SET GLOBAL rpl_semi_sync_master_enabled = OFF")?;
+    if resume != slave {
+        c.run(&format!(
+            "SET GLOBAL gtid_slave_pos = {}",
+            quote(&resume.to_string())
+        ))?;
+    }
+    c.run(&format!(
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, \
+         MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
+        quote(&source.host),
+        source.port,
+        quote(&source.user),
+        quote(&source.password)
+    ))?;
+    c.run("START SLAVE")?;
+    Ok(())
+}
+
+/// Whether the server at `login` replicates from `source` with both threads running.
+pub fn replicating_from(login: &Login, source: &Source) -> Result<bool, RoleError> {
+    let mut c = MyConn::connect(login)?;
+    let status = c.query("SHOW SLAVE STATUS")?;
+    let col = |name: &str| -> Option<String> {
+        let i = status.columns.iter().position(|c| c == name)?;
+        status.first(i)
+    };
+    Ok(col("Master_Host").as_deref() == Some(source.host.as_str())
+        && col("Master_Port").and_then(|p| p.parse::<u16>().ok()) == Some(source.port)
+        && col("Slave_IO_Running").as_deref() == Some("Yes")
+        && col("Slave_SQL_Running").as_deref() == Some("Yes"))
+}
