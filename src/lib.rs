@@ -15,5 +15,6 @@ pub mod proxy;
 pub mod replication;
 pub mod server;
 pub mod sim;
+pub mod stream;
 pub mod transport;
 pub mod wire;

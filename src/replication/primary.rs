@@ -391,14 +391,15 @@ impl Primary {
     }
 
     /// A member's cumulative ack. Acks of a turn may come in any order; positions only
-    /// grow. Acks of a member that is not connected are ignored.
-    pub fn on_ack(&mut self, member: NodeId, received: u64, durable: u64) {
+    /// grow. Acks of a member that is not connected are ignored; returns whether this
+    /// one counted.
+    pub fn on_ack(&mut self, member: NodeId, received: u64, durable: u64) -> bool {
         let (now, next) = (self.now, self.next_lsn);
         let m = self.member_mut(member);
         // Only a connected member's acks count: a member connects once its log agrees
         // with this primary's, and an ack from before that speaks of other records.
         if !m.connected {
-            return;
+            return false;
         }
         let progressed = received > m.received || durable > m.durable;
         m.received = m.received.max(received).min(next - 1);
@@ -409,6 +410,7 @@ impl Primary {
             m.owing_since = Some(now);
         }
         self.advance();
+        true
     }
 
     /// A member refused records because its log ends at `last_lsn` (a gap).

@@ -190,8 +190,7 @@ pub struct Config {
     pub joined: Option<crate::control::ClusterConfig>,
 }
 
-/// Milliseconds per core tick: the replication core counts time in ticks.
-pub const TICK_MS: u64 = 1;
+pub use crate::constants::TICK_MS;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
