@@ -22,6 +22,9 @@ enum Plant {
     FenceShort,
     /// The primary's retention deletes above the commit LSN.
     RetainAboveCommit,
+    /// The primary's stream driver counts a returning member's acks while the member
+    /// still cuts the tail the primary does not have.
+    CountAcksWhileTruncating,
 }
 
 #[derive(Parser)]
@@ -42,7 +45,8 @@ struct Args {
     /// Ticks per seed.
     #[arg(long, default_value_t = TICKS_DEFAULT)]
     ticks: u64,
-    /// Plant a bug in the simulated drivers (checks the checker).
+    /// Plant a bug in the stream driver, its settings or the controller (checks the
+    /// checker).
     #[arg(long, value_enum)]
     plant: Option<Plant>,
     /// Run the cluster's controller (failover, removal and restore of members).
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
             Plant::CommitOnKMinusOne => Bug::CommitOnKMinusOne,
             Plant::FenceShort => Bug::FenceShort,
             Plant::RetainAboveCommit => Bug::RetainAboveCommit,
+            Plant::CountAcksWhileTruncating => Bug::CountAcksWhileTruncating,
         }),
         trace_tail: args.trace_tail,
         controller: args.controller.then_some(true),

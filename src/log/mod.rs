@@ -41,6 +41,9 @@ pub struct Record {
     pub payload: Vec<u8>,
 }
 
+/// What the log's operations return.
+pub type LogResult<T> = Result<T, LogError>;
+
 /// Errors of the log layer. Each names the operation and the file.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

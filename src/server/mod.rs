@@ -316,8 +316,7 @@ fn open_stream(
     let spec = StreamSpec {
         name: s.name.clone(),
         primary: s.primary,
-        sync_set: s.sync_set.clone(),
-        learners: s.learners.clone(),
+        members: StreamSpec::members_of(&s.sync_set, &s.learners),
         settings: s.settings.clone(),
         request_timeout_ms: s.request_timeout_ms,
         retain_segments: s.retain_segments,

@@ -49,7 +49,8 @@ use std::collections::{BTreeMap, HashSet};
 use crate::replication::commit_rule::commit_point;
 use crate::replication::{Event, Mode, NodeId, StreamSettings};
 use crate::sim::Rec;
-use crate::sim::node::{Node, NodeEvent};
+use crate::sim::event::NodeEvent;
+use crate::sim::node::Node;
 
 fn mode_index(m: Mode) -> usize {
     match m {
@@ -93,7 +94,7 @@ impl PrimaryView {
         let i = m as usize;
         let (received, durable) = self.reported[i];
         let durable = nodes[i]
-            .disk
+            .disk()
             .durable_lsn()
             .min(self.with_primary[i] as u64)
             .min(durable);
@@ -127,7 +128,7 @@ impl PrimaryView {
             extend(&mut self.with_primary[i], Log::of(n), plog);
             self.received_max[i] = self.received_max[i].max(self.with_primary[i] as u64);
         }
-        let local = p.disk.durable_lsn();
+        let local = p.disk().durable_lsn();
         let mut points = [local; 3];
         if !self.degraded && self.settings.mode != Mode::Async {
             for mode in [Mode::Semi, Mode::Strong] {
@@ -238,8 +239,8 @@ struct Log<'a> {
 impl<'a> Log<'a> {
     fn of(n: &'a Node) -> Log<'a> {
         Log {
-            first: n.disk.first_lsn(),
-            records: n.disk.records(),
+            first: n.disk().first_lsn(),
+            records: n.disk().records(),
         }
     }
 
@@ -520,7 +521,7 @@ impl Checker {
         let last = first + records.len() as u64 - 1;
         let sync_set = v.sync_set.clone();
         for m in sync_set {
-            let d = &nodes[m as usize].disk;
+            let d = &nodes[m as usize].disk();
             let missing = (first.max(d.first_lsn())..=last).find(|&lsn| {
                 lsn > d.durable_lsn() || d.record(lsn) != Some(&records[(lsn - first) as usize])
             });
@@ -554,7 +555,7 @@ impl Checker {
         }
         let cuts: Vec<usize> = nodes
             .iter()
-            .map(|n| n.disk.low_water.take(SLOT_DEPOSED))
+            .map(|n| n.disk().low_water.take(SLOT_DEPOSED))
             .collect();
         for v in &mut self.deposed {
             let last = last_look == Some((v.node, v.epoch));
@@ -564,7 +565,7 @@ impl Checker {
 
     /// Every acknowledged record is in `primary`'s log.
     fn check_acked_kept(&mut self, nodes: &[Node], primary: NodeId) {
-        let disk = &nodes[primary as usize].disk;
+        let disk = &nodes[primary as usize].disk();
         for a in &self.acked {
             if self.failover && !a.strong {
                 continue;
@@ -587,7 +588,7 @@ impl Checker {
     /// node would serve as committed.
     pub fn check(&mut self, nodes: &[Node]) {
         for n in nodes {
-            let w = n.disk.low_water.take(SLOT_HISTORY);
+            let w = n.disk().low_water.take(SLOT_HISTORY);
             let a = &mut self.with_history[n.id as usize];
             *a = (*a).min(w);
         }
@@ -621,7 +622,7 @@ impl Checker {
 
     fn apply_rule(&mut self, nodes: &[Node], last_look: Option<(NodeId, u64)>) {
         let Some(v) = &mut self.view else { return };
-        let cut = |n: &Node| n.disk.low_water.take(SLOT_PRIMARY);
+        let cut = |n: &Node| n.disk().low_water.take(SLOT_PRIMARY);
         let last = last_look == Some((v.node, v.epoch));
         let Some(points) = v.measure(nodes, cut, &mut self.scratch, last) else {
             return;
@@ -662,10 +663,10 @@ impl Checker {
                 .extend((from..=target).map(|i| plog.get(i - 1).expect("held").clone()));
             self.with_history[pi] = target;
         }
-        if (p.disk.durable_lsn() as usize) < self.history.len() {
+        if (p.disk().durable_lsn() as usize) < self.history.len() {
             self.violate(format!(
                 "invariant 1: n{node} holds {} durably, the committed history is {} long",
-                p.disk.durable_lsn(),
+                p.disk().durable_lsn(),
                 self.history.len()
             ));
         }
@@ -719,7 +720,7 @@ impl Checker {
         // the committed one.
         let record = |lsn: u64| log.get(lsn as usize - 1).or(history.get(lsn as usize - 1));
         let held = (first..=last).all(|lsn| {
-            lsn <= n.disk.durable_lsn()
+            lsn <= n.disk().durable_lsn()
                 && record(lsn).is_some_and(|r| r.payload == payloads[(lsn - first) as usize])
         });
         if !held {

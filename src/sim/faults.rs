@@ -29,6 +29,9 @@ pub enum Fault {
     Drop,
     Duplicate,
     Reorder,
+    /// A bit of a frame flips on the way: the receiver's decoder refuses it and the
+    /// connection ends.
+    Corrupt,
     /// A frame of an old connection (an older primary incarnation) lands on the current
     /// one.
     LateDelivery,
@@ -39,7 +42,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Crash,
         Fault::PrimaryCrash,
         Fault::CrashAfterDurable,
@@ -52,6 +55,7 @@ impl Fault {
         Fault::Drop,
         Fault::Duplicate,
         Fault::Reorder,
+        Fault::Corrupt,
         Fault::LateDelivery,
         Fault::CleanupCrash,
     ];
@@ -127,6 +131,7 @@ impl Rates {
                 drop: 2 * storm,
                 duplicate: 5 * storm,
                 reorder: 5 * storm,
+                corrupt: storm,
             },
         }
     }

@@ -1,21 +1,26 @@
-//! The deterministic cluster simulator (issue 4): a whole cluster of one stream runs in
-//! one thread, from a seed, on a simulated clock, under faults that real machines
-//! produce rarely, and the invariants of `DESIGN.md` are checked after every step.
+//! The deterministic cluster simulator: a whole cluster of one stream runs in one
+//! thread, from a seed, on a simulated clock, under faults that real machines produce
+//! rarely, and the invariants of `DESIGN.md` are checked after every step.
 //!
-//! It runs the production state machines ([`Primary`](crate::replication::Primary),
+//! Every node runs the node's own stream driver ([`crate::stream`]), which runs the
+//! production state machines ([`Primary`](crate::replication::Primary),
 //! [`Secondary`](crate::replication::Secondary), the commit rule and
-//! [`shared_prefix`](crate::replication::shared_prefix)) and nothing else of the
-//! protocol: the modules here only play what surrounds them.
+//! [`shared_prefix`](crate::replication::shared_prefix)), and, on about half of the
+//! seeds, the production controller ([`crate::control`]). Only storage, links and time
+//! are simulated; frames cross the network encoded by the wire codec.
 //!
 //! - [`rng`]: the seeded generator every choice comes from.
-//! - [`disk`]: a node's log with a durable prefix, torn and lost writes, failed writes,
-//!   a full disk, slow writes, the EPOCH file, and retention's segments and BASE file
-//!   (retention and starting a member over after a base, either cut short by a crash).
-//! - [`network`]: connections with delay, loss (which closes the connection, as TCP
-//!   does), duplication, reordering, directed partitions, late frames of old
-//!   connections, and control datagrams for the coming controller.
-//! - [`node`]: one node's process and stream role, driven as `server::stream` drives
-//!   the core, switchable at run time by a configuration.
+//! - [`disk`]: a node's log (the driver's `LogStore`) with a durable prefix, torn and
+//!   lost writes, failed writes, a full disk, slow writes, the EPOCH file, and
+//!   retention's segments and BASE file (retention and starting a member over after a
+//!   base, either cut short by a crash).
+//! - [`network`]: connections carrying encoded frames with delay, loss (which closes
+//!   the connection, as TCP does), duplication, reordering, corruption, directed
+//!   partitions, late frames of old connections, and control datagrams.
+//! - [`node`]: one node as a process: up or down, crash, incarnation, planted bugs.
+//! - [`host`]: what the node does around the driver (links, greetings, the driver's
+//!   outputs), and the driver's notes turned into the checker's [`event`]s.
+//! - [`control`]: the controller on every node, its messages on the network.
 //! - [`workload`]: clients that append in random modes and sizes, read from every
 //!   node, time out, retry, and resolve in-doubt appends by LSN.
 //! - [`checker`]: the invariants, from the disks and the nodes' own events.
@@ -25,19 +30,18 @@
 //! A run: `ticks` steps, the last `quiet_ticks` of them without faults (partitions
 //! healed, nodes restarted, disks well), in which every append a client starts must
 //! commit (liveness). Each step: faults, restarts, dials, clients, disk completions,
-//! message deliveries, the nodes' turns, new disk writes, then the checker.
+//! frame deliveries, the nodes' turns, new disk writes, then the checker.
 //!
-//! Until the cluster controller exists, the configuration is static: node 0 is the
-//! primary of every epoch, and every start of it takes a new epoch from its EPOCH file,
-//! exactly as production does today. The controller plugs in through
-//! [`Sim::apply_config`] (a node's role switches at run time), [`Msg::Control`]
-//! datagrams between any two nodes, and the checker, which learns who is primary in
-//! which epoch from the nodes' events.
+//! Without the controller the configuration is static: node 0 is the primary of every
+//! epoch, and every start of it takes a new epoch from its EPOCH file, as the node does.
+//! Scripts may still hand nodes a new configuration ([`Sim::apply_config`]).
 
 pub mod checker;
 pub mod control;
 pub mod disk;
+pub mod event;
 pub mod faults;
+pub mod host;
 pub mod network;
 pub mod node;
 pub mod rng;
@@ -48,16 +52,23 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::replication::{Mode, NodeId, OnInsufficient, StreamSettings};
+use crate::stream::Handled;
+use crate::wire::{Frame, Message};
 use checker::Checker;
+use host::Out;
 use network::{NO_CONN, NetFaults, Network};
-use node::{Node, Out};
+use node::Node;
 use workload::{Client, Ending, Op};
 
+pub use crate::wire::Kind as MsgKind;
+pub use disk::Retention;
+pub use event::NodeEvent;
 pub use faults::{Fault, FaultCounts, Faults, Rates};
-pub use network::{Msg, MsgKind, Rule};
-pub use node::{Config, NodeEvent, Reply, Retention};
+pub use network::Rule;
+pub use node::Config;
 pub use rng::Rng;
 pub use scenario::Test;
+pub use workload::Reply;
 
 /// A record as a log holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,13 +77,17 @@ pub struct Rec {
     pub payload: Vec<u8>,
 }
 
-/// A bug planted on purpose in the simulated drivers, to prove the checker catches it.
+/// A bug planted on purpose, to prove the checker catches it: in the stream driver
+/// (`crate::stream::Plant`), in its settings, or in the controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
     /// Members ack what they received as durable.
     AckBeforeDurable,
     /// The primary's driver gives the core a commit quorum one short (`k - 1`).
     CommitOnKMinusOne,
+    /// The primary's driver counts a returning member's acks while the member is still
+    /// cutting the tail the primary does not have.
+    CountAcksWhileTruncating,
     /// The controller decides a failover on the first sync member's answer, as if every
     /// member held every commit (with `k` below the sync set they do not).
     FenceShort,
@@ -202,6 +217,9 @@ impl fmt::Display for Report {
             Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
             Some(Bug::FenceShort) => write!(f, " --plant fence-short")?,
             Some(Bug::RetainAboveCommit) => write!(f, " --plant retain-above-commit")?,
+            Some(Bug::CountAcksWhileTruncating) => {
+                write!(f, " --plant count-acks-while-truncating")?
+            }
             None => {}
         }
         if self.controller_forced {
@@ -227,7 +245,8 @@ pub struct Sim {
     checker: Checker,
     faults: Faults,
     rates: Rates,
-    trace: VecDeque<String>,
+    /// The newest lines of the trace, with their ticks.
+    trace: VecDeque<(u64, String)>,
     trace_hash: u64,
     stats: Stats,
     violation: Option<String>,
@@ -235,6 +254,8 @@ pub struct Sim {
     control: Option<Vec<control::NodeControl>>,
     /// The configuration the controller starts from, under the controller.
     genesis: Option<crate::control::ClusterConfig>,
+    /// The run's retention, if its logs delete what every member holds.
+    retention: Option<Retention>,
 }
 
 impl Sim {
@@ -361,6 +382,7 @@ impl Sim {
         let genesis = controlled.then(|| Sim::genesis_of(&config, n, &settings));
         let mut sim = Sim {
             genesis,
+            retention,
             seed,
             rng,
             now: 0,
@@ -410,7 +432,11 @@ impl Sim {
             settings: self.settings_desc.clone(),
             violation: self.violation.clone(),
             trace_hash: self.trace_hash,
-            trace_tail: self.trace.iter().cloned().collect(),
+            trace_tail: self
+                .trace
+                .iter()
+                .map(|(t, line)| format!("t{t} {line}"))
+                .collect(),
             schedule: self.faults.schedule.clone(),
             faults: self.faults.counts,
             stats: self.stats,
@@ -465,17 +491,17 @@ impl Sim {
         self.trace_hash
     }
 
-    /// A line of the trace: kept for the report and hashed.
+    /// A line of the trace: kept for the report and hashed, with its tick.
     fn event(&mut self, line: String) {
-        let line = format!("t{} {line}", self.now);
-        for b in line.bytes() {
+        let tick = self.now.to_le_bytes();
+        for b in tick.into_iter().chain(line.bytes()) {
             self.trace_hash = (self.trace_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
         }
         self.trace_hash = (self.trace_hash ^ 0xFF).wrapping_mul(0x100_0000_01B3);
         if self.trace.len() == self.opts.trace_tail {
             self.trace.pop_front();
         }
-        self.trace.push_back(line);
+        self.trace.push_back((self.now, line));
     }
 
     fn fault(&mut self, kind: Fault, what: String) {
@@ -532,13 +558,16 @@ impl Sim {
             }
             self.checker.on_event(e, &self.nodes);
         }
-        self.control_requests(from, &out.events);
+        self.control_requests(from, out.requests);
         let rates = if self.quiet() {
             NetFaults::NONE
         } else {
             self.rates.net
         };
-        for (to, conn, msg) in out.sends {
+        for (conn, frame) in out.sends {
+            let Some(to) = self.net.peer(conn, from) else {
+                continue;
+            };
             self.net.send(
                 self.now,
                 &mut self.rng,
@@ -547,7 +576,7 @@ impl Sim {
                 from,
                 to,
                 conn,
-                msg,
+                frame,
             );
         }
         for c in out.closes {
@@ -555,6 +584,9 @@ impl Sim {
         }
         for ((client, token), reply) in out.replies {
             self.clients[client].on_reply(self.now, from, token, reply);
+        }
+        for (to, msg) in out.control {
+            self.send_control(from, to, msg);
         }
         self.notify_closed();
         self.check_violation();
@@ -572,7 +604,7 @@ impl Sim {
     fn start(&mut self, id: NodeId) {
         self.start_control(id);
         let mut out = Out::default();
-        self.nodes[id as usize].start(&mut out);
+        self.nodes[id as usize].start(self.now, &self.net, &mut out);
         self.route(id, out);
     }
 
@@ -583,7 +615,7 @@ impl Sim {
         if !self.nodes[i].up() {
             return;
         }
-        let pending = self.nodes[i].disk.pending() as u64;
+        let pending = self.nodes[i].disk().pending() as u64;
         let keep = if torn && pending > 0 {
             self.rng.range(0, pending) as usize
         } else {
@@ -606,7 +638,7 @@ impl Sim {
     /// A new configuration for node `id` (what the controller will deliver).
     pub fn apply_config(&mut self, id: NodeId, config: Config) {
         let mut out = Out::default();
-        self.nodes[id as usize].apply_config(config, &mut out);
+        self.nodes[id as usize].apply_config(config, self.now, &self.net, &mut out);
         self.route(id, out);
     }
 
@@ -648,7 +680,8 @@ impl Sim {
 
     /// Reads from node `id` as a client would, checked like every read.
     pub fn read(&mut self, id: NodeId, from: u64, records_max: u64) -> Option<(u64, Vec<Rec>)> {
-        let (commit, recs) = self.nodes[id as usize].read(from, records_max)?;
+        let (commit, recs) =
+            self.nodes[id as usize].read(self.now, from, records_max, &self.net)?;
         self.stats.reads += 1;
         self.checker.on_read(&self.nodes, id, commit, &recs);
         self.check_violation();
@@ -671,6 +704,7 @@ impl Sim {
                     mode,
                     timeout_ticks,
                     &payloads,
+                    &self.net,
                     &mut out,
                 );
                 self.route(node, out);
@@ -681,7 +715,8 @@ impl Sim {
                 from,
                 records_max,
             } => {
-                let Some((commit, recs)) = self.nodes[node as usize].read(from, records_max) else {
+                let read = self.nodes[node as usize].read(self.now, from, records_max, &self.net);
+                let Some((commit, recs)) = read else {
                     return;
                 };
                 self.stats.reads += 1;
@@ -699,7 +734,7 @@ impl Sim {
         if self.rng.chance(r.crash) {
             let id = self.rng.index(n) as NodeId;
             if id != primary && self.nodes[id as usize].up() {
-                let torn = self.rng.chance(500) && self.nodes[id as usize].disk.pending() > 0;
+                let torn = self.rng.chance(500) && self.nodes[id as usize].disk().pending() > 0;
                 let kind = if torn { Fault::TornWrite } else { Fault::Crash };
                 self.fault(kind, format!("n{id} crashes"));
                 self.crash(id, torn);
@@ -717,9 +752,9 @@ impl Sim {
         }
         if self.rng.chance(r.sync_error) {
             let id = self.rng.index(n);
-            if self.nodes[id].up() && !self.nodes[id].disk.fail_next_write {
+            if self.nodes[id].up() && !self.nodes[id].disk().fail_next_write {
                 self.fault(Fault::SyncError, format!("n{id}'s next write fails"));
-                self.nodes[id].disk.fail_next_write = true;
+                self.nodes[id].disk_mut().fail_next_write = true;
             }
         }
         if self.rng.chance(r.no_space) {
@@ -729,7 +764,7 @@ impl Sim {
                 Fault::NoSpace,
                 format!("n{id}'s disk is full until t{until}"),
             );
-            self.nodes[id].disk.full_until = until;
+            self.nodes[id].disk_mut().full_until = until;
         }
         if self.rng.chance(r.latency_spike) {
             let id = self.rng.index(n);
@@ -738,7 +773,7 @@ impl Sim {
                 Fault::LatencySpike,
                 format!("n{id}'s writes are slow until t{until}"),
             );
-            self.nodes[id].disk.slow_until = until;
+            self.nodes[id].disk_mut().slow_until = until;
         }
         if self.rng.chance(r.partition) {
             let until = self.now + self.rng.range(20, 400);
@@ -770,28 +805,32 @@ impl Sim {
         if r.cleanup_crash > 0 && self.rng.chance(r.cleanup_crash) {
             let id = self.rng.index(n);
             let after = self.rng.range(0, 2) as usize;
-            if self.nodes[id].up() && self.nodes[id].cleanup_crash.is_none() {
+            if self.nodes[id].up() && self.nodes[id].disk().cleanup_crash.is_none() {
                 self.fault(
                     Fault::CleanupCrash,
                     format!("n{id}'s next log cleanup dies after {after} segment deletions"),
                 );
-                self.nodes[id].cleanup_crash = Some(after);
+                self.nodes[id].disk_mut().cleanup_crash = Some(after);
             }
         }
     }
 
-    /// Crashes node `id` if it asked to stop (a failed stream, or a cleanup of its log
-    /// that a crash cut short).
+    /// Crashes node `id` if it must stop: its stream failed (after one more turn, in
+    /// which it answers what it can, as the node's next turn does), or it died in the
+    /// middle of a cleanup of its log.
     fn stop_if_asked(&mut self, id: NodeId) {
         let i = id as usize;
-        if let Some(why) = self.nodes[i].stop.take() {
-            self.event(format!("n{id} stops: {why}"));
+        let Some((why, died)) = self.nodes[i].stop() else {
+            return;
+        };
+        self.event(format!("n{id} stops: {why}"));
+        if !died {
             let mut out = Out::default();
-            self.nodes[i].fail(&mut out);
+            self.nodes[i].with(self.now, &self.net, &mut out, |p, cx| p.drive(cx));
             self.route(id, out);
-            self.crash(id, false);
-            self.nodes[i].restart_at = Some(self.now + self.rng.range(5, 200));
         }
+        self.crash(id, false);
+        self.nodes[i].restart_at = Some(self.now + self.rng.range(5, 200));
     }
 
     /// One tick.
@@ -805,10 +844,11 @@ impl Sim {
             self.event("quiet: faults stop, partitions heal, nodes restart".into());
             self.net.heal();
             for n in &mut self.nodes {
-                n.disk.full_until = 0;
-                n.disk.slow_until = 0;
-                n.disk.fail_next_write = false;
-                n.cleanup_crash = None;
+                let d = n.disk_mut();
+                d.full_until = 0;
+                d.slow_until = 0;
+                d.fail_next_write = false;
+                d.cleanup_crash = None;
                 if !n.up() {
                     n.restart_at = Some(now);
                 }
@@ -825,9 +865,14 @@ impl Sim {
             for member in self.nodes[id as usize].to_dial(now) {
                 let conn = self.net.connect(id, member);
                 let mut out = Out::default();
-                self.nodes[id as usize].dialled(member, conn, &mut out);
+                self.nodes[id as usize].with(now, &self.net, &mut out, |p, cx| {
+                    p.dialled(cx, member, conn)
+                });
                 self.route(id, out);
             }
+        }
+        for n in &mut self.nodes {
+            n.disk_mut().now = now;
         }
         // Clients: no new appends at the very end, so the run can drain.
         let may_start = self.opts.workload && now + self.opts.quiet_ticks / 3 < self.opts.ticks;
@@ -849,40 +894,46 @@ impl Sim {
                 self.notify_closed();
                 continue;
             }
-            if let Msg::Control(bytes) = &p.msg {
-                self.deliver_control(p.from, p.to, bytes);
+            if p.conn == NO_CONN {
+                // A datagram that fails its checks is dropped, as UDP drops it.
+                if let Ok(Frame {
+                    message: Message::Control { message },
+                    ..
+                }) = Frame::parse(&p.frame)
+                {
+                    self.deliver_control(p.from, p.to, message);
+                }
                 continue;
             }
             let mut out = Out::default();
-            let handled = self.nodes[to].on_message(now, p.from, p.conn, &p.msg, &mut out);
+            let handled = self.nodes[to].on_frame(now, p.conn, &p.frame, &self.net, &mut out);
             self.route(p.to, out);
             self.stop_if_asked(p.to);
-            if handled == node::Handled::Later {
+            if handled == Handled::Later {
                 self.net.retry_later(p, now + 1);
             }
         }
         self.tick_control();
         for id in 0..self.nodes.len() {
-            if self.nodes[id].retention_due(now) {
-                // The rule's measure as the node's core stands when it picks its floor:
-                // a commit may rest on a write that became durable in this step.
+            if self.retention.is_some() {
+                // The rule's measure as the node's core stands when retention may pick
+                // its floor: a commit may rest on a write that became durable in this
+                // step.
                 self.checker.measure(&self.nodes);
             }
             let mut out = Out::default();
-            self.nodes[id].drive(now, &mut out);
+            self.nodes[id].with(now, &self.net, &mut out, |p, cx| p.drive(cx));
             self.route(id as NodeId, out);
             self.stop_if_asked(id as NodeId);
         }
         for id in 0..self.nodes.len() {
-            let slow = self.nodes[id].disk.slow_until > now;
+            let slow = self.nodes[id].disk().slow_until > now;
             let latency = if slow {
                 self.rng.range(30, 200)
             } else {
                 self.rng.range(1, 8)
             };
-            if self.nodes[id].up() {
-                self.nodes[id].disk.start_flush(now, latency);
-            }
+            self.nodes[id].start_flush(now, latency);
         }
         self.checker.check(&self.nodes);
         self.check_violation();
@@ -894,7 +945,7 @@ impl Sim {
     fn complete_writes(&mut self) {
         let now = self.now;
         for id in 0..self.nodes.len() {
-            let Some(c) = self.nodes[id].disk.complete(now) else {
+            let Some(c) = self.nodes[id].disk_mut().complete(now) else {
                 continue;
             };
             match c {
@@ -908,12 +959,15 @@ impl Sim {
                         self.nodes[id].restart_at = Some(now + self.rng.range(5, 300));
                         continue;
                     }
-                    self.nodes[id].on_durable(lsn);
+                    self.nodes[id].on_durable(lsn, now);
                 }
                 disk::Completion::Failed => {
                     self.event(format!("n{id}'s write failed: the node stops and recovers"));
                     let mut out = Out::default();
-                    self.nodes[id].fail(&mut out);
+                    self.nodes[id].with(now, &self.net, &mut out, |p, cx| {
+                        p.fail(cx);
+                        p.drive(cx);
+                    });
                     self.route(id as NodeId, out);
                     self.crash(id as NodeId, true);
                     self.nodes[id].restart_at = Some(now + self.rng.range(5, 200));

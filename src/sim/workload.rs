@@ -16,7 +16,6 @@
 
 use crate::replication::{Mode, NodeId};
 use crate::sim::Rec;
-use crate::sim::node::Reply;
 use crate::sim::rng::Rng;
 
 /// Most attempts of an append refused before anything was appended.
@@ -28,6 +27,28 @@ const RETRY_TICKS: u64 = 25;
 /// Ticks a client waits beyond the request's own timeout before it gives up on an
 /// answer.
 const ANSWER_MARGIN_TICKS: u64 = 100;
+
+/// Who is waiting for a request's answer: (client, the client's token).
+pub type ClientRef = (usize, u64);
+
+/// A node's answer to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Appended {
+        first: u64,
+        last: u64,
+    },
+    InDoubt {
+        first: u64,
+        last: u64,
+    },
+    NotPrimary {
+        primary: NodeId,
+    },
+    /// Nothing was appended (full disk, failed log, no primary serving).
+    Unavailable(String),
+    ModeNotAllowed,
+}
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug)]

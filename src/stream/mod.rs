@@ -87,9 +87,10 @@ impl Time {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamSpec {
     pub name: String,
+    /// The node whose greeting this node answers as a secondary.
     pub primary: NodeId,
-    pub sync_set: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
+    /// The primary's members: its sync set (`sync`) and its learners.
+    pub members: Vec<MemberSpec>,
     pub settings: StreamSettings,
     /// How long an append waits for its commit when the client does not say.
     pub request_timeout_ms: u64,
@@ -99,17 +100,27 @@ pub struct StreamSpec {
 }
 
 impl StreamSpec {
-    /// The members of the primary's sync set and its learners, without `me`.
-    fn member_specs(&self, me: NodeId) -> Vec<MemberSpec> {
-        self.sync_set
+    /// The members of a sync set and learners, as a spec lists them.
+    pub fn members_of(sync_set: &[NodeId], learners: &[NodeId]) -> Vec<MemberSpec> {
+        let sync = sync_set.iter().map(|&id| MemberSpec { id, sync: true });
+        let learn = learners.iter().map(|&id| MemberSpec { id, sync: false });
+        sync.chain(learn).collect()
+    }
+
+    /// The members the primary `me` sends to: every one but itself.
+    fn members_without(&self, me: NodeId) -> Vec<MemberSpec> {
+        self.members
             .iter()
-            .map(|&id| MemberSpec { id, sync: true })
-            .chain(
-                self.learners
-                    .iter()
-                    .map(|&id| MemberSpec { id, sync: false }),
-            )
             .filter(|m| m.id != me)
+            .copied()
+            .collect()
+    }
+
+    fn sync_set(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|m| m.sync)
+            .map(|m| m.id)
             .collect()
     }
 }
@@ -123,8 +134,9 @@ pub enum Plant {
     /// The primary's retention deletes everything durable here, above the commit LSN
     /// and above what the sync set holds.
     RetainAboveCommit,
-    /// The primary counts a returning member's acks while the member is still
-    /// cutting the tail this primary does not have (as if its greeting had agreed).
+    /// The primary counts a returning member's log as far as its greeting and its acks
+    /// say while the member still has to cut the tail this primary does not have (as
+    /// if the logs agreed).
     CountAcksWhileTruncating,
 }
 
@@ -144,6 +156,8 @@ pub struct Options {
     /// Every note is kept for the host (the simulator's checker reads them); without
     /// it, only those the node logs.
     pub trace: bool,
+    /// Commit latency is measured by phase (a host whose clock has microseconds).
+    pub latency: bool,
     pub plant: Option<Plant>,
 }
 
@@ -157,6 +171,7 @@ impl Default for Options {
             cache_records: 1 << 18,
             retain_every_ticks: 1000 / TICK_MS,
             trace: false,
+            latency: true,
             plant: None,
         }
     }
@@ -225,7 +240,7 @@ impl<S: LogStore> StreamDriver<S> {
         let primary = spec.primary == node_id && incarnation.is_none();
         let last = log.durable_lsn();
         let role = if primary {
-            let specs = spec.member_specs(node_id);
+            let specs = spec.members_without(node_id);
             let core = Primary::new(spec.settings.clone(), epoch, &specs, last, 0);
             Role::Primary(Box::new(PrimaryDriver::new(core, member_addrs, &options)))
         } else {
@@ -243,7 +258,12 @@ impl<S: LogStore> StreamDriver<S> {
             ))
         };
         let role_name = if primary { "primary" } else { "secondary" };
-        let mut metrics = StreamMetrics::new(&spec.name, role_name, spec.settings.mode.as_str());
+        let mode = spec.settings.mode.as_str();
+        let mut metrics = if options.latency {
+            StreamMetrics::new(&spec.name, role_name, mode)
+        } else {
+            StreamMetrics::untimed(&spec.name, role_name, mode)
+        };
         metrics.epoch = epoch;
         let mut d = StreamDriver {
             node_id,
@@ -260,7 +280,7 @@ impl<S: LogStore> StreamDriver<S> {
             log,
             spec,
         };
-        let sync_set = d.spec.sync_set.clone();
+        let sync_set = d.spec.sync_set();
         d.note(Note::Started {
             primary,
             epoch,

@@ -369,8 +369,13 @@ impl<S: LogStore> StreamDriver<S> {
         };
         match cut {
             Some(after) if plant == Some(Plant::CountAcksWhileTruncating) => {
-                p.core
-                    .on_member_connected(member, durable_lsn.min(after), after + 1);
+                p.core.on_member_connected(member, durable_lsn, after + 1);
+                self.note(Note::Reported {
+                    epoch,
+                    member,
+                    received: durable_lsn,
+                    durable: durable_lsn,
+                });
             }
             // Its log disagrees with this one until it greets again.
             _ => p.core.on_member_disconnected(member),

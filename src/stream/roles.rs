@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use super::output::{Note, Output};
 use super::primary::{MemberLink, PrimaryDriver};
 use super::secondary::SecondaryDriver;
-use super::{LogStore, Role, StreamDriver, Time};
+use super::{LogStore, Role, StreamDriver, StreamSpec, Time};
 use crate::control::{ControlMsg, StreamRoles, StreamStatus};
 use crate::replication::{MemberSpec, Mode, NodeId, Primary};
 use crate::transport::Links;
@@ -265,9 +265,8 @@ impl<S: LogStore> StreamDriver<S> {
         let me = roles.primary == self.node_id
             && self.incarnation.is_none_or(|i| i == roles.incarnation);
         self.spec.primary = roles.primary;
-        self.spec.sync_set = roles.sync_set.clone();
-        self.spec.learners = roles.learners.clone();
-        let specs = self.spec.member_specs(self.node_id);
+        self.spec.members = StreamSpec::members_of(&roles.sync_set, &roles.learners);
+        let specs = self.spec.members_without(self.node_id);
         match (&mut self.role, me) {
             (Role::Primary(p), true) if self.epoch == roles.epoch => {
                 p.core.set_members(&specs, roles.degraded, roles.version);

@@ -17,7 +17,7 @@
 //! - An error of `retain`, `reset` or `truncate_after` may leave the log cut short;
 //!   the driver then stops the stream (a restart recovers the log).
 
-use crate::log::{Log, LogError, Record};
+use crate::log::{Log, LogResult, Record};
 
 /// A stream's log, as the driver uses it.
 pub trait LogStore {
@@ -40,28 +40,23 @@ pub trait LogStore {
     fn payload_bytes_max(&self) -> usize;
     /// Room for a group of records of `record_bytes` (headers included) in one batch:
     /// `Ok(false)` is "not now, after the write in flight".
-    fn make_room(&mut self, record_bytes: usize) -> Result<bool, LogError>;
+    fn make_room(&mut self, record_bytes: usize) -> LogResult<bool>;
     /// Appends a record; returns its LSN (durable later).
-    fn append(&mut self, epoch: u64, payload: &[u8]) -> Result<u64, LogError>;
-    /// Durable records from `from`: at most `max_records`, and `max_bytes` of payload
+    fn append(&mut self, epoch: u64, payload: &[u8]) -> LogResult<u64>;
+    /// Durable records from `from`: at most `records_max`, and `bytes_max` of payload
     /// unless the first alone is larger.
-    fn read(
-        &mut self,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, LogError>;
+    fn read(&mut self, from: u64, records_max: usize, bytes_max: usize) -> LogResult<Vec<Record>>;
     /// Epoch of the durable record `lsn`, or of the base record.
-    fn epoch_at(&mut self, lsn: u64) -> Result<u64, LogError>;
+    fn epoch_at(&mut self, lsn: u64) -> LogResult<u64>;
     /// The last durable LSN of an epoch up to `epoch` (0 when there is none).
-    fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> Result<u64, LogError>;
+    fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> LogResult<u64>;
     /// Retention: deletes whole sealed segments below `keep_from`, keeping the newest
     /// `keep_segments`. Returns the new first LSN.
-    fn retain(&mut self, keep_from: u64, keep_segments: usize) -> Result<u64, LogError>;
+    fn retain(&mut self, keep_from: u64, keep_segments: usize) -> LogResult<u64>;
     /// Starts the log over after (`base_lsn`, `base_epoch`).
-    fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> Result<(), LogError>;
+    fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> LogResult<()>;
     /// Removes every record after `lsn`.
-    fn truncate_after(&mut self, lsn: u64) -> Result<(), LogError>;
+    fn truncate_after(&mut self, lsn: u64) -> LogResult<()>;
 
     /// Nothing in flight and nothing pending: the whole log is durable.
     fn settled(&self) -> bool {
@@ -94,33 +89,28 @@ impl LogStore for Log {
     fn payload_bytes_max(&self) -> usize {
         Log::payload_bytes_max(self)
     }
-    fn make_room(&mut self, record_bytes: usize) -> Result<bool, LogError> {
+    fn make_room(&mut self, record_bytes: usize) -> LogResult<bool> {
         Log::make_room(self, record_bytes)
     }
-    fn append(&mut self, epoch: u64, payload: &[u8]) -> Result<u64, LogError> {
+    fn append(&mut self, epoch: u64, payload: &[u8]) -> LogResult<u64> {
         Log::append(self, epoch, payload)
     }
-    fn read(
-        &mut self,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<Record>, LogError> {
-        Log::read(self, from, max_records, max_bytes)
+    fn read(&mut self, from: u64, records_max: usize, bytes_max: usize) -> LogResult<Vec<Record>> {
+        Log::read(self, from, records_max, bytes_max)
     }
-    fn epoch_at(&mut self, lsn: u64) -> Result<u64, LogError> {
+    fn epoch_at(&mut self, lsn: u64) -> LogResult<u64> {
         Log::epoch_at(self, lsn)
     }
-    fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> Result<u64, LogError> {
+    fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> LogResult<u64> {
         Log::last_lsn_up_to_epoch(self, epoch)
     }
-    fn retain(&mut self, keep_from: u64, keep_segments: usize) -> Result<u64, LogError> {
+    fn retain(&mut self, keep_from: u64, keep_segments: usize) -> LogResult<u64> {
         Log::retain(self, keep_from, keep_segments)
     }
-    fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> Result<(), LogError> {
+    fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> LogResult<()> {
         Log::reset(self, base_lsn, base_epoch)
     }
-    fn truncate_after(&mut self, lsn: u64) -> Result<(), LogError> {
+    fn truncate_after(&mut self, lsn: u64) -> LogResult<()> {
         Log::truncate_after(self, lsn)
     }
 }
