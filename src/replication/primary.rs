@@ -394,6 +394,35 @@ impl Primary {
     /// grow. Acks of a member that is not connected are ignored; returns whether this
     /// one counted.
     pub fn on_ack(&mut self, member: NodeId, received: u64, durable: u64) -> bool {
+        let counted = self.record_ack(member, received, durable);
+        if counted {
+            self.advance();
+        }
+        counted
+    }
+
+    /// The acks of one turn of the driver, in the order they arrived: each counts as
+    /// [`Primary::on_ack`] says (`counted` is told of those that do), and the commit
+    /// rule is applied once for all of them.
+    pub fn on_acks(
+        &mut self,
+        acks: impl IntoIterator<Item = (NodeId, u64, u64)>,
+        mut counted: impl FnMut(NodeId, u64, u64),
+    ) {
+        let mut any = false;
+        for (member, received, durable) in acks {
+            if self.record_ack(member, received, durable) {
+                counted(member, received, durable);
+                any = true;
+            }
+        }
+        if any {
+            self.advance();
+        }
+    }
+
+    /// Takes in an ack's positions, without applying the commit rule.
+    fn record_ack(&mut self, member: NodeId, received: u64, durable: u64) -> bool {
         let (now, next) = (self.now, self.next_lsn);
         let m = self.member_mut(member);
         // Only a connected member's acks count: a member connects once its log agrees
@@ -409,7 +438,6 @@ impl Primary {
         } else if progressed {
             m.owing_since = Some(now);
         }
-        self.advance();
         true
     }
 
@@ -832,6 +860,27 @@ mod tests {
         p.on_local_durable(3);
         assert_eq!(outcomes(&mut p), (vec![7], vec![]));
         assert_eq!(p.commit_lsn(), 3);
+    }
+
+    #[test]
+    fn a_turns_acks_count_as_one_by_one_and_apply_the_rule_once() {
+        let mut p = primary(StreamSettings::default(), 3);
+        p.append(1, 2, None, 1000);
+        p.on_local_durable(2);
+        let _ = p.poll().count();
+        p.on_member_disconnected(4);
+        let mut counted = Vec::new();
+        let acks = [(2, 2, 2), (4, 2, 2), (3, 1, 1), (3, 2, 2)];
+        p.on_acks(acks, |m, r, d| counted.push((m, r, d)));
+        assert_eq!(
+            counted,
+            vec![(2, 2, 2), (3, 1, 1), (3, 2, 2)],
+            "4 is not connected"
+        );
+        assert_eq!(p.commit_lsn(), 0, "member 4 holds nothing");
+        p.on_member_connected(4, 2, 3);
+        assert_eq!(outcomes(&mut p), (vec![1], vec![]));
+        assert_eq!(p.commit_lsn(), 2);
     }
 
     #[test]

@@ -492,6 +492,7 @@ impl<S: LogStore> StreamDriver<S> {
 
     /// A link of this stream closed.
     pub fn on_link_closed(&mut self, link: LinkId) {
+        self.fold_acks();
         match &mut self.role {
             Role::Primary(p) => p.on_link_closed(link),
             Role::Secondary(s) => {
@@ -526,6 +527,7 @@ impl<S: LogStore> StreamDriver<S> {
         self.metrics.failure = Some(why.clone());
         self.failed = Some(why.clone());
         self.note(Note::Failed { why });
+        self.fold_acks();
         match &mut self.role {
             Role::Primary(p) => p.core.stop("the primary's log failed"),
             Role::Secondary(s) => {
@@ -555,8 +557,7 @@ impl<S: LogStore> StreamDriver<S> {
         let Some(keep) = self.spec.retain_segments else {
             return;
         };
-        let due = now.ticks() >= self.retained_at + self.options.retain_every_ticks;
-        if !due || !self.log.settled() {
+        if !self.retention_due(now) {
             return;
         }
         self.retained_at = now.ticks();
@@ -578,6 +579,14 @@ impl<S: LogStore> StreamDriver<S> {
                 self.fail(links, e);
             }
         }
+    }
+
+    /// Whether retention looks at the log in this turn's [`StreamDriver::drive`]: it is
+    /// configured, its period is over, and the log is settled.
+    pub fn retention_due(&self, now: Time) -> bool {
+        self.spec.retain_segments.is_some()
+            && now.ticks() >= self.retained_at + self.options.retain_every_ticks
+            && self.log.settled()
     }
 
     /// Copies the current state into the metrics.

@@ -49,6 +49,10 @@ pub(super) struct PrimaryDriver {
     durable_at: VecDeque<(u64, Time)>,
     /// Arrivals of the appends not yet in an issued write, for the queued phase.
     unissued: Vec<Time>,
+    /// Members' acks of this turn, (member, received, durable), folded into the commit
+    /// rule at once: at the turn's drive, or before anything changes a member's
+    /// standing (its greeting, its link, the members, the role).
+    acks: Vec<(NodeId, u64, u64)>,
 }
 
 /// Why records could not be sent to a member: its link is closed then, and the
@@ -80,6 +84,7 @@ impl PrimaryDriver {
             next_request: 1,
             durable_at: VecDeque::with_capacity(1024.min(options.cache_records)),
             unissued: Vec::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -247,15 +252,7 @@ impl<S: LogStore> StreamDriver<S> {
                 durable_lsn,
                 ..
             } => {
-                if p.core.on_ack(member, *received_lsn, *durable_lsn) {
-                    let epoch = self.epoch;
-                    self.note(Note::Reported {
-                        epoch,
-                        member,
-                        received: *received_lsn,
-                        durable: *durable_lsn,
-                    });
-                }
+                p.acks.push((member, *received_lsn, *durable_lsn));
                 Handled::Done
             }
             Message::Refuse {
@@ -301,6 +298,7 @@ impl<S: LogStore> StreamDriver<S> {
         last_epoch: u64,
         durable_lsn: u64,
     ) {
+        self.fold_acks();
         let epoch = self.epoch;
         let answer = match self.answer(last_lsn, last_epoch) {
             Ok(a) => a,
@@ -404,14 +402,46 @@ impl<S: LogStore> StreamDriver<S> {
         )
     }
 
-    /// The primary's turn: the core's tick, then its actions.
+    /// Hands the core the acks of this turn at once, noting those that count.
+    pub(super) fn fold_acks(&mut self) {
+        let (epoch, trace) = (self.epoch, self.options.trace);
+        let Role::Primary(p) = &mut self.role else {
+            return;
+        };
+        if p.acks.is_empty() {
+            return;
+        }
+        let outputs = &mut self.outputs;
+        p.core
+            .on_acks(p.acks.drain(..), |member, received, durable| {
+                let reported = Note::Reported {
+                    epoch,
+                    member,
+                    received,
+                    durable,
+                };
+                note_to(outputs, trace, reported);
+            });
+    }
+
+    /// The primary's turn: the acks of the turn, the core's tick, then its actions.
     pub(super) fn drive_primary(&mut self, links: &mut impl Links, now: Time) {
+        self.fold_acks();
+        if let Role::Primary(p) = &mut self.role {
+            p.core.on_tick(now.ticks());
+        }
+        self.dispatch(links, now);
+    }
+
+    /// Carries out the core's actions: sends, heartbeats, completed requests, events.
+    /// Besides every turn, right after a change of the members, so that what the core
+    /// decided on them (a restore asked for, a block) is told at once.
+    pub(super) fn dispatch(&mut self, links: &mut impl Links, now: Time) {
         let epoch = self.epoch;
         let trace = self.options.trace;
         let Role::Primary(p) = &mut self.role else {
-            unreachable!("called on a primary");
+            return;
         };
-        p.core.on_tick(now.ticks());
         let commit = p.core.commit_lsn();
         for a in p.core.poll() {
             match a {

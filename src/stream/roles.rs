@@ -223,6 +223,8 @@ impl<S: LogStore> StreamDriver<S> {
     /// whom, the message). A switchover that does not complete in time is given up and
     /// the primary serves again.
     pub fn drained(&mut self, now: Time) -> Option<(NodeId, ControlMsg)> {
+        self.draining.as_ref()?;
+        self.fold_acks();
         let d = self.draining.as_mut()?;
         let Role::Primary(p) = &self.role else {
             self.draining = None;
@@ -262,6 +264,8 @@ impl<S: LogStore> StreamDriver<S> {
         addrs: &BTreeMap<NodeId, String>,
         now: Time,
     ) -> RolesApplied {
+        // Acks that arrived under the old members count under them.
+        self.fold_acks();
         let me = roles.primary == self.node_id
             && self.incarnation.is_none_or(|i| i == roles.incarnation);
         self.spec.primary = roles.primary;
@@ -294,6 +298,7 @@ impl<S: LogStore> StreamDriver<S> {
                     sync_set: roles.sync_set.clone(),
                     degraded: roles.degraded,
                 });
+                self.dispatch(links, now);
                 if before == after {
                     RolesApplied::Same
                 } else {
@@ -324,6 +329,7 @@ impl<S: LogStore> StreamDriver<S> {
                     from_lsn,
                     sync_set: roles.sync_set.clone(),
                 });
+                self.dispatch(links, now);
                 RolesApplied::Role
             }
             (Role::Secondary(s), false) => {
@@ -347,6 +353,8 @@ impl<S: LogStore> StreamDriver<S> {
 
     /// Ends every waiting request in doubt and tells their clients.
     fn stop_primary(&mut self, links: &mut impl Links, now: Time) {
+        // What the acks that arrived before the end committed is committed.
+        self.fold_acks();
         self.draining = None;
         if let Role::Primary(p) = &mut self.role {
             p.core.stop("this node lost the primary role");
