@@ -22,6 +22,11 @@ use crate::wire::{Message, RequestId};
 pub struct NodeControl {
     pub ctrl: Option<Controller>,
     pub persisted: Option<Vec<u8>>,
+    /// How far this process's clock is ahead of the simulation's, drawn at its start
+    /// below one raft tick: real processes tick out of phase with each other, and
+    /// clocks that tick in phase make raft's elections tie far more often (two
+    /// candidates timing out in the same tick split the votes of four voters).
+    pub clock_offset_ms: u64,
 }
 
 impl Sim {
@@ -59,6 +64,9 @@ impl Sim {
         };
         let incarnation = self.rng.next_u64() | 1;
         self.nodes[id as usize].incarnation = incarnation;
+        let clock_offset_ms = self
+            .rng
+            .range(0, ControllerSettings::default().raft_tick_ms - 1);
         let persisted = control[id as usize]
             .persisted
             .as_ref()
@@ -76,7 +84,9 @@ impl Sim {
         // The configuration restored from the persisted state applies first, as in
         // production's control loop.
         let config = stream_config(ctrl.config());
-        self.control.as_mut().expect("checked")[id as usize].ctrl = Some(ctrl);
+        let control = &mut self.control.as_mut().expect("checked")[id as usize];
+        control.ctrl = Some(ctrl);
+        control.clock_offset_ms = clock_offset_ms;
         self.apply_config(id, config);
     }
 
@@ -102,11 +112,13 @@ impl Sim {
                 incarnation: node.incarnation,
                 streams: vec![stream],
             };
-            let Some(ctrl) = self.control.as_mut().expect("checked")[id].ctrl.as_mut() else {
+            let control = &mut self.control.as_mut().expect("checked")[id];
+            let offset = control.clock_offset_ms;
+            let Some(ctrl) = control.ctrl.as_mut() else {
                 continue;
             };
             ctrl.set_status(status);
-            ctrl.on_tick(now);
+            ctrl.on_tick(now + offset);
             self.control_outputs(id as NodeId);
         }
     }

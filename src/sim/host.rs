@@ -392,10 +392,9 @@ impl Process {
     }
 
     /// A connection of this process closed.
-    pub fn on_conn_closed(&mut self, conn: ConnId) {
-        match self.links.remove(&conn) {
-            Some(Peer::Member | Peer::Primary) => self.driver.on_link_closed(conn as LinkId),
-            Some(Peer::Dialing(_)) | None => {}
+    pub fn on_conn_closed(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
+        if let Some(Peer::Member | Peer::Primary) = self.links.remove(&conn) {
+            self.with_links(cx, |d, _, _| d.on_link_closed(conn as LinkId));
         }
     }
 
@@ -547,10 +546,11 @@ impl Process {
     /// switchover's report.
     pub fn drive(&mut self, cx: &mut Ctx<'_>) {
         self.apply_later(cx);
-        self.with_links(cx, |d, links, now| d.drive(links, now));
-        if let Some((to, msg)) = self.driver.drained(cx.time()) {
-            cx.out.control.push((to, msg));
-        }
+        let drained = self.with_links(cx, |d, links, now| {
+            d.drive(links, now);
+            d.drained(now)
+        });
+        cx.out.control.extend(drained);
     }
 }
 

@@ -254,8 +254,6 @@ pub struct Sim {
     control: Option<Vec<control::NodeControl>>,
     /// The configuration the controller starts from, under the controller.
     genesis: Option<crate::control::ClusterConfig>,
-    /// The run's retention, if its logs delete what every member holds.
-    retention: Option<Retention>,
 }
 
 impl Sim {
@@ -382,7 +380,6 @@ impl Sim {
         let genesis = controlled.then(|| Sim::genesis_of(&config, n, &settings));
         let mut sim = Sim {
             genesis,
-            retention,
             seed,
             rng,
             now: 0,
@@ -404,6 +401,7 @@ impl Sim {
                     .map(|_| control::NodeControl {
                         ctrl: None,
                         persisted: None,
+                        clock_offset_ms: 0,
                     })
                     .collect()
             }),
@@ -549,6 +547,13 @@ impl Sim {
 
     /// Carries out what a node asked for.
     fn route(&mut self, from: NodeId, out: Out) {
+        self.route_without_closing(from, out);
+        self.notify_closed();
+        self.check_violation();
+    }
+
+    /// [`Sim::route`], but the ends of the connections closed are told later.
+    fn route_without_closing(&mut self, from: NodeId, out: Out) {
         for line in out.trace {
             self.event(line);
         }
@@ -588,15 +593,26 @@ impl Sim {
         for (to, msg) in out.control {
             self.send_control(from, to, msg);
         }
-        self.notify_closed();
         self.check_violation();
     }
 
     /// Both ends of every closed connection learn of it.
     fn notify_closed(&mut self) {
-        for (conn, a, b) in self.net.take_closed() {
-            self.nodes[a as usize].on_conn_closed(conn);
-            self.nodes[b as usize].on_conn_closed(conn);
+        // What the nodes do about it may close more: bounded rounds (a node closes
+        // only its own links).
+        for _ in 0..8 {
+            let closed = self.net.take_closed();
+            if closed.is_empty() {
+                return;
+            }
+            for (conn, a, b) in closed {
+                for id in [a, b] {
+                    let mut out = Out::default();
+                    let now = self.now;
+                    self.nodes[id as usize].on_conn_closed(conn, now, &self.net, &mut out);
+                    self.route_without_closing(id, out);
+                }
+            }
         }
     }
 
@@ -915,10 +931,9 @@ impl Sim {
         }
         self.tick_control();
         for id in 0..self.nodes.len() {
-            if self.retention.is_some() {
-                // The rule's measure as the node's core stands when retention may pick
-                // its floor: a commit may rest on a write that became durable in this
-                // step.
+            if self.nodes[id].retention_due(now) {
+                // The rule's measure as the node's core stands when it picks its floor:
+                // a commit may rest on a write that became durable in this step.
                 self.checker.measure(&self.nodes);
             }
             let mut out = Out::default();

@@ -144,6 +144,12 @@ impl Node {
             .map_or_else(Vec::new, StreamDriver::connected_members)
     }
 
+    /// Whether the driver's retention looks at the log in its turn at `now`.
+    pub fn retention_due(&self, now: u64) -> bool {
+        self.driver()
+            .is_some_and(|d| d.retention_due(crate::stream::Time::from_ticks(now)))
+    }
+
     /// The stream's state as the controller sees it.
     pub fn status(&self) -> Option<StreamStatus> {
         self.driver().map(StreamDriver::status)
@@ -325,10 +331,8 @@ impl Node {
     }
 
     /// A connection of this node closed.
-    pub fn on_conn_closed(&mut self, conn: ConnId) {
-        if let State::Up(p) = &mut self.state {
-            p.on_conn_closed(conn);
-        }
+    pub fn on_conn_closed(&mut self, conn: ConnId, now: u64, net: &Network, out: &mut Out) {
+        self.with(now, net, out, |p, cx| p.on_conn_closed(cx, conn));
     }
 
     /// The disk made the log durable up to `lsn`.
