@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -219,9 +219,7 @@ impl Shard {
                 next_publish = now + PUBLISH;
             }
         }
-        for c in self.links.conns.iter().flatten() {
-            let _ = c.sock.shutdown(Shutdown::Both);
-        }
+        self.links.shut_down();
         self.publish();
     }
 
@@ -506,48 +504,14 @@ impl Shard {
     fn read_links(&mut self, now: Instant) -> bool {
         let time = self.time(now);
         let mut any_stalled = false;
-        for link in 0..self.links.conns.len() {
+        for link in 0..self.links.slots() {
             let Some(info) = self.info.get(link).and_then(Option::as_ref) else {
                 continue;
             };
             let (stream, kind, stalled) = (info.stream, info.kind, info.stalled);
-            let Some(c) = self.links.get_mut(link) else {
+            let Some(mut decoder) = self.links.take_input(link, stalled) else {
                 continue;
             };
-            if c.closed.is_some() || !(c.readable || stalled) {
-                continue;
-            }
-            if c.readable {
-                match c.fill() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let why = match c.decoder.finish() {
-                            Ok(()) => "closed by the peer".to_string(),
-                            Err(e) => {
-                                // The peer may have closed only its sending side: say why.
-                                let message = format!("the connection ended inside a frame: {e}");
-                                let _ = c.queue(
-                                    RequestId(0),
-                                    &Message::Error {
-                                        code: ErrorCode::Malformed,
-                                        message: &message,
-                                    },
-                                );
-                                format!("closed by the peer inside a frame: {e}")
-                            }
-                        };
-                        self.links.close(link, &why);
-                        continue;
-                    }
-                    Err(e) => {
-                        self.links.close(link, &format!("read failed: {e}"));
-                        continue;
-                    }
-                }
-            }
-            // The decoder leaves the link while its frames are handled, so that the
-            // handlers may queue replies on any link, this one included.
-            let mut decoder = std::mem::take(&mut self.links.get_mut(link).expect("open").decoder);
             let mut now_stalled = false;
             loop {
                 let frame = match decoder.next_frame() {
@@ -590,9 +554,7 @@ impl Shard {
                     }
                 }
             }
-            if let Some(c) = self.links.get_mut(link) {
-                c.decoder = decoder;
-            }
+            self.links.put_back(link, decoder);
             if let Some(info) = self.info[link].as_mut() {
                 info.stalled = now_stalled;
             }
@@ -618,7 +580,7 @@ impl Shard {
     }
 
     fn flush_links(&mut self) {
-        for link in 0..self.links.conns.len() {
+        for link in 0..self.links.slots() {
             let Some(generation) = self
                 .info
                 .get(link)
@@ -627,35 +589,19 @@ impl Shard {
             else {
                 continue;
             };
-            let Some(c) = self.links.get_mut(link) else {
+            let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
+            let Some((peer, why)) = self.links.flush(link, &mut self.ring, base, base | 1) else {
                 continue;
             };
-            if c.closed.is_none()
-                && let Err(e) = c.flush()
-            {
-                c.closed = Some(format!("write failed: {e}"));
+            let info = self.info[link].take().expect("link info");
+            // A peer closing its end is routine (a client leaving, a node stopping).
+            if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
+                eprintln!(
+                    "lockstep: shard {}: link to {peer} closed: {why}",
+                    self.index
+                );
             }
-            if let Some(why) = c.closed.clone() {
-                // Send what is queued (an error reply, say), then let go.
-                let _ = c.flush();
-                let _ = c.sock.shutdown(Shutdown::Both);
-                let peer = c.peer.clone();
-                let info = self.info[link].take().expect("link info");
-                // A peer closing its end is routine (a client leaving, a node stopping).
-                if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
-                    eprintln!(
-                        "lockstep: shard {}: link to {peer} closed: {why}",
-                        self.index
-                    );
-                }
-                self.links.conns[link] = None;
-                self.streams[info.stream].on_link_closed(link);
-                continue;
-            }
-            let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
-            if let Err(e) = c.arm(&mut self.ring, base, base | 1) {
-                c.closed = Some(format!("cannot poll: {e}"));
-            }
+            self.streams[info.stream].on_link_closed(link);
         }
     }
 
@@ -671,8 +617,8 @@ impl Shard {
                     .get(link)
                     .and_then(Option::as_ref)
                     .is_some_and(|i| i.generation == generation);
-                if current && let Some(conn) = self.links.get_mut(link) {
-                    conn.on_poll(c.user_data & 1 == 1);
+                if current {
+                    self.links.on_poll(link, c.user_data & 1 == 1);
                 }
                 continue;
             }
