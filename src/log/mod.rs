@@ -38,13 +38,7 @@ pub use faults::Faults;
 pub use recovery::Recovery;
 pub use writer::{Log, LogOptions};
 
-/// One record read back from the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub lsn: u64,
-    pub epoch: u64,
-    pub payload: Vec<u8>,
-}
+pub use lockstep_core::Record;
 
 /// What the log's operations return.
 pub type LogResult<T> = Result<T, LogError>;

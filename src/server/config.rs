@@ -211,7 +211,9 @@ impl Config {
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| e.to_string())?;
         let secret = match &raw.secret_file {
-            Some(p) => Some(crate::server::auth::Secret::load(&base.join(p))?),
+            Some(p) => {
+                Some(crate::server::auth::Secret::load(&base.join(p)).map_err(|e| e.to_string())?)
+            }
             None => None,
         };
         let advertise = raw

@@ -65,6 +65,26 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("controller: {0}")]
+    Control(#[from] crate::control::ControlError),
+    #[error("{}: {source}", path.display())]
+    ControlState {
+        path: std::path::PathBuf,
+        #[source]
+        source: crate::control::ControlError,
+    },
+    #[error("read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("start {what}: {source}")]
+    Thread {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Setup(String),
 }
@@ -129,8 +149,7 @@ impl Server {
         let control = match (&cfg.control, incarnation) {
             (Some(cc), Some(inc)) => {
                 let (tx, rx) = mpsc::sync_channel(control_loop::CONTROL_QUEUE);
-                let persisted =
-                    control_loop::load_state(&cfg.data_dir).map_err(ServerError::Setup)?;
+                let persisted = control_loop::load_state(&cfg.data_dir)?;
                 let settings = crate::control::ControllerSettings {
                     failover_timeout_ms: cc.failover_timeout_ms,
                     ..Default::default()
@@ -154,8 +173,7 @@ impl Server {
                     &cfg.data_dir,
                     Arc::clone(&shared),
                     cfg.secret.clone(),
-                )
-                .map_err(ServerError::Setup)?;
+                )?;
                 threads.push(
                     std::thread::Builder::new()
                         .name("lockstep-control".into())

@@ -92,7 +92,7 @@ pub enum Handoff {
     EpochStored {
         stream: usize,
         epoch: u64,
-        result: Result<(), String>,
+        result: io::Result<()>,
     },
 }
 
@@ -281,8 +281,7 @@ impl Shard {
                     Output::StoreEpoch(epoch) => {
                         let dir = self.streams[i].log().dir().to_path_buf();
                         let reply = self.to_self.clone();
-                        let done = move |r: io::Result<()>| {
-                            let result = r.map_err(|e| e.to_string());
+                        let done = move |result: io::Result<()>| {
                             let _ = reply.send(Handoff::EpochStored {
                                 stream: i,
                                 epoch,
@@ -399,7 +398,7 @@ impl Shard {
                         Ok(()) => {
                             self.streams[stream].on_epoch_stored(&mut self.links, epoch, time)
                         }
-                        Err(why) => self.streams[stream].on_epoch_store_failed(epoch, why),
+                        Err(e) => self.streams[stream].on_epoch_store_failed(epoch, e.to_string()),
                     }
                     self.after_fence(stream, was_primary, now);
                 }

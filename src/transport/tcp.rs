@@ -80,15 +80,27 @@ impl Conn {
         Ok(true)
     }
 
-    fn queue(&mut self, id: RequestId, message: &Message<'_>) -> Result<(), String> {
+    /// Queues one frame; a link whose queue is over its bound, or a message that does
+    /// not encode, fails (the link is then closed).
+    fn queue(
+        &mut self,
+        link: LinkId,
+        id: RequestId,
+        message: &Message<'_>,
+    ) -> Result<(), TransportError> {
+        let protocol = |message: String| TransportError::Protocol {
+            link,
+            peer: self.peer.clone(),
+            message,
+        };
         if self.out.len() - self.out_sent > SEND_QUEUE_BYTES_MAX {
-            return Err(format!(
+            return Err(protocol(format!(
                 "send queue over {SEND_QUEUE_BYTES_MAX} bytes: the peer does not read"
-            ));
+            )));
         }
         message
             .encode_into(id, &mut self.out)
-            .map_err(|e| e.to_string())
+            .map_err(|e| protocol(e.to_string()))
     }
 
     fn has_output(&self) -> bool {
@@ -185,6 +197,7 @@ impl TcpLinks {
                             // The peer may have closed only its sending side: say why.
                             let message = format!("the connection ended inside a frame: {e}");
                             let _ = c.queue(
+                                link,
                                 RequestId(0),
                                 &Message::Error {
                                     code: ErrorCode::Malformed,
@@ -268,14 +281,11 @@ impl Links for TcpLinks {
         if c.closed.is_some() {
             return Err(TransportError::Closed(link));
         }
-        c.queue(id, message).map_err(|message| {
-            let peer = c.peer.clone();
-            c.closed = Some(message.clone());
-            TransportError::Protocol {
-                link,
-                peer,
-                message,
-            }
+        c.queue(link, id, message).inspect_err(|e| {
+            c.closed = Some(match e {
+                TransportError::Protocol { message, .. } => message.clone(),
+                other => other.to_string(),
+            });
         })
     }
 

@@ -26,6 +26,7 @@ use raft::eraftpb::{ConfChangeV2, Entry, EntryType};
 use raft::{RawNode, Storage};
 
 use crate::control::cluster_config::{ClusterConfig, Command};
+use crate::control::error::ControlError;
 use crate::control::fence::{FenceAnswer, decide};
 use crate::control::message::{ControlMsg, NodeStatus, Request};
 use crate::control::storage::ControlLog;
@@ -149,7 +150,14 @@ pub struct Controller {
 
 /// The configuration command an entry carries: a normal entry's data, or a conf
 /// change's context (a join). `None` for a leader's empty entry or a bare conf change.
-fn entry_command(e: &Entry) -> Result<Option<Command>, String> {
+fn raft_error(what: &'static str, e: raft::Error) -> ControlError {
+    ControlError::Raft {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn entry_command(e: &Entry) -> Result<Option<Command>, ControlError> {
     let bytes: &[u8] = match e.get_entry_type() {
         EntryType::EntryNormal => e.get_data(),
         // raft-rs keeps a proposed conf change's context in its entry.
@@ -180,13 +188,13 @@ impl Controller {
         persisted: Option<ControlLog>,
         settings: ControllerSettings,
         seed: u64,
-    ) -> Result<Controller, String> {
+    ) -> Result<Controller, ControlError> {
         let voters: Vec<u64> = genesis.voters.iter().copied().map(raft_id).collect();
         if !genesis.voters.contains(&id) && !genesis.members.contains_key(&id) {
-            return Err(format!(
-                "node {id} is neither a voter of the controller ({:?}) nor a member",
-                genesis.voters
-            ));
+            return Err(ControlError::NotInCluster {
+                node: id,
+                voters: genesis.voters.clone(),
+            });
         }
         // A node that joined starts with no raft configuration at all: the leader
         // that added it as a learner sends it the log or a snapshot.
@@ -215,7 +223,7 @@ impl Controller {
                     None,
                     raft::GetEntriesContext::empty(false),
                 )
-                .map_err(|e| format!("controller state: {e}"))?;
+                .map_err(|e| raft_error("state", e))?;
             for e in replay {
                 // A refused command changes nothing, as it did the first time.
                 if e.get_index() <= config.version {
@@ -240,10 +248,9 @@ impl Controller {
         };
         raft_config
             .validate()
-            .map_err(|e| format!("controller settings: {e}"))?;
+            .map_err(|e| raft_error("settings", e))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&raft_config, store, &logger)
-            .map_err(|e| format!("controller state: {e}"))?;
+        let raw = RawNode::new(&raft_config, store, &logger).map_err(|e| raft_error("state", e))?;
         let mut c = Controller {
             id,
             raft_shape: (raw.raft.term, raw.raft.state),

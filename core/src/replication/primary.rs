@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use crate::replication::commit_rule::commit_point;
 use crate::replication::settings::{Mode, OnInsufficient, StreamSettings};
 
-pub type NodeId = u32;
+pub use crate::types::NodeId;
 pub type RequestId = u64;
 
 /// How a waiting request ended.
