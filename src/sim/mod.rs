@@ -44,12 +44,12 @@ pub mod faults;
 pub mod host;
 pub mod network;
 pub mod node;
+pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod workload;
 
 use std::collections::VecDeque;
-use std::fmt;
 
 use crate::replication::{Mode, NodeId, OnInsufficient, StreamSettings};
 use crate::stream::Handled;
@@ -58,7 +58,7 @@ use checker::Checker;
 use host::Out;
 use network::{NO_CONN, NetFaults, Network};
 use node::Node;
-use workload::{Client, Ending, Op};
+use workload::Client;
 
 pub use crate::wire::Kind as MsgKind;
 pub use disk::Retention;
@@ -66,6 +66,7 @@ pub use event::NodeEvent;
 pub use faults::{Fault, FaultCounts, Faults, Rates};
 pub use network::Rule;
 pub use node::Config;
+pub use report::{Report, Stats};
 pub use rng::Rng;
 pub use scenario::Test;
 pub use workload::Reply;
@@ -140,92 +141,6 @@ impl Default for SimOptions {
             controller: None,
             retention: None,
         }
-    }
-}
-
-/// Counts of what the clients saw.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Stats {
-    /// Appends acknowledged as committed.
-    pub committed: u64,
-    /// Appends answered in doubt and resolved by LSN as committed.
-    pub resolved_committed: u64,
-    /// Appends answered in doubt and resolved by LSN as not committed.
-    pub resolved_lost: u64,
-    /// Appends in doubt that stayed unresolved (no answer, or never passed by the
-    /// commit LSN).
-    pub in_doubt: u64,
-    /// Appends refused before anything was appended, out of attempts.
-    pub refused: u64,
-    pub reads: u64,
-    /// Primary starts (the first one and every restart).
-    pub primary_starts: u64,
-}
-
-/// What one seed did.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub seed: u64,
-    pub settings: String,
-    pub violation: Option<String>,
-    /// Hash of the full trace: the same seed gives the same hash.
-    pub trace_hash: u64,
-    pub trace_tail: Vec<String>,
-    pub schedule: Vec<String>,
-    pub faults: FaultCounts,
-    pub stats: Stats,
-    pub ticks: u64,
-    pub plant: Option<Bug>,
-    /// The seed ran the cluster's controller.
-    pub controller: bool,
-    /// The controller was asked for (`--controller`), not decided by the seed.
-    pub controller_forced: bool,
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {} ({})", self.seed, self.settings)?;
-        if let Some(v) = &self.violation {
-            writeln!(f, "VIOLATION: {v}")?;
-        }
-        writeln!(f, "fault schedule:")?;
-        for s in &self.schedule {
-            writeln!(f, "  {s}")?;
-        }
-        writeln!(f, "last events:")?;
-        for s in &self.trace_tail {
-            writeln!(f, "  {s}")?;
-        }
-        let s = &self.stats;
-        writeln!(
-            f,
-            "{} committed, {} resolved committed, {} resolved lost, {} in doubt, {} refused, {} reads, {} primary starts",
-            s.committed,
-            s.resolved_committed,
-            s.resolved_lost,
-            s.in_doubt,
-            s.refused,
-            s.reads,
-            s.primary_starts
-        )?;
-        write!(f, "replay: lockstep-sim --seed {}", self.seed)?;
-        if self.ticks != TICKS_DEFAULT {
-            write!(f, " --ticks {}", self.ticks)?;
-        }
-        match self.plant {
-            Some(Bug::AckBeforeDurable) => write!(f, " --plant ack-before-durable")?,
-            Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
-            Some(Bug::FenceShort) => write!(f, " --plant fence-short")?,
-            Some(Bug::RetainAboveCommit) => write!(f, " --plant retain-above-commit")?,
-            Some(Bug::CountAcksWhileTruncating) => {
-                write!(f, " --plant count-acks-while-truncating")?
-            }
-            None => {}
-        }
-        if self.controller_forced {
-            write!(f, " --controller")?;
-        }
-        writeln!(f)
     }
 }
 
@@ -658,179 +573,6 @@ impl Sim {
         self.route(id, out);
     }
 
-    /// Client `client` appends `payloads` now; returns the request's token.
-    pub fn client_append(
-        &mut self,
-        client: usize,
-        mode: Option<Mode>,
-        timeout_ticks: u64,
-        payloads: Vec<Vec<u8>>,
-    ) -> u64 {
-        let (token, op) = self.clients[client].append(self.now, mode, timeout_ticks, payloads);
-        self.execute(client, op);
-        token
-    }
-
-    /// A new client that acts only when the script says, and first asks `target`.
-    pub fn script_client(&mut self, target: NodeId) -> usize {
-        let id = self.clients.len();
-        self.clients
-            .push(Client::new(id, self.nodes.len(), target, true));
-        self.reported.push(0);
-        id
-    }
-
-    /// Random unique payloads of client `client`.
-    pub fn payloads(&mut self, client: usize) -> Vec<Vec<u8>> {
-        self.clients[client].payloads(&mut self.rng)
-    }
-
-    /// How client `client`'s append `token` ended, if it did.
-    pub fn ending(&self, client: usize, token: u64) -> Option<&Ending> {
-        self.clients[client]
-            .finished
-            .iter()
-            .find(|f| f.token == token)
-            .map(|f| &f.ending)
-    }
-
-    /// Reads from node `id` as a client would, checked like every read.
-    pub fn read(&mut self, id: NodeId, from: u64, records_max: u64) -> Option<(u64, Vec<Rec>)> {
-        let (commit, recs) =
-            self.nodes[id as usize].read(self.now, from, records_max, &self.net)?;
-        self.stats.reads += 1;
-        self.checker.on_read(&self.nodes, id, commit, &recs);
-        self.check_violation();
-        Some((commit, recs.into_iter().map(|(_, r)| r).collect()))
-    }
-
-    fn execute(&mut self, client: usize, op: Op) {
-        match op {
-            Op::Append {
-                node,
-                token,
-                mode,
-                timeout_ticks,
-                payloads,
-            } => {
-                let mut out = Out::default();
-                self.nodes[node as usize].client_append(
-                    self.now,
-                    (client, token),
-                    mode,
-                    timeout_ticks,
-                    &payloads,
-                    &self.net,
-                    &mut out,
-                );
-                self.route(node, out);
-            }
-            Op::Read {
-                node,
-                token,
-                from,
-                records_max,
-            } => {
-                let read = self.nodes[node as usize].read(self.now, from, records_max, &self.net);
-                let Some((commit, recs)) = read else {
-                    return;
-                };
-                self.stats.reads += 1;
-                self.checker.on_read(&self.nodes, node, commit, &recs);
-                self.clients[client].on_read(token, commit, &recs);
-                self.check_violation();
-            }
-        }
-    }
-
-    fn inject_faults(&mut self) {
-        let n = self.nodes.len();
-        let r = self.rates;
-        let primary = self.nodes[0].config().primary;
-        if self.rng.chance(r.crash) {
-            let id = self.rng.index(n) as NodeId;
-            if id != primary && self.nodes[id as usize].up() {
-                let torn = self.rng.chance(500) && self.nodes[id as usize].disk().pending() > 0;
-                let kind = if torn { Fault::TornWrite } else { Fault::Crash };
-                self.fault(kind, format!("n{id} crashes"));
-                self.crash(id, torn);
-                self.nodes[id as usize].restart_at = Some(self.now + self.rng.range(10, 400));
-            }
-        }
-        if self.rng.chance(r.primary_crash) && self.nodes[primary as usize].up() {
-            let torn = self.rng.chance(500);
-            self.fault(
-                Fault::PrimaryCrash,
-                format!("n{primary} (primary) crashes, torn {torn}"),
-            );
-            self.crash(primary, torn);
-            self.nodes[primary as usize].restart_at = Some(self.now + self.rng.range(5, 300));
-        }
-        if self.rng.chance(r.sync_error) {
-            let id = self.rng.index(n);
-            if self.nodes[id].up() && !self.nodes[id].disk().fail_next_write {
-                self.fault(Fault::SyncError, format!("n{id}'s next write fails"));
-                self.nodes[id].disk_mut().fail_next_write = true;
-            }
-        }
-        if self.rng.chance(r.no_space) {
-            let id = self.rng.index(n);
-            let until = self.now + self.rng.range(20, 200);
-            self.fault(
-                Fault::NoSpace,
-                format!("n{id}'s disk is full until t{until}"),
-            );
-            self.nodes[id].disk_mut().full_until = until;
-        }
-        if self.rng.chance(r.latency_spike) {
-            let id = self.rng.index(n);
-            let until = self.now + self.rng.range(50, 300);
-            self.fault(
-                Fault::LatencySpike,
-                format!("n{id}'s writes are slow until t{until}"),
-            );
-            self.nodes[id].disk_mut().slow_until = until;
-        }
-        if self.rng.chance(r.partition) {
-            let until = self.now + self.rng.range(20, 400);
-            let a = self.rng.index(n) as NodeId;
-            if self.rng.chance(500) {
-                self.fault(Fault::Partition, format!("n{a} cut off until t{until}"));
-                for b in 0..n as NodeId {
-                    if b != a {
-                        self.net.block(a, b, until);
-                        self.net.block(b, a, until);
-                    }
-                }
-            } else {
-                let b = (a + 1 + self.rng.index(n - 1) as NodeId) % n as NodeId;
-                self.fault(
-                    Fault::OneWayPartition,
-                    format!("n{a}->n{b} cut until t{until}"),
-                );
-                self.net.block(a, b, until);
-            }
-            self.notify_closed();
-        }
-        if self.rng.chance(r.late_delivery)
-            && let Some(what) = self.net.late_delivery(self.now, &mut self.rng)
-        {
-            self.fault(Fault::LateDelivery, what);
-        }
-        // Drawn only in runs with retention, so that the others run as before.
-        if r.cleanup_crash > 0 && self.rng.chance(r.cleanup_crash) {
-            let id = self.rng.index(n);
-            let after = self.rng.range(0, 2) as usize;
-            if self.nodes[id].up() && self.nodes[id].disk().cleanup_crash.is_none() {
-                self.fault(
-                    Fault::CleanupCrash,
-                    format!("n{id}'s next log cleanup dies after {after} segment deletions"),
-                );
-                self.nodes[id].disk_mut().cleanup_crash = Some(after);
-            }
-        }
-    }
-
     /// Crashes node `id` if it must stop: its stream failed (after one more turn, in
     /// which it answers what it can, as the node's next turn does), or it died in the
     /// middle of a cleanup of its log.
@@ -987,41 +729,6 @@ impl Sim {
                     self.crash(id as NodeId, true);
                     self.nodes[id].restart_at = Some(now + self.rng.range(5, 200));
                 }
-            }
-        }
-    }
-
-    /// Hands the appends clients finished this step to the checker, and checks
-    /// liveness in the quiet tail.
-    fn settle_clients(&mut self) {
-        let live_from = self.liveness_from();
-        for c in 0..self.clients.len() {
-            while self.reported[c] < self.clients[c].finished.len() {
-                let f = self.clients[c].finished[self.reported[c]].clone();
-                self.reported[c] += 1;
-                match &f.ending {
-                    Ending::Committed { first, .. } => {
-                        self.stats.committed += 1;
-                        self.checker
-                            .on_acked(&self.nodes, f.node, *first, &f.payloads, f.mode);
-                    }
-                    Ending::ResolvedCommitted { .. } => self.stats.resolved_committed += 1,
-                    Ending::ResolvedLost { .. } => self.stats.resolved_lost += 1,
-                    Ending::InDoubt { .. } => self.stats.in_doubt += 1,
-                    Ending::Refused(_) => self.stats.refused += 1,
-                }
-                let too_strong = f.mode.is_some_and(|m| m > self.settings.mode);
-                if self.opts.faults
-                    && f.issued >= live_from
-                    && !too_strong
-                    && !matches!(f.ending, Ending::Committed { .. })
-                {
-                    self.violate(format!(
-                        "liveness: c{}#{} appended at t{} in the quiet tail ended {:?}",
-                        f.client, f.token, f.issued, f.ending
-                    ));
-                }
-                self.check_violation();
             }
         }
     }
