@@ -12,7 +12,8 @@
 //! - [`sim`]: the deterministic simulator, which runs the stream driver and the
 //!   controller under faults;
 //! - tools that are not the node: [`demo`], [`proxy`] (a fault-injecting TCP proxy),
-//!   [`inspect`] (read-only log inspection).
+//!   [`inspect`] (read-only log inspection), and [`kit`], which sets up loopback
+//!   clusters for the tests, the benchmarks and the demo.
 //!
 //! Limits shared by every layer are in [`constants`]. All unsafe code lives in the
 //! `lockstep-sys` crate.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod constants;
 pub mod demo;
 pub mod inspect;
+pub mod kit;
 pub mod log;
 pub mod profile;
 pub mod proxy;

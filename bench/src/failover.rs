@@ -114,29 +114,25 @@ impl Nodes {
         let ports = free_ports(2 * NODES)?;
         let addrs: Vec<String> = ports[..NODES]
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .copied()
+            .map(lockstep::kit::loopback)
             .collect();
         let admins: Vec<String> = ports[NODES..]
             .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
+            .copied()
+            .map(lockstep::kit::loopback)
             .collect();
         for n in 1..=NODES {
-            let mut t = String::new();
-            let _ = writeln!(t, "node_id = {n}\ndata_dir = \"node{n}\"");
-            let _ = writeln!(t, "listen = \"{}\"\nshards = 1", addrs[n - 1]);
-            let _ = writeln!(t, "admin = \"{}\"", admins[n - 1]);
-            let _ = writeln!(t, "profile = \"profile.toml\"");
-            for (i, a) in addrs.iter().enumerate() {
-                let _ = writeln!(t, "[[nodes]]\nid = {}\naddr = \"{a}\"", i + 1);
-            }
-            let _ = writeln!(
-                t,
-                "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\""
+            let mut toml = lockstep::kit::NodeToml::new(n, &addrs);
+            toml.admin = Some(admins[n - 1].clone());
+            toml.keys = "profile = \"profile.toml\"\n".into();
+            toml.sections = format!(
+                "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\"\n[control]\n"
             );
-            let _ = writeln!(t, "[control]");
             if let Some(ms) = failover_timeout_ms {
-                let _ = writeln!(t, "failover_timeout_ms = {ms}");
+                let _ = writeln!(toml.sections, "failover_timeout_ms = {ms}");
             }
+            let t = toml.text();
             let path = dir.join(format!("node{n}.toml"));
             std::fs::write(&path, t).map_err(|e| format!("write {}: {e}", path.display()))?;
         }

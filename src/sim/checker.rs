@@ -14,8 +14,8 @@
 //!    readable commit LSN, and the records a read returns) equals the committed history.
 //! 3. At most one primary per epoch (a primary start is a new epoch, so a second start
 //!    in the same epoch counts too), and no node accepts records of an epoch older than
-//!    one it answered a primary of (the Welcome, production's fence answer until the
-//!    controller brings `Fence`).
+//!    one it answered a primary of (its answer to the primary's greeting, or to the
+//!    controller's fence).
 //! 4. Nothing is readable as committed before the commit rule holds: no node's readable
 //!    commit LSN and no read go beyond the highest LSN the rule ever allowed, computed
 //!    from the disks: the primary's durable LSN and the `k`-th best sync-set member

@@ -73,7 +73,7 @@ impl NodeScript<'_> {
         self.sim.nodes[self.id as usize].disk_mut().slow_until = until;
     }
 
-    /// A new configuration for this node, as the controller will deliver it.
+    /// A new configuration for this node, as the controller delivers one.
     pub fn configure(self, config: Config) {
         self.sim.apply_config(self.id, config);
     }
