@@ -419,14 +419,7 @@ impl<S: LogStore> StreamDriver<S> {
                 let json = self.metrics.to_json().to_string();
                 send_or_close(links, link, id, &Message::StatusReply { json: &json })
             }
-            other => {
-                let why = format!("unexpected {} on a client connection", other.kind());
-                let m = Message::Error {
-                    code: ErrorCode::Unexpected,
-                    message: &why,
-                };
-                send_then_close(links, link, id, &m, &why)
-            }
+            other => unexpected(links, link, id, other, "client"),
         }
     }
 
@@ -642,6 +635,23 @@ fn send_or_close(
         Ok(()) => Handled::Done,
         Err(e) => Handled::Close(e.to_string()),
     }
+}
+
+/// Answers a message that has no place on a `connection` link with an error, and
+/// closes the link.
+fn unexpected(
+    links: &mut impl Links,
+    link: LinkId,
+    id: RequestId,
+    msg: &Message<'_>,
+    connection: &str,
+) -> Handled {
+    let why = format!("unexpected {} on a {connection} connection", msg.kind());
+    let m = Message::Error {
+        code: ErrorCode::Unexpected,
+        message: &why,
+    };
+    send_then_close(links, link, id, &m, &why)
 }
 
 /// Answers, then closes the link once the answer is out.

@@ -15,7 +15,7 @@ use super::cache::RecordCache;
 use super::metrics::{Phase, StreamMetrics};
 use super::output::{Note, Output};
 use super::{
-    Handled, LogStore, Options, Plant, Role, StreamDriver, Time, send_or_close, send_then_close,
+    Handled, LogStore, Options, Plant, Role, StreamDriver, Time, send_or_close, unexpected,
 };
 use crate::control::Request;
 use crate::log::{LogError, record};
@@ -273,14 +273,7 @@ impl<S: LogStore> StreamDriver<S> {
                 });
                 Handled::Done
             }
-            other => {
-                let why = format!("unexpected {} on a peer connection", other.kind());
-                let m = Message::Error {
-                    code: ErrorCode::Unexpected,
-                    message: &why,
-                };
-                send_then_close(links, link, RequestId(0), &m, &why)
-            }
+            other => unexpected(links, link, RequestId(0), other, "peer"),
         }
     }
 

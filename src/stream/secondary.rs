@@ -13,12 +13,14 @@
 //!   [`truncation_is_stale`].
 
 use super::output::Note;
-use super::{Handled, LogStore, Plant, Role, StreamDriver, send_or_close, send_then_close};
+use super::{
+    Handled, LogStore, Plant, Role, StreamDriver, send_or_close, send_then_close, unexpected,
+};
 use crate::log::{LogError, record};
 use crate::replication::shared_prefix::{member_cut, truncation_is_stale};
 use crate::replication::{NodeId, Secondary, Verdict};
 use crate::transport::{LinkId, Links};
-use crate::wire::{ErrorCode, Message, RequestId};
+use crate::wire::{Message, RequestId};
 
 pub(super) struct SecondaryDriver {
     pub core: Secondary,
@@ -231,14 +233,7 @@ impl<S: LogStore> StreamDriver<S> {
                 }
                 Handled::Done
             }
-            other => {
-                let why = format!("unexpected {} on a peer connection", other.kind());
-                let m = Message::Error {
-                    code: ErrorCode::Unexpected,
-                    message: &why,
-                };
-                send_then_close(links, link, RequestId(0), &m, &why)
-            }
+            other => unexpected(links, link, RequestId(0), other, "peer"),
         }
     }
 
