@@ -105,6 +105,7 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let mut faults = [0u64; Fault::ALL.len()];
     let mut ran = 0u64;
+    let mut controlled = 0u64;
     let mut total = Stats::default();
     for seed in args.first..args.first.saturating_add(count) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
         }
         let r = Sim::run_seed(seed, opts.clone());
         ran += 1;
+        controlled += u64::from(r.controller);
         for (t, n) in faults.iter_mut().zip(r.faults) {
             *t += n;
         }
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         total.reads,
         total.primary_starts
     );
+    println!("{controlled} of {ran} seeds ran the controller");
     println!("faults injected:");
     for (kind, n) in Fault::ALL.iter().zip(faults) {
         println!("  {kind:?}: {n}");
