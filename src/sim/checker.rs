@@ -84,6 +84,9 @@ pub struct Checker {
     deposed: Vec<PrimaryView>,
     /// Per node: the newest epoch it answered a primary of.
     answered: Vec<u64>,
+    /// Records a deposed primary deleted by retention ahead of the history, committed by
+    /// its own epoch's rule, by (node, LSN).
+    deleted_ahead: BTreeMap<(NodeId, u64), Rec>,
     /// Per node: length of its log's prefix known equal to the committed history.
     with_history: Vec<usize>,
     acked: Vec<Acked>,
@@ -105,6 +108,7 @@ impl Checker {
             view: None,
             deposed: Vec::new(),
             answered: vec![0; nodes],
+            deleted_ahead: BTreeMap::new(),
             with_history: vec![0; nodes],
             acked: Vec::new(),
             violation: None,
@@ -167,6 +171,7 @@ impl Checker {
                     reported: vec![(0, 0); nodes.len()],
                     allowed: [0; 3],
                     live: true,
+                    members_fresh: false,
                 };
                 // A node's older views are of no more use once it has a newer one.
                 self.deposed.retain(|d| d.node != *node);
@@ -193,6 +198,9 @@ impl Checker {
                 sync_set,
                 degraded,
             } => {
+                // What the core committed under the old members (acks and writes of
+                // this step before the change) counted them.
+                self.measure(nodes);
                 if let Some(v) = self.view_mut(*node, *epoch) {
                     // A new version of the roles ends every request in flight, as in
                     // the primary.
@@ -201,6 +209,7 @@ impl Checker {
                     v.sync_set = sync_set.clone();
                     v.in_sync = vec![true; sync_set.len()];
                     v.degraded = *degraded;
+                    v.members_fresh = true;
                 }
             }
             NodeEvent::Welcomed { node, epoch } | NodeEvent::Fenced { node, epoch } => {
@@ -221,9 +230,14 @@ impl Checker {
                 }
             }
             NodeEvent::Core { node, epoch, event } => {
-                if matches!(event, Event::RemovalWanted { .. }) {
+                let fresh = self
+                    .view_mut(*node, *epoch)
+                    .is_some_and(|v| v.members_fresh);
+                if matches!(event, Event::RemovalWanted { .. }) && !fresh {
                     // What the primary committed before it asked (in the same step)
-                    // still counted the member: take the rule's measure first.
+                    // still counted the member: take the rule's measure first. Not
+                    // when the members just changed: the core asks about the new
+                    // members before it applies its rule to them.
                     self.measure(nodes);
                 }
                 let Some(v) = self.view_mut(*node, *epoch) else {
@@ -318,7 +332,11 @@ impl Checker {
         for (i, r) in records.iter().enumerate() {
             let lsn = first + i as u64;
             match self.history.get(lsn as usize - 1) {
-                None if lsn <= own_rule => {}
+                None if lsn <= own_rule => {
+                    // Committed by its own epoch's rule, ahead of the history: what it
+                    // acknowledges of it later is judged against this record.
+                    self.deleted_ahead.insert((node, lsn), r.clone());
+                }
                 None => {
                     return self.violate(format!(
                         "invariant 1: n{node}'s retention deleted lsn {lsn}, which is not committed (the history is {} long)",
@@ -535,9 +553,14 @@ impl Checker {
         let n = &nodes[node as usize];
         let log = Log::of(n);
         let history = &self.history;
+        let deleted_ahead = &self.deleted_ahead;
         // A record retention deleted since was checked to be committed then: it must be
-        // the committed one.
-        let record = |lsn: u64| log.get(lsn as usize - 1).or(history.get(lsn as usize - 1));
+        // the committed one (by a deposed primary's own rule, the one it deleted).
+        let record = |lsn: u64| {
+            log.get(lsn as usize - 1)
+                .or(history.get(lsn as usize - 1))
+                .or(deleted_ahead.get(&(node, lsn)))
+        };
         let held = (first..=last).all(|lsn| {
             lsn <= n.disk().durable_lsn()
                 && record(lsn).is_some_and(|r| r.payload == payloads[(lsn - first) as usize])

@@ -34,6 +34,9 @@ pub(super) struct PrimaryView {
     /// Per mode: the highest LSN this primary's rule ever allowed.
     pub(super) allowed: [u64; 3],
     pub(super) live: bool,
+    /// Its members changed and the core has not applied its rule since: what the core
+    /// asks about the new members (a removal) follows no commit that counted them.
+    pub(super) members_fresh: bool,
 }
 
 impl PrimaryView {
@@ -66,6 +69,7 @@ impl PrimaryView {
         scratch: &mut Vec<u64>,
         last_look: bool,
     ) -> Option<[u64; 3]> {
+        self.members_fresh = false;
         let p = &nodes[self.node as usize];
         let acting = p.epoch() == Some(self.epoch) && p.is_primary();
         if !self.live || !(acting || last_look && p.up()) {
