@@ -58,6 +58,8 @@ pub enum Note {
     Fenced { epoch: u64 },
     /// The epoch could not be stored, so the fence or the promotion is not made.
     EpochNotStored { epoch: u64, why: String },
+    /// The fence of `epoch` is not answered: where the log ends cannot be read.
+    FenceUnanswered { epoch: u64, why: String },
     /// The primary of `epoch` applied a committed change of its members.
     MembersChanged {
         epoch: u64,
@@ -138,6 +140,7 @@ impl Note {
             | Note::FencedOut { .. }
             | Note::Follows { .. }
             | Note::EpochNotStored { .. }
+            | Note::FenceUnanswered { .. }
             | Note::MemberRefused { .. }
             | Note::MemberTruncates { .. }
             | Note::MemberRebases { .. }
@@ -188,6 +191,9 @@ impl fmt::Display for Note {
             Note::Fenced { epoch } => write!(f, "fenced: refuses epochs older than {epoch}"),
             Note::EpochNotStored { epoch, why } => {
                 write!(f, "cannot store epoch {epoch}: {why}; no promise made")
+            }
+            Note::FenceUnanswered { epoch, why } => {
+                write!(f, "cannot answer the fence of epoch {epoch}: {why}")
             }
             Note::MembersChanged {
                 epoch,

@@ -144,7 +144,8 @@ impl<S: LogStore> StreamDriver<S> {
             match self.log.epoch_at(durable) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.fail(links, e);
+                    let why = format!("read the epoch of lsn {durable}: {e}");
+                    self.note(Note::FenceUnanswered { epoch, why });
                     return;
                 }
             }
