@@ -574,7 +574,10 @@ fn a_member_below_the_base_is_rebased_and_can_take_over() {
 /// - 1078204: the checker took the rule's measure before a removal the core asked for
 ///   on members it had just been given, as if a commit had counted them;
 /// - 1282512: a deposed primary acknowledged records its own rule committed and its
-///   retention had deleted in the same turn, ahead of the history.
+///   retention had deleted in the same turn, ahead of the history;
+/// - 1367318: a primary losing its role ran retention on the way out, after its members
+///   had changed, before the checker had measured its rule on them (retention now waits
+///   for the next turn, in the new role).
 #[test]
 fn seeds_found_when_the_simulator_ran_the_nodes_driver_hold() {
     let controller = SimOptions {
@@ -585,7 +588,7 @@ fn seeds_found_when_the_simulator_ran_the_nodes_driver_hold() {
         let r = Sim::run_seed(seed, controller.clone());
         assert!(r.violation.is_none(), "{r}");
     }
-    for seed in [1078204, 1282512] {
+    for seed in [1078204, 1282512, 1367318] {
         let r = Sim::run_seed(seed, SimOptions::default());
         assert!(r.violation.is_none(), "{r}");
     }

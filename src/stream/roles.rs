@@ -352,14 +352,15 @@ impl<S: LogStore> StreamDriver<S> {
         }
     }
 
-    /// Ends every waiting request in doubt and tells their clients.
+    /// Ends every waiting request in doubt and tells their clients. Retention waits
+    /// for the next turn, in the new role.
     fn stop_primary(&mut self, links: &mut impl Links, now: Time) {
         // What the acks that arrived before the end committed is committed.
         self.fold_acks();
         self.draining = None;
         if let Role::Primary(p) = &mut self.role {
             p.core.stop("this node lost the primary role");
-            self.drive(links, now);
+            self.drive_primary(links, now);
             let epoch = self.epoch;
             self.note(Note::StoppedPrimary { epoch });
         }
