@@ -577,7 +577,11 @@ fn a_member_below_the_base_is_rebased_and_can_take_over() {
 ///   retention had deleted in the same turn, ahead of the history;
 /// - 1367318: a primary losing its role ran retention on the way out, after its members
 ///   had changed, before the checker had measured its rule on them (retention now waits
-///   for the next turn, in the new role).
+///   for the next turn, in the new role);
+/// - 1211973: a primary promoted after it had been deposed asked a member to start over
+///   after a record its own earlier epoch's rule had committed and its retention had
+///   deleted, ahead of the history; the checker now counts such records as committed
+///   when their primary becomes the one the history follows.
 #[test]
 fn seeds_found_when_the_simulator_ran_the_nodes_driver_hold() {
     let controller = SimOptions {
@@ -588,7 +592,7 @@ fn seeds_found_when_the_simulator_ran_the_nodes_driver_hold() {
         let r = Sim::run_seed(seed, controller.clone());
         assert!(r.violation.is_none(), "{r}");
     }
-    for seed in [1078204, 1282512, 1367318] {
+    for seed in [1078204, 1282512, 1367318, 1211973] {
         let r = Sim::run_seed(seed, SimOptions::default());
         assert!(r.violation.is_none(), "{r}");
     }

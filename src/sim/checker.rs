@@ -295,10 +295,17 @@ impl Checker {
                 base_lsn,
                 base_epoch,
             } => {
+                // Committed: in the history, or by the asking primary's own rule in an
+                // earlier epoch when it was deposed, and deleted by it since.
+                let deleted_ahead = self
+                    .primaries
+                    .get(epoch)
+                    .and_then(|p| self.deleted_ahead.get(&(*p, *base_lsn)));
                 let committed = *base_lsn == 0
                     || self
                         .history
                         .get(*base_lsn as usize - 1)
+                        .or(deleted_ahead)
                         .is_some_and(|r| r.epoch == *base_epoch);
                 if !committed {
                     self.violate(format!(
@@ -488,13 +495,20 @@ impl Checker {
                 target <= plog.len(),
                 "the rule never passes the primary's log"
             );
-            let from = self.history.len() + 1;
-            if (from as u64) < plog.first {
-                // Deleted before the rule allowed it (retention reports that too).
-                self.violate(format!(
-                    "invariant 1: lsn {from} was deleted from the log of n{node}, primary of epoch {epoch}, before it was committed"
-                ));
-                return;
+            let mut from = self.history.len() + 1;
+            while (from as u64) < plog.first && from <= target {
+                // Below the log's first record: only what this node deleted as a
+                // deposed primary, committed by its own epoch's rule ahead of the
+                // history; anything else was deleted before the rule allowed it
+                // (retention reports that too).
+                let Some(r) = self.deleted_ahead.get(&(node, from as u64)) else {
+                    self.violate(format!(
+                        "invariant 1: lsn {from} was deleted from the log of n{node}, primary of epoch {epoch}, before it was committed"
+                    ));
+                    return;
+                };
+                self.history.push(r.clone());
+                from += 1;
             }
             self.history
                 .extend((from..=target).map(|i| plog.get(i - 1).expect("held").clone()));
