@@ -46,6 +46,17 @@ const _: () = assert!(ZERO_CHUNK_BYTES.is_multiple_of(IO_ALIGN));
 const _: () = assert!(INDEX_STRIDE_BYTES.is_multiple_of(IO_ALIGN as u64));
 const _: () = assert!(PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 
+// Time
+
+/// Milliseconds per tick: the replication core counts time in ticks, and a shard's
+/// turn waits at most one tick when nothing happens.
+pub const TICK_MS: u64 = 1;
+
+const _: () = assert!(TICK_MS >= 1);
+// A second is a whole number of ticks: the driver's periods (retention every second)
+// are counted in ticks without rounding.
+const _: () = assert!(1000u64.is_multiple_of(TICK_MS));
+
 // Wire protocol
 
 /// Bytes of a frame header on the wire (see [`crate::wire`]).

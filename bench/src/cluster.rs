@@ -11,7 +11,6 @@
 //! between, so a failed bind is retried with new ports a bounded number of times.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -293,19 +292,9 @@ fn start_on(cfg: Config, core: Option<usize>) -> Result<Server, Started> {
         .map_err(|_| Started::Failed("the starting thread panicked".into()))?
 }
 
-/// `n` loopback ports free now (bound and released).
+/// `n` loopback ports free now (see `lockstep::kit`).
 pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bind a loopback port: {e}"))?;
-    ls.iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(|e| format!("loopback port: {e}").into())
-        })
-        .collect()
+    lockstep::kit::free_ports(n).map_err(|e| format!("find free loopback ports: {e}").into())
 }
 
 /// The configuration file of node `n` (1-based).
@@ -316,37 +305,27 @@ fn config_text(
     profile: Option<&Path>,
     extras: &Extras,
 ) -> String {
-    let mut t = String::new();
-    let _ = writeln!(t, "node_id = {n}");
-    let _ = writeln!(t, "data_dir = \"node{n}\"");
-    let _ = writeln!(t, "listen = \"127.0.0.1:{}\"", ports[n - 1]);
+    let addrs: Vec<String> = ports.iter().copied().map(lockstep::kit::loopback).collect();
+    let mut toml = lockstep::kit::NodeToml::new(n, &addrs);
     if extras.admin && n == 1 {
         // Port 0: the node binds a free one and reports it (Server::admin_addr).
-        let _ = writeln!(t, "admin = \"127.0.0.1:0\"");
+        toml.admin = Some("127.0.0.1:0".into());
     }
-    let _ = writeln!(t, "shards = 1");
     if let Some(p) = profile {
-        let _ = writeln!(t, "profile = {}", toml_string(p));
-    }
-    for (i, port) in ports.iter().enumerate() {
-        let _ = writeln!(
-            t,
-            "\n[[nodes]]\nid = {}\naddr = \"127.0.0.1:{port}\"",
-            i + 1
-        );
+        toml.keys = format!("profile = {}\n", toml_string(p));
     }
     for m in streams {
         // Sync set and k are the defaults: every other node, every one of them.
         let _ = writeln!(
-            t,
-            "\n[[streams]]\nname = \"{0}\"\nprimary = 1\nmode = \"{0}\"",
+            toml.sections,
+            "[[streams]]\nname = \"{0}\"\nprimary = 1\nmode = \"{0}\"\n",
             m.as_str()
         );
         if let Some(front) = &extras.front {
-            let _ = writeln!(t, "front = {front}");
+            let _ = writeln!(toml.sections, "front = {front}");
         }
     }
-    t
+    toml.text()
 }
 
 fn toml_string(p: &Path) -> String {

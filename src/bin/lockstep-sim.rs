@@ -22,6 +22,9 @@ enum Plant {
     FenceShort,
     /// The primary's retention deletes above the commit LSN.
     RetainAboveCommit,
+    /// The primary's stream driver counts a returning member's acks while the member
+    /// still cuts the tail the primary does not have.
+    CountAcksWhileTruncating,
 }
 
 #[derive(Parser)]
@@ -42,7 +45,8 @@ struct Args {
     /// Ticks per seed.
     #[arg(long, default_value_t = TICKS_DEFAULT)]
     ticks: u64,
-    /// Plant a bug in the simulated drivers (checks the checker).
+    /// Plant a bug in the stream driver, its settings or the controller (checks the
+    /// checker).
     #[arg(long, value_enum)]
     plant: Option<Plant>,
     /// Run the cluster's controller (failover, removal and restore of members).
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
             Plant::CommitOnKMinusOne => Bug::CommitOnKMinusOne,
             Plant::FenceShort => Bug::FenceShort,
             Plant::RetainAboveCommit => Bug::RetainAboveCommit,
+            Plant::CountAcksWhileTruncating => Bug::CountAcksWhileTruncating,
         }),
         trace_tail: args.trace_tail,
         controller: args.controller.then_some(true),
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let mut faults = [0u64; Fault::ALL.len()];
     let mut ran = 0u64;
+    let mut controlled = 0u64;
     let mut total = Stats::default();
     for seed in args.first..args.first.saturating_add(count) {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -107,6 +113,7 @@ fn main() -> ExitCode {
         }
         let r = Sim::run_seed(seed, opts.clone());
         ran += 1;
+        controlled += u64::from(r.controller);
         for (t, n) in faults.iter_mut().zip(r.faults) {
             *t += n;
         }
@@ -136,6 +143,7 @@ fn main() -> ExitCode {
         total.reads,
         total.primary_starts
     );
+    println!("{controlled} of {ran} seeds ran the controller");
     println!("faults injected:");
     for (kind, n) in Fault::ALL.iter().zip(faults) {
         println!("  {kind:?}: {n}");

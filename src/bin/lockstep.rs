@@ -354,7 +354,7 @@ impl Global {
         if let Some(p) = &self.secret_file {
             return lockstep::server::auth::Secret::load(p)
                 .map(|s| Some(s.admin_token()))
-                .map_err(|e| CommandError::Usage(e.replace("secret_file", "--secret-file")));
+                .map_err(|e| CommandError::Usage(e.named("--secret-file")));
         }
         Ok(None)
     }

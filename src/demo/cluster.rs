@@ -21,10 +21,10 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::kit;
 use crate::log::{Log, Record};
 use crate::replication::{Mode, NodeId};
 use crate::server::config::Config;
@@ -404,38 +404,34 @@ fn try_start(
     streams: &[StreamSpec],
     profile: Option<&Path>,
 ) -> Result<LocalCluster, ClusterError> {
-    let ports = free_ports(nodes).map_err(|source| ClusterError::Io {
+    let ports = kit::free_ports(nodes).map_err(|source| ClusterError::Io {
         op: "find free ports on",
         path: PathBuf::from("127.0.0.1"),
         source,
     })?;
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut shared = String::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let _ = write!(shared, "\n[[nodes]]\nid = {}\naddr = \"{addr}\"\n", i + 1);
-    }
+    let addrs: Vec<String> = ports.iter().copied().map(kit::loopback).collect();
+    let mut sections = String::new();
     for s in streams {
         let _ = write!(
-            shared,
-            "\n[[streams]]\nname = \"{}\"\nprimary = 1\nmode = \"{}\"\n{}",
+            sections,
+            "[[streams]]\nname = \"{}\"\nprimary = 1\nmode = \"{}\"\n{}\n",
             s.name, s.mode, s.toml
         );
     }
     let mut configs = Vec::with_capacity(nodes);
-    for (i, addr) in addrs.iter().enumerate() {
+    for i in 0..nodes {
         let node = i as NodeId + 1;
         // One shard per node: the nodes share this machine's cores.
-        let mut text = format!(
-            "node_id = {node}\ndata_dir = \"node{node}\"\nlisten = \"{addr}\"\nshards = 1\n"
-        );
+        let mut toml = kit::NodeToml::new(i + 1, &addrs);
         if let Some(p) = profile {
             let name = p
                 .file_name()
                 .expect("a profile file name")
                 .to_string_lossy();
-            let _ = writeln!(text, "profile = \"{name}\"");
+            toml.keys = format!("profile = \"{name}\"\n");
         }
-        text += &shared;
+        toml.sections = sections.clone();
+        let text = toml.text();
         write_file(&dir.join(format!("node{node}.toml")), &text)?;
         let cfg =
             Config::parse(&text, dir).map_err(|message| ClusterError::Config { node, message })?;
@@ -477,17 +473,6 @@ fn start_on(cfg: Config, core: Option<usize>) -> Result<Server, ClusterError> {
         .map_err(|source| ClusterError::Thread { node, source })?
         .join()
         .expect("starting a node does not panic")
-}
-
-/// Free loopback ports, bound and released at once.
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), ClusterError> {

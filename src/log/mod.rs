@@ -22,24 +22,26 @@
 //! Thread safety: a `Log` is owned by one shard thread. The only other thread is the
 //! short-lived helper that pre-allocates and zeroes the next segment.
 
+mod cleanup;
 pub mod faults;
+mod reads;
 pub mod record;
+mod recovery;
 pub mod segment;
-mod stream;
+mod spare;
+mod writer;
 
 use std::io;
 use std::path::PathBuf;
 
 pub use faults::Faults;
-pub use stream::{Log, LogOptions};
+pub use recovery::Recovery;
+pub use writer::{Log, LogOptions};
 
-/// One record read back from the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub lsn: u64,
-    pub epoch: u64,
-    pub payload: Vec<u8>,
-}
+pub use lockstep_core::Record;
+
+/// What the log's operations return.
+pub type LogResult<T> = Result<T, LogError>;
 
 /// Errors of the log layer. Each names the operation and the file.
 #[derive(Debug, thiserror::Error)]

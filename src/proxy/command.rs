@@ -84,10 +84,10 @@ const HELP: &str = "commands: pass [DIR] | delay DIR MS [JITTER_MS] | blackhole 
                     faults | help | quit (DIR: fwd, back, both)";
 
 /// Parses one control line (without its newline).
-pub fn parse(line: &str) -> Result<Command, String> {
+pub fn parse(line: &str) -> Result<Command, BadCommand> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let Some((&name, args)) = words.split_first() else {
-        return Err("empty command; try `help`".into());
+        return Err(BadCommand("empty command; try `help`".into()));
     };
     let command = match name {
         "pass" => match args {
@@ -118,7 +118,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         | "quit"
             if !args.is_empty() =>
         {
-            return Err(format!("`{name}` takes no arguments"));
+            return Err(BadCommand(format!("`{name}` takes no arguments")));
         }
         "partition" => Command::Partition,
         "refuse" => Command::Refuse,
@@ -129,7 +129,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "faults" => Command::Faults,
         "help" => Command::Help,
         "quit" => Command::Quit,
-        _ => return Err(format!("unknown command `{name}`; try `help`")),
+        _ => return Err(BadCommand(format!("unknown command `{name}`; try `help`"))),
     };
     Ok(command)
 }
@@ -220,36 +220,45 @@ fn describe(d: &DirectionFaults) -> String {
     parts.join(",")
 }
 
-fn usage(form: &str) -> String {
-    format!("usage: {form}")
+/// A control line that is not a command, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadCommand(String);
+
+fn usage(form: &str) -> BadCommand {
+    BadCommand(format!("usage: {form}"))
 }
 
-fn parse_directions(word: &str) -> Result<Directions, String> {
+fn parse_directions(word: &str) -> Result<Directions, BadCommand> {
     match word {
         "fwd" | "forward" => Ok(Directions::One(Direction::Forward)),
         "back" | "backward" => Ok(Directions::One(Direction::Backward)),
         "both" => Ok(Directions::Both),
-        _ => Err(format!("bad direction `{word}`; use fwd, back or both")),
+        _ => Err(BadCommand(format!(
+            "bad direction `{word}`; use fwd, back or both"
+        ))),
     }
 }
 
-fn parse_ms(word: &str) -> Result<u64, String> {
+fn parse_ms(word: &str) -> Result<u64, BadCommand> {
     let ms: u64 = word
         .parse()
-        .map_err(|_| format!("bad milliseconds `{word}`"))?;
+        .map_err(|_| BadCommand(format!("bad milliseconds `{word}`")))?;
     if ms > COMMAND_DELAY_MS_MAX {
-        return Err(format!("{ms} ms is more than {COMMAND_DELAY_MS_MAX} ms"));
+        return Err(BadCommand(format!(
+            "{ms} ms is more than {COMMAND_DELAY_MS_MAX} ms"
+        )));
     }
     Ok(ms)
 }
 
-fn parse_probability(word: &str) -> Result<f64, String> {
+fn parse_probability(word: &str) -> Result<f64, BadCommand> {
     let p: f64 = word
         .parse()
-        .map_err(|_| format!("bad probability `{word}`"))?;
+        .map_err(|_| BadCommand(format!("bad probability `{word}`")))?;
     // The range check also rejects NaN.
     if !(0.0..=1.0).contains(&p) {
-        return Err(format!("probability {p} is not within 0 to 1"));
+        return Err(BadCommand(format!("probability {p} is not within 0 to 1")));
     }
     Ok(p)
 }

@@ -40,6 +40,35 @@ pub const SECRET_BYTES_MIN: usize = 16;
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
+/// Why a secret is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the secret is {len} bytes; at least {SECRET_BYTES_MIN} are needed (for example: head -c 32 /dev/urandom | base64)"
+    )]
+    Short { len: usize },
+    #[error("mode {mode:o} lets group or others read the secret; chmod 600 it")]
+    Exposed { mode: u32 },
+    #[error(transparent)]
+    Io(std::io::Error),
+    #[error("secret_file {}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: Box<SecretError>,
+    },
+}
+
+impl SecretError {
+    /// The error with the file named by the setting or flag it came from
+    /// (`admin_token_file`, `--secret-file`) rather than `secret_file`.
+    pub fn named(&self, what: &str) -> String {
+        match self {
+            SecretError::File { path, source } => format!("{what} {}: {source}", path.display()),
+            other => format!("{what}: {other}"),
+        }
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
@@ -52,30 +81,24 @@ impl Secret {
     ///
     /// The file must not be readable by group or others (mode 600 or stricter): a
     /// secret anyone on the machine can read proves nothing.
-    pub fn load(path: &Path) -> Result<Secret, String> {
+    pub fn load(path: &Path) -> Result<Secret, SecretError> {
         use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("secret_file {}: {e}", path.display()))?;
+        let in_file = |source| SecretError::File {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| in_file(Box::new(SecretError::Io(e))))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "secret_file {}: mode {mode:o} lets group or others read the secret; \
-                 chmod 600 it",
-                path.display()
-            ));
+            return Err(in_file(Box::new(SecretError::Exposed { mode })));
         }
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("secret_file {}: {e}", path.display()))?;
-        Secret::new(bytes.trim_ascii()).map_err(|e| format!("secret_file {}: {e}", path.display()))
+        let bytes = std::fs::read(path).map_err(|e| in_file(Box::new(SecretError::Io(e))))?;
+        Secret::new(bytes.trim_ascii()).map_err(|e| in_file(Box::new(e)))
     }
 
-    pub fn new(bytes: &[u8]) -> Result<Secret, String> {
+    pub fn new(bytes: &[u8]) -> Result<Secret, SecretError> {
         if bytes.len() < SECRET_BYTES_MIN {
-            return Err(format!(
-                "the secret is {} bytes; at least {SECRET_BYTES_MIN} are needed \
-                 (for example: head -c 32 /dev/urandom | base64)",
-                bytes.len()
-            ));
+            return Err(SecretError::Short { len: bytes.len() });
         }
         Ok(Secret(bytes.to_vec()))
     }
@@ -299,7 +322,7 @@ pub fn same_token(a: &str, b: &str) -> bool {
 
 /// Reads an admin token file: its first line, at least 16 bytes; mode 600 or stricter.
 pub fn load_admin_token(path: &Path) -> Result<String, String> {
-    let secret = Secret::load(path).map_err(|e| e.replace("secret_file", "admin_token_file"))?;
+    let secret = Secret::load(path).map_err(|e| e.named("admin_token_file"))?;
     let text = String::from_utf8(secret.0)
         .map_err(|_| format!("admin_token_file {}: not UTF-8 text", path.display()))?;
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
@@ -395,11 +418,16 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert!(Secret::new(b"short").unwrap_err().contains("at least 16"));
+        assert!(
+            Secret::new(b"short")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 16")
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, b"  0123456789abcdef\n").unwrap();
-        let e = Secret::load(&path).unwrap_err();
+        let e = Secret::load(&path).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
         private(&path);
         Secret::load(&path).unwrap();

@@ -392,8 +392,7 @@ fn read_password(path: &Path) -> Result<Vec<u8>, String> {
     Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
 }
 
-/// Milliseconds per core tick: the replication core counts time in ticks.
-pub const TICK_MS: u64 = 1;
+pub use crate::constants::TICK_MS;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -417,7 +416,9 @@ impl Config {
     pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| top_level_hint(&e.to_string()))?;
         let secret = match &raw.secret_file {
-            Some(p) => Some(crate::server::auth::Secret::load(&base.join(p))?),
+            Some(p) => {
+                Some(crate::server::auth::Secret::load(&base.join(p)).map_err(|e| e.to_string())?)
+            }
             None => None,
         };
         if let Some(level) = &raw.log_level {

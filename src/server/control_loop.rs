@@ -27,9 +27,9 @@ use crate::control::{
     Request, StreamRoles, StreamStatus,
 };
 use crate::replication::NodeId;
-use crate::server::Shared;
 use crate::server::auth::{self, AuthError, Secret};
 use crate::server::shard::Handoff;
+use crate::server::{ServerError, Shared};
 use crate::wire::{Message, RequestId};
 
 /// Messages queued for one peer before new ones are dropped.
@@ -128,14 +128,14 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const JOIN_RETRY: Duration = Duration::from_millis(200);
 
 /// Reads the persisted state of `data_dir`, if any.
-pub fn load_state(data_dir: &Path) -> Result<Option<ControlLog>, String> {
+pub fn load_state(data_dir: &Path) -> Result<Option<ControlLog>, ServerError> {
     let path = data_dir.join("control").join("STATE");
     match std::fs::read(&path) {
         Ok(bytes) => ControlLog::decode(&bytes)
             .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
+            .map_err(|source| ServerError::ControlState { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("read {}: {e}", path.display())),
+        Err(source) => Err(ServerError::Read { path, source }),
     }
 }
 
@@ -162,7 +162,7 @@ impl ControlLoop {
         data_dir: &Path,
         shared: Arc<Shared>,
         secret: Option<Secret>,
-    ) -> Result<ControlLoop, String> {
+    ) -> Result<ControlLoop, ServerError> {
         // A cluster's first start: no state on disk and the streams' roles still those
         // of the files. The configured primaries are honoured then (see `want_primary`).
         let first_start = persisted.is_none();
@@ -208,7 +208,7 @@ impl ControlLoop {
 
     /// Starts a control link to every member that has none (members are only ever
     /// added).
-    fn link(&mut self, members: &BTreeMap<NodeId, String>) -> Result<(), String> {
+    fn link(&mut self, members: &BTreeMap<NodeId, String>) -> Result<(), ServerError> {
         for (&id, addr) in members {
             if id == self.node_id || self.peers.contains_key(&id) {
                 continue;
@@ -225,7 +225,10 @@ impl ControlLoop {
             std::thread::Builder::new()
                 .name(format!("lockstep-ctl-{id}"))
                 .spawn(move || write_peer(link, rx, sh))
-                .map_err(|e| format!("start the control link to node {id}: {e}"))?;
+                .map_err(|source| ServerError::Thread {
+                    what: format!("the control link to node {id}"),
+                    source,
+                })?;
             self.peers.insert(id, tx);
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::replication::NodeId;
 use crate::server::auth::{self, AuthError, Secret};
 use crate::server::shard::Handoff;
-use crate::wire::{FrameDecoder, Message, RequestId};
+use crate::wire::{FrameDecoder, Kind, Message, RequestId, WireError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +27,49 @@ pub struct Dial {
     pub secret: Option<Secret>,
 }
 
+/// Why a dial did not give a link to the member.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    /// Nobody listens: the normal state of a member that is down (not logged).
+    #[error("connection refused")]
+    Down,
+    /// The member refused this node's proof of the secret (logged where it was seen,
+    /// at a bounded rate).
+    #[error("the member refused this node's proof of the secret")]
+    Unauthorized,
+    #[error("resolve: {0}")]
+    Resolve(std::io::Error),
+    #[error("resolves to no address")]
+    NoAddress,
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Handshake(String),
+    #[error("no answer to the hello within {HANDSHAKE_TIMEOUT:?}")]
+    Timeout,
+    #[error("closed during the handshake")]
+    Closed,
+    #[error("handshake: {0}")]
+    Wire(#[from] WireError),
+    #[error("refused the connection (epoch {epoch}, log ends at {last_lsn}): {reason}")]
+    Refused {
+        epoch: u64,
+        last_lsn: u64,
+        reason: String,
+    },
+    #[error("answered the hello with {0}")]
+    Unexpected(Kind),
+}
+
+impl DialError {
+    fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> DialError {
+        move |source| DialError::Io { op, source }
+    }
+}
+
 pub fn spawn(d: Dial) {
     let spawned = std::thread::Builder::new()
         .name("lockstep-dial".into())
@@ -36,7 +79,7 @@ pub fn spawn(d: Dial) {
             let h = match handshake(&d) {
                 Ok(h) => h,
                 Err(e) => {
-                    if !e.is_empty() {
+                    if !matches!(e, DialError::Down | DialError::Unauthorized) {
                         tracing::warn!(
                             stream = %d.stream_name,
                             member = d.member,
@@ -56,18 +99,19 @@ pub fn spawn(d: Dial) {
     }
 }
 
-fn handshake(d: &Dial) -> Result<Handoff, String> {
+fn handshake(d: &Dial) -> Result<Handoff, DialError> {
     let addr = d
         .addr
         .to_socket_addrs()
-        .map_err(|e| format!("resolve: {e}"))?
+        .map_err(DialError::Resolve)?
         .next()
-        .ok_or_else(|| "resolves to no address".to_string())?;
+        .ok_or(DialError::NoAddress)?;
     // A refused connection is the normal state of a member that is down: not logged.
-    let sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|_| String::new())?;
-    sock.set_nodelay(true).map_err(|e| e.to_string())?;
+    let sock = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|_| DialError::Down)?;
+    sock.set_nodelay(true)
+        .map_err(DialError::io("set TCP_NODELAY"))?;
     sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+        .map_err(DialError::io("set a read timeout"))?;
     let mut decoder = FrameDecoder::new();
     if let Some(secret) = &d.secret {
         auth::dial(&sock, &mut decoder, secret, d.node_id).map_err(|e| match e {
@@ -79,10 +123,9 @@ fn handshake(d: &Dial) -> Result<Handoff, String> {
                         d.stream_name, d.member, d.addr
                     ),
                 );
-                // Logged (at a bounded rate) here.
-                String::new()
+                DialError::Unauthorized
             }
-            AuthError::Io(why) => why,
+            AuthError::Io(why) => DialError::Handshake(why),
         })?;
     }
     let mut out = Vec::new();
@@ -91,25 +134,24 @@ fn handshake(d: &Dial) -> Result<Handoff, String> {
         node_id: d.node_id,
         epoch: d.epoch,
     }
-    .encode_into(RequestId(1), &mut out)
-    .map_err(|e| e.to_string())?;
+    .encode_into(RequestId(1), &mut out)?;
     (&sock)
         .write_all(&out)
-        .map_err(|e| format!("send hello: {e}"))?;
+        .map_err(DialError::io("send hello"))?;
     loop {
         let n = decoder.read_from(&mut &sock).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                format!("no answer to the hello within {HANDSHAKE_TIMEOUT:?}")
-            }
-            _ => format!("handshake: {e}"),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => DialError::Timeout,
+            _ => DialError::Io {
+                op: "handshake",
+                source: e,
+            },
         })?;
         if n == 0 {
-            return Err("closed during the handshake".into());
+            return Err(DialError::Closed);
         }
-        let frame = match decoder.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => continue,
-            Err(e) => return Err(format!("handshake: {e}")),
+        let frame = match decoder.next_frame()? {
+            Some(f) => f,
+            None => continue,
         };
         let (last_lsn, last_epoch, durable_lsn) = match frame.message {
             Message::PeerWelcome {
@@ -123,13 +165,16 @@ fn handshake(d: &Dial) -> Result<Handoff, String> {
                 last_lsn,
                 epoch,
             } => {
-                return Err(format!(
-                    "refused the connection (epoch {epoch}, log ends at {last_lsn}): {reason}"
-                ));
+                return Err(DialError::Refused {
+                    epoch,
+                    last_lsn,
+                    reason: reason.to_string(),
+                });
             }
-            other => return Err(format!("answered the hello with {}", other.kind())),
+            other => return Err(DialError::Unexpected(other.kind())),
         };
-        sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(None)
+            .map_err(DialError::io("clear the read timeout"))?;
         return Ok(Handoff::ToMember {
             stream: d.stream,
             member: d.member,

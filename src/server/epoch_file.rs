@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const NAME: &str = "EPOCH";
 
@@ -38,6 +38,24 @@ pub fn store(dir: &Path, epoch: u64) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(NAME))?;
     lockstep_sys::file::sync_dir(dir)
+}
+
+/// Stores `epoch` in `dir` on a short thread of its own, off the caller's core, and
+/// hands the result to `done`: a shard never waits for the fsync. Fails only when no
+/// thread can be started (then `done` is never called).
+pub fn store_in_background(
+    dir: PathBuf,
+    epoch: u64,
+    done: impl FnOnce(std::io::Result<()>) + Send + 'static,
+) -> std::io::Result<()> {
+    let parent_cores = lockstep_sys::cpu::current_thread_cores();
+    std::thread::Builder::new()
+        .name("lockstep-epoch".into())
+        .spawn(move || {
+            lockstep_sys::cpu::keep_off(&parent_cores);
+            done(store(&dir, epoch));
+        })
+        .map(|_| ())
 }
 
 #[cfg(test)]

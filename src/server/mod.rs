@@ -20,10 +20,9 @@ pub mod epoch_file;
 pub mod join;
 pub mod lifecycle;
 pub mod logging;
-pub mod metrics;
-pub mod record_cache;
 pub mod shard;
-pub mod stream;
+
+pub use crate::stream::metrics;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +33,10 @@ use std::time::Instant;
 use lockstep_sys::uring::Ring;
 
 use crate::log::Log;
+use crate::stream::{Options, StreamDriver, StreamSpec, start_epoch};
 use config::Config;
 use metrics::StreamMetrics;
 use shard::{Handoff, Shard};
-use stream::StreamDriver;
 
 /// Connections waiting for a shard to take them.
 const HANDOFF_QUEUE: usize = 1024;
@@ -88,6 +87,26 @@ pub enum ServerError {
     Bind {
         what: &'static str,
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("controller: {0}")]
+    Control(#[from] crate::control::ControlError),
+    #[error("{}: {source}", path.display())]
+    ControlState {
+        path: std::path::PathBuf,
+        #[source]
+        source: crate::control::ControlError,
+    },
+    #[error("read {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("start {what}: {source}")]
+    Thread {
+        what: String,
         #[source]
         source: std::io::Error,
     },
@@ -171,15 +190,13 @@ impl Server {
         // Identifies this process to the controller: a node that restarts is a new
         // incarnation and never resumes a primary role by itself.
         let incarnation = cfg.control.as_ref().map(|_| new_incarnation());
-        let mut per_shard: Vec<Vec<StreamDriver>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<StreamDriver<Log>>> =
+            (0..cfg.shards).map(|_| Vec::new()).collect();
         let mut routes = Vec::new();
         for (index, s) in cfg.streams.iter().enumerate() {
             let shard = cfg.shard_of(index);
             let local = per_shard[shard].len();
-            let mut driver = open_stream(&cfg, s, local, started)?;
-            if let Some(inc) = incarnation {
-                driver = driver.controlled(inc);
-            }
+            let driver = open_stream(&cfg, s, local, incarnation)?;
             routes.push((s.name.clone(), shard, local));
             per_shard[shard].push(driver);
         }
@@ -194,8 +211,7 @@ impl Server {
         let control = match (&cfg.control, incarnation) {
             (Some(cc), Some(inc)) => {
                 let (tx, rx) = mpsc::sync_channel(control_loop::CONTROL_QUEUE);
-                let persisted =
-                    control_loop::load_state(&cfg.data_dir).map_err(ServerError::Setup)?;
+                let persisted = control_loop::load_state(&cfg.data_dir)?;
                 let settings = crate::control::ControllerSettings {
                     failover_timeout_ms: cc.failover_timeout_ms,
                     ..Default::default()
@@ -219,8 +235,7 @@ impl Server {
                     &cfg.data_dir,
                     Arc::clone(&shared),
                     cfg.secret.clone(),
-                )
-                .map_err(ServerError::Setup)?;
+                )?;
                 threads.push(
                     std::thread::Builder::new()
                         .name("lockstep-control".into())
@@ -243,6 +258,7 @@ impl Server {
                 Arc::clone(&shared),
                 cfg.node_id,
                 control.clone(),
+                started,
             );
             let t = std::thread::Builder::new()
                 .name(format!("lockstep-shard-{i}"))
@@ -380,8 +396,8 @@ fn open_stream(
     cfg: &Config,
     s: &config::StreamConfig,
     local: usize,
-    started: Instant,
-) -> Result<StreamDriver, ServerError> {
+    incarnation: Option<u64>,
+) -> Result<StreamDriver<Log>, ServerError> {
     let dir = cfg.data_dir.join("streams").join(&s.name);
     let log_err = |source| ServerError::Log {
         stream: s.name.clone(),
@@ -400,13 +416,15 @@ fn open_stream(
         ))
     };
     let stored = epoch_file::load(&dir).map_err(io)?;
-    let epoch = if s.primary == cfg.node_id && cfg.control.is_none() {
-        // A new incarnation of the primary: a new epoch, durable before any record.
-        let e = s.epoch.max(last_epoch + 1).max(stored + 1);
-        epoch_file::store(&dir, e).map_err(io)?;
-        e
+    // A new incarnation of a primary without a controller takes a new epoch, durable
+    // before any record (before the shard runs, so it may wait for the fsync).
+    let new_primary = s.primary == cfg.node_id && cfg.control.is_none();
+    let epoch = start_epoch(new_primary, s.epoch, last_epoch, stored);
+    let stored = if new_primary {
+        epoch_file::store(&dir, epoch).map_err(io)?;
+        epoch
     } else {
-        s.epoch.max(last_epoch).max(stored)
+        stored
     };
     let members = s
         .sync_set
@@ -415,14 +433,24 @@ fn open_stream(
         .map(|&id| (id, cfg.node(id).expect("validated").addr.clone()))
         .collect();
     let primary_addr = cfg.node(s.primary).map(|n| n.addr.clone());
+    let spec = StreamSpec {
+        name: s.name.clone(),
+        primary: s.primary,
+        members: StreamSpec::members_of(&s.sync_set, &s.learners),
+        settings: s.settings.clone(),
+        request_timeout_ms: s.request_timeout_ms,
+        retain_segments: s.retain_segments,
+    };
     Ok(StreamDriver::new(
-        s.clone(),
+        spec,
         cfg.node_id,
         log,
         epoch,
+        stored,
+        incarnation,
         members,
         primary_addr,
-        started,
+        Options::default(),
     ))
 }
 

@@ -7,8 +7,9 @@
 //! for the next completion or tick. Requests waiting for their commit are state in the
 //! core, not threads.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -16,17 +17,19 @@ use std::time::{Duration, Instant};
 
 use lockstep_sys::uring::{Completion, Ring};
 
+use crate::constants::TICK_MS;
+use crate::log::Log;
 use crate::replication::NodeId;
 use crate::server::Shared;
 use crate::server::control_loop::ToControl;
-use crate::server::stream::RolesApplied;
-use crate::server::stream::{Handled, RoleDriver, StreamDriver};
+use crate::server::epoch_file;
+use crate::stream::{Handled, Output, RolesApplied, StreamDriver, Time};
 use crate::transport::tcp::{Conn, TcpLinks};
 use crate::transport::{LinkId, Links};
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
 
 /// Time between turns when nothing happens: the core's clock resolution.
-const TICK: Duration = Duration::from_millis(1);
+const TICK: Duration = Duration::from_millis(TICK_MS);
 /// Time between two dials of an unreachable member.
 const REDIAL: Duration = Duration::from_millis(100);
 /// How often a shard reports its streams to the node's controller.
@@ -85,6 +88,12 @@ pub enum Handoff {
         epoch: u64,
         reply_to: NodeId,
     },
+    /// The stream's epoch is stored durably (or why not).
+    EpochStored {
+        stream: usize,
+        epoch: u64,
+        result: io::Result<()>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,8 +122,9 @@ pub struct Shard {
     links: TcpLinks,
     info: Vec<Option<LinkInfo>>,
     generation: u32,
-    streams: Vec<StreamDriver>,
-    dials: Vec<Vec<Dial>>,
+    streams: Vec<StreamDriver<Log>>,
+    /// Per stream, per member: the dialer's state.
+    dials: Vec<BTreeMap<NodeId, Dial>>,
     inbox: Receiver<Handoff>,
     to_self: SyncSender<Handoff>,
     shared: Arc<Shared>,
@@ -125,6 +135,8 @@ pub struct Shard {
     /// Configurations that wait for a stream's log to be idle.
     roles_later: Vec<Handoff>,
     next_status: Instant,
+    /// The node's start: the drivers' clock counts from it.
+    started: Instant,
 }
 
 impl Shard {
@@ -132,28 +144,16 @@ impl Shard {
     pub fn new(
         index: usize,
         ring: Ring,
-        streams: Vec<StreamDriver>,
+        streams: Vec<StreamDriver<Log>>,
         inbox: Receiver<Handoff>,
         to_self: SyncSender<Handoff>,
         shared: Arc<Shared>,
         node_id: NodeId,
         control: Option<SyncSender<ToControl>>,
+        started: Instant,
     ) -> Shard {
         let now = Instant::now();
-        let dials = streams
-            .iter()
-            .map(|s| match &s.role {
-                RoleDriver::Primary(p) => p
-                    .members
-                    .iter()
-                    .map(|_| Dial {
-                        dialing: false,
-                        next: now,
-                    })
-                    .collect(),
-                RoleDriver::Secondary(_) => Vec::new(),
-            })
-            .collect();
+        let dials = streams.iter().map(|s| dials_of(s, now)).collect();
         Shard {
             index,
             ring,
@@ -170,13 +170,19 @@ impl Shard {
             control,
             roles_later: Vec::new(),
             next_status: now,
+            started,
         }
+    }
+
+    /// The drivers' clock.
+    fn time(&self, at: Instant) -> Time {
+        Time::from_micros(at.saturating_duration_since(self.started).as_micros() as u64)
     }
 
     /// Runs until the node shuts down.
     pub fn run(mut self) {
         for s in &mut self.streams {
-            if let Err(e) = s.log.register_buffers(&mut self.ring) {
+            if let Err(e) = s.log_mut().register_buffers(&mut self.ring) {
                 eprintln!(
                     "lockstep: shard {}: registered buffers unavailable: {e}",
                     self.index
@@ -190,9 +196,11 @@ impl Shard {
             self.report(now);
             self.dial_members(now);
             let stalled = self.read_links(now);
+            let time = self.time(now);
             for i in 0..self.streams.len() {
-                self.streams[i].drive(&mut self.links, now);
+                self.streams[i].drive(&mut self.links, time);
             }
+            self.carry_out();
             // The log writes are queued, the sends leave, then the wait below submits the
             // writes: local write and sends are in flight together. The sends go first
             // because submitting a direct write costs a device notification (tens of
@@ -211,9 +219,7 @@ impl Shard {
                 next_publish = now + PUBLISH;
             }
         }
-        for c in self.links.conns.iter().flatten() {
-            let _ = c.sock.shutdown(Shutdown::Both);
-        }
+        self.links.shut_down();
         self.publish();
     }
 
@@ -221,7 +227,7 @@ impl Shard {
         let mut out = Vec::with_capacity(self.streams.len());
         for s in &mut self.streams {
             s.refresh_metrics();
-            out.push(s.metrics.clone());
+            out.push(s.metrics().clone());
         }
         *self.shared.metrics[self.index]
             .lock()
@@ -243,16 +249,14 @@ impl Shard {
         link
     }
 
-    /// Statuses and requests for the controller, every `STATUS` interval.
+    /// Statuses for the controller, every `STATUS` interval, and switchovers' reports.
     fn report(&mut self, now: Instant) {
+        let time = self.time(now);
         let Some(control) = &self.control else {
             return;
         };
         for s in &mut self.streams {
-            for r in s.take_requests() {
-                let _ = control.try_send(ToControl::Request(r));
-            }
-            if let Some((to, msg)) = s.drained(now) {
+            if let Some((to, msg)) = s.drained(time) {
                 let _ = control.try_send(ToControl::Send { to, msg });
             }
         }
@@ -262,6 +266,56 @@ impl Shard {
         self.next_status = now + STATUS;
         for s in &self.streams {
             let _ = control.try_send(ToControl::Status(s.status()));
+        }
+    }
+
+    /// Carries out what the drivers asked of the host: notes into the node's log,
+    /// epochs to store, fence answers and requests for the controller.
+    fn carry_out(&mut self) {
+        for i in 0..self.streams.len() {
+            let outputs: Vec<Output> = self.streams[i].take_outputs().collect();
+            let name = self.streams[i].name().to_string();
+            for o in outputs {
+                match o {
+                    Output::Note(n) => eprintln!("lockstep: stream {name}: {n}"),
+                    Output::StoreEpoch(epoch) => {
+                        let dir = self.streams[i].log().dir().to_path_buf();
+                        let reply = self.to_self.clone();
+                        let done = move |result: io::Result<()>| {
+                            let _ = reply.send(Handoff::EpochStored {
+                                stream: i,
+                                epoch,
+                                result,
+                            });
+                        };
+                        if let Err(e) = epoch_file::store_in_background(dir, epoch, done) {
+                            let why = format!("no thread to store it: {e}");
+                            self.streams[i].on_epoch_store_failed(epoch, why);
+                        }
+                    }
+                    Output::Fenced {
+                        reply_to,
+                        epoch,
+                        last_epoch,
+                        last_lsn,
+                    } => {
+                        if let Some(c) = &self.control {
+                            let _ = c.try_send(ToControl::Fenced {
+                                reply_to,
+                                stream: name.clone(),
+                                epoch,
+                                last_epoch,
+                                last_lsn,
+                            });
+                        }
+                    }
+                    Output::Request(r) => {
+                        if let Some(c) = &self.control {
+                            let _ = c.try_send(ToControl::Request(r));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -278,20 +332,20 @@ impl Shard {
     }
 
     fn reset_dials(&mut self, stream: usize, now: Instant) {
-        self.dials[stream] = match &self.streams[stream].role {
-            RoleDriver::Primary(p) => p
-                .members
-                .iter()
-                .map(|_| Dial {
-                    dialing: false,
-                    next: now,
-                })
-                .collect(),
-            RoleDriver::Secondary(_) => Vec::new(),
-        };
+        self.dials[stream] = dials_of(&self.streams[stream], now);
+    }
+
+    /// A fence or a stored epoch may have ended the primary role: the stream's peer
+    /// links then belong to the old role.
+    fn after_fence(&mut self, stream: usize, was_primary: bool, now: Instant) {
+        if was_primary && !self.streams[stream].is_primary() {
+            self.close_peer_links(stream, "fenced");
+            self.reset_dials(stream, now);
+        }
     }
 
     fn take_handoffs(&mut self, now: Instant) {
+        let time = self.time(now);
         let later = std::mem::take(&mut self.roles_later);
         // Bounded per turn, like every queue.
         let mut batch = later;
@@ -304,7 +358,7 @@ impl Shard {
                     addrs,
                 } => {
                     let applied =
-                        self.streams[stream].set_roles(&mut self.links, &roles, &addrs, now);
+                        self.streams[stream].set_roles(&mut self.links, &roles, &addrs, time);
                     match applied {
                         RolesApplied::Same => {}
                         RolesApplied::Members => self.reset_dials(stream, now),
@@ -324,31 +378,29 @@ impl Shard {
                     epoch,
                     to,
                     reply_to,
-                } => self.streams[stream].drain(epoch, to, reply_to, now),
+                } => self.streams[stream].drain(epoch, to, reply_to, time),
                 Handoff::Fence {
                     stream,
                     epoch,
                     reply_to,
                 } => {
                     let was_primary = self.streams[stream].is_primary();
-                    match self.streams[stream].fence(&mut self.links, epoch, now) {
-                        Ok((last_epoch, last_lsn)) => {
-                            if was_primary && !self.streams[stream].is_primary() {
-                                self.close_peer_links(stream, "fenced");
-                                self.reset_dials(stream, now);
-                            }
-                            if let Some(c) = &self.control {
-                                let _ = c.try_send(ToControl::Fenced {
-                                    reply_to,
-                                    stream: self.streams[stream].cfg.name.clone(),
-                                    epoch,
-                                    last_epoch,
-                                    last_lsn,
-                                });
-                            }
+                    self.streams[stream].fence(&mut self.links, epoch, reply_to, time);
+                    self.after_fence(stream, was_primary, now);
+                }
+                Handoff::EpochStored {
+                    stream,
+                    epoch,
+                    result,
+                } => {
+                    let was_primary = self.streams[stream].is_primary();
+                    match result {
+                        Ok(()) => {
+                            self.streams[stream].on_epoch_stored(&mut self.links, epoch, time)
                         }
-                        Err(e) => eprintln!("lockstep: cannot answer a fence: {e}"),
+                        Err(e) => self.streams[stream].on_epoch_store_failed(epoch, e.to_string()),
                     }
+                    self.after_fence(stream, was_primary, now);
                 }
                 Handoff::Client {
                     stream,
@@ -394,7 +446,7 @@ impl Shard {
                     last_epoch,
                     durable_lsn,
                 } => {
-                    if let Some(d) = self.dial(stream, member) {
+                    if let Some(d) = self.dials[stream].get_mut(&member) {
                         d.dialing = false;
                     }
                     let Some(conn) = conn(sock, decoder) else {
@@ -411,42 +463,34 @@ impl Shard {
                     );
                 }
                 Handoff::DialFailed { stream, member } => {
-                    if let Some(d) = self.dial(stream, member) {
+                    if let Some(d) = self.dials[stream].get_mut(&member) {
                         d.dialing = false;
                         d.next = now + REDIAL;
                     }
                 }
             }
         }
-    }
-
-    fn dial(&mut self, stream: usize, member: NodeId) -> Option<&mut Dial> {
-        let RoleDriver::Primary(p) = &self.streams[stream].role else {
-            return None;
-        };
-        let i = p.members.iter().position(|m| m.id == member)?;
-        self.dials[stream].get_mut(i)
+        self.carry_out();
     }
 
     fn dial_members(&mut self, now: Instant) {
         for (si, s) in self.streams.iter().enumerate() {
-            let RoleDriver::Primary(p) = &s.role else {
-                continue;
-            };
-            for (mi, m) in p.members.iter().enumerate() {
-                let d = &mut self.dials[si][mi];
-                if m.link.is_some() || d.dialing || now < d.next {
+            for (member, addr, link) in s.members() {
+                let Some(d) = self.dials[si].get_mut(&member) else {
+                    continue;
+                };
+                if link.is_some() || d.dialing || now < d.next {
                     continue;
                 }
                 d.dialing = true;
                 d.next = now + REDIAL;
                 crate::server::dialer::spawn(crate::server::dialer::Dial {
                     stream: si,
-                    stream_name: s.cfg.name.clone(),
-                    member: m.id,
-                    addr: m.addr.clone(),
+                    stream_name: s.name().to_string(),
+                    member,
+                    addr: addr.to_string(),
                     node_id: self.node_id,
-                    epoch: s.metrics.epoch,
+                    epoch: s.epoch(),
                     reply: self.to_self.clone(),
                     secret: self.shared.secret.clone(),
                 });
@@ -457,49 +501,16 @@ impl Shard {
     /// Reads every readable link and handles its frames. Returns whether a frame waits
     /// for room in a log (then the next wait must not sleep).
     fn read_links(&mut self, now: Instant) -> bool {
+        let time = self.time(now);
         let mut any_stalled = false;
-        for link in 0..self.links.conns.len() {
+        for link in 0..self.links.slots() {
             let Some(info) = self.info.get(link).and_then(Option::as_ref) else {
                 continue;
             };
             let (stream, kind, stalled) = (info.stream, info.kind, info.stalled);
-            let Some(c) = self.links.get_mut(link) else {
+            let Some(mut decoder) = self.links.take_input(link, stalled) else {
                 continue;
             };
-            if c.closed.is_some() || !(c.readable || stalled) {
-                continue;
-            }
-            if c.readable {
-                match c.fill() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let why = match c.decoder.finish() {
-                            Ok(()) => "closed by the peer".to_string(),
-                            Err(e) => {
-                                // The peer may have closed only its sending side: say why.
-                                let message = format!("the connection ended inside a frame: {e}");
-                                let _ = c.queue(
-                                    RequestId(0),
-                                    &Message::Error {
-                                        code: ErrorCode::Malformed,
-                                        message: &message,
-                                    },
-                                );
-                                format!("closed by the peer inside a frame: {e}")
-                            }
-                        };
-                        self.links.close(link, &why);
-                        continue;
-                    }
-                    Err(e) => {
-                        self.links.close(link, &format!("read failed: {e}"));
-                        continue;
-                    }
-                }
-            }
-            // The decoder leaves the link while its frames are handled, so that the
-            // handlers may queue replies on any link, this one included.
-            let mut decoder = std::mem::take(&mut self.links.get_mut(link).expect("open").decoder);
             let mut now_stalled = false;
             loop {
                 let frame = match decoder.next_frame() {
@@ -523,39 +534,11 @@ impl Shard {
                 let s = &mut self.streams[stream];
                 let handled = match kind {
                     LinkKind::Client => {
-                        s.on_client(&mut self.links, link, frame.id, &frame.message, now)
+                        s.on_client(&mut self.links, link, frame.id, &frame.message, time)
                     }
-                    LinkKind::FromPrimary | LinkKind::ToMember => match &frame.message {
-                        Message::PeerWelcome {
-                            last_lsn,
-                            last_epoch,
-                            durable_lsn,
-                            ..
-                        } if kind == LinkKind::ToMember => {
-                            // A member greets again after cutting its tail.
-                            let RoleDriver::Primary(p) = &s.role else {
-                                break;
-                            };
-                            let Some(member) = p
-                                .members
-                                .iter()
-                                .find(|m| m.link == Some(link))
-                                .map(|m| m.id)
-                            else {
-                                break;
-                            };
-                            s.on_member_connected(
-                                &mut self.links,
-                                member,
-                                link,
-                                *last_lsn,
-                                *last_epoch,
-                                *durable_lsn,
-                            );
-                            Handled::Done
-                        }
-                        m => s.on_peer(&mut self.links, link, m),
-                    },
+                    LinkKind::FromPrimary | LinkKind::ToMember => {
+                        s.on_peer(&mut self.links, link, &frame.message, time)
+                    }
                 };
                 match handled {
                     Handled::Done => {}
@@ -570,9 +553,7 @@ impl Shard {
                     }
                 }
             }
-            if let Some(c) = self.links.get_mut(link) {
-                c.decoder = decoder;
-            }
+            self.links.put_back(link, decoder);
             if let Some(info) = self.info[link].as_mut() {
                 info.stalled = now_stalled;
             }
@@ -582,18 +563,23 @@ impl Shard {
     }
 
     fn flush_logs(&mut self) {
+        let now = self.time(Instant::now());
         for s in &mut self.streams {
-            if s.metrics.failure.is_some() {
+            if s.failure().is_some() {
                 continue;
             }
-            if let Err(e) = s.log.flush(&mut self.ring) {
-                s.fail(&mut self.links, e);
+            match s.log_mut().flush(&mut self.ring) {
+                Ok(true) => s.on_write_issued(now),
+                Ok(false) => {}
+                Err(e) => {
+                    s.fail(&mut self.links, e);
+                }
             }
         }
     }
 
     fn flush_links(&mut self) {
-        for link in 0..self.links.conns.len() {
+        for link in 0..self.links.slots() {
             let Some(generation) = self
                 .info
                 .get(link)
@@ -602,39 +588,24 @@ impl Shard {
             else {
                 continue;
             };
-            let Some(c) = self.links.get_mut(link) else {
+            let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
+            let Some((peer, why)) = self.links.flush(link, &mut self.ring, base, base | 1) else {
                 continue;
             };
-            if c.closed.is_none()
-                && let Err(e) = c.flush()
-            {
-                c.closed = Some(format!("write failed: {e}"));
+            let info = self.info[link].take().expect("link info");
+            // A peer closing its end is routine (a client leaving, a node stopping).
+            if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
+                eprintln!(
+                    "lockstep: shard {}: link to {peer} closed: {why}",
+                    self.index
+                );
             }
-            if let Some(why) = c.closed.clone() {
-                // Send what is queued (an error reply, say), then let go.
-                let _ = c.flush();
-                let _ = c.sock.shutdown(Shutdown::Both);
-                let peer = c.peer.clone();
-                let info = self.info[link].take().expect("link info");
-                // A peer closing its end is routine (a client leaving, a node stopping).
-                if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
-                    eprintln!(
-                        "lockstep: shard {}: link to {peer} closed: {why}",
-                        self.index
-                    );
-                }
-                self.links.conns[link] = None;
-                self.streams[info.stream].on_link_closed(link);
-                continue;
-            }
-            let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
-            if let Err(e) = c.arm(&mut self.ring, base, base | 1) {
-                c.closed = Some(format!("cannot poll: {e}"));
-            }
+            self.streams[info.stream].on_link_closed(link);
         }
     }
 
     fn reap(&mut self, now: Instant) {
+        let now = self.time(now);
         self.ring.reap(&mut self.completions);
         for c in self.completions.drain(..) {
             if c.user_data & POLL_BIT != 0 {
@@ -645,13 +616,13 @@ impl Shard {
                     .get(link)
                     .and_then(Option::as_ref)
                     .is_some_and(|i| i.generation == generation);
-                if current && let Some(conn) = self.links.get_mut(link) {
-                    conn.on_poll(c.user_data & 1 == 1);
+                if current {
+                    self.links.on_poll(link, c.user_data & 1 == 1);
                 }
                 continue;
             }
             let s = &mut self.streams[c.user_data as usize];
-            match s.log.complete(c) {
+            match s.log_mut().complete(c) {
                 Ok(durable) => s.on_durable(durable, now),
                 Err(e) => {
                     s.fail(&mut self.links, e);
@@ -659,6 +630,19 @@ impl Shard {
             }
         }
     }
+}
+
+/// A primary dials each of its members; a secondary dials nobody.
+fn dials_of(s: &StreamDriver<Log>, now: Instant) -> BTreeMap<NodeId, Dial> {
+    s.members()
+        .map(|(id, _, _)| {
+            let d = Dial {
+                dialing: false,
+                next: now,
+            };
+            (id, d)
+        })
+        .collect()
 }
 
 fn conn(sock: TcpStream, decoder: FrameDecoder) -> Option<Conn> {

@@ -14,8 +14,8 @@
 //!    readable commit LSN, and the records a read returns) equals the committed history.
 //! 3. At most one primary per epoch (a primary start is a new epoch, so a second start
 //!    in the same epoch counts too), and no node accepts records of an epoch older than
-//!    one it answered a primary of (the Welcome, production's fence answer until the
-//!    controller brings `Fence`).
+//!    one it answered a primary of (its answer to the primary's greeting, or to the
+//!    controller's fence).
 //! 4. Nothing is readable as committed before the commit rule holds: no node's readable
 //!    commit LSN and no read go beyond the highest LSN the rule ever allowed, computed
 //!    from the disks: the primary's durable LSN and the `k`-th best sync-set member
@@ -43,125 +43,22 @@
 //! Also at the end: no record was appended twice (a client resending an in-doubt
 //! append as new would do that).
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 
-use crate::replication::commit_rule::commit_point;
-use crate::replication::{Event, Mode, NodeId, StreamSettings};
+use crate::replication::{Event, Mode, NodeId};
 use crate::sim::Rec;
-use crate::sim::node::{Node, NodeEvent};
+use crate::sim::event::NodeEvent;
+use crate::sim::node::Node;
+use view::{Log, PrimaryView, extend};
+pub use view::{LowWater, SLOT_DEPOSED, SLOT_HISTORY, SLOT_PRIMARY};
+
+mod view;
 
 fn mode_index(m: Mode) -> usize {
     match m {
         Mode::Async => 0,
         Mode::Semi => 1,
         Mode::Strong => 2,
-    }
-}
-
-/// The commit rule as the current primary applies it, from its events.
-struct PrimaryView {
-    node: NodeId,
-    epoch: u64,
-    settings: StreamSettings,
-    sync_set: Vec<NodeId>,
-    /// Per sync-set member: counted by the commit rule (not dropped by `degrade`).
-    in_sync: Vec<bool>,
-    /// Per node: its removal was asked for; its acks count for nothing until the
-    /// configuration says otherwise (see `Primary`: a member leaving).
-    leaving: Vec<bool>,
-    /// A learner whose restore was asked for: commits also meet the rule of the sync
-    /// set with it (see `Primary`: a member joining).
-    joining: Option<NodeId>,
-    degraded: bool,
-    /// Per node: length of its log's prefix known equal to the primary's log.
-    with_primary: Vec<usize>,
-    /// Per node: most of the primary's records it ever held (received) in this epoch.
-    received_max: Vec<u64>,
-    /// Per node: the highest (received, durable) it reported to this primary.
-    reported: Vec<(u64, u64)>,
-    /// Per mode: the highest LSN this primary's rule ever allowed.
-    allowed: [u64; 3],
-    live: bool,
-}
-
-impl PrimaryView {
-    /// What member `m` holds for the commit rule of `mode`: of the primary's records,
-    /// what it has durably (strong) or ever received (semi), as far as it told the
-    /// primary so.
-    fn holds(&self, nodes: &[Node], m: NodeId, mode: Mode) -> u64 {
-        let i = m as usize;
-        let (received, durable) = self.reported[i];
-        let durable = nodes[i]
-            .disk
-            .durable_lsn()
-            .min(self.with_primary[i] as u64)
-            .min(durable);
-        match mode {
-            Mode::Semi => durable.max(self.received_max[i].min(received)),
-            _ => durable,
-        }
-    }
-
-    /// The rule's points per mode now, from the disks and the reports (`cut`: how far
-    /// each node's log was cut since this view last looked); `None` once the primary
-    /// no longer acts as the primary of its epoch. `last_look`: its role ends in this
-    /// step, and its log (still the primary's, unless the node crashed) is measured
-    /// once more for what it committed before, in the same step.
-    fn measure(
-        &mut self,
-        nodes: &[Node],
-        mut cut: impl FnMut(&Node) -> usize,
-        scratch: &mut Vec<u64>,
-        last_look: bool,
-    ) -> Option<[u64; 3]> {
-        let p = &nodes[self.node as usize];
-        let acting = p.epoch() == Some(self.epoch) && p.is_primary();
-        if !self.live || !(acting || last_look && p.up()) {
-            return None;
-        }
-        let plog = Log::of(p);
-        for n in nodes {
-            let i = n.id as usize;
-            self.with_primary[i] = self.with_primary[i].min(cut(n));
-            extend(&mut self.with_primary[i], Log::of(n), plog);
-            self.received_max[i] = self.received_max[i].max(self.with_primary[i] as u64);
-        }
-        let local = p.disk.durable_lsn();
-        let mut points = [local; 3];
-        if !self.degraded && self.settings.mode != Mode::Async {
-            for mode in [Mode::Semi, Mode::Strong] {
-                let acked: Vec<u64> = self
-                    .sync_set
-                    .iter()
-                    .zip(&self.in_sync)
-                    .filter(|(_, in_sync)| **in_sync)
-                    .map(|(&m, _)| {
-                        if self.leaving[m as usize] {
-                            return 0;
-                        }
-                        self.holds(nodes, m, mode)
-                    })
-                    .collect();
-                let k = self.settings.k(acked.len());
-                let mut point = if acked.is_empty() {
-                    0
-                } else {
-                    commit_point(local, &acked, k, scratch)
-                };
-                if let Some(j) = self.joining {
-                    let mut with = acked.clone();
-                    with.push(self.holds(nodes, j, mode));
-                    let k = self.settings.k(with.len());
-                    point = point.min(commit_point(local, &with, k, scratch));
-                }
-                points[mode_index(mode)] = point;
-            }
-        }
-        for (a, p) in self.allowed.iter_mut().zip(points) {
-            *a = (*a).max(p);
-        }
-        Some(points)
     }
 }
 
@@ -187,6 +84,9 @@ pub struct Checker {
     deposed: Vec<PrimaryView>,
     /// Per node: the newest epoch it answered a primary of.
     answered: Vec<u64>,
+    /// Records a deposed primary deleted by retention ahead of the history, committed by
+    /// its own epoch's rule, by (node, LSN).
+    deleted_ahead: BTreeMap<(NodeId, u64), Rec>,
     /// Per node: length of its log's prefix known equal to the committed history.
     with_history: Vec<usize>,
     acked: Vec<Acked>,
@@ -196,83 +96,6 @@ pub struct Checker {
     /// acknowledged in a weaker mode than strong is kept only if a later strong commit
     /// covers it.
     pub failover: bool,
-}
-
-/// How a node's log shrinks between checks is told through these slots: the shortest
-/// length since the observer last looked.
-pub const SLOT_HISTORY: usize = 0;
-pub const SLOT_PRIMARY: usize = 1;
-pub const SLOT_DEPOSED: usize = 2;
-
-#[derive(Debug)]
-pub struct LowWater([Cell<usize>; 3]);
-
-impl Default for LowWater {
-    fn default() -> Self {
-        LowWater(std::array::from_fn(|_| Cell::new(usize::MAX)))
-    }
-}
-
-impl LowWater {
-    /// The log was cut to `len` records.
-    pub fn cut(&self, len: usize) {
-        for c in &self.0 {
-            c.set(c.get().min(len));
-        }
-    }
-
-    /// The shortest length since the last call for `slot`.
-    pub fn take(&self, slot: usize) -> usize {
-        self.0[slot].replace(usize::MAX)
-    }
-}
-
-/// A log as the checker compares it: the records from LSN `first` on; what lies below
-/// was deleted after it was checked to be committed (see the module's docs).
-#[derive(Clone, Copy)]
-struct Log<'a> {
-    first: u64,
-    records: &'a [Rec],
-}
-
-impl<'a> Log<'a> {
-    fn of(n: &'a Node) -> Log<'a> {
-        Log {
-            first: n.disk.first_lsn(),
-            records: n.disk.records(),
-        }
-    }
-
-    fn whole(records: &'a [Rec]) -> Log<'a> {
-        Log { first: 1, records }
-    }
-
-    /// The last LSN.
-    fn len(&self) -> usize {
-        (self.first - 1) as usize + self.records.len()
-    }
-
-    /// The record at index `i` (LSN `i + 1`); `None` below the first one.
-    fn get(&self, i: usize) -> Option<&'a Rec> {
-        (i + 1)
-            .checked_sub(self.first as usize)
-            .map(|j| &self.records[j])
-    }
-}
-
-/// Extends `agree` (a prefix of `a` known equal to `b`) as far as both go; a record
-/// missing below a log's first one agrees.
-fn extend(agree: &mut usize, a: Log<'_>, b: Log<'_>) {
-    let end = a.len().min(b.len());
-    *agree = (*agree).min(end);
-    while *agree < end {
-        if let (Some(x), Some(y)) = (a.get(*agree), b.get(*agree))
-            && x != y
-        {
-            break;
-        }
-        *agree += 1;
-    }
 }
 
 impl Checker {
@@ -285,6 +108,7 @@ impl Checker {
             view: None,
             deposed: Vec::new(),
             answered: vec![0; nodes],
+            deleted_ahead: BTreeMap::new(),
             with_history: vec![0; nodes],
             acked: Vec::new(),
             violation: None,
@@ -347,6 +171,7 @@ impl Checker {
                     reported: vec![(0, 0); nodes.len()],
                     allowed: [0; 3],
                     live: true,
+                    members_fresh: false,
                 };
                 // A node's older views are of no more use once it has a newer one.
                 self.deposed.retain(|d| d.node != *node);
@@ -373,6 +198,9 @@ impl Checker {
                 sync_set,
                 degraded,
             } => {
+                // What the core committed under the old members (acks and writes of
+                // this step before the change) counted them.
+                self.measure(nodes);
                 if let Some(v) = self.view_mut(*node, *epoch) {
                     // A new version of the roles ends every request in flight, as in
                     // the primary.
@@ -381,6 +209,7 @@ impl Checker {
                     v.sync_set = sync_set.clone();
                     v.in_sync = vec![true; sync_set.len()];
                     v.degraded = *degraded;
+                    v.members_fresh = true;
                 }
             }
             NodeEvent::Welcomed { node, epoch } | NodeEvent::Fenced { node, epoch } => {
@@ -401,9 +230,14 @@ impl Checker {
                 }
             }
             NodeEvent::Core { node, epoch, event } => {
-                if matches!(event, Event::RemovalWanted { .. }) {
+                let fresh = self
+                    .view_mut(*node, *epoch)
+                    .is_some_and(|v| v.members_fresh);
+                if matches!(event, Event::RemovalWanted { .. }) && !fresh {
                     // What the primary committed before it asked (in the same step)
-                    // still counted the member: take the rule's measure first.
+                    // still counted the member: take the rule's measure first. Not
+                    // when the members just changed: the core asks about the new
+                    // members before it applies its rule to them.
                     self.measure(nodes);
                 }
                 let Some(v) = self.view_mut(*node, *epoch) else {
@@ -461,10 +295,17 @@ impl Checker {
                 base_lsn,
                 base_epoch,
             } => {
+                // Committed: in the history, or by the asking primary's own rule in an
+                // earlier epoch when it was deposed, and deleted by it since.
+                let deleted_ahead = self
+                    .primaries
+                    .get(epoch)
+                    .and_then(|p| self.deleted_ahead.get(&(*p, *base_lsn)));
                 let committed = *base_lsn == 0
                     || self
                         .history
                         .get(*base_lsn as usize - 1)
+                        .or(deleted_ahead)
                         .is_some_and(|r| r.epoch == *base_epoch);
                 if !committed {
                     self.violate(format!(
@@ -498,7 +339,11 @@ impl Checker {
         for (i, r) in records.iter().enumerate() {
             let lsn = first + i as u64;
             match self.history.get(lsn as usize - 1) {
-                None if lsn <= own_rule => {}
+                None if lsn <= own_rule => {
+                    // Committed by its own epoch's rule, ahead of the history: what it
+                    // acknowledges of it later is judged against this record.
+                    self.deleted_ahead.insert((node, lsn), r.clone());
+                }
                 None => {
                     return self.violate(format!(
                         "invariant 1: n{node}'s retention deleted lsn {lsn}, which is not committed (the history is {} long)",
@@ -520,7 +365,7 @@ impl Checker {
         let last = first + records.len() as u64 - 1;
         let sync_set = v.sync_set.clone();
         for m in sync_set {
-            let d = &nodes[m as usize].disk;
+            let d = &nodes[m as usize].disk();
             let missing = (first.max(d.first_lsn())..=last).find(|&lsn| {
                 lsn > d.durable_lsn() || d.record(lsn) != Some(&records[(lsn - first) as usize])
             });
@@ -554,7 +399,7 @@ impl Checker {
         }
         let cuts: Vec<usize> = nodes
             .iter()
-            .map(|n| n.disk.low_water.take(SLOT_DEPOSED))
+            .map(|n| n.disk().low_water.take(SLOT_DEPOSED))
             .collect();
         for v in &mut self.deposed {
             let last = last_look == Some((v.node, v.epoch));
@@ -564,7 +409,7 @@ impl Checker {
 
     /// Every acknowledged record is in `primary`'s log.
     fn check_acked_kept(&mut self, nodes: &[Node], primary: NodeId) {
-        let disk = &nodes[primary as usize].disk;
+        let disk = &nodes[primary as usize].disk();
         for a in &self.acked {
             if self.failover && !a.strong {
                 continue;
@@ -587,7 +432,7 @@ impl Checker {
     /// node would serve as committed.
     pub fn check(&mut self, nodes: &[Node]) {
         for n in nodes {
-            let w = n.disk.low_water.take(SLOT_HISTORY);
+            let w = n.disk().low_water.take(SLOT_HISTORY);
             let a = &mut self.with_history[n.id as usize];
             *a = (*a).min(w);
         }
@@ -621,7 +466,7 @@ impl Checker {
 
     fn apply_rule(&mut self, nodes: &[Node], last_look: Option<(NodeId, u64)>) {
         let Some(v) = &mut self.view else { return };
-        let cut = |n: &Node| n.disk.low_water.take(SLOT_PRIMARY);
+        let cut = |n: &Node| n.disk().low_water.take(SLOT_PRIMARY);
         let last = last_look == Some((v.node, v.epoch));
         let Some(points) = v.measure(nodes, cut, &mut self.scratch, last) else {
             return;
@@ -650,22 +495,29 @@ impl Checker {
                 target <= plog.len(),
                 "the rule never passes the primary's log"
             );
-            let from = self.history.len() + 1;
-            if (from as u64) < plog.first {
-                // Deleted before the rule allowed it (retention reports that too).
-                self.violate(format!(
-                    "invariant 1: lsn {from} was deleted from the log of n{node}, primary of epoch {epoch}, before it was committed"
-                ));
-                return;
+            let mut from = self.history.len() + 1;
+            while (from as u64) < plog.first && from <= target {
+                // Below the log's first record: only what this node deleted as a
+                // deposed primary, committed by its own epoch's rule ahead of the
+                // history; anything else was deleted before the rule allowed it
+                // (retention reports that too).
+                let Some(r) = self.deleted_ahead.get(&(node, from as u64)) else {
+                    self.violate(format!(
+                        "invariant 1: lsn {from} was deleted from the log of n{node}, primary of epoch {epoch}, before it was committed"
+                    ));
+                    return;
+                };
+                self.history.push(r.clone());
+                from += 1;
             }
             self.history
                 .extend((from..=target).map(|i| plog.get(i - 1).expect("held").clone()));
             self.with_history[pi] = target;
         }
-        if (p.disk.durable_lsn() as usize) < self.history.len() {
+        if (p.disk().durable_lsn() as usize) < self.history.len() {
             self.violate(format!(
                 "invariant 1: n{node} holds {} durably, the committed history is {} long",
-                p.disk.durable_lsn(),
+                p.disk().durable_lsn(),
                 self.history.len()
             ));
         }
@@ -715,11 +567,16 @@ impl Checker {
         let n = &nodes[node as usize];
         let log = Log::of(n);
         let history = &self.history;
+        let deleted_ahead = &self.deleted_ahead;
         // A record retention deleted since was checked to be committed then: it must be
-        // the committed one.
-        let record = |lsn: u64| log.get(lsn as usize - 1).or(history.get(lsn as usize - 1));
+        // the committed one (by a deposed primary's own rule, the one it deleted).
+        let record = |lsn: u64| {
+            log.get(lsn as usize - 1)
+                .or(history.get(lsn as usize - 1))
+                .or(deleted_ahead.get(&(node, lsn)))
+        };
         let held = (first..=last).all(|lsn| {
-            lsn <= n.disk.durable_lsn()
+            lsn <= n.disk().durable_lsn()
                 && record(lsn).is_some_and(|r| r.payload == payloads[(lsn - first) as usize])
         });
         if !held {

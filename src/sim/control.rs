@@ -1,8 +1,8 @@
 //! The cluster's controller in the simulator: every node runs the production
-//! [`Controller`], its messages travel the simulated network as `Msg::Control`
-//! datagrams (lost, delayed, duplicated like any other), its persisted state survives a
-//! crash, and its committed configurations, fences and the primaries' requests reach
-//! the nodes as production's control loop passes them.
+//! [`Controller`], its messages travel the simulated network as `Control` frames sent
+//! as datagrams (lost, delayed, duplicated like any other), its persisted state
+//! survives a crash, and its committed configurations, fences and the primaries'
+//! requests reach the nodes' stream drivers as production's control loop passes them.
 //!
 //! A process gets a new incarnation at every start, so a restarted primary never
 //! resumes its role: the controller fences its epoch and promotes a node again.
@@ -11,15 +11,22 @@ use crate::control::{
     ClusterConfig, ControlLog, ControlMsg, Controller, ControllerSettings, NodeStatus, Output,
     Policy, Request, StreamRoles,
 };
-use crate::replication::{Event, NodeId};
+use crate::replication::NodeId;
 use crate::sim::Sim;
-use crate::sim::network::{Msg, NO_CONN};
-use crate::sim::node::{Config, NodeEvent, Out};
+use crate::sim::host::Out;
+use crate::sim::network::NO_CONN;
+use crate::sim::node::Config;
+use crate::wire::{Message, RequestId};
 
 /// One node's controller and what survives its crashes.
 pub struct NodeControl {
     pub ctrl: Option<Controller>,
     pub persisted: Option<Vec<u8>>,
+    /// How far this process's clock is ahead of the simulation's, drawn at its start
+    /// below one raft tick: real processes tick out of phase with each other, and
+    /// clocks that tick in phase make raft's elections tie far more often (two
+    /// candidates timing out in the same tick split the votes of four voters).
+    pub clock_offset_ms: u64,
 }
 
 impl Sim {
@@ -57,6 +64,9 @@ impl Sim {
         };
         let incarnation = self.rng.next_u64() | 1;
         self.nodes[id as usize].incarnation = incarnation;
+        let clock_offset_ms = self
+            .rng
+            .range(0, ControllerSettings::default().raft_tick_ms - 1);
         let persisted = control[id as usize]
             .persisted
             .as_ref()
@@ -74,7 +84,9 @@ impl Sim {
         // The configuration restored from the persisted state applies first, as in
         // production's control loop.
         let config = stream_config(ctrl.config());
-        self.control.as_mut().expect("checked")[id as usize].ctrl = Some(ctrl);
+        let control = &mut self.control.as_mut().expect("checked")[id as usize];
+        control.ctrl = Some(ctrl);
+        control.clock_offset_ms = clock_offset_ms;
         self.apply_config(id, config);
     }
 
@@ -92,52 +104,32 @@ impl Sim {
         let now = self.now;
         for id in 0..control.len() {
             let node = &self.nodes[id];
-            if !node.up() {
+            let Some(stream) = node.status() else {
                 continue;
-            }
+            };
             let status = NodeStatus {
                 node: id as NodeId,
                 incarnation: node.incarnation,
-                streams: vec![node.status()],
+                streams: vec![stream],
             };
-            let Some(ctrl) = self.control.as_mut().expect("checked")[id].ctrl.as_mut() else {
+            let control = &mut self.control.as_mut().expect("checked")[id];
+            let offset = control.clock_offset_ms;
+            let Some(ctrl) = control.ctrl.as_mut() else {
                 continue;
             };
             ctrl.set_status(status);
-            ctrl.on_tick(now);
+            ctrl.on_tick(now + offset);
             self.control_outputs(id as NodeId);
         }
     }
 
     /// A node's primary asked for a change of its members.
-    pub(crate) fn control_requests(&mut self, from: NodeId, events: &[NodeEvent]) {
-        if self.control.is_none() {
+    pub(crate) fn control_requests(&mut self, from: NodeId, requests: Vec<Request>) {
+        let Some(control) = self.control.as_mut() else {
             return;
-        }
-        for e in events {
-            let NodeEvent::Core { node, epoch, event } = e else {
-                continue;
-            };
-            let r = match event {
-                Event::RemovalWanted { member, version } => Request::Remove {
-                    stream: "s".into(),
-                    epoch: *epoch,
-                    version: *version,
-                    member: *member,
-                },
-                Event::RestoreWanted { member, version } => Request::Restore {
-                    stream: "s".into(),
-                    epoch: *epoch,
-                    version: *version,
-                    member: *member,
-                },
-                _ => continue,
-            };
-            debug_assert_eq!(*node, from);
-            if let Some(ctrl) = self.control.as_mut().expect("checked")[from as usize]
-                .ctrl
-                .as_mut()
-            {
+        };
+        if let Some(ctrl) = control[from as usize].ctrl.as_mut() {
+            for r in requests {
                 ctrl.request(r);
             }
         }
@@ -149,22 +141,24 @@ impl Sim {
             return;
         }
         let msg = ControlMsg::decode(bytes).expect("simulated control messages decode");
+        let now = self.now;
         match msg {
-            ControlMsg::Fence { stream, epoch } => {
+            ControlMsg::Fence { epoch, .. } => {
+                // The answer (once the epoch is stored) goes back to `from`.
                 let mut out = Out::default();
-                let (last_epoch, last_lsn) = self.nodes[to as usize].fence(epoch, &mut out);
+                self.nodes[to as usize]
+                    .with(now, &self.net, &mut out, |p, cx| p.fence(cx, epoch, from));
                 self.route(to, out);
-                let reply = ControlMsg::Fenced {
-                    stream,
-                    epoch,
-                    node: to,
-                    incarnation: self.nodes[to as usize].incarnation,
-                    last_epoch,
-                    last_lsn,
-                };
-                self.send_control(to, from, reply);
             }
-            ControlMsg::Drain { .. } => {}
+            ControlMsg::Drain {
+                epoch, to: target, ..
+            } => {
+                let mut out = Out::default();
+                self.nodes[to as usize].with(now, &self.net, &mut out, |p, cx| {
+                    p.drain(cx, epoch, target, from)
+                });
+                self.route(to, out);
+            }
             other => {
                 if let Some(ctrl) = self.control.as_mut().expect("checked")[to as usize]
                     .ctrl
@@ -177,13 +171,32 @@ impl Sim {
         self.control_outputs(to);
     }
 
-    fn send_control(&mut self, from: NodeId, to: NodeId, msg: ControlMsg) {
+    /// Sends a controller message from `from` to `to` as a `Control` frame.
+    pub(crate) fn send_control(&mut self, from: NodeId, to: NodeId, msg: ControlMsg) {
+        let bytes = msg.encode();
         if from == to {
-            return self.deliver_control(from, to, &msg.encode());
+            return self.deliver_control(from, to, &bytes);
         }
-        let mut out = Out::default();
-        out.sends.push((to, NO_CONN, Msg::Control(msg.encode())));
-        self.route(from, out);
+        let mut frame = Vec::with_capacity(bytes.len() + 64);
+        Message::Control { message: &bytes }
+            .encode_into(RequestId(0), &mut frame)
+            .expect("a control message fits a frame");
+        let rates = if self.quiet() {
+            crate::sim::network::NetFaults::NONE
+        } else {
+            self.rates.net
+        };
+        let now = self.now;
+        self.net.send(
+            now,
+            &mut self.rng,
+            rates,
+            &mut self.faults,
+            from,
+            to,
+            NO_CONN,
+            frame,
+        );
     }
 
     fn control_outputs(&mut self, id: NodeId) {

@@ -23,16 +23,34 @@
 //! size in bytes; only their boundaries matter here): retention deletes whole segments,
 //! never the one being written.
 //!
+//! The stream driver uses the disk as it uses production's log, through
+//! [`LogStore`]: the same contract, the same errors. A cleanup cut short by an injected
+//! crash ([`Disk::cleanup_crash`]) returns an error after the steps it took, as a log
+//! whose process died there would have left the files; the simulator then crashes the
+//! node.
+//!
 //! Invariant: `first - 1 <= durable <= last`, and the EPOCH and BASE files are durable
 //! as soon as stored (production writes, fsyncs and renames them).
 
-use crate::replication::shared_prefix::Epochs;
+use std::path::PathBuf;
+
+use crate::log::{LogError, LogResult, Record};
 use crate::sim::Rec;
 use crate::sim::checker::LowWater;
+use crate::stream::LogStore;
 
 /// Records per segment unless the run says otherwise: large enough that retention never
 /// deletes anything in a run of the default length.
 pub const SEGMENT_RECORDS_DEFAULT: u64 = 1 << 20;
+
+/// Retention of a run, as a stream's `retain_segments` sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Records per log segment.
+    pub segment_records: u64,
+    /// Sealed segments kept beyond the floor (`retain_segments`).
+    pub keep_segments: usize,
+}
 
 /// The write in flight.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +100,16 @@ pub struct Disk {
     pub slow_until: u64,
     /// Tells the checker how far the log was cut since it last looked.
     pub low_water: LowWater,
+    /// The simulated clock, for `full_until`.
+    pub now: u64,
+    /// The next cleanup of the log (retention or reset) stops after this many segment
+    /// deletions: the process dies there.
+    pub cleanup_crash: Interrupt,
+    /// A cleanup was cut short: the process is dead (the simulator crashes it).
+    pub interrupted: bool,
+    /// Records retention deleted since the last [`Disk::take_deleted`]: (first LSN,
+    /// records).
+    deleted: Vec<(u64, Vec<Rec>)>,
 }
 
 impl Default for Disk {
@@ -99,6 +127,10 @@ impl Default for Disk {
             full_until: 0,
             slow_until: 0,
             low_water: LowWater::default(),
+            now: 0,
+            cleanup_crash: None,
+            interrupted: false,
+            deleted: Vec::new(),
         }
     }
 }
@@ -144,23 +176,6 @@ impl Disk {
         }
     }
 
-    /// The last LSN written in an epoch no newer than `epoch`, as
-    /// `Log::last_lsn_up_to_epoch` finds it (over the whole log here: a member searches
-    /// only when nothing is pending).
-    pub fn last_up_to_epoch(&self, epoch: u64) -> u64 {
-        let held = self.log.partition_point(|r| r.epoch <= epoch) as u64;
-        if held > 0 {
-            return self.first - 1 + held;
-        }
-        // Nothing held here is of an epoch up to `epoch`. Below the first record only
-        // the base record's epoch is known; of what came before it, nothing.
-        match self.base() {
-            Some((base, e)) if e <= epoch => base,
-            Some(_) => 0,
-            None => self.first - 1,
-        }
-    }
-
     /// The epoch of record `lsn` (0 for lsn 0), or of the base record; `None` when the
     /// log no longer holds it.
     pub fn epoch_at(&self, lsn: u64) -> Option<u64> {
@@ -180,16 +195,12 @@ impl Disk {
         self.flush.is_none() && self.durable == self.last_lsn()
     }
 
-    pub fn writing(&self) -> bool {
-        self.flush.is_some()
-    }
-
-    pub fn full(&self, now: u64) -> bool {
-        now < self.full_until
+    pub fn full(&self) -> bool {
+        self.now < self.full_until
     }
 
     /// Appends a record to the pending part; the caller checked for room.
-    pub fn append(&mut self, rec: Rec) -> u64 {
+    pub fn push(&mut self, rec: Rec) -> u64 {
         self.log.push(rec);
         let lsn = self.last_lsn();
         let tail = *self.segments.last().expect("a segment is being written");
@@ -200,13 +211,16 @@ impl Disk {
     }
 
     /// Starts a write of everything pending, unless one is in flight (group commit).
-    pub fn start_flush(&mut self, now: u64, latency: u64) {
-        if self.flush.is_none() && self.last_lsn() > self.durable {
+    /// Returns whether a write started.
+    pub fn start_flush(&mut self, now: u64, latency: u64) -> bool {
+        let start = self.flush.is_none() && self.last_lsn() > self.durable;
+        if start {
             self.flush = Some(Flush {
                 upto: self.last_lsn(),
                 at: now + latency.max(1),
             });
         }
+        start
     }
 
     /// The write in flight, if it completes at `now`.
@@ -265,7 +279,7 @@ impl Disk {
     /// and the one being written. `BASE` is stored first. Returns the records it set out
     /// to delete (LSN `first..`; `stop` may leave some of them, which recovery deletes),
     /// or `None` when nothing could be.
-    pub fn retain(
+    pub fn retain_until(
         &mut self,
         keep_from: u64,
         keep_segments: usize,
@@ -304,7 +318,7 @@ impl Disk {
     /// deletions (`BASE` not yet stored): the oldest segments left are a shorter log
     /// after the old `BASE`, and a log left without segments is started right after the
     /// old `BASE` by recovery, as `Log::open` does.
-    pub fn reset(&mut self, base_lsn: u64, base_epoch: u64, stop: Interrupt) {
+    pub fn reset_to(&mut self, base_lsn: u64, base_epoch: u64, stop: Interrupt) {
         assert!(self.settled(), "reset with writes pending");
         let n = self.segments.len();
         match stop {
@@ -357,45 +371,174 @@ impl Disk {
         self.low_water.cut(self.last_lsn().min(base) as usize);
     }
 
-    /// The durable log as the primary's driver sees it for the shared-prefix rule.
-    pub fn epochs(&self) -> DiskEpochs<'_> {
-        DiskEpochs(self)
+    /// Records retention deleted since the last call: (first LSN, records).
+    pub fn take_deleted(&mut self) -> Vec<(u64, Vec<Rec>)> {
+        std::mem::take(&mut self.deleted)
+    }
+
+    /// The last durable LSN of an epoch up to `epoch`, as `Log::last_lsn_up_to_epoch`.
+    fn last_durable_up_to_epoch(&self, epoch: u64) -> u64 {
+        let durable = &self.log[..(self.durable + 1 - self.first) as usize];
+        let held = durable.partition_point(|r| r.epoch <= epoch) as u64;
+        if held > 0 {
+            return self.first - 1 + held;
+        }
+        match self.base() {
+            Some((base, e)) if e <= epoch => base,
+            Some(_) => 0,
+            None => self.first - 1,
+        }
+    }
+
+    fn out_of_range(&self, lsn: u64) -> LogError {
+        LogError::OutOfRange {
+            lsn,
+            first: self.first,
+            last: self.durable,
+        }
+    }
+
+    /// The error a cleanup cut short leaves: the process died there.
+    fn cut_short(&mut self, what: &str) -> LogError {
+        self.interrupted = true;
+        LogError::Failed {
+            dir: PathBuf::from("sim"),
+            reason: format!("the process died while {what}"),
+        }
     }
 }
 
-/// A record the primary's log no longer holds (retention deleted it): as production's
-/// `LogError::OutOfRange` from `Log::read`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Deleted(pub u64);
-
-/// The primary's log for [`crate::replication::shared_prefix`]: every record it holds
-/// can be told (production finds recent records in its send cache and older durable ones
-/// in the log, and the base record's epoch in `BASE`), and the search by epoch covers
-/// the durable part only, as `Log::last_lsn_up_to_epoch` does.
-pub struct DiskEpochs<'a>(&'a Disk);
-
-impl Epochs for DiskEpochs<'_> {
-    type Error = Deleted;
-
-    fn epoch_at(&mut self, lsn: u64) -> Result<Option<u64>, Self::Error> {
-        if lsn > self.0.last_lsn() {
-            return Ok(None);
-        }
-        self.0.epoch_at(lsn).map(Some).ok_or(Deleted(lsn))
+/// The disk as the stream driver's log: production's `Log` contract (see
+/// [`LogStore`]), with the simulated faults.
+impl LogStore for Disk {
+    fn first_lsn(&self) -> u64 {
+        self.first
     }
 
-    fn last_up_to_epoch(&mut self, epoch: u64) -> Result<u64, Self::Error> {
-        let d = self.0;
-        let durable = &d.log[..(d.durable + 1 - d.first) as usize];
-        let held = durable.partition_point(|r| r.epoch <= epoch) as u64;
-        if held > 0 {
-            return Ok(d.first - 1 + held);
+    fn next_lsn(&self) -> u64 {
+        self.last_lsn() + 1
+    }
+
+    fn durable_lsn(&self) -> u64 {
+        self.durable
+    }
+
+    fn last_epoch(&self) -> Option<u64> {
+        match self.log.last() {
+            Some(r) => Some(r.epoch),
+            None => self.base().map(|(_, e)| e),
         }
-        Ok(match d.base() {
-            Some((base, e)) if e <= epoch => base,
-            Some(_) => 0,
-            None => d.first - 1,
-        })
+    }
+
+    fn base(&self) -> Option<(u64, u64)> {
+        Disk::base(self)
+    }
+
+    fn writing(&self) -> bool {
+        self.flush.is_some()
+    }
+
+    fn has_pending(&self) -> bool {
+        self.last_lsn() > self.flush.map_or(self.durable, |f| f.upto)
+    }
+
+    fn payload_bytes_max(&self) -> usize {
+        crate::constants::PAYLOAD_BYTES_MAX
+    }
+
+    /// A full disk refuses (ENOSPC); otherwise there is always room.
+    fn make_room(&mut self, _record_bytes: usize) -> LogResult<bool> {
+        if self.full() {
+            return Err(LogError::NoSpace {
+                path: PathBuf::from("sim"),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        Ok(true)
+    }
+
+    fn append(&mut self, epoch: u64, payload: &[u8]) -> LogResult<u64> {
+        if let Some(last) = LogStore::last_epoch(self).filter(|&last| epoch < last) {
+            return Err(LogError::EpochRegression { epoch, last });
+        }
+        Ok(self.push(Rec {
+            epoch,
+            payload: payload.to_vec(),
+        }))
+    }
+
+    fn read(&mut self, from: u64, records_max: usize, bytes_max: usize) -> LogResult<Vec<Record>> {
+        if from < self.first || from > self.durable + 1 {
+            return Err(self.out_of_range(from));
+        }
+        let mut out: Vec<Record> = Vec::new();
+        let mut bytes = 0;
+        for lsn in from..=self.durable {
+            let r = self.record(lsn).expect("held");
+            if out.len() == records_max || (!out.is_empty() && bytes + r.payload.len() > bytes_max)
+            {
+                break;
+            }
+            bytes += r.payload.len();
+            out.push(Record {
+                lsn,
+                epoch: r.epoch,
+                payload: r.payload.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn epoch_at(&mut self, lsn: u64) -> LogResult<u64> {
+        if lsn > self.durable && self.base().is_none_or(|(b, _)| b != lsn) {
+            return Err(self.out_of_range(lsn));
+        }
+        Disk::epoch_at(self, lsn).ok_or_else(|| self.out_of_range(lsn))
+    }
+
+    fn last_lsn_up_to_epoch(&mut self, epoch: u64) -> LogResult<u64> {
+        Ok(self.last_durable_up_to_epoch(epoch))
+    }
+
+    /// Retention; an armed [`Disk::cleanup_crash`] stops it midway.
+    fn retain(&mut self, keep_from: u64, keep_segments: usize) -> LogResult<u64> {
+        if !self.settled() {
+            return Err(LogError::Busy);
+        }
+        let first = self.first;
+        let stop = self.cleanup_crash;
+        if let Some(records) = self.retain_until(keep_from, keep_segments, stop) {
+            self.deleted.push((first, records));
+            if stop.is_some() {
+                self.cleanup_crash = None;
+                return Err(self.cut_short("deleting segments"));
+            }
+        }
+        Ok(self.first)
+    }
+
+    /// A reset; an armed [`Disk::cleanup_crash`] stops it midway.
+    fn reset(&mut self, base_lsn: u64, base_epoch: u64) -> LogResult<()> {
+        if !self.settled() {
+            return Err(LogError::Busy);
+        }
+        let stop = self.cleanup_crash.take();
+        self.reset_to(base_lsn, base_epoch, stop);
+        if stop.is_some() {
+            return Err(self.cut_short("starting the log over"));
+        }
+        Ok(())
+    }
+
+    fn truncate_after(&mut self, lsn: u64) -> LogResult<()> {
+        if !self.settled() {
+            return Err(LogError::Busy);
+        }
+        if lsn + 1 < self.first {
+            return Err(self.out_of_range(lsn));
+        }
+        Disk::truncate_after(self, lsn);
+        Ok(())
     }
 }
 
@@ -414,13 +557,13 @@ mod tests {
     fn crash_keeps_the_durable_part_and_a_torn_prefix() {
         let mut d = Disk::default();
         for _ in 0..3 {
-            d.append(rec(1));
+            d.push(rec(1));
         }
         d.start_flush(0, 2);
         assert_eq!(d.complete(1), None);
         assert_eq!(d.complete(2), Some(Completion::Durable(3)));
         for _ in 0..4 {
-            d.append(rec(1));
+            d.push(rec(1));
         }
         d.start_flush(2, 5);
         assert_eq!(d.crash(1), 3, "three pending records lost");
@@ -432,7 +575,7 @@ mod tests {
     #[test]
     fn a_failed_write_makes_nothing_durable() {
         let mut d = Disk::default();
-        d.append(rec(1));
+        d.push(rec(1));
         d.fail_next_write = true;
         d.start_flush(0, 1);
         assert_eq!(d.complete(1), Some(Completion::Failed));
@@ -443,21 +586,20 @@ mod tests {
     fn epochs_search_the_durable_part() {
         let mut d = Disk::default();
         for e in [1, 1, 2, 2, 3] {
-            d.append(rec(e));
+            d.push(rec(e));
         }
         d.start_flush(0, 1);
         d.complete(1);
-        d.append(rec(3));
-        let mut e = d.epochs();
-        assert_eq!(e.last_up_to_epoch(1), Ok(2));
-        assert_eq!(e.last_up_to_epoch(2), Ok(4));
-        assert_eq!(
-            e.last_up_to_epoch(9),
-            Ok(5),
-            "pending records are not searched"
+        d.push(rec(3));
+        let up_to = |d: &mut Disk, e| LogStore::last_lsn_up_to_epoch(d, e).unwrap();
+        assert_eq!(up_to(&mut d, 1), 2);
+        assert_eq!(up_to(&mut d, 2), 4);
+        assert_eq!(up_to(&mut d, 9), 5, "pending records are not searched");
+        assert_eq!(LogStore::epoch_at(&mut d, 5).unwrap(), 3);
+        assert!(
+            LogStore::epoch_at(&mut d, 6).is_err(),
+            "pending records are not read"
         );
-        assert_eq!(e.epoch_at(6), Ok(Some(3)));
-        assert_eq!(e.epoch_at(7), Ok(None));
     }
 
     fn settled_log(epochs: &[u64], segment_records: u64) -> Disk {
@@ -466,7 +608,7 @@ mod tests {
             ..Disk::default()
         };
         for &e in epochs {
-            d.append(rec(e));
+            d.push(rec(e));
         }
         d.start_flush(0, 1);
         d.complete(1);
@@ -477,17 +619,18 @@ mod tests {
     fn retention_deletes_whole_durable_segments_below_the_floor() {
         // Segments 1..=3, 4..=6, 7..=9, 10.
         let mut d = settled_log(&[1, 1, 1, 2, 2, 2, 3, 3, 3, 3], 3);
-        assert_eq!(d.retain(3, 0, None), None, "3 is still needed");
-        let gone = d.retain(100, 2, None).expect("a cut");
+        assert_eq!(d.retain_until(3, 0, None), None, "3 is still needed");
+        let gone = d.retain_until(100, 2, None).expect("a cut");
         assert_eq!(gone.len(), 3, "two sealed segments are kept");
         assert_eq!(d.first_lsn(), 4);
         assert_eq!(d.base(), Some((3, 1)));
         assert_eq!(d.epoch_at(3), Some(1));
         assert_eq!(d.epoch_at(2), None);
         assert_eq!(d.record(4), Some(&rec(2)));
-        assert_eq!(d.last_up_to_epoch(1), 3, "the base record is of epoch 1");
-        assert_eq!(d.last_up_to_epoch(0), 0);
-        let gone = d.retain(100, 0, None).expect("a cut");
+        let up_to = |d: &mut Disk, e| LogStore::last_lsn_up_to_epoch(d, e).unwrap();
+        assert_eq!(up_to(&mut d, 1), 3, "the base record is of epoch 1");
+        assert_eq!(up_to(&mut d, 0), 0);
+        let gone = d.retain_until(100, 0, None).expect("a cut");
         assert_eq!(gone.len(), 6, "never the segment being written");
         assert_eq!(d.first_lsn(), 10);
         assert_eq!(d.base(), Some((9, 3)));
@@ -496,7 +639,7 @@ mod tests {
     #[test]
     fn a_crash_inside_retention_leaves_base_ahead_of_the_log() {
         let mut d = settled_log(&[1, 1, 1, 2, 2, 2, 3], 3);
-        let gone = d.retain(7, 0, Some(1)).expect("a cut");
+        let gone = d.retain_until(7, 0, Some(1)).expect("a cut");
         assert_eq!(gone.len(), 6, "set out to delete two segments");
         assert_eq!(d.first_lsn(), 4, "one deleted");
         assert_eq!(d.base(), None, "BASE says 6: it does not count");
@@ -506,7 +649,7 @@ mod tests {
         assert_eq!(d.first_lsn(), 7, "recovery finishes the deletion");
         assert_eq!(d.base(), Some((6, 2)));
         let mut d = settled_log(&[1, 1, 1, 2], 3);
-        assert_eq!(d.retain(4, 0, Some(0)).map(|g| g.len()), Some(3));
+        assert_eq!(d.retain_until(4, 0, Some(0)).map(|g| g.len()), Some(3));
         assert_eq!(d.first_lsn(), 1, "BASE stored, then the crash");
         assert_eq!((d.first_lsn(), d.base()), (1, None));
     }
@@ -514,13 +657,13 @@ mod tests {
     #[test]
     fn reset_starts_the_log_after_the_base_or_leaves_an_old_prefix() {
         let mut d = settled_log(&[1, 1, 1, 2, 2], 3);
-        d.reset(20, 4, None);
+        d.reset_to(20, 4, None);
         assert_eq!((d.first_lsn(), d.last_lsn(), d.durable_lsn()), (21, 20, 20));
         assert_eq!(d.base(), Some((20, 4)));
         assert_eq!(d.last_epoch(), 4);
-        assert_eq!(d.append(rec(4)), 21);
+        assert_eq!(d.push(rec(4)), 21);
         let mut d = settled_log(&[1, 1, 1, 2, 2], 3);
-        d.reset(20, 4, Some(1));
+        d.reset_to(20, 4, Some(1));
         assert_eq!(
             (d.first_lsn(), d.last_lsn()),
             (1, 3),
@@ -536,9 +679,9 @@ mod tests {
         );
         // Every segment deleted, BASE not yet stored: the log starts after the old BASE.
         let mut d = settled_log(&[1, 1, 1, 2, 2, 2, 2], 3);
-        assert!(d.retain(u64::MAX, 0, None).is_some());
+        assert!(d.retain_until(u64::MAX, 0, None).is_some());
         assert_eq!(d.base(), Some((6, 2)));
-        d.reset(20, 4, Some(1));
+        d.reset_to(20, 4, Some(1));
         d.recover();
         assert_eq!((d.first_lsn(), d.last_lsn()), (7, 6));
         assert_eq!(d.base(), Some((6, 2)));
@@ -548,12 +691,12 @@ mod tests {
     #[test]
     fn a_crash_keeps_the_segment_the_log_starts_in() {
         let mut d = settled_log(&[1, 1, 1, 1], 2);
-        d.retain(3, 0, None);
+        d.retain_until(3, 0, None);
         assert_eq!(d.first_lsn(), 3);
         d.truncate_after(2);
         assert_eq!((d.first_lsn(), d.last_lsn()), (3, 2));
         assert_eq!(d.base(), Some((2, 1)));
-        assert_eq!(d.append(rec(2)), 3);
+        assert_eq!(d.push(rec(2)), 3);
         assert_eq!(d.crash(0), 1);
         assert_eq!(d.last_epoch(), 1);
     }

@@ -4,6 +4,9 @@
 //! so a failing seed prints what happened to it, and a batch prints how often each kind
 //! was exercised (a kind that is never injected tests nothing).
 
+use crate::replication::NodeId;
+use crate::sim::Sim;
+
 /// Kinds of injected faults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -29,6 +32,9 @@ pub enum Fault {
     Drop,
     Duplicate,
     Reorder,
+    /// A bit of a frame flips on the way: the receiver's decoder refuses it and the
+    /// connection ends.
+    Corrupt,
     /// A frame of an old connection (an older primary incarnation) lands on the current
     /// one.
     LateDelivery,
@@ -39,7 +45,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Crash,
         Fault::PrimaryCrash,
         Fault::CrashAfterDurable,
@@ -52,6 +58,7 @@ impl Fault {
         Fault::Drop,
         Fault::Duplicate,
         Fault::Reorder,
+        Fault::Corrupt,
         Fault::LateDelivery,
         Fault::CleanupCrash,
     ];
@@ -127,7 +134,98 @@ impl Rates {
                 drop: 2 * storm,
                 duplicate: 5 * storm,
                 reorder: 5 * storm,
+                corrupt: storm,
             },
+        }
+    }
+}
+
+impl Sim {
+    pub(crate) fn inject_faults(&mut self) {
+        let n = self.nodes.len();
+        let r = self.rates;
+        let primary = self.nodes[0].config().primary;
+        if self.rng.chance(r.crash) {
+            let id = self.rng.index(n) as NodeId;
+            if id != primary && self.nodes[id as usize].up() {
+                let torn = self.rng.chance(500) && self.nodes[id as usize].disk().pending() > 0;
+                let kind = if torn { Fault::TornWrite } else { Fault::Crash };
+                self.fault(kind, format!("n{id} crashes"));
+                self.crash(id, torn);
+                self.nodes[id as usize].restart_at = Some(self.now + self.rng.range(10, 400));
+            }
+        }
+        if self.rng.chance(r.primary_crash) && self.nodes[primary as usize].up() {
+            let torn = self.rng.chance(500);
+            self.fault(
+                Fault::PrimaryCrash,
+                format!("n{primary} (primary) crashes, torn {torn}"),
+            );
+            self.crash(primary, torn);
+            self.nodes[primary as usize].restart_at = Some(self.now + self.rng.range(5, 300));
+        }
+        if self.rng.chance(r.sync_error) {
+            let id = self.rng.index(n);
+            if self.nodes[id].up() && !self.nodes[id].disk().fail_next_write {
+                self.fault(Fault::SyncError, format!("n{id}'s next write fails"));
+                self.nodes[id].disk_mut().fail_next_write = true;
+            }
+        }
+        if self.rng.chance(r.no_space) {
+            let id = self.rng.index(n);
+            let until = self.now + self.rng.range(20, 200);
+            self.fault(
+                Fault::NoSpace,
+                format!("n{id}'s disk is full until t{until}"),
+            );
+            self.nodes[id].disk_mut().full_until = until;
+        }
+        if self.rng.chance(r.latency_spike) {
+            let id = self.rng.index(n);
+            let until = self.now + self.rng.range(50, 300);
+            self.fault(
+                Fault::LatencySpike,
+                format!("n{id}'s writes are slow until t{until}"),
+            );
+            self.nodes[id].disk_mut().slow_until = until;
+        }
+        if self.rng.chance(r.partition) {
+            let until = self.now + self.rng.range(20, 400);
+            let a = self.rng.index(n) as NodeId;
+            if self.rng.chance(500) {
+                self.fault(Fault::Partition, format!("n{a} cut off until t{until}"));
+                for b in 0..n as NodeId {
+                    if b != a {
+                        self.net.block(a, b, until);
+                        self.net.block(b, a, until);
+                    }
+                }
+            } else {
+                let b = (a + 1 + self.rng.index(n - 1) as NodeId) % n as NodeId;
+                self.fault(
+                    Fault::OneWayPartition,
+                    format!("n{a}->n{b} cut until t{until}"),
+                );
+                self.net.block(a, b, until);
+            }
+            self.notify_closed();
+        }
+        if self.rng.chance(r.late_delivery)
+            && let Some(what) = self.net.late_delivery(self.now, &mut self.rng)
+        {
+            self.fault(Fault::LateDelivery, what);
+        }
+        // Drawn only in runs with retention, so that the others run as before.
+        if r.cleanup_crash > 0 && self.rng.chance(r.cleanup_crash) {
+            let id = self.rng.index(n);
+            let after = self.rng.range(0, 2) as usize;
+            if self.nodes[id].up() && self.nodes[id].disk().cleanup_crash.is_none() {
+                self.fault(
+                    Fault::CleanupCrash,
+                    format!("n{id}'s next log cleanup dies after {after} segment deletions"),
+                );
+                self.nodes[id].disk_mut().cleanup_crash = Some(after);
+            }
         }
     }
 }

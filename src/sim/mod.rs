@@ -1,21 +1,26 @@
-//! The deterministic cluster simulator (issue 4): a whole cluster of one stream runs in
-//! one thread, from a seed, on a simulated clock, under faults that real machines
-//! produce rarely, and the invariants of `DESIGN.md` are checked after every step.
+//! The deterministic cluster simulator: a whole cluster of one stream runs in one
+//! thread, from a seed, on a simulated clock, under faults that real machines produce
+//! rarely, and the invariants of `DESIGN.md` are checked after every step.
 //!
-//! It runs the production state machines ([`Primary`](crate::replication::Primary),
+//! Every node runs the node's own stream driver ([`crate::stream`]), which runs the
+//! production state machines ([`Primary`](crate::replication::Primary),
 //! [`Secondary`](crate::replication::Secondary), the commit rule and
-//! [`shared_prefix`](crate::replication::shared_prefix)) and nothing else of the
-//! protocol: the modules here only play what surrounds them.
+//! [`shared_prefix`](crate::replication::shared_prefix)), and, on about half of the
+//! seeds, the production controller ([`crate::control`]). Only storage, links and time
+//! are simulated; frames cross the network encoded by the wire codec.
 //!
 //! - [`rng`]: the seeded generator every choice comes from.
-//! - [`disk`]: a node's log with a durable prefix, torn and lost writes, failed writes,
-//!   a full disk, slow writes, the EPOCH file, and retention's segments and BASE file
-//!   (retention and starting a member over after a base, either cut short by a crash).
-//! - [`network`]: connections with delay, loss (which closes the connection, as TCP
-//!   does), duplication, reordering, directed partitions, late frames of old
-//!   connections, and control datagrams for the coming controller.
-//! - [`node`]: one node's process and stream role, driven as `server::stream` drives
-//!   the core, switchable at run time by a configuration.
+//! - [`disk`]: a node's log (the driver's `LogStore`) with a durable prefix, torn and
+//!   lost writes, failed writes, a full disk, slow writes, the EPOCH file, and
+//!   retention's segments and BASE file (retention and starting a member over after a
+//!   base, either cut short by a crash).
+//! - [`network`]: connections carrying encoded frames with delay, loss (which closes
+//!   the connection, as TCP does), duplication, reordering, corruption, directed
+//!   partitions, late frames of old connections, and control datagrams.
+//! - [`node`]: one node as a process: up or down, crash, incarnation, planted bugs.
+//! - [`host`]: what the node does around the driver (links, greetings, the driver's
+//!   outputs), and the driver's notes turned into the checker's [`event`]s.
+//! - [`control`]: the controller on every node, its messages on the network.
 //! - [`workload`]: clients that append in random modes and sizes, read from every
 //!   node, time out, retry, and resolve in-doubt appends by LSN.
 //! - [`checker`]: the invariants, from the disks and the nodes' own events.
@@ -25,39 +30,46 @@
 //! A run: `ticks` steps, the last `quiet_ticks` of them without faults (partitions
 //! healed, nodes restarted, disks well), in which every append a client starts must
 //! commit (liveness). Each step: faults, restarts, dials, clients, disk completions,
-//! message deliveries, the nodes' turns, new disk writes, then the checker.
+//! frame deliveries, the nodes' turns, new disk writes, then the checker.
 //!
-//! Until the cluster controller exists, the configuration is static: node 0 is the
-//! primary of every epoch, and every start of it takes a new epoch from its EPOCH file,
-//! exactly as production does today. The controller plugs in through
-//! [`Sim::apply_config`] (a node's role switches at run time), [`Msg::Control`]
-//! datagrams between any two nodes, and the checker, which learns who is primary in
-//! which epoch from the nodes' events.
+//! Without the controller the configuration is static: node 0 is the primary of every
+//! epoch, and every start of it takes a new epoch from its EPOCH file, as the node does.
+//! Scripts may still hand nodes a new configuration ([`Sim::apply_config`]).
 
 pub mod checker;
 pub mod control;
 pub mod disk;
+pub mod event;
 pub mod faults;
+pub mod host;
 pub mod network;
 pub mod node;
+pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod workload;
 
 use std::collections::VecDeque;
-use std::fmt;
 
 use crate::replication::{Mode, NodeId, OnInsufficient, StreamSettings};
+use crate::stream::Handled;
+use crate::wire::{Frame, Message};
 use checker::Checker;
+use host::Out;
 use network::{NO_CONN, NetFaults, Network};
-use node::{Node, Out};
-use workload::{Client, Ending, Op};
+use node::Node;
+use workload::Client;
 
+pub use crate::wire::Kind as MsgKind;
+pub use disk::Retention;
+pub use event::NodeEvent;
 pub use faults::{Fault, FaultCounts, Faults, Rates};
-pub use network::{Msg, MsgKind, Rule};
-pub use node::{Config, NodeEvent, Reply, Retention};
+pub use network::Rule;
+pub use node::Config;
+pub use report::{Report, Stats};
 pub use rng::Rng;
 pub use scenario::Test;
+pub use workload::Reply;
 
 /// A record as a log holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,13 +78,17 @@ pub struct Rec {
     pub payload: Vec<u8>,
 }
 
-/// A bug planted on purpose in the simulated drivers, to prove the checker catches it.
+/// A bug planted on purpose, to prove the checker catches it: in the stream driver
+/// (`crate::stream::Plant`), in its settings, or in the controller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
     /// Members ack what they received as durable.
     AckBeforeDurable,
     /// The primary's driver gives the core a commit quorum one short (`k - 1`).
     CommitOnKMinusOne,
+    /// The primary's driver counts a returning member's acks while the member is still
+    /// cutting the tail the primary does not have.
+    CountAcksWhileTruncating,
     /// The controller decides a failover on the first sync member's answer, as if every
     /// member held every commit (with `k` below the sync set they do not).
     FenceShort,
@@ -128,89 +144,6 @@ impl Default for SimOptions {
     }
 }
 
-/// Counts of what the clients saw.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Stats {
-    /// Appends acknowledged as committed.
-    pub committed: u64,
-    /// Appends answered in doubt and resolved by LSN as committed.
-    pub resolved_committed: u64,
-    /// Appends answered in doubt and resolved by LSN as not committed.
-    pub resolved_lost: u64,
-    /// Appends in doubt that stayed unresolved (no answer, or never passed by the
-    /// commit LSN).
-    pub in_doubt: u64,
-    /// Appends refused before anything was appended, out of attempts.
-    pub refused: u64,
-    pub reads: u64,
-    /// Primary starts (the first one and every restart).
-    pub primary_starts: u64,
-}
-
-/// What one seed did.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub seed: u64,
-    pub settings: String,
-    pub violation: Option<String>,
-    /// Hash of the full trace: the same seed gives the same hash.
-    pub trace_hash: u64,
-    pub trace_tail: Vec<String>,
-    pub schedule: Vec<String>,
-    pub faults: FaultCounts,
-    pub stats: Stats,
-    pub ticks: u64,
-    pub plant: Option<Bug>,
-    /// The seed ran the cluster's controller.
-    pub controller: bool,
-    /// The controller was asked for (`--controller`), not decided by the seed.
-    pub controller_forced: bool,
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {} ({})", self.seed, self.settings)?;
-        if let Some(v) = &self.violation {
-            writeln!(f, "VIOLATION: {v}")?;
-        }
-        writeln!(f, "fault schedule:")?;
-        for s in &self.schedule {
-            writeln!(f, "  {s}")?;
-        }
-        writeln!(f, "last events:")?;
-        for s in &self.trace_tail {
-            writeln!(f, "  {s}")?;
-        }
-        let s = &self.stats;
-        writeln!(
-            f,
-            "{} committed, {} resolved committed, {} resolved lost, {} in doubt, {} refused, {} reads, {} primary starts",
-            s.committed,
-            s.resolved_committed,
-            s.resolved_lost,
-            s.in_doubt,
-            s.refused,
-            s.reads,
-            s.primary_starts
-        )?;
-        write!(f, "replay: lockstep-sim --seed {}", self.seed)?;
-        if self.ticks != TICKS_DEFAULT {
-            write!(f, " --ticks {}", self.ticks)?;
-        }
-        match self.plant {
-            Some(Bug::AckBeforeDurable) => write!(f, " --plant ack-before-durable")?,
-            Some(Bug::CommitOnKMinusOne) => write!(f, " --plant commit-on-k-minus-one")?,
-            Some(Bug::FenceShort) => write!(f, " --plant fence-short")?,
-            Some(Bug::RetainAboveCommit) => write!(f, " --plant retain-above-commit")?,
-            None => {}
-        }
-        if self.controller_forced {
-            write!(f, " --controller")?;
-        }
-        writeln!(f)
-    }
-}
-
 /// One simulated cluster. Scenario tests drive it step by step.
 pub struct Sim {
     seed: u64,
@@ -227,7 +160,8 @@ pub struct Sim {
     checker: Checker,
     faults: Faults,
     rates: Rates,
-    trace: VecDeque<String>,
+    /// The newest lines of the trace, with their ticks.
+    trace: VecDeque<(u64, String)>,
     trace_hash: u64,
     stats: Stats,
     violation: Option<String>,
@@ -382,6 +316,7 @@ impl Sim {
                     .map(|_| control::NodeControl {
                         ctrl: None,
                         persisted: None,
+                        clock_offset_ms: 0,
                     })
                     .collect()
             }),
@@ -410,7 +345,11 @@ impl Sim {
             settings: self.settings_desc.clone(),
             violation: self.violation.clone(),
             trace_hash: self.trace_hash,
-            trace_tail: self.trace.iter().cloned().collect(),
+            trace_tail: self
+                .trace
+                .iter()
+                .map(|(t, line)| format!("t{t} {line}"))
+                .collect(),
             schedule: self.faults.schedule.clone(),
             faults: self.faults.counts,
             stats: self.stats,
@@ -465,17 +404,17 @@ impl Sim {
         self.trace_hash
     }
 
-    /// A line of the trace: kept for the report and hashed.
+    /// A line of the trace: kept for the report and hashed, with its tick.
     fn event(&mut self, line: String) {
-        let line = format!("t{} {line}", self.now);
-        for b in line.bytes() {
+        let tick = self.now.to_le_bytes();
+        for b in tick.into_iter().chain(line.bytes()) {
             self.trace_hash = (self.trace_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
         }
         self.trace_hash = (self.trace_hash ^ 0xFF).wrapping_mul(0x100_0000_01B3);
         if self.trace.len() == self.opts.trace_tail {
             self.trace.pop_front();
         }
-        self.trace.push_back(line);
+        self.trace.push_back((self.now, line));
     }
 
     fn fault(&mut self, kind: Fault, what: String) {
@@ -523,6 +462,13 @@ impl Sim {
 
     /// Carries out what a node asked for.
     fn route(&mut self, from: NodeId, out: Out) {
+        self.route_without_closing(from, out);
+        self.notify_closed();
+        self.check_violation();
+    }
+
+    /// [`Sim::route`], but the ends of the connections closed are told later.
+    fn route_without_closing(&mut self, from: NodeId, out: Out) {
         for line in out.trace {
             self.event(line);
         }
@@ -532,13 +478,16 @@ impl Sim {
             }
             self.checker.on_event(e, &self.nodes);
         }
-        self.control_requests(from, &out.events);
+        self.control_requests(from, out.requests);
         let rates = if self.quiet() {
             NetFaults::NONE
         } else {
             self.rates.net
         };
-        for (to, conn, msg) in out.sends {
+        for (conn, frame) in out.sends {
+            let Some(to) = self.net.peer(conn, from) else {
+                continue;
+            };
             self.net.send(
                 self.now,
                 &mut self.rng,
@@ -547,7 +496,7 @@ impl Sim {
                 from,
                 to,
                 conn,
-                msg,
+                frame,
             );
         }
         for c in out.closes {
@@ -556,15 +505,29 @@ impl Sim {
         for ((client, token), reply) in out.replies {
             self.clients[client].on_reply(self.now, from, token, reply);
         }
-        self.notify_closed();
+        for (to, msg) in out.control {
+            self.send_control(from, to, msg);
+        }
         self.check_violation();
     }
 
     /// Both ends of every closed connection learn of it.
     fn notify_closed(&mut self) {
-        for (conn, a, b) in self.net.take_closed() {
-            self.nodes[a as usize].on_conn_closed(conn);
-            self.nodes[b as usize].on_conn_closed(conn);
+        // What the nodes do about it may close more: bounded rounds (a node closes
+        // only its own links).
+        for _ in 0..8 {
+            let closed = self.net.take_closed();
+            if closed.is_empty() {
+                return;
+            }
+            for (conn, a, b) in closed {
+                for id in [a, b] {
+                    let mut out = Out::default();
+                    let now = self.now;
+                    self.nodes[id as usize].on_conn_closed(conn, now, &self.net, &mut out);
+                    self.route_without_closing(id, out);
+                }
+            }
         }
     }
 
@@ -572,7 +535,7 @@ impl Sim {
     fn start(&mut self, id: NodeId) {
         self.start_control(id);
         let mut out = Out::default();
-        self.nodes[id as usize].start(&mut out);
+        self.nodes[id as usize].start(self.now, &self.net, &mut out);
         self.route(id, out);
     }
 
@@ -583,7 +546,7 @@ impl Sim {
         if !self.nodes[i].up() {
             return;
         }
-        let pending = self.nodes[i].disk.pending() as u64;
+        let pending = self.nodes[i].disk().pending() as u64;
         let keep = if torn && pending > 0 {
             self.rng.range(0, pending) as usize
         } else {
@@ -606,192 +569,26 @@ impl Sim {
     /// A new configuration for node `id` (what the controller will deliver).
     pub fn apply_config(&mut self, id: NodeId, config: Config) {
         let mut out = Out::default();
-        self.nodes[id as usize].apply_config(config, &mut out);
+        self.nodes[id as usize].apply_config(config, self.now, &self.net, &mut out);
         self.route(id, out);
     }
 
-    /// Client `client` appends `payloads` now; returns the request's token.
-    pub fn client_append(
-        &mut self,
-        client: usize,
-        mode: Option<Mode>,
-        timeout_ticks: u64,
-        payloads: Vec<Vec<u8>>,
-    ) -> u64 {
-        let (token, op) = self.clients[client].append(self.now, mode, timeout_ticks, payloads);
-        self.execute(client, op);
-        token
-    }
-
-    /// A new client that acts only when the script says, and first asks `target`.
-    pub fn script_client(&mut self, target: NodeId) -> usize {
-        let id = self.clients.len();
-        self.clients
-            .push(Client::new(id, self.nodes.len(), target, true));
-        self.reported.push(0);
-        id
-    }
-
-    /// Random unique payloads of client `client`.
-    pub fn payloads(&mut self, client: usize) -> Vec<Vec<u8>> {
-        self.clients[client].payloads(&mut self.rng)
-    }
-
-    /// How client `client`'s append `token` ended, if it did.
-    pub fn ending(&self, client: usize, token: u64) -> Option<&Ending> {
-        self.clients[client]
-            .finished
-            .iter()
-            .find(|f| f.token == token)
-            .map(|f| &f.ending)
-    }
-
-    /// Reads from node `id` as a client would, checked like every read.
-    pub fn read(&mut self, id: NodeId, from: u64, records_max: u64) -> Option<(u64, Vec<Rec>)> {
-        let (commit, recs) = self.nodes[id as usize].read(from, records_max)?;
-        self.stats.reads += 1;
-        self.checker.on_read(&self.nodes, id, commit, &recs);
-        self.check_violation();
-        Some((commit, recs.into_iter().map(|(_, r)| r).collect()))
-    }
-
-    fn execute(&mut self, client: usize, op: Op) {
-        match op {
-            Op::Append {
-                node,
-                token,
-                mode,
-                timeout_ticks,
-                payloads,
-            } => {
-                let mut out = Out::default();
-                self.nodes[node as usize].client_append(
-                    self.now,
-                    (client, token),
-                    mode,
-                    timeout_ticks,
-                    &payloads,
-                    &mut out,
-                );
-                self.route(node, out);
-            }
-            Op::Read {
-                node,
-                token,
-                from,
-                records_max,
-            } => {
-                let Some((commit, recs)) = self.nodes[node as usize].read(from, records_max) else {
-                    return;
-                };
-                self.stats.reads += 1;
-                self.checker.on_read(&self.nodes, node, commit, &recs);
-                self.clients[client].on_read(token, commit, &recs);
-                self.check_violation();
-            }
-        }
-    }
-
-    fn inject_faults(&mut self) {
-        let n = self.nodes.len();
-        let r = self.rates;
-        let primary = self.nodes[0].config().primary;
-        if self.rng.chance(r.crash) {
-            let id = self.rng.index(n) as NodeId;
-            if id != primary && self.nodes[id as usize].up() {
-                let torn = self.rng.chance(500) && self.nodes[id as usize].disk.pending() > 0;
-                let kind = if torn { Fault::TornWrite } else { Fault::Crash };
-                self.fault(kind, format!("n{id} crashes"));
-                self.crash(id, torn);
-                self.nodes[id as usize].restart_at = Some(self.now + self.rng.range(10, 400));
-            }
-        }
-        if self.rng.chance(r.primary_crash) && self.nodes[primary as usize].up() {
-            let torn = self.rng.chance(500);
-            self.fault(
-                Fault::PrimaryCrash,
-                format!("n{primary} (primary) crashes, torn {torn}"),
-            );
-            self.crash(primary, torn);
-            self.nodes[primary as usize].restart_at = Some(self.now + self.rng.range(5, 300));
-        }
-        if self.rng.chance(r.sync_error) {
-            let id = self.rng.index(n);
-            if self.nodes[id].up() && !self.nodes[id].disk.fail_next_write {
-                self.fault(Fault::SyncError, format!("n{id}'s next write fails"));
-                self.nodes[id].disk.fail_next_write = true;
-            }
-        }
-        if self.rng.chance(r.no_space) {
-            let id = self.rng.index(n);
-            let until = self.now + self.rng.range(20, 200);
-            self.fault(
-                Fault::NoSpace,
-                format!("n{id}'s disk is full until t{until}"),
-            );
-            self.nodes[id].disk.full_until = until;
-        }
-        if self.rng.chance(r.latency_spike) {
-            let id = self.rng.index(n);
-            let until = self.now + self.rng.range(50, 300);
-            self.fault(
-                Fault::LatencySpike,
-                format!("n{id}'s writes are slow until t{until}"),
-            );
-            self.nodes[id].disk.slow_until = until;
-        }
-        if self.rng.chance(r.partition) {
-            let until = self.now + self.rng.range(20, 400);
-            let a = self.rng.index(n) as NodeId;
-            if self.rng.chance(500) {
-                self.fault(Fault::Partition, format!("n{a} cut off until t{until}"));
-                for b in 0..n as NodeId {
-                    if b != a {
-                        self.net.block(a, b, until);
-                        self.net.block(b, a, until);
-                    }
-                }
-            } else {
-                let b = (a + 1 + self.rng.index(n - 1) as NodeId) % n as NodeId;
-                self.fault(
-                    Fault::OneWayPartition,
-                    format!("n{a}->n{b} cut until t{until}"),
-                );
-                self.net.block(a, b, until);
-            }
-            self.notify_closed();
-        }
-        if self.rng.chance(r.late_delivery)
-            && let Some(what) = self.net.late_delivery(self.now, &mut self.rng)
-        {
-            self.fault(Fault::LateDelivery, what);
-        }
-        // Drawn only in runs with retention, so that the others run as before.
-        if r.cleanup_crash > 0 && self.rng.chance(r.cleanup_crash) {
-            let id = self.rng.index(n);
-            let after = self.rng.range(0, 2) as usize;
-            if self.nodes[id].up() && self.nodes[id].cleanup_crash.is_none() {
-                self.fault(
-                    Fault::CleanupCrash,
-                    format!("n{id}'s next log cleanup dies after {after} segment deletions"),
-                );
-                self.nodes[id].cleanup_crash = Some(after);
-            }
-        }
-    }
-
-    /// Crashes node `id` if it asked to stop (a failed stream, or a cleanup of its log
-    /// that a crash cut short).
+    /// Crashes node `id` if it must stop: its stream failed (after one more turn, in
+    /// which it answers what it can, as the node's next turn does), or it died in the
+    /// middle of a cleanup of its log.
     fn stop_if_asked(&mut self, id: NodeId) {
         let i = id as usize;
-        if let Some(why) = self.nodes[i].stop.take() {
-            self.event(format!("n{id} stops: {why}"));
+        let Some((why, died)) = self.nodes[i].stop() else {
+            return;
+        };
+        self.event(format!("n{id} stops: {why}"));
+        if !died {
             let mut out = Out::default();
-            self.nodes[i].fail(&mut out);
+            self.nodes[i].with(self.now, &self.net, &mut out, |p, cx| p.drive(cx));
             self.route(id, out);
-            self.crash(id, false);
-            self.nodes[i].restart_at = Some(self.now + self.rng.range(5, 200));
         }
+        self.crash(id, false);
+        self.nodes[i].restart_at = Some(self.now + self.rng.range(5, 200));
     }
 
     /// One tick.
@@ -805,10 +602,11 @@ impl Sim {
             self.event("quiet: faults stop, partitions heal, nodes restart".into());
             self.net.heal();
             for n in &mut self.nodes {
-                n.disk.full_until = 0;
-                n.disk.slow_until = 0;
-                n.disk.fail_next_write = false;
-                n.cleanup_crash = None;
+                let d = n.disk_mut();
+                d.full_until = 0;
+                d.slow_until = 0;
+                d.fail_next_write = false;
+                d.cleanup_crash = None;
                 if !n.up() {
                     n.restart_at = Some(now);
                 }
@@ -825,9 +623,14 @@ impl Sim {
             for member in self.nodes[id as usize].to_dial(now) {
                 let conn = self.net.connect(id, member);
                 let mut out = Out::default();
-                self.nodes[id as usize].dialled(member, conn, &mut out);
+                self.nodes[id as usize].with(now, &self.net, &mut out, |p, cx| {
+                    p.dialled(cx, member, conn)
+                });
                 self.route(id, out);
             }
+        }
+        for n in &mut self.nodes {
+            n.disk_mut().now = now;
         }
         // Clients: no new appends at the very end, so the run can drain.
         let may_start = self.opts.workload && now + self.opts.quiet_ticks / 3 < self.opts.ticks;
@@ -849,15 +652,22 @@ impl Sim {
                 self.notify_closed();
                 continue;
             }
-            if let Msg::Control(bytes) = &p.msg {
-                self.deliver_control(p.from, p.to, bytes);
+            if p.conn == NO_CONN {
+                // A datagram that fails its checks is dropped, as UDP drops it.
+                if let Ok(Frame {
+                    message: Message::Control { message },
+                    ..
+                }) = Frame::parse(&p.frame)
+                {
+                    self.deliver_control(p.from, p.to, message);
+                }
                 continue;
             }
             let mut out = Out::default();
-            let handled = self.nodes[to].on_message(now, p.from, p.conn, &p.msg, &mut out);
+            let handled = self.nodes[to].on_frame(now, p.conn, &p.frame, &self.net, &mut out);
             self.route(p.to, out);
             self.stop_if_asked(p.to);
-            if handled == node::Handled::Later {
+            if handled == Handled::Later {
                 self.net.retry_later(p, now + 1);
             }
         }
@@ -869,20 +679,18 @@ impl Sim {
                 self.checker.measure(&self.nodes);
             }
             let mut out = Out::default();
-            self.nodes[id].drive(now, &mut out);
+            self.nodes[id].with(now, &self.net, &mut out, |p, cx| p.drive(cx));
             self.route(id as NodeId, out);
             self.stop_if_asked(id as NodeId);
         }
         for id in 0..self.nodes.len() {
-            let slow = self.nodes[id].disk.slow_until > now;
+            let slow = self.nodes[id].disk().slow_until > now;
             let latency = if slow {
                 self.rng.range(30, 200)
             } else {
                 self.rng.range(1, 8)
             };
-            if self.nodes[id].up() {
-                self.nodes[id].disk.start_flush(now, latency);
-            }
+            self.nodes[id].start_flush(now, latency);
         }
         self.checker.check(&self.nodes);
         self.check_violation();
@@ -894,7 +702,7 @@ impl Sim {
     fn complete_writes(&mut self) {
         let now = self.now;
         for id in 0..self.nodes.len() {
-            let Some(c) = self.nodes[id].disk.complete(now) else {
+            let Some(c) = self.nodes[id].disk_mut().complete(now) else {
                 continue;
             };
             match c {
@@ -908,51 +716,19 @@ impl Sim {
                         self.nodes[id].restart_at = Some(now + self.rng.range(5, 300));
                         continue;
                     }
-                    self.nodes[id].on_durable(lsn);
+                    self.nodes[id].on_durable(lsn, now);
                 }
                 disk::Completion::Failed => {
                     self.event(format!("n{id}'s write failed: the node stops and recovers"));
                     let mut out = Out::default();
-                    self.nodes[id].fail(&mut out);
+                    self.nodes[id].with(now, &self.net, &mut out, |p, cx| {
+                        p.fail(cx);
+                        p.drive(cx);
+                    });
                     self.route(id as NodeId, out);
                     self.crash(id as NodeId, true);
                     self.nodes[id].restart_at = Some(now + self.rng.range(5, 200));
                 }
-            }
-        }
-    }
-
-    /// Hands the appends clients finished this step to the checker, and checks
-    /// liveness in the quiet tail.
-    fn settle_clients(&mut self) {
-        let live_from = self.liveness_from();
-        for c in 0..self.clients.len() {
-            while self.reported[c] < self.clients[c].finished.len() {
-                let f = self.clients[c].finished[self.reported[c]].clone();
-                self.reported[c] += 1;
-                match &f.ending {
-                    Ending::Committed { first, .. } => {
-                        self.stats.committed += 1;
-                        self.checker
-                            .on_acked(&self.nodes, f.node, *first, &f.payloads, f.mode);
-                    }
-                    Ending::ResolvedCommitted { .. } => self.stats.resolved_committed += 1,
-                    Ending::ResolvedLost { .. } => self.stats.resolved_lost += 1,
-                    Ending::InDoubt { .. } => self.stats.in_doubt += 1,
-                    Ending::Refused(_) => self.stats.refused += 1,
-                }
-                let too_strong = f.mode.is_some_and(|m| m > self.settings.mode);
-                if self.opts.faults
-                    && f.issued >= live_from
-                    && !too_strong
-                    && !matches!(f.ending, Ending::Committed { .. })
-                {
-                    self.violate(format!(
-                        "liveness: c{}#{} appended at t{} in the quiet tail ended {:?}",
-                        f.client, f.token, f.issued, f.ending
-                    ));
-                }
-                self.check_violation();
             }
         }
     }

@@ -9,9 +9,11 @@
 //! WRITE can land in a member's ring after a new primary connected. That fault is what
 //! makes the core's epoch checks, not the link identity, the last guard.
 //!
-//! Control messages (`Msg::Control`, for the cluster controller) travel as datagrams
-//! between any two nodes, without a connection: they may be lost, delayed, duplicated
-//! and reordered.
+//! What travels are encoded frames of the wire protocol ([`crate::wire`]), as
+//! production's links carry them: the codec runs under every fault here. Control
+//! messages (`Control` frames, for the cluster controller) travel as datagrams between
+//! any two nodes, without a connection: they may be lost, delayed, duplicated and
+//! reordered.
 //!
 //! Partitions block a direction between two nodes until a tick (or until healed), so
 //! they can be asymmetric. Scenario tests add one-shot rules (drop, duplicate or hold
@@ -20,9 +22,9 @@
 use std::collections::BTreeMap;
 
 use crate::replication::NodeId;
-use crate::sim::Rec;
 use crate::sim::faults::{Fault, Faults};
 use crate::sim::rng::Rng;
+use crate::wire::{Frame, Kind, Message};
 
 pub type ConnId = u64;
 
@@ -32,106 +34,30 @@ pub const NO_CONN: ConnId = 0;
 /// Stale frames kept for the late-delivery fault.
 const STALE_MAX: usize = 32;
 
-/// Every message between nodes. The stream messages mirror production's peer frames.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Msg {
-    /// A primary opens a connection to a member (production's PeerHello).
-    Hello {
-        epoch: u64,
-    },
-    /// The member's answer: where its log ends (production's PeerWelcome). Answering
-    /// is the member's promise to refuse records of older epochs from now on.
-    Welcome {
-        epoch: u64,
-        last_lsn: u64,
-        last_epoch: u64,
-        durable_lsn: u64,
-    },
-    Replicate {
-        epoch: u64,
-        prev_lsn: u64,
-        prev_epoch: u64,
-        commit: u64,
-        records: Vec<Rec>,
-    },
-    Heartbeat {
-        epoch: u64,
-        commit: u64,
-    },
-    /// Cut the log after `after_lsn` (and before any record of an epoch newer than
-    /// `after_epoch`, the primary's record there), then greet again.
-    Truncate {
-        epoch: u64,
-        after_lsn: u64,
-        after_epoch: u64,
-    },
-    /// The primary no longer holds the records after the member's log end (retention
-    /// deleted them): start the log over after `base_lsn`, whose record is of
-    /// `base_epoch`, then greet again.
-    Rebase {
-        epoch: u64,
-        base_lsn: u64,
-        base_epoch: u64,
-    },
-    Ack {
-        epoch: u64,
-        received: u64,
-        durable: u64,
-    },
-    Refuse {
-        epoch: u64,
-        last_lsn: u64,
-    },
-    /// Bytes of the cluster controller (Raft messages, fences), opaque to the network.
-    Control(Vec<u8>),
+/// The kind of an encoded frame (its header says; the network does not decode more).
+pub fn kind_of(frame: &[u8]) -> Option<Kind> {
+    frame.get(5).and_then(|&code| Kind::from_code(code))
 }
 
-/// The kind of a message, for scenario rules and the trace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MsgKind {
-    Hello,
-    Welcome,
-    Replicate,
-    Heartbeat,
-    Truncate,
-    Rebase,
-    Ack,
-    Refuse,
-    Control,
-}
-
-impl Msg {
-    pub fn kind(&self) -> MsgKind {
-        match self {
-            Msg::Hello { .. } => MsgKind::Hello,
-            Msg::Welcome { .. } => MsgKind::Welcome,
-            Msg::Replicate { .. } => MsgKind::Replicate,
-            Msg::Heartbeat { .. } => MsgKind::Heartbeat,
-            Msg::Truncate { .. } => MsgKind::Truncate,
-            Msg::Rebase { .. } => MsgKind::Rebase,
-            Msg::Ack { .. } => MsgKind::Ack,
-            Msg::Refuse { .. } => MsgKind::Refuse,
-            Msg::Control(_) => MsgKind::Control,
-        }
-    }
-
-    /// A short description for the trace.
-    pub fn brief(&self) -> String {
-        match self {
-            Msg::Replicate {
+/// A short description of a frame for the trace.
+pub fn brief(frame: &[u8]) -> String {
+    match Frame::parse(frame) {
+        Ok(f) => match f.message {
+            Message::Replicate {
                 epoch,
                 prev_lsn,
-                commit,
+                commit_lsn,
                 records,
                 ..
             } => format!(
-                "Replicate e{epoch} {}..={} commit {commit}",
+                "Replicate e{epoch} {}..={} commit {commit_lsn}",
                 prev_lsn + 1,
                 prev_lsn + records.len() as u64
             ),
-            Msg::Control(b) => format!("Control {} bytes", b.len()),
+            Message::Control { message } => format!("Control {} bytes", message.len()),
             other => format!("{other:?}"),
-        }
+        },
+        Err(e) => format!("a bad frame ({e})"),
     }
 }
 
@@ -142,7 +68,8 @@ pub struct Packet {
     pub from: NodeId,
     pub to: NodeId,
     pub conn: ConnId,
-    pub msg: Msg,
+    /// One encoded frame.
+    pub frame: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -171,6 +98,8 @@ pub struct NetFaults {
     pub drop: u64,
     pub duplicate: u64,
     pub reorder: u64,
+    /// A bit of the frame flipped on the way.
+    pub corrupt: u64,
 }
 
 impl NetFaults {
@@ -178,6 +107,7 @@ impl NetFaults {
         drop: 0,
         duplicate: 0,
         reorder: 0,
+        corrupt: 0,
     };
 }
 
@@ -189,7 +119,7 @@ pub struct Network {
     next_conn: ConnId,
     /// Directed blocks: (from, to) -> until tick.
     blocked: BTreeMap<(NodeId, NodeId), u64>,
-    rules: Vec<(NodeId, NodeId, MsgKind, Rule)>,
+    rules: Vec<(NodeId, NodeId, Kind, Rule)>,
     held: Vec<Packet>,
     stale: Vec<Packet>,
     /// Connections closed since the last `take_closed`.
@@ -310,11 +240,11 @@ impl Network {
         self.blocked.clear();
     }
 
-    pub fn add_rule(&mut self, from: NodeId, to: NodeId, kind: MsgKind, rule: Rule) {
+    pub fn add_rule(&mut self, from: NodeId, to: NodeId, kind: Kind, rule: Rule) {
         self.rules.push((from, to, kind, rule));
     }
 
-    fn take_rule(&mut self, from: NodeId, to: NodeId, kind: MsgKind) -> Option<Rule> {
+    fn take_rule(&mut self, from: NodeId, to: NodeId, kind: Kind) -> Option<Rule> {
         let i = self
             .rules
             .iter()
@@ -322,8 +252,9 @@ impl Network {
         Some(self.rules.remove(i).3)
     }
 
-    /// Sends `msg` on `conn` (or as a datagram with [`NO_CONN`]). `faults` are the
-    /// random rates in force (none in a quiet period).
+    /// Sends `frame` on `conn` (or as a datagram with [`NO_CONN`]). `faults` are the
+    /// random rates in force (none in a quiet period). A corrupted frame has one bit
+    /// flipped: the receiver's decoder refuses it.
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
@@ -334,21 +265,30 @@ impl Network {
         from: NodeId,
         to: NodeId,
         conn: ConnId,
-        msg: Msg,
+        mut frame: Vec<u8>,
     ) {
         if conn != NO_CONN && !self.is_open(conn) {
             return;
         }
-        let kind = msg.kind();
+        let kind = kind_of(&frame).expect("nodes send valid frames");
         let rule = self.take_rule(from, to, kind);
         let mut at = now + rng.range(1, 10);
+        if rates.corrupt > 0 && rng.chance(rates.corrupt) {
+            let bit = rng.index(frame.len() * 8);
+            log.record(
+                Fault::Corrupt,
+                now,
+                format!("n{from}->n{to} {} has bit {bit} flipped", brief(&frame)),
+            );
+            frame[bit / 8] ^= 1 << (bit % 8);
+        }
         let packet = |at, seq| Packet {
             at,
             seq,
             from,
             to,
             conn,
-            msg: msg.clone(),
+            frame: frame.clone(),
         };
         if rule == Some(Rule::Hold) {
             self.seq += 1;
@@ -363,7 +303,7 @@ impl Network {
                 log.record(
                     Fault::Drop,
                     now,
-                    format!("n{from}->n{to} {} lost", msg.brief()),
+                    format!("n{from}->n{to} {} lost", brief(&frame)),
                 );
             }
             if conn != NO_CONN {
@@ -383,7 +323,7 @@ impl Network {
                 log.record(
                     Fault::Reorder,
                     now,
-                    format!("n{from}->n{to} {} overtakes", msg.brief()),
+                    format!("n{from}->n{to} {} overtakes", brief(&frame)),
                 );
             } else {
                 at = at.max(c.fifo[dir]);
@@ -394,7 +334,7 @@ impl Network {
             log.record(
                 Fault::Duplicate,
                 now,
-                format!("n{from}->n{to} {} twice", msg.brief()),
+                format!("n{from}->n{to} {} twice", brief(&frame)),
             );
             self.seq += 1;
             let later = at + rng.range(0, 10);
@@ -428,11 +368,21 @@ impl Network {
     }
 
     /// Messages of `conn` in flight.
-    pub fn in_flight(&self, from: NodeId, to: NodeId, kind: MsgKind) -> usize {
+    pub fn in_flight(&self, from: NodeId, to: NodeId, kind: Kind) -> usize {
         self.queue
             .iter()
-            .filter(|p| p.from == from && p.to == to && p.msg.kind() == kind)
+            .filter(|p| p.from == from && p.to == to && kind_of(&p.frame) == Some(kind))
             .count()
+    }
+
+    /// The other end of `conn` from `node`.
+    pub fn peer(&self, conn: ConnId, node: NodeId) -> Option<NodeId> {
+        let c = self.conns.get(&conn)?;
+        Some(if c.dialer == node {
+            c.acceptor
+        } else {
+            c.dialer
+        })
     }
 
     /// Delivers a stale frame of an old connection on the current connection between
@@ -449,7 +399,7 @@ impl Network {
         }
         let i = candidates[rng.index(candidates.len())];
         let mut p = self.stale.swap_remove(i);
-        let what = format!("n{}->n{} old {} lands late", p.from, p.to, p.msg.brief());
+        let what = format!("n{}->n{} old {} lands late", p.from, p.to, brief(&p.frame));
         p.conn = self.open_conn(p.from, p.to).expect("checked");
         p.at = now + rng.range(0, 3);
         self.seq += 1;
@@ -490,11 +440,19 @@ impl Network {
 mod tests {
     use super::*;
 
-    fn hb() -> Msg {
-        Msg::Heartbeat {
+    fn heartbeat(commit_lsn: u64) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let m = Message::Heartbeat {
             epoch: 1,
-            commit: 0,
-        }
+            commit_lsn,
+        };
+        m.encode_into(crate::wire::RequestId(0), &mut frame)
+            .expect("encodes");
+        frame
+    }
+
+    fn hb() -> Vec<u8> {
+        heartbeat(0)
     }
 
     #[test]
@@ -502,7 +460,7 @@ mod tests {
         let (mut net, mut rng, mut log) = (Network::new(), Rng::new(1), Faults::default());
         let c = net.connect(0, 1);
         net.send(0, &mut rng, NetFaults::NONE, &mut log, 0, 1, c, hb());
-        net.add_rule(0, 1, MsgKind::Heartbeat, Rule::Drop);
+        net.add_rule(0, 1, Kind::Heartbeat, Rule::Drop);
         net.send(0, &mut rng, NetFaults::NONE, &mut log, 0, 1, c, hb());
         assert!(!net.is_open(c));
         assert_eq!(net.take_closed(), vec![(c, 0, 1)]);
@@ -523,14 +481,22 @@ mod tests {
         let (mut net, mut rng, mut log) = (Network::new(), Rng::new(3), Faults::default());
         let c = net.connect(0, 1);
         for commit in 0..20 {
-            let m = Msg::Heartbeat { epoch: 1, commit };
-            net.send(0, &mut rng, NetFaults::NONE, &mut log, 0, 1, c, m);
+            net.send(
+                0,
+                &mut rng,
+                NetFaults::NONE,
+                &mut log,
+                0,
+                1,
+                c,
+                heartbeat(commit),
+            );
         }
         let got: Vec<u64> = net
             .due(1000)
             .into_iter()
-            .map(|p| match p.msg {
-                Msg::Heartbeat { commit, .. } => commit,
+            .map(|p| match Frame::parse(&p.frame).expect("a frame").message {
+                Message::Heartbeat { commit_lsn, .. } => commit_lsn,
                 _ => unreachable!(),
             })
             .collect();

@@ -17,7 +17,8 @@
 //! the trace. The same script always gives the same trace.
 
 use crate::replication::{Mode, NodeId, StreamSettings};
-use crate::sim::network::{MsgKind, Rule};
+use crate::sim::MsgKind;
+use crate::sim::network::Rule;
 use crate::sim::node::{Config, Node};
 use crate::sim::workload::Ending;
 use crate::sim::{Bug, Rec, Sim, SimOptions};
@@ -57,22 +58,22 @@ impl NodeScript<'_> {
 
     /// The node's next log write fails (EIO on a dsync write): it stops and recovers.
     pub fn fail_next_write(self) {
-        self.sim.nodes[self.id as usize].disk.fail_next_write = true;
+        self.sim.nodes[self.id as usize].disk_mut().fail_next_write = true;
     }
 
     /// The node's disk is full for `ticks`.
     pub fn fill_disk(self, ticks: u64) {
         let until = self.sim.now() + ticks;
-        self.sim.nodes[self.id as usize].disk.full_until = until;
+        self.sim.nodes[self.id as usize].disk_mut().full_until = until;
     }
 
     /// The node's writes started in the next `ticks` are slow (a latency spike).
     pub fn slow_disk(self, ticks: u64) {
         let until = self.sim.now() + ticks;
-        self.sim.nodes[self.id as usize].disk.slow_until = until;
+        self.sim.nodes[self.id as usize].disk_mut().slow_until = until;
     }
 
-    /// A new configuration for this node, as the controller will deliver it.
+    /// A new configuration for this node, as the controller delivers one.
     pub fn configure(self, config: Config) {
         self.sim.apply_config(self.id, config);
     }

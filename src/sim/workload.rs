@@ -15,9 +15,9 @@
 //! from a new record.
 
 use crate::replication::{Mode, NodeId};
-use crate::sim::Rec;
-use crate::sim::node::Reply;
+use crate::sim::host::Out;
 use crate::sim::rng::Rng;
+use crate::sim::{Rec, Sim};
 
 /// Most attempts of an append refused before anything was appended.
 const ATTEMPTS_MAX: u32 = 8;
@@ -28,6 +28,28 @@ const RETRY_TICKS: u64 = 25;
 /// Ticks a client waits beyond the request's own timeout before it gives up on an
 /// answer.
 const ANSWER_MARGIN_TICKS: u64 = 100;
+
+/// Who is waiting for a request's answer: (client, the client's token).
+pub type ClientRef = (usize, u64);
+
+/// A node's answer to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Appended {
+        first: u64,
+        last: u64,
+    },
+    InDoubt {
+        first: u64,
+        last: u64,
+    },
+    NotPrimary {
+        primary: NodeId,
+    },
+    /// Nothing was appended (full disk, failed log, no primary serving).
+    Unavailable(String),
+    ModeNotAllowed,
+}
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug)]
@@ -432,6 +454,130 @@ impl Client {
                 Some((*token, *issued))
             }
             State::Idle => None,
+        }
+    }
+}
+
+/// The clients' side of a run: their requests to the nodes, and how the checker and
+/// the liveness rule learn of what became of them.
+impl Sim {
+    /// Client `client` appends `payloads` now; returns the request's token.
+    pub fn client_append(
+        &mut self,
+        client: usize,
+        mode: Option<Mode>,
+        timeout_ticks: u64,
+        payloads: Vec<Vec<u8>>,
+    ) -> u64 {
+        let (token, op) = self.clients[client].append(self.now, mode, timeout_ticks, payloads);
+        self.execute(client, op);
+        token
+    }
+
+    /// A new client that acts only when the script says, and first asks `target`.
+    pub fn script_client(&mut self, target: NodeId) -> usize {
+        let id = self.clients.len();
+        self.clients
+            .push(Client::new(id, self.nodes.len(), target, true));
+        self.reported.push(0);
+        id
+    }
+
+    /// Random unique payloads of client `client`.
+    pub fn payloads(&mut self, client: usize) -> Vec<Vec<u8>> {
+        self.clients[client].payloads(&mut self.rng)
+    }
+
+    /// How client `client`'s append `token` ended, if it did.
+    pub fn ending(&self, client: usize, token: u64) -> Option<&Ending> {
+        self.clients[client]
+            .finished
+            .iter()
+            .find(|f| f.token == token)
+            .map(|f| &f.ending)
+    }
+
+    /// Reads from node `id` as a client would, checked like every read.
+    pub fn read(&mut self, id: NodeId, from: u64, records_max: u64) -> Option<(u64, Vec<Rec>)> {
+        let (commit, recs) =
+            self.nodes[id as usize].read(self.now, from, records_max, &self.net)?;
+        self.stats.reads += 1;
+        self.checker.on_read(&self.nodes, id, commit, &recs);
+        self.check_violation();
+        Some((commit, recs.into_iter().map(|(_, r)| r).collect()))
+    }
+
+    pub(crate) fn execute(&mut self, client: usize, op: Op) {
+        match op {
+            Op::Append {
+                node,
+                token,
+                mode,
+                timeout_ticks,
+                payloads,
+            } => {
+                let mut out = Out::default();
+                self.nodes[node as usize].client_append(
+                    self.now,
+                    (client, token),
+                    mode,
+                    timeout_ticks,
+                    &payloads,
+                    &self.net,
+                    &mut out,
+                );
+                self.route(node, out);
+            }
+            Op::Read {
+                node,
+                token,
+                from,
+                records_max,
+            } => {
+                let read = self.nodes[node as usize].read(self.now, from, records_max, &self.net);
+                let Some((commit, recs)) = read else {
+                    return;
+                };
+                self.stats.reads += 1;
+                self.checker.on_read(&self.nodes, node, commit, &recs);
+                self.clients[client].on_read(token, commit, &recs);
+                self.check_violation();
+            }
+        }
+    }
+
+    /// Hands the appends clients finished this step to the checker, and checks
+    /// liveness in the quiet tail.
+    pub(crate) fn settle_clients(&mut self) {
+        let live_from = self.liveness_from();
+        for c in 0..self.clients.len() {
+            while self.reported[c] < self.clients[c].finished.len() {
+                let f = self.clients[c].finished[self.reported[c]].clone();
+                self.reported[c] += 1;
+                match &f.ending {
+                    Ending::Committed { first, .. } => {
+                        self.stats.committed += 1;
+                        self.checker
+                            .on_acked(&self.nodes, f.node, *first, &f.payloads, f.mode);
+                    }
+                    Ending::ResolvedCommitted { .. } => self.stats.resolved_committed += 1,
+                    Ending::ResolvedLost { .. } => self.stats.resolved_lost += 1,
+                    Ending::InDoubt { .. } => self.stats.in_doubt += 1,
+                    Ending::Refused(_) => self.stats.refused += 1,
+                }
+                let too_strong = f.mode.is_some_and(|m| m > self.settings.mode);
+                if self.opts.faults
+                    && f.issued >= live_from
+                    && !too_strong
+                    && !matches!(f.ending, Ending::Committed { .. })
+                {
+                    self.violate(format!(
+                        "liveness: c{}#{} appended at t{} in the quiet tail ended {:?}",
+                        f.client, f.token, f.issued, f.ending
+                    ));
+                }
+                self.check_violation();
+            }
         }
     }
 }

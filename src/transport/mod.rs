@@ -1,9 +1,9 @@
 //! Transports: how frames travel between nodes and clients.
 //!
 //! One trait, several implementations (see `../shared/DESIGN.md`, "Transport"): the
-//! stream drivers send through [`Links`] and receive frames from the shard loop, so the
-//! same drivers run over TCP ([`tcp`]) and, later, over RDMA and the simulator's
-//! in-process network.
+//! stream driver sends through [`Links`] and receives frames from its host, so the one
+//! driver runs over the node's TCP links ([`tcp`]) and over the simulator's network of
+//! encoded frames (`sim::host::SimLinks`). The RDMA transport is not built.
 
 pub mod tcp;
 

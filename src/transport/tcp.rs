@@ -7,28 +7,29 @@
 //! closed). Other links never notice.
 
 use std::io::{self, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
 use lockstep_sys::uring::Ring;
 
 use super::{LinkId, Links, TransportError};
-use crate::wire::{FrameDecoder, Message, RequestId};
+use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
 
 /// Bytes queued on one link before it is considered stuck and closed.
 pub const SEND_QUEUE_BYTES_MAX: usize = 64 << 20;
 
 /// One TCP connection.
 pub struct Conn {
-    pub sock: Arc<TcpStream>,
-    pub peer: String,
-    pub decoder: FrameDecoder,
+    sock: Arc<TcpStream>,
+    peer: String,
+    decoder: FrameDecoder,
     out: Vec<u8>,
     out_sent: usize,
     poll_in: bool,
     poll_out: bool,
-    pub readable: bool,
-    pub closed: Option<String>,
+    readable: bool,
+    /// Why the link closed, once it did; its slot is freed at the next flush.
+    closed: Option<String>,
 }
 
 impl Conn {
@@ -60,7 +61,7 @@ impl Conn {
     ///
     /// A read that does not fill the space offered has taken everything the socket had:
     /// reading again would only return EAGAIN, so the link waits for its next poll.
-    pub fn fill(&mut self) -> io::Result<bool> {
+    fn fill(&mut self) -> io::Result<bool> {
         self.readable = false;
         for _ in 0..16 {
             let offered = self.decoder.spare_mut().len();
@@ -79,23 +80,35 @@ impl Conn {
         Ok(true)
     }
 
-    pub fn queue(&mut self, id: RequestId, message: &Message<'_>) -> Result<(), String> {
+    /// Queues one frame; a link whose queue is over its bound, or a message that does
+    /// not encode, fails (the link is then closed).
+    fn queue(
+        &mut self,
+        link: LinkId,
+        id: RequestId,
+        message: &Message<'_>,
+    ) -> Result<(), TransportError> {
+        let protocol = |message: String| TransportError::Protocol {
+            link,
+            peer: self.peer.clone(),
+            message,
+        };
         if self.out.len() - self.out_sent > SEND_QUEUE_BYTES_MAX {
-            return Err(format!(
+            return Err(protocol(format!(
                 "send queue over {SEND_QUEUE_BYTES_MAX} bytes: the peer does not read"
-            ));
+            )));
         }
         message
             .encode_into(id, &mut self.out)
-            .map_err(|e| e.to_string())
+            .map_err(|e| protocol(e.to_string()))
     }
 
-    pub fn has_output(&self) -> bool {
+    fn has_output(&self) -> bool {
         self.out_sent < self.out.len()
     }
 
     /// Writes queued bytes until the socket would block.
-    pub fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         while self.out_sent < self.out.len() {
             match (&*self.sock).write(&self.out[self.out_sent..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
@@ -111,12 +124,7 @@ impl Conn {
     }
 
     /// Arms the readiness polls this link needs; `user_data` identifies it.
-    pub fn arm(
-        &mut self,
-        ring: &mut Ring,
-        user_data_in: u64,
-        user_data_out: u64,
-    ) -> io::Result<()> {
+    fn arm(&mut self, ring: &mut Ring, user_data_in: u64, user_data_out: u64) -> io::Result<()> {
         if !self.poll_in && self.closed.is_none() {
             ring.poll(&self.sock, libc::POLLIN | libc::POLLRDHUP, user_data_in)
                 .map_err(|e| io::Error::other(e.to_string()))?;
@@ -131,7 +139,7 @@ impl Conn {
     }
 
     /// A readiness poll completed.
-    pub fn on_poll(&mut self, out: bool) {
+    fn on_poll(&mut self, out: bool) {
         if out {
             self.poll_out = false;
         } else {
@@ -139,17 +147,14 @@ impl Conn {
             self.readable = true;
         }
     }
-
-    /// Whether a poll is still armed in the ring (the slot must outlive it).
-    pub fn polls_armed(&self) -> bool {
-        self.poll_in || self.poll_out
-    }
 }
 
-/// A shard's TCP links: a slab of connections.
+/// A shard's TCP links: a slab of connections. The shard reads them
+/// ([`TcpLinks::take_input`]), hands their frames to its streams, and flushes them
+/// ([`TcpLinks::flush`]) once a turn; the streams send through [`Links`].
 #[derive(Default)]
 pub struct TcpLinks {
-    pub conns: Vec<Option<Conn>>,
+    conns: Vec<Option<Conn>>,
 }
 
 impl TcpLinks {
@@ -163,8 +168,105 @@ impl TcpLinks {
         }
     }
 
-    pub fn get_mut(&mut self, link: LinkId) -> Option<&mut Conn> {
+    fn get_mut(&mut self, link: LinkId) -> Option<&mut Conn> {
         self.conns.get_mut(link).and_then(Option::as_mut)
+    }
+
+    /// Links are numbered below this.
+    pub fn slots(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Reads what `link` has, if it is readable or a frame of it waits (`stalled`), and
+    /// returns its decoder with the frames to handle: it stays out of the link until
+    /// [`TcpLinks::put_back`], so that the handlers may send on any link, this one
+    /// included. The end of the stream, or a failed read, closes the link (a stream
+    /// that ended inside a frame is told why first).
+    pub fn take_input(&mut self, link: LinkId, stalled: bool) -> Option<FrameDecoder> {
+        let c = self.get_mut(link)?;
+        if c.closed.is_some() || !(c.readable || stalled) {
+            return None;
+        }
+        if c.readable {
+            match c.fill() {
+                Ok(true) => {}
+                Ok(false) => {
+                    let why = match c.decoder.finish() {
+                        Ok(()) => "closed by the peer".to_string(),
+                        Err(e) => {
+                            // The peer may have closed only its sending side: say why.
+                            let message = format!("the connection ended inside a frame: {e}");
+                            let _ = c.queue(
+                                link,
+                                RequestId(0),
+                                &Message::Error {
+                                    code: ErrorCode::Malformed,
+                                    message: &message,
+                                },
+                            );
+                            format!("closed by the peer inside a frame: {e}")
+                        }
+                    };
+                    self.close(link, &why);
+                    return None;
+                }
+                Err(e) => {
+                    self.close(link, &format!("read failed: {e}"));
+                    return None;
+                }
+            }
+        }
+        Some(std::mem::take(&mut c.decoder))
+    }
+
+    /// The decoder [`TcpLinks::take_input`] took, with the frames left in it.
+    pub fn put_back(&mut self, link: LinkId, decoder: FrameDecoder) {
+        if let Some(c) = self.get_mut(link) {
+            c.decoder = decoder;
+        }
+    }
+
+    /// Writes what is queued on `link` and arms its readiness polls (`user_data_in`,
+    /// `user_data_out` identify them). A link that closed sends what it has queued (an
+    /// error reply, say), is shut down and freed: then (peer, why).
+    pub fn flush(
+        &mut self,
+        link: LinkId,
+        ring: &mut Ring,
+        user_data_in: u64,
+        user_data_out: u64,
+    ) -> Option<(String, String)> {
+        let c = self.get_mut(link)?;
+        if c.closed.is_none()
+            && let Err(e) = c.flush()
+        {
+            c.closed = Some(format!("write failed: {e}"));
+        }
+        if let Some(why) = c.closed.take() {
+            let _ = c.flush();
+            let _ = c.sock.shutdown(Shutdown::Both);
+            let peer = std::mem::take(&mut c.peer);
+            self.conns[link] = None;
+            return Some((peer, why));
+        }
+        if let Err(e) = c.arm(ring, user_data_in, user_data_out) {
+            c.closed = Some(format!("cannot poll: {e}"));
+        }
+        None
+    }
+
+    /// A readiness poll of `link` completed (`out`: for writing).
+    pub fn on_poll(&mut self, link: LinkId, out: bool) {
+        if let Some(c) = self.get_mut(link) {
+            c.on_poll(out);
+        }
+    }
+
+    /// Shuts every connection down (the node stops).
+    pub fn shut_down(&self) {
+        for c in self.conns.iter().flatten() {
+            let _ = c.sock.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -179,14 +281,11 @@ impl Links for TcpLinks {
         if c.closed.is_some() {
             return Err(TransportError::Closed(link));
         }
-        c.queue(id, message).map_err(|message| {
-            let peer = c.peer.clone();
-            c.closed = Some(message.clone());
-            TransportError::Protocol {
-                link,
-                peer,
-                message,
-            }
+        c.queue(link, id, message).inspect_err(|e| {
+            c.closed = Some(match e {
+                TransportError::Protocol { message, .. } => message.clone(),
+                other => other.to_string(),
+            });
         })
     }
 

@@ -9,49 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The commit rule of a stream or of one append (see DESIGN.md, "Commit rule").
-///
-/// The order is the strength: `Async < Semi < Strong`. An append may ask for a mode no
-/// stronger than its stream's; the node checks that, the codec only carries it. The
-/// default is `Strong`, the mode that never loses an acknowledged commit.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Commit on the primary's own durable write; secondaries follow.
-    Async,
-    /// Commit when the sync set has received the record (acked before its disk write).
-    Semi,
-    /// Commit when the primary and the sync set hold the record durably.
-    #[default]
-    Strong,
-}
-
-impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Strong, Mode::Semi, Mode::Async];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Mode::Strong => "strong",
-            Mode::Semi => "semi",
-            Mode::Async => "async",
-        }
-    }
-
-    /// Wire code; 0 is kept for "no mode given" in an `Append`.
-    pub(crate) const fn code(self) -> u8 {
-        match self {
-            Mode::Strong => 1,
-            Mode::Semi => 2,
-            Mode::Async => 3,
-        }
-    }
-
-    pub(crate) fn from_code(code: u8) -> Option<Mode> {
-        Mode::ALL.into_iter().find(|m| m.code() == code)
-    }
-}
+pub use lockstep_core::{Mode, ParseNameError};
 
 /// What a node is for one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,15 +126,6 @@ impl ErrorCode {
     }
 }
 
-/// A name that is not one of an enum's names.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {found:?}: expected one of {expected}")]
-pub struct ParseNameError {
-    pub what: &'static str,
-    pub found: String,
-    pub expected: String,
-}
-
 /// Display, `FromStr` by the `as_str` names, so each enum parses exactly what it prints.
 macro_rules! named {
     ($ty:ident, $what:literal) => {
@@ -203,7 +152,6 @@ macro_rules! named {
     };
 }
 
-named!(Mode, "commit mode");
 named!(Role, "role");
 named!(ErrorCode, "error code");
 

@@ -209,6 +209,36 @@ pub struct Frame<'a> {
     pub message: Message<'a>,
 }
 
+impl<'a> Frame<'a> {
+    /// Decodes `bytes`, exactly one whole frame, with every check the
+    /// [`FrameDecoder`](super::FrameDecoder) makes.
+    pub fn parse(bytes: &'a [u8]) -> Result<Frame<'a>, WireError> {
+        let Some(header) = check_header(bytes)? else {
+            return Err(WireError::Truncated {
+                buffered: bytes.len(),
+            });
+        };
+        let len = header.frame_len();
+        if bytes.len() < len {
+            return Err(WireError::Truncated {
+                buffered: bytes.len(),
+            });
+        }
+        if bytes.len() > len {
+            return Err(WireError::Malformed {
+                kind: header.kind,
+                reason: format!("{} bytes after the frame", bytes.len() - len),
+            });
+        }
+        check_checksum(bytes, &header)?;
+        let message = Message::decode(header.kind, &bytes[FRAME_HEADER_BYTES..])?;
+        Ok(Frame {
+            id: header.id,
+            message,
+        })
+    }
+}
+
 /// A header whose fields passed every check that needs no body.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {

@@ -49,6 +49,10 @@
 //! wrote, so a node never sends what a node would refuse, and every message has exactly
 //! one encoding (a decoded message re-encodes to the same bytes).
 
+mod client;
+mod node;
+mod peer;
+
 use super::WireError;
 use super::codes::{ErrorCode, Mode, Role};
 use super::cursor::{Reader, Writer};
@@ -56,8 +60,7 @@ use super::frame::{self, Kind, RequestId};
 use super::records::{Payloads, Records};
 use super::stream_name::check_stream_name;
 use crate::constants::{
-    AUTH_BYTES, CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX,
-    STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
+    AUTH_BYTES, FRAME_HEADER_BYTES, NODE_ADDR_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 
 /// One message. Decoded messages borrow their strings and payloads from the frame.
@@ -257,188 +260,10 @@ impl<'a> Message<'a> {
     }
 
     fn encode_body(&self, w: &mut Writer<'_>) -> Result<(), WireError> {
-        match *self {
-            Message::ClientHello { stream } => w.str16(stream, "stream"),
-            Message::Append {
-                mode,
-                timeout_ms,
-                payloads,
-            } => {
-                w.u8(mode.map_or(0, Mode::code))?;
-                w.u32(timeout_ms)?;
-                payloads.encode(w)
-            }
-            Message::Read {
-                from_lsn,
-                records_max,
-                bytes_max,
-            } => {
-                w.u64(from_lsn)?;
-                w.u32(records_max)?;
-                w.u32(bytes_max)
-            }
-            Message::Status => Ok(()),
-            Message::Welcome {
-                node_id,
-                role,
-                epoch,
-                primary,
-            } => {
-                w.u32(node_id)?;
-                w.u8(role.code())?;
-                w.u64(epoch)?;
-                w.addr(primary, "primary")
-            }
-            Message::Appended { first_lsn, count } => {
-                w.u64(first_lsn)?;
-                w.u32(count)
-            }
-            Message::InDoubt {
-                first_lsn,
-                count,
-                reason,
-            } => {
-                w.u64(first_lsn)?;
-                w.u32(count)?;
-                w.str16(reason, "reason")
-            }
-            Message::NotPrimary { epoch, primary } => {
-                w.u64(epoch)?;
-                w.addr(primary, "primary")
-            }
-            Message::Records {
-                commit_lsn,
-                records,
-            } => {
-                w.u64(commit_lsn)?;
-                records.encode(w)
-            }
-            Message::StatusReply { json } => w.str32(json, "json"),
-            Message::Error { code, message } => {
-                w.u16(code.code())?;
-                w.str16(message, "message")
-            }
-            Message::PeerHello {
-                stream,
-                node_id,
-                epoch,
-            } => {
-                w.u32(node_id)?;
-                w.u64(epoch)?;
-                w.str16(stream, "stream")
-            }
-            Message::Replicate {
-                epoch,
-                prev_lsn,
-                prev_epoch,
-                commit_lsn,
-                records,
-            } => {
-                w.u64(epoch)?;
-                w.u64(prev_lsn)?;
-                w.u64(prev_epoch)?;
-                w.u64(commit_lsn)?;
-                records.encode(w)
-            }
-            Message::Heartbeat { epoch, commit_lsn } => {
-                w.u64(epoch)?;
-                w.u64(commit_lsn)
-            }
-            Message::Truncate {
-                epoch,
-                after_lsn,
-                after_epoch,
-            } => {
-                if after_epoch > epoch {
-                    return Err(w.malformed(format!(
-                        "after_epoch {after_epoch} is newer than the primary's epoch {epoch}"
-                    )));
-                }
-                w.u64(epoch)?;
-                w.u64(after_lsn)?;
-                w.u64(after_epoch)
-            }
-            Message::Rebase {
-                epoch,
-                base_lsn,
-                base_epoch,
-            } => {
-                rebase_rules(base_lsn, base_epoch, epoch).map_err(|m| w.malformed(m))?;
-                w.u64(epoch)?;
-                w.u64(base_lsn)?;
-                w.u64(base_epoch)
-            }
-            Message::PeerWelcome {
-                node_id,
-                epoch,
-                last_lsn,
-                last_epoch,
-                durable_lsn,
-            } => {
-                w.u32(node_id)?;
-                w.u64(epoch)?;
-                w.u64(last_lsn)?;
-                w.u64(last_epoch)?;
-                w.u64(durable_lsn)
-            }
-            Message::Ack {
-                epoch,
-                received_lsn,
-                durable_lsn,
-            } => {
-                w.u64(epoch)?;
-                w.u64(received_lsn)?;
-                w.u64(durable_lsn)
-            }
-            Message::Refuse {
-                epoch,
-                last_lsn,
-                reason,
-            } => {
-                w.u64(epoch)?;
-                w.u64(last_lsn)?;
-                w.str16(reason, "reason")
-            }
-            Message::ControlHello {
-                node_id,
-                incarnation,
-            } => {
-                w.u32(node_id)?;
-                w.u64(incarnation)
-            }
-            Message::Control { message } => {
-                if message.is_empty() || message.len() > CONTROL_MESSAGE_BYTES_MAX {
-                    return Err(w.malformed(format!(
-                        "a control message of {} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}",
-                        message.len()
-                    )));
-                }
-                w.len32(message.len(), "message")?;
-                w.bytes(message)
-            }
-            Message::AuthHello { node_id, nonce } => {
-                w.u32(node_id)?;
-                w.bytes(nonce)
-            }
-            Message::AuthChallenge { nonce, proof } => {
-                w.bytes(nonce)?;
-                w.bytes(proof)
-            }
-            Message::AuthProof { proof } => w.bytes(proof),
-            Message::JoinRequest { node_id, addr } => {
-                w.u32(node_id)?;
-                w.str16(addr, "addr")
-            }
-            Message::Joined { config } => {
-                if config.is_empty() || config.len() > CONTROL_MESSAGE_BYTES_MAX {
-                    return Err(w.malformed(format!(
-                        "a configuration of {} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}",
-                        config.len()
-                    )));
-                }
-                w.len32(config.len(), "config")?;
-                w.bytes(config)
-            }
+        match Plane::of(self.kind()) {
+            Plane::Client => client::encode(self, w),
+            Plane::Peer => peer::encode(self, w),
+            Plane::Node => node::encode(self, w),
         }
     }
 
@@ -456,258 +281,33 @@ impl<'a> Message<'a> {
             });
         }
         let mut r = Reader::new(kind, body);
-        let message = match kind {
-            Kind::ClientHello => Message::ClientHello {
-                stream: stream(&mut r)?,
-            },
-            Kind::Append => {
-                let mode = match r.u8("mode")? {
-                    0 => None,
-                    code => Some(
-                        Mode::from_code(code)
-                            .ok_or_else(|| r.malformed(format!("unknown mode code {code}")))?,
-                    ),
-                };
-                Message::Append {
-                    mode,
-                    timeout_ms: r.u32("timeout_ms")?,
-                    payloads: Payloads::decode(&mut r)?,
-                }
-            }
-            Kind::Read => {
-                let from_lsn = r.u64("from_lsn")?;
-                let records_max = r.u32("records_max")?;
-                let bytes_max = r.u32("bytes_max")?;
-                if from_lsn == 0 {
-                    return Err(r.malformed("from_lsn is 0; LSNs start at 1"));
-                }
-                if records_max == 0 {
-                    return Err(r.malformed("records_max is 0"));
-                }
-                Message::Read {
-                    from_lsn,
-                    records_max,
-                    bytes_max,
-                }
-            }
-            Kind::Status => Message::Status,
-            Kind::Welcome => {
-                let node_id = r.u32("node_id")?;
-                let code = r.u8("role")?;
-                let role = Role::from_code(code)
-                    .ok_or_else(|| r.malformed(format!("unknown role code {code}")))?;
-                Message::Welcome {
-                    node_id,
-                    role,
-                    epoch: r.u64("epoch")?,
-                    primary: addr(&mut r, "primary")?,
-                }
-            }
-            Kind::Appended => {
-                let (first_lsn, count) = lsn_range(&mut r)?;
-                Message::Appended { first_lsn, count }
-            }
-            Kind::InDoubt => {
-                let (first_lsn, count) = lsn_range(&mut r)?;
-                Message::InDoubt {
-                    first_lsn,
-                    count,
-                    reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
-                }
-            }
-            Kind::NotPrimary => Message::NotPrimary {
-                epoch: r.u64("epoch")?,
-                primary: addr(&mut r, "primary")?,
-            },
-            Kind::Records => {
-                let commit_lsn = r.u64("commit_lsn")?;
-                let (records, span) = Records::decode(&mut r)?;
-                if let Some(s) = span
-                    && s.last_lsn > commit_lsn
-                {
-                    return Err(r.malformed(format!(
-                        "record lsn {} is beyond the commit lsn {commit_lsn}",
-                        s.last_lsn
-                    )));
-                }
-                Message::Records {
-                    commit_lsn,
-                    records,
-                }
-            }
-            Kind::StatusReply => Message::StatusReply {
-                json: r.str32("json", STATUS_JSON_BYTES_MAX)?,
-            },
-            Kind::Error => {
-                let code = r.u16("code")?;
-                let code = ErrorCode::from_code(code)
-                    .ok_or_else(|| r.malformed(format!("unknown error code {code}")))?;
-                Message::Error {
-                    code,
-                    message: r.str16("message", WIRE_TEXT_BYTES_MAX)?,
-                }
-            }
-            Kind::PeerHello => {
-                let node_id = r.u32("node_id")?;
-                let epoch = r.u64("epoch")?;
-                Message::PeerHello {
-                    stream: stream(&mut r)?,
-                    node_id,
-                    epoch,
-                }
-            }
-            Kind::Replicate => {
-                let epoch = r.u64("epoch")?;
-                let prev_lsn = r.u64("prev_lsn")?;
-                let prev_epoch = r.u64("prev_epoch")?;
-                let commit_lsn = r.u64("commit_lsn")?;
-                let (records, span) = Records::decode(&mut r)?;
-                let Some(s) = span else {
-                    return Err(r.malformed("no records; an empty Replicate is a Heartbeat"));
-                };
-                if prev_lsn.checked_add(1) != Some(s.first_lsn) {
-                    return Err(r.malformed(format!(
-                        "the first record has lsn {}, expected prev_lsn + 1 = {}",
-                        s.first_lsn,
-                        prev_lsn.wrapping_add(1)
-                    )));
-                }
-                if s.first_epoch < prev_epoch {
-                    return Err(r.malformed(format!(
-                        "the first record has epoch {}, older than prev_epoch {prev_epoch}",
-                        s.first_epoch
-                    )));
-                }
-                if s.last_epoch > epoch {
-                    return Err(r.malformed(format!(
-                        "record lsn {} has epoch {}, newer than the frame's epoch {epoch}",
-                        s.last_lsn, s.last_epoch
-                    )));
-                }
-                Message::Replicate {
-                    epoch,
-                    prev_lsn,
-                    prev_epoch,
-                    commit_lsn,
-                    records,
-                }
-            }
-            Kind::Heartbeat => Message::Heartbeat {
-                epoch: r.u64("epoch")?,
-                commit_lsn: r.u64("commit_lsn")?,
-            },
-            Kind::Truncate => {
-                let epoch = r.u64("epoch")?;
-                let after_lsn = r.u64("after_lsn")?;
-                let after_epoch = r.u64("after_epoch")?;
-                if after_epoch > epoch {
-                    return Err(r.malformed(format!(
-                        "after_epoch {after_epoch} is newer than the primary's epoch {epoch}"
-                    )));
-                }
-                Message::Truncate {
-                    epoch,
-                    after_lsn,
-                    after_epoch,
-                }
-            }
-            Kind::Rebase => {
-                let epoch = r.u64("epoch")?;
-                let base_lsn = r.u64("base_lsn")?;
-                let base_epoch = r.u64("base_epoch")?;
-                rebase_rules(base_lsn, base_epoch, epoch).map_err(|m| r.malformed(m))?;
-                Message::Rebase {
-                    epoch,
-                    base_lsn,
-                    base_epoch,
-                }
-            }
-            Kind::PeerWelcome => {
-                let node_id = r.u32("node_id")?;
-                let epoch = r.u64("epoch")?;
-                let last_lsn = r.u64("last_lsn")?;
-                let last_epoch = r.u64("last_epoch")?;
-                let durable_lsn = r.u64("durable_lsn")?;
-                if durable_lsn > last_lsn {
-                    return Err(r.malformed(format!(
-                        "durable_lsn {durable_lsn} is beyond last_lsn {last_lsn}"
-                    )));
-                }
-                Message::PeerWelcome {
-                    node_id,
-                    epoch,
-                    last_lsn,
-                    last_epoch,
-                    durable_lsn,
-                }
-            }
-            Kind::Ack => {
-                let epoch = r.u64("epoch")?;
-                let received_lsn = r.u64("received_lsn")?;
-                let durable_lsn = r.u64("durable_lsn")?;
-                if durable_lsn > received_lsn {
-                    return Err(r.malformed(format!(
-                        "durable_lsn {durable_lsn} is beyond received_lsn {received_lsn}"
-                    )));
-                }
-                Message::Ack {
-                    epoch,
-                    received_lsn,
-                    durable_lsn,
-                }
-            }
-            Kind::Refuse => Message::Refuse {
-                epoch: r.u64("epoch")?,
-                last_lsn: r.u64("last_lsn")?,
-                reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
-            },
-            Kind::ControlHello => Message::ControlHello {
-                node_id: r.u32("node_id")?,
-                incarnation: r.u64("incarnation")?,
-            },
-            Kind::Control => {
-                let len = r.u32("len")? as usize;
-                if len == 0 || len > CONTROL_MESSAGE_BYTES_MAX {
-                    return Err(r.malformed(format!(
-                        "a control message of {len} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}"
-                    )));
-                }
-                Message::Control {
-                    message: r.bytes(len, "message")?,
-                }
-            }
-            Kind::AuthHello => Message::AuthHello {
-                node_id: r.u32("node_id")?,
-                nonce: auth_bytes(&mut r, "nonce")?,
-            },
-            Kind::AuthChallenge => Message::AuthChallenge {
-                nonce: auth_bytes(&mut r, "nonce")?,
-                proof: auth_bytes(&mut r, "proof")?,
-            },
-            Kind::AuthProof => Message::AuthProof {
-                proof: auth_bytes(&mut r, "proof")?,
-            },
-            Kind::JoinRequest => {
-                let node_id = r.u32("node_id")?;
-                let Some(addr) = addr(&mut r, "addr")? else {
-                    return Err(r.malformed("a join without the new node's address"));
-                };
-                Message::JoinRequest { node_id, addr }
-            }
-            Kind::Joined => {
-                let len = r.u32("len")? as usize;
-                if len == 0 || len > CONTROL_MESSAGE_BYTES_MAX {
-                    return Err(r.malformed(format!(
-                        "a configuration of {len} bytes: must be 1..={CONTROL_MESSAGE_BYTES_MAX}"
-                    )));
-                }
-                Message::Joined {
-                    config: r.bytes(len, "config")?,
-                }
-            }
+        let message = match Plane::of(kind) {
+            Plane::Client => client::decode(kind, &mut r)?,
+            Plane::Peer => peer::decode(kind, &mut r)?,
+            Plane::Node => node::decode(kind, &mut r)?,
         };
         r.finish()?;
         Ok(message)
+    }
+}
+
+/// The planes of the protocol, each encoded and decoded in a file of its own.
+enum Plane {
+    /// Client and node (kinds 0x0_ and 0x1_).
+    Client,
+    /// Primary and member (0x2_ and 0x3_).
+    Peer,
+    /// Node and node: controllers, the secret's handshake, joins (0x4_).
+    Node,
+}
+
+impl Plane {
+    fn of(kind: Kind) -> Plane {
+        match kind.code() >> 4 {
+            0 | 1 => Plane::Client,
+            2 | 3 => Plane::Peer,
+            _ => Plane::Node,
+        }
     }
 }
 
@@ -723,16 +323,17 @@ fn auth_bytes<'a>(r: &mut Reader<'a>, field: &str) -> Result<&'a [u8; AUTH_BYTES
         .expect("bytes returns the length asked for"))
 }
 
-fn rebase_rules(base_lsn: u64, base_epoch: u64, epoch: u64) -> Result<(), String> {
+/// Why a `Rebase` breaks its rules, if it does.
+fn rebase_broken(base_lsn: u64, base_epoch: u64, epoch: u64) -> Option<String> {
     if base_lsn == 0 {
-        return Err("base_lsn is 0: a log starting at lsn 1 needs no rebase".into());
+        return Some("base_lsn is 0: a log starting at lsn 1 needs no rebase".into());
     }
     if base_epoch > epoch {
-        return Err(format!(
+        return Some(format!(
             "base_epoch {base_epoch} is newer than the primary's epoch {epoch}"
         ));
     }
-    Ok(())
+    None
 }
 
 /// A node address; length 0 stands for "not known".

@@ -24,7 +24,7 @@ use std::fmt;
 use super::WireError;
 use super::cursor::{Reader, Writer};
 use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX, PAYLOAD_BYTES_MAX};
-use crate::log::Record;
+use lockstep_core::Record;
 
 /// One record of a batch, borrowing its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -117,24 +117,29 @@ impl ChaosCluster {
         }
         let configs = (1..=nodes)
             .map(|i| {
-                let mut text = format!(
-                    "node_id = {i}\ndata_dir = \"node{i}\"\nlisten = \"{}\"\nshards = 1\n\
-                     profile = \"profile.toml\"\nsecret_file = \"secret\"\n",
-                    listen[i - 1]
-                );
-                for j in 1..=nodes {
-                    let addr = if i == j {
-                        listen[j - 1]
-                    } else {
-                        proxies[&(i, j)].addr()
-                    };
-                    text += &format!("[[nodes]]\nid = {j}\naddr = \"{addr}\"\n");
-                }
+                let mut toml = lockstep::kit::NodeToml {
+                    node: i,
+                    listen: listen[i - 1].to_string(),
+                    ..Default::default()
+                };
+                toml.keys = "profile = \"profile.toml\"\nsecret_file = \"secret\"\n".into();
+                // Every other node is dialled through the proxy of the pair.
+                toml.nodes = (1..=nodes)
+                    .map(|j| {
+                        let addr = if i == j {
+                            listen[j - 1]
+                        } else {
+                            proxies[&(i, j)].addr()
+                        };
+                        (j, addr.to_string())
+                    })
+                    .collect();
                 let retain = retain.map_or(String::new(), |n| format!("retain_segments = {n}\n"));
-                text += &format!(
+                toml.sections = format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\"\n\
                      ack_timeout_ms = 300\n{retain}{stream_toml}[control]\n"
                 );
+                let text = toml.text();
                 let path = dir.path().join(format!("node{i}.toml"));
                 std::fs::write(&path, text).expect("write config");
                 path

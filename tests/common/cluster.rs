@@ -2,18 +2,15 @@
 //! and nodes run in this process or as `lockstepd` processes.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use lockstep::kit::{self, NodeToml};
 use lockstep::server::config::Config;
 
-/// Free loopback ports (bound and released: another process could take one in between,
-/// which then fails the test loudly rather than silently).
+/// Free loopback ports (see `lockstep::kit`: another process could take one in
+/// between, which then fails the test loudly rather than silently).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    kit::free_ports(n).expect("free loopback ports")
 }
 
 pub struct ClusterSpec {
@@ -24,20 +21,20 @@ pub struct ClusterSpec {
 /// Node configuration files of a cluster whose node 1 is the primary of stream "s".
 pub fn write_configs(dir: &Path, spec: &ClusterSpec) -> Vec<(PathBuf, String)> {
     let ports = free_ports(spec.nodes * 2);
-    let mut nodes = String::new();
-    for (i, port) in ports.iter().take(spec.nodes).enumerate() {
-        nodes += &format!("[[nodes]]\nid = {}\naddr = \"127.0.0.1:{port}\"\n", i + 1);
-    }
+    let addrs: Vec<String> = ports[..spec.nodes]
+        .iter()
+        .copied()
+        .map(kit::loopback)
+        .collect();
     (0..spec.nodes)
         .map(|i| {
-            let text = format!(
-                "node_id = {}\ndata_dir = \"node{}\"\nlisten = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\nshards = 1\n{nodes}[[streams]]\nname = \"s\"\nprimary = 1\n{}\n",
-                i + 1,
-                i + 1,
-                ports[i],
-                ports[spec.nodes + i],
+            let mut toml = NodeToml::new(i + 1, &addrs);
+            toml.admin = Some(kit::loopback(ports[spec.nodes + i]));
+            toml.sections = format!(
+                "[[streams]]\nname = \"s\"\nprimary = 1\n{}\n",
                 spec.stream_toml
             );
+            let text = toml.text();
             let path = dir.join(format!("node{}.toml", i + 1));
             std::fs::write(&path, &text).unwrap();
             (path, format!("127.0.0.1:{}", ports[i]))

@@ -13,7 +13,6 @@
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -133,20 +132,16 @@ impl Layout {
         )
         .expect("write profile");
         let ports = free_ports(NODES);
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let mut nodes = String::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            nodes += &format!("[[nodes]]\nid = {}\naddr = \"{addr}\"\n", i + 1);
-        }
+        let addrs: Vec<String> = ports.iter().copied().map(lockstep::kit::loopback).collect();
         let configs = (1..=NODES)
             .map(|n| {
-                let text = format!(
-                    "node_id = {n}\ndata_dir = \"node{n}\"\nlisten = \"{}\"\nshards = 1\n\
-                     profile = \"profile.toml\"\n{nodes}[[streams]]\nname = \"{STREAM}\"\n\
-                     primary = 1\n{}\n",
-                    addrs[n - 1],
+                let mut toml = lockstep::kit::NodeToml::new(n, &addrs);
+                toml.keys = "profile = \"profile.toml\"\n".into();
+                toml.sections = format!(
+                    "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\n{}\n",
                     stream_toml(n)
                 );
+                let text = toml.text();
                 let path = dir.path().join(format!("node{n}.toml"));
                 std::fs::write(&path, text).expect("write config");
                 path
@@ -256,39 +251,10 @@ fn stop_bounded(servers: Vec<Server>) -> bool {
     spawned.is_ok() && rx.recv_timeout(STOP_IN_PROCESS_WITHIN).is_ok()
 }
 
-/// Free loopback ports (bound and released: another process could take one in between,
-/// which then fails the test loudly rather than silently).
+/// Free loopback ports (see `lockstep::kit`: another process could take one in
+/// between, which then fails the test loudly rather than silently).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    // Below the kernel's range for outgoing connections' source ports: a node killed
-    // and restarted must find its port free, and a client's connection made meanwhile
-    // could otherwise take it as its source port (the restart then fails to bind).
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let low = 10_000u16.min(ephemeral_start / 2);
-    let span = u64::from(ephemeral_start - low);
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()) << 32;
-    let mut held: Vec<TcpListener> = Vec::new();
-    for _ in 0..span {
-        if held.len() == n {
-            break;
-        }
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = low + ((x >> 33) % span) as u16;
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push(l);
-        }
-    }
-    assert_eq!(held.len(), n, "no {n} free ports below {ephemeral_start}");
-    held.iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    lockstep::kit::free_ports(n).expect("free loopback ports")
 }
 
 /// Starts `lockstepd` (the binary `bin`) as node `n` with `config`, its stderr

@@ -69,9 +69,28 @@ pub struct StreamMetrics {
     pub failure: Option<String>,
 }
 
+/// The range of the latency histograms: 1 µs to a minute, 3 significant digits.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
 impl StreamMetrics {
     pub fn new(stream: &str, role: &'static str, mode: &'static str) -> StreamMetrics {
-        let h = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        StreamMetrics::with_latency_max(stream, role, mode, LATENCY_US_MAX)
+    }
+
+    /// Metrics without latency histograms worth the name (each holds one value): for a
+    /// clock without microseconds, the simulator's, whose drivers start by the
+    /// thousand.
+    pub fn untimed(stream: &str, role: &'static str, mode: &'static str) -> StreamMetrics {
+        StreamMetrics::with_latency_max(stream, role, mode, 2)
+    }
+
+    fn with_latency_max(
+        stream: &str,
+        role: &'static str,
+        mode: &'static str,
+        max_us: u64,
+    ) -> StreamMetrics {
+        let h = || Histogram::new_with_bounds(1, max_us, 3).expect("histogram bounds");
         StreamMetrics {
             stream: stream.to_string(),
             role,

@@ -2,7 +2,8 @@
 
 use std::str::FromStr;
 
-pub use crate::wire::Mode;
+pub use crate::types::Mode;
+use crate::types::ParseNameError;
 
 /// What a stream does when too few sync-set members are available to commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -18,14 +19,16 @@ pub enum OnInsufficient {
 }
 
 impl FromStr for OnInsufficient {
-    type Err = String;
-    fn from_str(s: &str) -> Result<OnInsufficient, String> {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<OnInsufficient, ParseNameError> {
         match s {
             "block" => Ok(OnInsufficient::Block),
             "degrade" => Ok(OnInsufficient::Degrade),
-            other => Err(format!(
-                "unknown on_insufficient {other:?}: expected block or degrade"
-            )),
+            other => Err(ParseNameError {
+                what: "on_insufficient",
+                found: other.to_owned(),
+                expected: "block, degrade".into(),
+            }),
         }
     }
 }
@@ -66,25 +69,34 @@ impl StreamSettings {
     }
 
     /// Checks the settings against a sync set of `members`.
-    pub fn validate(&self, members: usize) -> Result<(), String> {
+    pub fn validate(&self, members: usize) -> Result<(), SettingsError> {
         if let Some(k) = self.sync_acks
             && (k == 0 || k > members)
         {
-            return Err(format!(
-                "sync_acks = {k} with {members} sync-set members: must be in 1..={members}"
-            ));
+            return Err(SettingsError::SyncAcks { k, members });
         }
         if self.min_sync > members {
-            return Err(format!(
-                "min_sync = {} exceeds the {members} sync-set members",
-                self.min_sync
-            ));
+            return Err(SettingsError::MinSync {
+                min_sync: self.min_sync,
+                members,
+            });
         }
         if self.ack_timeout_ticks == 0 || self.window_records == 0 {
-            return Err("ack_timeout and window must be positive".into());
+            return Err(SettingsError::NotPositive);
         }
         Ok(())
     }
+}
+
+/// Settings that cannot work with the stream's sync set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("sync_acks = {k} with {members} sync-set members: must be in 1..={members}")]
+    SyncAcks { k: usize, members: usize },
+    #[error("min_sync = {min_sync} exceeds the {members} sync-set members")]
+    MinSync { min_sync: usize, members: usize },
+    #[error("ack_timeout and window must be positive")]
+    NotPositive,
 }
 
 #[cfg(test)]

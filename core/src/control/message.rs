@@ -7,6 +7,7 @@
 use protobuf::Message as _;
 use serde::{Deserialize, Serialize};
 
+use crate::control::ControlError;
 use crate::replication::NodeId;
 
 /// What a node reports of one of its streams.
@@ -114,16 +115,15 @@ impl ControlMsg {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ControlMsg, String> {
+    pub fn decode(bytes: &[u8]) -> Result<ControlMsg, ControlError> {
+        let bad = |reason: &dyn std::fmt::Display| ControlError::decode("control message", reason);
         match bytes.split_first() {
             Some((&TAG_RAFT, rest)) => raft::eraftpb::Message::parse_from_bytes(rest)
                 .map(ControlMsg::Raft)
-                .map_err(|e| format!("bad raft message: {e}")),
-            Some((&TAG_JSON, rest)) => {
-                serde_json::from_slice(rest).map_err(|e| format!("bad control message: {e}"))
-            }
-            Some((tag, _)) => Err(format!("unknown control message tag {tag}")),
-            None => Err("empty control message".into()),
+                .map_err(|e| ControlError::decode("raft message", e)),
+            Some((&TAG_JSON, rest)) => serde_json::from_slice(rest).map_err(|e| bad(&e)),
+            Some((tag, _)) => Err(bad(&format!("unknown tag {tag}"))),
+            None => Err(bad(&"empty")),
         }
     }
 }
@@ -164,11 +164,22 @@ mod tests {
         for m in msgs {
             assert_eq!(ControlMsg::decode(&m.encode()).unwrap(), m);
         }
-        assert!(ControlMsg::decode(&[]).unwrap_err().contains("empty"));
-        assert!(ControlMsg::decode(&[9, 1]).unwrap_err().contains("tag 9"));
+        assert!(
+            ControlMsg::decode(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        assert!(
+            ControlMsg::decode(&[9, 1])
+                .unwrap_err()
+                .to_string()
+                .contains("tag 9")
+        );
         assert!(
             ControlMsg::decode(&[2, b'{'])
                 .unwrap_err()
+                .to_string()
                 .contains("bad control")
         );
     }

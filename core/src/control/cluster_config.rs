@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::error::{ControlError, Refusal};
 use crate::replication::{Mode, NodeId, OnInsufficient, StreamSettings};
 
 /// What the controller needs to know of a stream's settings to decide failovers and
@@ -187,8 +188,8 @@ impl Command {
         serde_json::to_vec(self).expect("commands always serialize")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Command, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("bad controller command: {e}"))
+    pub fn decode(bytes: &[u8]) -> Result<Command, ControlError> {
+        serde_json::from_slice(bytes).map_err(|e| ControlError::decode("controller command", e))
     }
 }
 
@@ -211,20 +212,20 @@ impl ClusterConfig {
         serde_json::to_vec(self).expect("configurations always serialize")
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ClusterConfig, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("bad cluster configuration: {e}"))
+    pub fn decode(bytes: &[u8]) -> Result<ClusterConfig, ControlError> {
+        serde_json::from_slice(bytes).map_err(|e| ControlError::decode("cluster configuration", e))
     }
 
     /// Applies a committed command at raft index `index`. A command whose precondition
     /// no longer holds is refused (the configuration is unchanged) with the reason.
-    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<(), String> {
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<(), Refusal> {
         assert!(index > self.version, "commands apply in raft order");
         let result = self.apply_inner(cmd);
         self.version = index;
         result
     }
 
-    fn apply_inner(&mut self, cmd: &Command) -> Result<(), String> {
+    fn apply_inner(&mut self, cmd: &Command) -> Result<(), Refusal> {
         match cmd {
             Command::Promote {
                 stream,
@@ -238,10 +239,11 @@ impl ClusterConfig {
             } => {
                 let roles = self.stream_mut(stream)?;
                 if roles.epoch != *from_epoch {
-                    return Err(format!(
-                        "stale promotion of {stream}: decided in epoch {from_epoch}, now {}",
-                        roles.epoch
-                    ));
+                    return Err(Refusal::StalePromotion {
+                        stream: stream.clone(),
+                        from_epoch: *from_epoch,
+                        now: roles.epoch,
+                    });
                 }
                 assert!(epoch > from_epoch, "a promotion moves to a newer epoch");
                 assert!(!sync_set.contains(primary));
@@ -266,15 +268,19 @@ impl ClusterConfig {
             } => {
                 let roles = self.current(stream, "removal from", *epoch, *version)?;
                 let Some(at) = roles.sync_set.iter().position(|m| m == member) else {
-                    return Err(format!("node {member} is not in the sync set of {stream}"));
+                    return Err(Refusal::NotInSyncSet {
+                        member: *member,
+                        stream: stream.clone(),
+                    });
                 };
                 let left = roles.sync_set.len() - 1;
                 if left < roles.policy.min_sync && !roles.policy.degrade {
-                    return Err(format!(
-                        "removing node {member} would leave {left} sync members of {stream}, \
-                         below min_sync {} (on_insufficient = block)",
-                        roles.policy.min_sync
-                    ));
+                    return Err(Refusal::BelowMinSync {
+                        member: *member,
+                        left,
+                        stream: stream.clone(),
+                        min_sync: roles.policy.min_sync,
+                    });
                 }
                 roles.sync_set.remove(at);
                 roles.learners.push(*member);
@@ -291,7 +297,10 @@ impl ClusterConfig {
             } => {
                 let roles = self.current(stream, "restore to", *epoch, *version)?;
                 let Some(at) = roles.learners.iter().position(|m| m == member) else {
-                    return Err(format!("node {member} is not a learner of {stream}"));
+                    return Err(Refusal::NotALearner {
+                        member: *member,
+                        stream: stream.clone(),
+                    });
                 };
                 roles.learners.remove(at);
                 roles.sync_set.push(*member);
@@ -305,9 +314,11 @@ impl ClusterConfig {
                     if known == addr {
                         return Ok(());
                     }
-                    return Err(format!(
-                        "node {node} is already a member at {known}, not {addr}"
-                    ));
+                    return Err(Refusal::AlreadyMember {
+                        node: *node,
+                        known: known.clone(),
+                        addr: addr.clone(),
+                    });
                 }
                 self.members.insert(*node, addr.clone());
                 for roles in self.streams.values_mut() {
@@ -325,24 +336,28 @@ impl ClusterConfig {
     fn current(
         &mut self,
         stream: &str,
-        what: &str,
+        what: &'static str,
         epoch: u64,
         version: u64,
-    ) -> Result<&mut StreamRoles, String> {
+    ) -> Result<&mut StreamRoles, Refusal> {
         let roles = self.stream_mut(stream)?;
         if roles.epoch != epoch || roles.version != version {
-            return Err(format!(
-                "{what} {stream} asked in epoch {epoch} version {version}, now {} version {}",
-                roles.epoch, roles.version
-            ));
+            return Err(Refusal::Stale {
+                what,
+                stream: stream.to_string(),
+                epoch,
+                version,
+                now_epoch: roles.epoch,
+                now_version: roles.version,
+            });
         }
         Ok(roles)
     }
 
-    fn stream_mut(&mut self, stream: &str) -> Result<&mut StreamRoles, String> {
+    fn stream_mut(&mut self, stream: &str) -> Result<&mut StreamRoles, Refusal> {
         self.streams
             .get_mut(stream)
-            .ok_or_else(|| format!("unknown stream {stream:?}"))
+            .ok_or_else(|| Refusal::UnknownStream(stream.to_string()))
     }
 }
 
@@ -388,7 +403,7 @@ mod tests {
         assert_eq!(c.streams["s"].learners, vec![3]);
         assert!(!c.streams["s"].degraded);
         assert_eq!(c.streams["s"].version, 1);
-        let err = c.apply(2, &remove(3, 1, 2)).unwrap_err();
+        let err = c.apply(2, &remove(3, 1, 2)).unwrap_err().to_string();
         assert!(err.contains("below min_sync"), "{err}");
         assert_eq!(c.streams["s"].sync_set, vec![2]);
         assert_eq!(c.version, 2);
@@ -423,12 +438,14 @@ mod tests {
         assert!(
             c.apply(1, &remove(2, 0, 3))
                 .unwrap_err()
+                .to_string()
                 .contains("epoch 2")
         );
         // A request overtaken by another change of the roles is refused too.
         assert!(
             c.apply(2, &remove(3, 7, 3))
                 .unwrap_err()
+                .to_string()
                 .contains("version 7")
         );
         let promote = Command::Promote {
@@ -441,7 +458,12 @@ mod tests {
             learners: vec![1],
             floor: (3, 10),
         };
-        assert!(c.apply(3, &promote).unwrap_err().contains("stale"));
+        assert!(
+            c.apply(3, &promote)
+                .unwrap_err()
+                .to_string()
+                .contains("stale")
+        );
         assert_eq!(c.streams, before);
         let promote = Command::Promote {
             stream: "s".into(),
@@ -457,7 +479,12 @@ mod tests {
         assert_eq!(c.streams["s"].epoch, 4);
         assert_eq!(c.streams["s"].primary, 2);
         // A second decision for the same old epoch (another leader's) is refused.
-        assert!(c.apply(5, &promote).unwrap_err().contains("stale"));
+        assert!(
+            c.apply(5, &promote)
+                .unwrap_err()
+                .to_string()
+                .contains("stale")
+        );
     }
 
     #[test]
@@ -469,6 +496,7 @@ mod tests {
         assert!(
             Command::decode(b"{")
                 .unwrap_err()
+                .to_string()
                 .contains("bad controller command")
         );
     }

@@ -8,11 +8,13 @@
 
 pub mod cluster_config;
 pub mod controller;
+mod error;
 pub mod fence;
 pub mod message;
 pub mod storage;
 
 pub use cluster_config::{ClusterConfig, Command, Policy, StreamRoles};
 pub use controller::{Controller, ControllerSettings, Output};
+pub use error::{ControlError, Refusal};
 pub use message::{ControlMsg, NodeStatus, Request, StreamStatus};
 pub use storage::ControlLog;

@@ -15,6 +15,13 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
+use crate::control::ControlError;
+
+/// A persisted state that cannot be read back.
+fn bad_file(reason: &str) -> ControlError {
+    ControlError::decode("controller state file", reason)
+}
+
 const MAGIC: &[u8] = b"LSCTL1\n";
 
 /// The controller's raft storage. See the module docs.
@@ -165,32 +172,32 @@ impl ControlLog {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ControlLog, String> {
+    pub fn decode(bytes: &[u8]) -> Result<ControlLog, ControlError> {
         if bytes.len() < MAGIC.len() + 4 || !bytes.starts_with(MAGIC) {
-            return Err("not a controller state file (bad magic)".into());
+            return Err(bad_file("bad magic"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
         if crc32c::crc32c(body) != crc {
-            return Err("controller state file fails its checksum".into());
+            return Err(bad_file("fails its checksum"));
         }
         let mut rest = &body[MAGIC.len()..];
         let mut blobs = Vec::new();
         while !rest.is_empty() {
             if rest.len() < 4 {
-                return Err("controller state file ends inside a length".into());
+                return Err(bad_file("ends inside a length"));
             }
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
             if rest.len() < 4 + len {
-                return Err("controller state file ends inside a record".into());
+                return Err(bad_file("ends inside a record"));
             }
             blobs.push(&rest[4..4 + len]);
             rest = &rest[4 + len..];
         }
         if blobs.len() < 3 {
-            return Err("controller state file is missing its state".into());
+            return Err(bad_file("its state is missing"));
         }
-        let bad = |what: &str, e: protobuf::ProtobufError| format!("controller {what}: {e}");
+        let bad = |what: &'static str, e: protobuf::ProtobufError| ControlError::decode(what, e);
         let mut log = ControlLog {
             hard_state: HardState::parse_from_bytes(blobs[0]).map_err(|e| bad("hard state", e))?,
             conf_state: ConfState::parse_from_bytes(blobs[1]).map_err(|e| bad("conf state", e))?,
@@ -200,10 +207,8 @@ impl ControlLog {
         for b in &blobs[3..] {
             let e = Entry::parse_from_bytes(b).map_err(|e| bad("entry", e))?;
             if e.get_index() != log.last() + 1 {
-                return Err(format!(
-                    "controller entries are not contiguous at {}",
-                    e.get_index()
-                ));
+                let at = e.get_index();
+                return Err(bad_file(&format!("its entries are not contiguous at {at}")));
             }
             log.entries.push(e);
         }
@@ -324,7 +329,17 @@ mod tests {
         assert_eq!(back.conf_state.get_voters(), &[1, 2, 3]);
         let mut bad = bytes.clone();
         bad[20] ^= 1;
-        assert!(ControlLog::decode(&bad).unwrap_err().contains("checksum"));
-        assert!(ControlLog::decode(b"junk").unwrap_err().contains("magic"));
+        assert!(
+            ControlLog::decode(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("checksum")
+        );
+        assert!(
+            ControlLog::decode(b"junk")
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
     }
 }

@@ -13,4 +13,4 @@ pub mod shared_prefix;
 
 pub use primary::{Action, Event, MemberSpec, NodeId, Outcome, Primary, RequestId};
 pub use secondary::{Secondary, Verdict};
-pub use settings::{Mode, OnInsufficient, StreamSettings};
+pub use settings::{Mode, OnInsufficient, SettingsError, StreamSettings};
