@@ -187,6 +187,9 @@ struct RawFront {
     connect_timeout_ms: Option<u64>,
     retry_ms: Option<u64>,
     event_bytes_max: Option<usize>,
+    /// node id → its database server's host:port (database failover).
+    members: Option<std::collections::BTreeMap<String, String>>,
+    failover_timeout_ms: Option<u64>,
 }
 
 /// A node of the cluster.
@@ -307,6 +310,42 @@ fn front_settings(
             "event_bytes_max = {event_bytes_max}: must be between 1 MiB and 1 GiB"
         ));
     }
+    let db = match f.members {
+        None => {
+            if f.failover_timeout_ms.is_some() {
+                return Err("failover_timeout_ms without members: nothing to fail over to".into());
+            }
+            None
+        }
+        Some(raw) => {
+            let mut members = std::collections::BTreeMap::new();
+            for (id, addr) in raw {
+                let id: NodeId = id
+                    .parse()
+                    .map_err(|_| format!("members: {id:?} is not a node id"))?;
+                if addr.is_empty() || addr.len() > front::record::TEXT_BYTES_MAX {
+                    return Err(format!("members: node {id}: {addr:?} is not a host:port"));
+                }
+                members.insert(id, addr);
+            }
+            if !members.values().any(|a| *a == f.primary) {
+                return Err(format!(
+                    "primary = {:?} is not one of the members' database servers",
+                    f.primary
+                ));
+            }
+            Some(front::DbMembers {
+                node,
+                members,
+                failover_timeout: ms(
+                    f.failover_timeout_ms,
+                    front::DB_FAILOVER_TIMEOUT_DEFAULT,
+                    "failover_timeout_ms",
+                )?,
+                source: None,
+            })
+        }
+    };
     Ok(front::FrontSettings {
         upstream: f.primary,
         user: f.user,
@@ -320,6 +359,7 @@ fn front_settings(
         )?,
         retry: ms(f.retry_ms, front::RETRY_DEFAULT, "retry_ms")?,
         event_bytes_max,
+        db,
     })
 }
 
@@ -546,7 +586,7 @@ impl Config {
             if epoch == 0 {
                 return Err(format!("{at}: epoch must be at least 1"));
             }
-            let front = match s.front {
+            let mut front = match s.front {
                 Some(f) => Some(
                     front_settings(f, &settings, raw.node_id, base)
                         .map_err(|e| format!("{at}: front: {e}"))?,
@@ -560,6 +600,20 @@ impl Config {
                 ),
                 None => None,
             };
+            // The database server beside this node replicates from its binlog server.
+            if let (Some(db), Some(b)) = (
+                front.as_mut().and_then(|f| f.db.as_mut()),
+                binlog_server.as_ref(),
+            ) {
+                let at = local_client_addr(b.listen);
+                let (host, port) = at.rsplit_once(':').unwrap_or((&at, "0"));
+                db.source = Some(crate::front::db_role::Source {
+                    host: host.to_owned(),
+                    port: port.parse().unwrap_or(b.listen.port()),
+                    user: b.user.clone(),
+                    password: String::from_utf8_lossy(&b.password).into_owned(),
+                });
+            }
             streams.push(StreamConfig {
                 name: s.name,
                 primary: s.primary,
@@ -668,6 +722,7 @@ impl Config {
                         },
                         version: 0,
                         floor: (0, 0),
+                        db: s.front.as_ref().and_then(|f| f.genesis_roles()),
                     };
                     (s.name.clone(), roles)
                 })
