@@ -99,7 +99,7 @@ impl Cluster {
             .collect();
         let front = format!(
             "front = {{ kind = \"mariadb\", primary = \"{}\", user = \"{}\", password_file = \
-             \"{}\", heartbeat_ms = 200, failover_timeout_ms = 400, members = {{ {} }} }}\n",
+             \"{}\", heartbeat_ms = 200, db_failover_timeout_ms = 400, members = {{ {} }} }}\n",
             dbs[0].addr(),
             mariadb::FRONT_USER,
             front_pw.display(),

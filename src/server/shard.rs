@@ -23,7 +23,7 @@ use crate::replication::NodeId;
 use crate::server::Shared;
 use crate::server::control_loop::ToControl;
 use crate::server::epoch_file;
-use crate::stream::{Handled, Output, RolesApplied, StreamDriver, Time};
+use crate::stream::{Handled, Note, Output, RolesApplied, StreamDriver, Time};
 use crate::transport::tcp::{Conn, TcpLinks};
 use crate::transport::{LinkId, Links};
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
@@ -183,9 +183,10 @@ impl Shard {
     pub fn run(mut self) {
         for s in &mut self.streams {
             if let Err(e) = s.log_mut().register_buffers(&mut self.ring) {
-                eprintln!(
-                    "lockstep: shard {}: registered buffers unavailable: {e}",
-                    self.index
+                tracing::warn!(
+                    shard = self.index,
+                    stream = s.name(),
+                    "registered buffers unavailable: {e}"
                 );
             }
         }
@@ -210,7 +211,7 @@ impl Shard {
             self.flush_links();
             let wait = if stalled { Duration::ZERO } else { TICK };
             if let Err(e) = self.ring.submit_and_wait_timeout(1, wait) {
-                eprintln!("lockstep: shard {}: io_uring wait failed: {e}", self.index);
+                tracing::error!(shard = self.index, "io_uring wait failed: {e}");
                 std::thread::sleep(TICK);
             }
             self.reap(Instant::now());
@@ -277,7 +278,10 @@ impl Shard {
             let name = self.streams[i].name().to_string();
             for o in outputs {
                 match o {
-                    Output::Note(n) => eprintln!("lockstep: stream {name}: {n}"),
+                    Output::Note(n @ Note::Failed { .. }) => {
+                        tracing::error!(shard = self.index, stream = %name, "{n}");
+                    }
+                    Output::Note(n) => tracing::info!(shard = self.index, stream = %name, "{n}"),
                     Output::StoreEpoch(epoch) => {
                         let dir = self.streams[i].log().dir().to_path_buf();
                         let reply = self.to_self.clone();
@@ -595,10 +599,7 @@ impl Shard {
             let info = self.info[link].take().expect("link info");
             // A peer closing its end is routine (a client leaving, a node stopping).
             if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
-                eprintln!(
-                    "lockstep: shard {}: link to {peer} closed: {why}",
-                    self.index
-                );
+                tracing::info!(shard = self.index, peer = %peer, "link closed: {why}");
             }
             self.streams[info.stream].on_link_closed(link);
         }
@@ -649,7 +650,7 @@ fn conn(sock: TcpStream, decoder: FrameDecoder) -> Option<Conn> {
     match Conn::with_decoder(sock, decoder) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("lockstep: cannot set up a connection: {e}");
+            tracing::warn!("cannot set up a connection: {e}");
             None
         }
     }

@@ -323,15 +323,21 @@ impl ChaosCluster {
         std::fs::read_to_string(&self.procs[n - 1].stderr).unwrap_or_default()
     }
 
-    /// (epoch, node, from lsn) of every promotion the nodes announced on stderr.
+    /// (epoch, node, from lsn) of every promotion the nodes announced on stderr: a
+    /// shard's log line `... lockstep::server::shard: primary of epoch E from lsn L
+    /// shard=.. stream=STREAM`.
     pub fn promotions(&self) -> Vec<(u64, usize, u64)> {
-        let marker = format!("lockstep: stream {STREAM}: primary of epoch ");
+        let marker = "lockstep::server::shard: primary of epoch ";
+        let field = format!("stream={STREAM}");
         let mut out = Vec::new();
         for n in 1..=self.nodes {
             for line in self.stderr(n).lines() {
-                let Some(rest) = line.strip_prefix(&marker) else {
+                let Some((_, rest)) = line.split_once(marker) else {
                     continue;
                 };
+                if !rest.split_whitespace().any(|w| w == field) {
+                    continue;
+                }
                 let mut words = rest.split_whitespace();
                 let epoch = words.next().and_then(|w| w.parse().ok());
                 let lsn = words.nth(2).and_then(|w| w.parse().ok());
