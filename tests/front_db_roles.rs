@@ -126,8 +126,10 @@ fn a_replica_is_promoted_at_the_streams_position_and_a_former_primary_rejoins_wi
         "the new primary's binlog ends where the stream does"
     );
     let mut c = front::connect(&replica);
-    // It takes writes, and each waits for a semi-sync ACK (the front's, once it
-    // follows the new primary).
+    // Read-only until its semi-sync state is ON; then it takes writes, and each waits
+    // for a semi-sync ACK (the front's, once it follows the new primary).
+    assert_eq!(front::global_var(&mut c, "read_only"), "1");
+    db_role::open_writes(&replica_login, Duration::from_secs(5)).expect("open writes");
     assert_eq!(front::global_var(&mut c, "read_only"), "0");
     assert_eq!(
         front::global_var(&mut c, "rpl_semi_sync_master_enabled"),

@@ -11,11 +11,16 @@
 //! - [`failover`] (run by the front on the stream's lockstep primary, after the
 //!   database primary failed for `failover_timeout`): the stream's position; the first
 //!   replica on a lockstep sync member (then any other) that applied it within the
-//!   timeout; the entry; the promotion. The former primary is fenced if it answers.
+//!   timeout; the entry. The former primary is fenced if it answers.
 //! - [`switchover`] (asked on any node): the primary is fenced (`read_only`), so its
 //!   position stops moving; once the stream holds that position and the target applied
-//!   it, the entry, then the promotion. Undone (the primary takes writes again) if any
-//!   step before the entry fails.
+//!   it, the entry. Undone (the primary takes writes again) if any step before the
+//!   entry fails.
+//!
+//! The front then promotes the new primary as it connects to it (`session`): from the
+//! stream's position as it stands once the session on the former primary ended, and
+//! it lets the new primary take writes only once its semi-sync state is ON, so that
+//! no commit on it returns OK without the front's ACK.
 //!
 //! A former primary is made a replica again by its node's rejoin agent.
 
@@ -269,8 +274,8 @@ pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverErr
             source,
         })
     })?;
-    let committed = ctx.commit(epoch, view.db.term, to).map_err(undo)?;
-    db_role::promote(&target, &position, ctx.timeout(), committed.db.term)
-        .map_err(|source| FailoverError::Target { to, addr, source })?;
+    ctx.commit(epoch, view.db.term, to).map_err(undo)?;
+    // The front promotes the target as it connects (see `session`), from the stream's
+    // position once the session on the fenced primary ended.
     Ok(fenced.elapsed())
 }

@@ -4,8 +4,8 @@
 //! - [`promote`]: a replica becomes the primary. It first applies everything the
 //!   stream committed (`MASTER_GTID_WAIT` on the stream's position), so its binlog
 //!   ends exactly where the stream does and the front resumes from there; then its
-//!   replication stops and is forgotten, it takes writes, and it waits for semi-sync
-//!   ACKs as the front demands.
+//!   replication stops and is forgotten and it waits for semi-sync ACKs as the front
+//!   demands; [`open_writes`] lets it take writes once its semi-sync state is ON.
 //! - [`rejoin`]: a server (a former primary, a new or lagging replica) replicates from
 //!   a lockstep binlog server. A server whose binlog holds transactions the stream
 //!   never committed (a former primary's unacknowledged tail) is refused: it must first
@@ -79,8 +79,15 @@ fn within(a: &GtidState, b: &GtidState) -> bool {
 /// its binlog already reaches it (a former primary, or a replica that logs what it
 /// applies), or its replication applies it (`MASTER_GTID_WAIT`).
 pub fn caught_up(login: &Login, stream: &GtidState, wait: Duration) -> Result<(), RoleError> {
-    let mut c = MyConn::connect(login)?;
+    let mut c = MyConn::connect(&waiting(login, wait))?;
     wait_for(&mut c, stream, wait)
+}
+
+/// `login` with room on its connection for a `MASTER_GTID_WAIT` of `wait`.
+fn waiting(login: &Login, wait: Duration) -> Login {
+    let mut l = login.clone();
+    l.io_timeout = l.io_timeout.map(|t| t.max(wait + Duration::from_secs(5)));
+    l
 }
 
 fn wait_for(c: &mut MyConn, stream: &GtidState, wait: Duration) -> Result<(), RoleError> {
@@ -129,16 +136,19 @@ pub fn primary_server_id(term: u64) -> u32 {
     PRIMARY_SERVER_ID_BASE.saturating_add(u32::try_from(term).unwrap_or(u32::MAX))
 }
 
-/// Makes the server at `login` the database primary of `term` once it holds the
-/// stream up to `stream` (waiting at most `wait`, see [`caught_up`]). Returns its
-/// binlog position afterwards.
+/// Readies the server at `login` to be the database primary of `term` once it holds
+/// the stream up to `stream` (waiting at most `wait`, see [`caught_up`]): its
+/// replication stops and is forgotten, it writes with the term's server id, and it
+/// waits for semi-sync ACKs as the front demands. It stays read-only: the front lets
+/// it take writes ([`open_writes`]) once its ACKs are in place. Returns its binlog
+/// position.
 pub fn promote(
     login: &Login,
     stream: &GtidState,
     wait: Duration,
     term: u64,
 ) -> Result<GtidState, RoleError> {
-    let mut c = MyConn::connect(login)?;
+    let mut c = MyConn::connect(&waiting(login, wait))?;
     let addr = c.addr().to_owned();
     wait_for(&mut c, stream, wait)?;
     for sql in [
@@ -150,7 +160,6 @@ pub fn promote(
         "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON".to_string(),
         format!("SET GLOBAL rpl_semi_sync_master_timeout = {SEMI_SYNC_TIMEOUT_MAX_MS}"),
         "SET GLOBAL rpl_semi_sync_master_enabled = ON".to_string(),
-        "SET GLOBAL read_only = OFF".to_string(),
     ] {
         c.run(&sql)?;
     }
@@ -165,6 +174,34 @@ pub fn promote(
         });
     }
     Ok(binlog)
+}
+
+/// Lets the primary at `login` take writes, once its semi-sync state is ON (a commit
+/// then waits for the front's ACK); waits at most `wait` for it.
+pub fn open_writes(login: &Login, wait: Duration) -> Result<(), RoleError> {
+    let mut c = MyConn::connect(login)?;
+    let started = std::time::Instant::now();
+    loop {
+        let on = c
+            .query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")?
+            .first(1)
+            .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
+        if on {
+            break;
+        }
+        if started.elapsed() >= wait {
+            return Err(RoleError::Unexpected {
+                addr: c.addr().to_owned(),
+                what: format!(
+                    "Rpl_semi_sync_master_status stays OFF for {wait:?}: it would commit \
+                     without the front's ACK, so it stays read-only"
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.run("SET GLOBAL read_only = OFF")?;
+    Ok(())
 }
 
 /// Stops the server at `login` from taking writes (`read_only`), if it answers.

@@ -333,6 +333,8 @@ impl Runner {
         let mut serving = false;
         // Since when the database primary of `down.1` has failed every session.
         let mut down: Option<(Instant, u64)> = None;
+        // The term whose primary this front let take writes.
+        let opened_term = AtomicU64::new(NO_TERM);
         while !self.stop.load(Ordering::Relaxed) {
             let Some(target) = self.target() else {
                 std::thread::sleep(ROLE_POLL);
@@ -352,12 +354,18 @@ impl Runner {
                 metrics: &self.metrics,
                 stop: &self.stop,
                 sockets: &self.sockets,
+                promote_term: target
+                    .role
+                    .map(|(term, _)| term)
+                    .filter(|t| *t != opened_term.load(Ordering::SeqCst)),
+                opened_term: &opened_term,
             };
             let started = Instant::now();
             let sessions = self.metrics.sessions.load(Ordering::Relaxed);
             let outcome = session::run(&cfg);
             self.serving_term.store(NO_TERM, Ordering::SeqCst);
             let streamed = self.metrics.sessions.load(Ordering::Relaxed) != sessions;
+
             if started.elapsed() > RETRY_MAX {
                 // A session that ran for a while is not part of a run of failures.
                 retry = self.settings.retry;
@@ -410,11 +418,6 @@ impl Runner {
                             _ => Instant::now(),
                         };
                         down = Some((since, term));
-                        if matches!(e, session::SessionError::ReadOnly { .. })
-                            && self.reclaim(&target.settings, term)
-                        {
-                            continue;
-                        }
                         if since.elapsed() >= db.failover_timeout {
                             self.fail_over(&target.settings.upstream, term);
                             down = None;
@@ -427,42 +430,6 @@ impl Runner {
                     std::thread::sleep(retry);
                     retry = (retry * 2).min(RETRY_MAX);
                 }
-            }
-        }
-    }
-
-    /// The committed database primary answered read-only (it restarted, as every
-    /// database member does, read-only): it becomes the primary again if it holds
-    /// everything the stream committed.
-    fn reclaim(&self, target: &FrontSettings, term: u64) -> bool {
-        let Ok(Some((_, position))) =
-            session::stream_position(&[&self.node], &self.stream, self.append_timeout, &self.stop)
-        else {
-            return false;
-        };
-        match db_role::promote(
-            &target.login(&target.upstream),
-            &position,
-            Duration::ZERO,
-            term,
-        ) {
-            Ok(_) => {
-                tracing::info!(
-                    "front of stream {}: the database primary {} holds the stream's \
-                     position {position}; it takes writes again",
-                    self.stream,
-                    target.upstream
-                );
-                true
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "front of stream {}: the database primary {} cannot take writes \
-                     again: {e}",
-                    self.stream,
-                    target.upstream
-                );
-                false
             }
         }
     }

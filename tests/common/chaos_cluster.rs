@@ -73,17 +73,17 @@ impl ChaosCluster {
         segment_bytes: u64,
         retain: Option<usize>,
     ) -> ChaosCluster {
-        ChaosCluster::start_with(lockstepd, nodes, segment_bytes, retain, "")
+        ChaosCluster::start_with(lockstepd, nodes, segment_bytes, retain, &|_| String::new())
     }
 
-    /// As [`ChaosCluster::start`], with `stream_toml` (more keys of the stream's
-    /// table) in every node's configuration.
+    /// As [`ChaosCluster::start`], with `stream_toml(n)` (more keys of the stream's
+    /// table) in node n's configuration.
     pub fn start_with(
         lockstepd: PathBuf,
         nodes: usize,
         segment_bytes: u64,
         retain: Option<usize>,
-        stream_toml: &str,
+        stream_toml: &dyn Fn(usize) -> String,
     ) -> ChaosCluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let secret = dir.path().join("secret");
@@ -137,7 +137,8 @@ impl ChaosCluster {
                 let retain = retain.map_or(String::new(), |n| format!("retain_segments = {n}\n"));
                 toml.sections = format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\"\n\
-                     ack_timeout_ms = 300\n{retain}{stream_toml}[control]\n"
+                     ack_timeout_ms = 300\n{retain}{}[control]\n",
+                    stream_toml(i)
                 );
                 let text = toml.text();
                 let path = dir.path().join(format!("node{i}.toml"));

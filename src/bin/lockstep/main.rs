@@ -24,6 +24,7 @@
 
 mod append;
 mod binlog;
+mod db_primary;
 mod demo;
 mod http;
 mod log;
@@ -46,6 +47,7 @@ use serde_json::json;
 
 use append::AppendArgs;
 use binlog::BinlogCommand;
+use db_primary::DbPrimaryArgs;
 use demo::DemoArgs;
 use log::LogCommand;
 use members::ClusterCommand;
@@ -182,6 +184,9 @@ enum Command {
     /// not in the sync set) or not done within --timeout-ms. Needs the [control]
     /// section, and the admin token (--token-file or --secret-file).
     Switchover(SwitchoverArgs),
+    /// Print the address of a stream's database primary (the MariaDB server clients
+    /// write to); with --wait, once it takes writes
+    DbPrimary(DbPrimaryArgs),
     /// Run a 3-node cluster in this process, measure each commit mode against this
     /// machine's floor, and check that the nodes' logs agree
     ///
@@ -360,6 +365,7 @@ fn main() -> ExitCode {
         Command::Status(a) => ("status", status::status(&g, &a)),
         Command::Demo(a) => ("demo", demo::run(a)),
         Command::Switchover(a) => ("switchover", switchover::switchover(&g, &a)),
+        Command::DbPrimary(a) => ("db-primary", db_primary::db_primary(&g, &a)),
         Command::Members => ("members", members::members(&g, false)),
         Command::Cluster(ClusterCommand::Health) => ("cluster health", members::members(&g, true)),
         Command::Binlog(BinlogCommand::Export(a)) => ("binlog export", binlog::export(&g, &a)),

@@ -210,6 +210,7 @@ pub(super) fn members(g: &Global, verdict: bool) -> Result<(), CommandError> {
             "sync_set": roles["sync_set"],
             "learners": roles["learners"],
             "degraded": roles["degraded"].as_bool().unwrap_or(false),
+            "db": roles["db"],
             "nodes": nodes,
         }));
     }
@@ -281,6 +282,15 @@ pub(super) fn members(g: &Global, verdict: bool) -> Result<(), CommandError> {
                     ""
                 }
             )?;
+            if let Some(p) = s["db"]["primary"].as_u64() {
+                writeln!(
+                    out,
+                    "  database primary: node {p}'s {} (term {}); members {}",
+                    s["db"]["members"][p.to_string()].as_str().unwrap_or("?"),
+                    s["db"]["term"],
+                    s["db"]["members"]
+                )?;
+            }
             let mut table = vec![
                 [
                     "node", "addr", "state", "role", "epoch", "durable", "commit", "lag",

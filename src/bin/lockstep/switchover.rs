@@ -14,9 +14,14 @@ pub(super) struct SwitchoverArgs {
     /// The stream whose primary role moves
     #[arg(long, value_name = "NAME")]
     stream: String,
-    /// The node to become primary (a member of the stream's sync set)
+    /// The node to become primary (a member of the stream's sync set); with `--db`,
+    /// the node whose database server becomes the database primary
     #[arg(long, value_name = "NODE")]
     to: u32,
+    /// Move the database primary of the stream's front instead: fence it, wait until
+    /// the stream and the target hold all it committed, promote the target
+    #[arg(long)]
+    db: bool,
 }
 
 /// `lockstep switchover`.
@@ -26,10 +31,11 @@ pub(super) fn switchover(g: &Global, a: &SwitchoverArgs) -> Result<(), CommandEr
         .timeout_ms
         .map_or(Duration::from_secs(10), Duration::from_millis);
     let path = format!(
-        "/v1/switchover?stream={}&to={}&timeout_ms={}",
+        "/v1/switchover?stream={}&to={}&timeout_ms={}{}",
         a.stream,
         a.to,
-        wait.as_millis()
+        wait.as_millis(),
+        if a.db { "&db=1" } else { "" }
     );
     let mut errors = Vec::new();
     for addr in g.nodes()? {
@@ -46,6 +52,15 @@ pub(super) fn switchover(g: &Global, a: &SwitchoverArgs) -> Result<(), CommandEr
                 let mut out = io::stdout().lock();
                 if g.json {
                     writeln!(out, "{v}")?;
+                } else if a.db {
+                    writeln!(
+                        out,
+                        "stream {}: node {}'s database server is the database primary; writes \
+                         were refused for {:.1} ms",
+                        a.stream,
+                        a.to,
+                        v["fenced_ms"].as_f64().unwrap_or(0.0)
+                    )?;
                 } else {
                     writeln!(
                         out,
