@@ -369,7 +369,9 @@ impl Procs {
         Procs::start_layout(Layout::new_per_node(stream_toml))
     }
 
-    fn start_layout(layout: Layout) -> Procs {
+    /// Starts the three nodes of `layout` (written by [`Layout::new`] and perhaps
+    /// changed since) and waits until each answers a client.
+    pub fn start_layout(layout: Layout) -> Procs {
         let nodes = (1..=NODES)
             .map(|n| Node {
                 child: None,
