@@ -119,7 +119,7 @@ fn a_replica_is_promoted_at_the_streams_position_and_a_former_primary_rejoins_wi
     let stream = stream_position(&procs, 1);
 
     // The replica applies everything the stream committed and becomes the primary.
-    let binlog = db_role::promote(&replica_login, &stream, Duration::from_secs(30))
+    let binlog = db_role::promote(&replica_login, &stream, Duration::from_secs(30), 1)
         .expect("promote the replica");
     assert_eq!(
         binlog, stream,

@@ -32,14 +32,12 @@ const GROWTH_MAX_KIB: u64 = 96 << 10;
 
 /// A cluster with a controller whose nodes prove they know `SECRET`.
 fn start() -> Procs {
-    let layout = Layout::new("mode = \"strong\"\n[control]\n");
+    let layout = Layout::new_with(&|_| "secret_file = \"secret\"\n".into(), &|_| {
+        "mode = \"strong\"\n[control]\n".into()
+    });
     let secret = layout.dir.path().join("secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    for config in &layout.configs {
-        let text = std::fs::read_to_string(config).unwrap();
-        std::fs::write(config, format!("secret_file = \"secret\"\n{text}")).unwrap();
-    }
     Procs::start_layout(layout)
 }
 

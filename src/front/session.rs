@@ -93,6 +93,27 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the database primary {addr} is read-only: it restarted (as every database member \
+         does, read-only) or was fenced"
+    )]
+    ReadOnly { addr: String },
+}
+
+impl SessionError {
+    /// Whether the session failed on the database's side (unreachable, lost, refused
+    /// as a primary), as opposed to lockstep's: only those count towards a database
+    /// failover.
+    pub fn is_database_side(&self) -> bool {
+        !matches!(
+            self,
+            SessionError::Lockstep(_)
+                | SessionError::TailNotCommitted { .. }
+                | SessionError::Record { .. }
+                | SessionError::NoPosition
+                | SessionError::NotCommitted { .. }
+        )
+    }
 }
 
 impl From<MyError> for SessionError {
@@ -152,6 +173,13 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
         packet_bytes_max: front.event_bytes_max,
     };
     let mut conn = MyConn::connect(&login)?;
+    if front.db.is_some()
+        && conn.query("SELECT @@global.read_only")?.first(0).as_deref() != Some("0")
+    {
+        return Err(SessionError::ReadOnly {
+            addr: front.upstream.clone(),
+        });
+    }
     let upstream = check(&mut conn, front.server_id)?;
     for w in &upstream.warnings {
         tracing::warn!("front of stream {}: {}: {w}", cfg.stream, front.upstream);
@@ -247,9 +275,57 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
     result
 }
 
+/// Where the stream stands: the position of its last committed front record, read
+/// from the first of `nodes` that is the stream's primary (`None` if none is, or the
+/// stream holds no front record yet, in the second place of the pair).
+pub fn stream_position(
+    nodes: &[&str],
+    stream: &str,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<Option<(u64, GtidState)>, SessionError> {
+    let options = ClientOptions {
+        timeout,
+        reply_grace: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        outstanding_max: 16,
+        redirects_max: 0,
+    };
+    let mut last_error = None;
+    for node in nodes {
+        let mut c = match Client::connect(&[node], stream, options.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let Some(commit) = wait_commit(&mut c, timeout, stop)? else {
+            continue;
+        };
+        let epoch = c.status()?["epoch"].as_u64().unwrap_or(0);
+        let position = last_front_record(&mut c, commit)?
+            .map(|r| r.position)
+            .unwrap_or_default();
+        return Ok(Some((epoch, position)));
+    }
+    match last_error {
+        Some(e) if nodes.len() == 1 => Err(e.into()),
+        _ => Ok(None),
+    }
+}
+
 /// Waits until the stream's commit point reaches its log end as first seen. Returns
 /// the commit point, or `None` if the node is not the primary.
 fn wait_for_tail(local: &mut Client, cfg: &SessionConfig<'_>) -> Result<Option<u64>, SessionError> {
+    wait_commit(local, cfg.append_timeout, cfg.stop)
+}
+
+fn wait_commit(
+    local: &mut Client,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<Option<u64>, SessionError> {
     let started = Instant::now();
     let mut last = None;
     loop {
@@ -262,7 +338,7 @@ fn wait_for_tail(local: &mut Client, cfg: &SessionConfig<'_>) -> Result<Option<u
         if commit >= end {
             return Ok(Some(commit));
         }
-        if started.elapsed() >= cfg.append_timeout || cfg.stop.load(Ordering::Relaxed) {
+        if started.elapsed() >= timeout || stop.load(Ordering::Relaxed) {
             return Err(SessionError::TailNotCommitted {
                 commit,
                 last: end,

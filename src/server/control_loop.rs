@@ -549,6 +549,7 @@ impl ControlLoop {
             return;
         }
         self.applied_version = Some(config.version);
+        self.shared.coordinator.publish(config);
         for (name, roles) in &config.streams {
             let before = self.applied_roles.get(name);
             let changed = before.is_none_or(|b| {

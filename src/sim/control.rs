@@ -48,6 +48,7 @@ impl Sim {
             policy: Policy::of(settings, 5000),
             version: 0,
             floor: (0, 0),
+            db: None,
         };
         ClusterConfig::genesis(
             (0..n).map(|id| (id, format!("n{id}"))).collect(),

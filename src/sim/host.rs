@@ -566,6 +566,7 @@ fn roles_of(c: &Config, settings: &StreamSettings) -> StreamRoles {
         policy: Policy::of(settings, 5000),
         version: c.version,
         floor: (0, 0),
+        db: None,
     }
 }
 

@@ -121,6 +121,14 @@ impl Layout {
 
     /// As [`Layout::new`], with the stream's further keys made for each node `n`.
     pub fn new_per_node(stream_toml: &dyn Fn(usize) -> String) -> Layout {
+        Layout::new_with(&|_| String::new(), stream_toml)
+    }
+
+    /// As [`Layout::new_per_node`], with more top-level keys of node `n` (`admin`).
+    pub fn new_with(
+        keys: &dyn Fn(usize) -> String,
+        stream_toml: &dyn Fn(usize) -> String,
+    ) -> Layout {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         std::fs::write(
             dir.path().join("profile.toml"),
@@ -136,7 +144,7 @@ impl Layout {
         let configs = (1..=NODES)
             .map(|n| {
                 let mut toml = lockstep::kit::NodeToml::new(n, &addrs);
-                toml.keys = "profile = \"profile.toml\"\n".into();
+                toml.keys = format!("profile = \"profile.toml\"\n{}", keys(n));
                 toml.sections = format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\n{}\n",
                     stream_toml(n)
@@ -369,8 +377,16 @@ impl Procs {
         Procs::start_layout(Layout::new_per_node(stream_toml))
     }
 
-    /// Starts the three nodes of `layout` (written by [`Layout::new`] and perhaps
-    /// changed since) and waits until each answers a client.
+    /// Starts a cluster with more top-level keys and stream keys for each node `n`.
+    pub fn start_with(
+        keys: &dyn Fn(usize) -> String,
+        stream_toml: &dyn Fn(usize) -> String,
+    ) -> Procs {
+        Procs::start_layout(Layout::new_with(keys, stream_toml))
+    }
+
+    /// Starts the three nodes of `layout` (with files added beside them, such as a
+    /// secret) and waits until each answers a client.
     pub fn start_layout(layout: Layout) -> Procs {
         let nodes = (1..=NODES)
             .map(|n| Node {

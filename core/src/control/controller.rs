@@ -475,6 +475,17 @@ impl Controller {
             }),
             Request::Switchover { stream, to } => self.start_switchover(stream, to),
             Request::Join { node, addr } => self.join(node, addr),
+            Request::DbPromote {
+                stream,
+                epoch,
+                from_term,
+                to,
+            } => self.propose(Command::DbPromote {
+                stream,
+                epoch,
+                from_term,
+                primary: to,
+            }),
         }
     }
 

@@ -29,6 +29,9 @@ pub(super) struct RawFront {
     connect_timeout_ms: Option<u64>,
     retry_ms: Option<u64>,
     event_bytes_max: Option<usize>,
+    /// node id → its database server's host:port (database failover).
+    members: Option<std::collections::BTreeMap<String, String>>,
+    db_failover_timeout_ms: Option<u64>,
 }
 
 /// strong mode, and no degrading to the primary alone.
@@ -91,6 +94,17 @@ pub(super) fn front_settings(
             "event_bytes_max = {event_bytes_max}: must be between 1 MiB and 1 GiB"
         ));
     }
+    let failover_timeout = ms(
+        f.db_failover_timeout_ms,
+        front::DB_FAILOVER_TIMEOUT_DEFAULT,
+        "db_failover_timeout_ms",
+    )?;
+    let db = db_members(
+        f.members,
+        f.db_failover_timeout_ms.map(|_| failover_timeout),
+        &f.primary,
+        node,
+    )?;
     Ok(front::FrontSettings {
         upstream: f.primary,
         user: f.user,
@@ -104,6 +118,7 @@ pub(super) fn front_settings(
         )?,
         retry: ms(f.retry_ms, front::RETRY_DEFAULT, "retry_ms")?,
         event_bytes_max,
+        db,
     })
 }
 
@@ -174,4 +189,41 @@ fn read_password(path: &Path) -> Result<Vec<u8>, String> {
     let text = std::fs::read(path).map_err(|e| format!("password_file {shown}: {e}"))?;
     let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
     Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+}
+
+/// Checks the front's database members: the configured primary must be one of them.
+fn db_members(
+    raw: Option<std::collections::BTreeMap<String, String>>,
+    failover_timeout: Option<std::time::Duration>,
+    primary: &str,
+    node: NodeId,
+) -> Result<Option<crate::front::DbMembers>, String> {
+    use crate::front;
+    let Some(raw) = raw else {
+        if failover_timeout.is_some() {
+            return Err("db_failover_timeout_ms without members: nothing to fail over to".into());
+        }
+        return Ok(None);
+    };
+    let mut members = std::collections::BTreeMap::new();
+    for (id, addr) in raw {
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("members: {id:?} is not a node id"))?;
+        if addr.is_empty() || addr.len() > front::record::TEXT_BYTES_MAX {
+            return Err(format!("members: node {id}: {addr:?} is not a host:port"));
+        }
+        members.insert(id, addr);
+    }
+    if !members.values().any(|a| a == primary) {
+        return Err(format!(
+            "primary = {primary:?} is not one of the members' database servers"
+        ));
+    }
+    Ok(Some(front::DbMembers {
+        node,
+        members,
+        failover_timeout: failover_timeout.unwrap_or(front::DB_FAILOVER_TIMEOUT_DEFAULT),
+        source: None,
+    }))
 }

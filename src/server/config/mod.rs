@@ -344,6 +344,7 @@ impl Config {
                         },
                         version: 0,
                         floor: (0, 0),
+                        db: s.front.as_ref().and_then(|f| f.genesis_roles()),
                     };
                     (s.name.clone(), roles)
                 })

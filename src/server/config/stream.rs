@@ -131,7 +131,7 @@ pub(super) fn parse(
     if epoch == 0 {
         return Err(format!("{at}: epoch must be at least 1"));
     }
-    let front = match s.front {
+    let mut front = match s.front {
         Some(f) => Some(
             front_settings(f, &settings, node_id, base).map_err(|e| format!("{at}: front: {e}"))?,
         ),
@@ -144,6 +144,20 @@ pub(super) fn parse(
         ),
         None => None,
     };
+    // The database server beside this node replicates from its binlog server.
+    if let (Some(db), Some(b)) = (
+        front.as_mut().and_then(|f| f.db.as_mut()),
+        binlog_server.as_ref(),
+    ) {
+        let at = super::local_client_addr(b.listen);
+        let (host, port) = at.rsplit_once(':').unwrap_or((&at, "0"));
+        db.source = Some(crate::front::db_role::Source {
+            host: host.to_owned(),
+            port: port.parse().unwrap_or(b.listen.port()),
+            user: b.user.clone(),
+            password: String::from_utf8_lossy(&b.password).into_owned(),
+        });
+    }
     Ok(StreamConfig {
         name: s.name,
         primary: s.primary,
