@@ -6,7 +6,7 @@
 //! a bounded queue (a message that finds the queue full, or no connection, is dropped:
 //! raft, statuses and fences are all sent again). Incoming connections greet with
 //! `ControlHello` at the node's listening address; the acceptor's handshake thread then
-//! reads their `Control` frames and queues them here.
+//! reads their `Control` frames and queues them here (see `control_link`).
 //!
 //! Persistence: the controller's state is one small file, `control/STATE` in the data
 //! directory, replaced atomically (write, fsync, rename, fsync the directory) before
@@ -18,11 +18,10 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-use crate::constants::CONTROL_LINK_QUEUED_BYTES_MAX;
 use crate::control::{
     ClusterConfig, ControlLog, ControlMsg, Controller, ControllerSettings, NodeStatus, Output,
     Request, StreamRoles, StreamStatus,
@@ -50,7 +49,7 @@ pub enum ToControl {
         from: NodeId,
         msg: ControlMsg,
         /// Counted against its connection's budget until handled.
-        queued: Queued,
+        queued: crate::server::control_link::Queued,
     },
     /// A shard's report of one of its streams.
     Status(StreamStatus),
@@ -701,109 +700,4 @@ fn dial(link: &Link) -> Result<TcpStream, AuthError> {
     .map_err(|e| io(e.to_string()))?;
     sock.write_all(&hello).map_err(|e| io(e.to_string()))?;
     Ok(sock)
-}
-
-/// Bytes of one connection's control messages queued for the control loop: taken when
-/// a message is queued, given back when the loop has handled it (on drop).
-pub struct Queued {
-    bytes: usize,
-    budget: Arc<AtomicUsize>,
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.budget.fetch_sub(self.bytes, Ordering::AcqRel);
-    }
-}
-
-/// How long a connection's reader waits for room in its budget before it closes the
-/// connection: the control loop handles a turn's messages in milliseconds, so a budget
-/// that stays full this long means a loop that no longer turns.
-const QUEUED_WAIT_MAX: Duration = Duration::from_secs(10);
-
-/// Waits until `budget` has room for `bytes` more (a message alone always fits), at
-/// most [`QUEUED_WAIT_MAX`]; `false` when the time is up.
-fn wait_for_room(budget: &AtomicUsize, bytes: usize) -> bool {
-    let deadline = Instant::now() + QUEUED_WAIT_MAX;
-    loop {
-        let queued = budget.load(Ordering::Acquire);
-        if queued == 0 || queued + bytes <= CONTROL_LINK_QUEUED_BYTES_MAX {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Reads a peer's `Control` frames (after its `ControlHello`) into the control loop,
-/// with at most [`CONTROL_LINK_QUEUED_BYTES_MAX`] of them waiting to be handled.
-pub fn read_peer(
-    from: NodeId,
-    sock: TcpStream,
-    mut decoder: crate::wire::FrameDecoder,
-    to_control: SyncSender<ToControl>,
-) {
-    let budget = Arc::new(AtomicUsize::new(0));
-    loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(None) => break,
-                Ok(Some(f)) => match f.message {
-                    Message::Control { message } => match ControlMsg::decode(message) {
-                        Ok(msg) => {
-                            let bytes = message.len();
-                            if !wait_for_room(&budget, bytes) {
-                                tracing::warn!(
-                                    peer = from,
-                                    "control link from node {from}: {} bytes of its messages \
-                                     wait for the control loop after {} s; closing",
-                                    budget.load(Ordering::Acquire),
-                                    QUEUED_WAIT_MAX.as_secs()
-                                );
-                                let _ = sock.shutdown(Shutdown::Both);
-                                return;
-                            }
-                            budget.fetch_add(bytes, Ordering::AcqRel);
-                            let queued = Queued {
-                                bytes,
-                                budget: Arc::clone(&budget),
-                            };
-                            let peer = ToControl::Peer { from, msg, queued };
-                            if to_control.send(peer).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                peer = from,
-                                "control link from node {from}: {e}; closing"
-                            );
-                            let _ = sock.shutdown(Shutdown::Both);
-                            return;
-                        }
-                    },
-                    other => {
-                        tracing::warn!(
-                            peer = from,
-                            "node {from} sent {} on a control link; closing",
-                            other.kind()
-                        );
-                        let _ = sock.shutdown(Shutdown::Both);
-                        return;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(peer = from, "control link from node {from}: {e}; closing");
-                    let _ = sock.shutdown(Shutdown::Both);
-                    return;
-                }
-            }
-        }
-        match decoder.read_from(&mut &sock) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
 }
