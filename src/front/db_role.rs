@@ -246,7 +246,9 @@ pub fn observe(login: &Login) -> Result<Observed, RoleError> {
         let i = status.columns.iter().position(|c| c == name)?;
         status.first(i)
     };
-    let running = col("Slave_IO_Running").as_deref() != Some("No")
+    // Both threads running: an I/O thread that keeps reconnecting ("Connecting") to a
+    // source that refuses it (another history) is not replicating.
+    let running = col("Slave_IO_Running").as_deref() == Some("Yes")
         && col("Slave_SQL_Running").as_deref() == Some("Yes");
     let replicating = match (col("Master_Host"), col("Master_Port")) {
         (Some(h), Some(p)) if running && !h.is_empty() => {
@@ -304,18 +306,4 @@ pub fn rejoin(login: &Login, source: &Source, stream: &GtidState) -> Result<(), 
     ))?;
     c.run("START SLAVE")?;
     Ok(())
-}
-
-/// Whether the server at `login` replicates from `source` with both threads running.
-pub fn replicating_from(login: &Login, source: &Source) -> Result<bool, RoleError> {
-    let mut c = MyConn::connect(login)?;
-    let status = c.query("SHOW SLAVE STATUS")?;
-    let col = |name: &str| -> Option<String> {
-        let i = status.columns.iter().position(|c| c == name)?;
-        status.first(i)
-    };
-    Ok(col("Master_Host").as_deref() == Some(source.host.as_str())
-        && col("Master_Port").and_then(|p| p.parse::<u16>().ok()) == Some(source.port)
-        && col("Slave_IO_Running").as_deref() == Some("Yes")
-        && col("Slave_SQL_Running").as_deref() == Some("Yes"))
 }
