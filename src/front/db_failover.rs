@@ -211,10 +211,32 @@ pub fn failover(ctx: &Context<'_>, node: &str, term: u64) -> Result<String, Fail
     })
 }
 
+/// How long the steps of a switchover took; writes are refused from the fence on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SwitchoverTimes {
+    /// The target applied the stream as it stood before the fence.
+    pub ready: Duration,
+    /// `read_only` on the primary (MariaDB waits for the commits in flight).
+    pub fence: Duration,
+    /// The stream reached the fenced primary's position.
+    pub drain: Duration,
+    /// The target applied it.
+    pub apply: Duration,
+    /// The controller committed the new database primary.
+    pub commit: Duration,
+}
+
+impl SwitchoverTimes {
+    /// From the fence to the committed entry.
+    pub fn fenced(&self) -> Duration {
+        self.fence + self.drain + self.apply + self.commit
+    }
+}
+
 /// Moves the database primary to the server beside node `to` with nothing
-/// acknowledged lost. Returns the time writes were refused (from the fence to the
-/// promotion).
-pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverError> {
+/// acknowledged lost. Returns how long its steps took (writes are refused from the
+/// fence until the front lets the new primary take them).
+pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<SwitchoverTimes, FailoverError> {
     let view = ctx.view()?;
     let Some(addr) = view.db.members.get(&to).cloned() else {
         return Err(FailoverError::NotAMember {
@@ -223,7 +245,7 @@ pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverErr
         });
     };
     if view.db.primary == to {
-        return Ok(Duration::ZERO);
+        return Ok(SwitchoverTimes::default());
     }
     let nodes: Vec<&str> = view
         .primary_addr()
@@ -233,6 +255,12 @@ pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverErr
     let old_addr = view.db.primary_addr().to_owned();
     let old = ctx.front.login(&old_addr);
     let target = ctx.front.login(&addr);
+    let mut times = SwitchoverTimes::default();
+    let mut step = Instant::now();
+    let mut lap = |d: &mut Duration| {
+        *d = step.elapsed();
+        step = Instant::now();
+    };
     // Ready the target before the fence, so that the fenced time is short.
     let (_, position) = ctx.position(&nodes)?;
     db_role::caught_up(&target, &position, CATCH_UP).map_err(|source| FailoverError::Target {
@@ -240,11 +268,13 @@ pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverErr
         addr: addr.clone(),
         source,
     })?;
+    lap(&mut times.ready);
     let fenced = Instant::now();
     let held = db_role::fence_at(&old).map_err(|source| FailoverError::Primary {
         addr: old_addr.clone(),
         source,
     })?;
+    lap(&mut times.fence);
     let undo = |e: FailoverError| {
         if ctx.view().is_ok_and(|v| v.db.term == view.db.term) {
             let _ = db_role::unfence(&old);
@@ -267,6 +297,7 @@ pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverErr
         }
         std::thread::sleep(POSITION_POLL);
     };
+    lap(&mut times.drain);
     db_role::caught_up(&target, &position, CATCH_UP).map_err(|source| {
         undo(FailoverError::Target {
             to,
@@ -274,8 +305,10 @@ pub fn switchover(ctx: &Context<'_>, to: NodeId) -> Result<Duration, FailoverErr
             source,
         })
     })?;
+    lap(&mut times.apply);
     ctx.commit(epoch, view.db.term, to).map_err(undo)?;
+    lap(&mut times.commit);
     // The front promotes the target as it connects (see `session`), from the stream's
     // position once the session on the fenced primary ended.
-    Ok(fenced.elapsed())
+    Ok(times)
 }

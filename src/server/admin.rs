@@ -498,11 +498,18 @@ async fn db_switchover(admin: &Admin, stream: &str, to: NodeId) -> (StatusCode, 
     })
     .await;
     match done {
-        Ok((Ok(fenced), stream)) => {
+        Ok((Ok(times), stream)) => {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let fenced = times.fenced();
             tracing::info!(
                 stream = %stream,
                 to,
-                fenced_ms = fenced.as_secs_f64() * 1e3,
+                fenced_ms = ms(fenced),
+                ready_ms = ms(times.ready),
+                fence_ms = ms(times.fence),
+                drain_ms = ms(times.drain),
+                apply_ms = ms(times.apply),
+                commit_ms = ms(times.commit),
                 "database switchover done"
             );
             (
