@@ -38,15 +38,14 @@ use lockstep::front::db_role;
 
 use crate::failover::{FailoverArgs, met, ms_at, ms_max, print_table};
 use crate::failover_mariadb::{
-    RowWriters, create_rows_table, gtid_binlog_pos, mariadb_here, ms, table_counts,
+    RowWriters, Setup, create_rows_table, gtid_binlog_pos, ms, table_counts,
 };
 use crate::mariadb_bench::write_private;
 use crate::nodes::{
-    FAILOVER_WITHIN, NODES, Nodes, READY_WITHIN, Switch, ask_switchover, bin_path, wait_until,
+    FAILOVER_WITHIN, NODES, Nodes, READY_WITHIN, Switch, ask_switchover, wait_until,
 };
-use crate::peers_bench::{open_to_servers, short_version};
+use crate::peers_bench::short_version;
 use crate::stats::{latency_histogram, record};
-use crate::workdir::Workdir;
 use crate::{Error, interrupt};
 
 /// The account the members' replication uses on the nodes' binlog servers.
@@ -63,26 +62,17 @@ const KILL_JITTER_MS: u64 = 200;
 
 /// Runs `lockstep-bench failover --mariadb --db`.
 pub fn run(args: &FailoverArgs) -> Result<(), Error> {
-    let (trials, switchovers) = if args.quick {
-        (2, 1)
-    } else {
-        (args.trials, args.switchovers.unwrap_or(args.trials))
-    };
-    let clients = args.clients.unwrap_or(8);
-    if clients == 0 {
-        return Err("--clients must be at least 1".into());
-    }
-    // Before any thread starts, so that every thread inherits the blocked signals and
-    // an interrupted run still stops the MariaDB servers.
-    interrupt::take_signals()?;
-    if let Err(why) = mariadb_here(!args.no_install) {
-        println!("skipped: lockstep-bench failover --mariadb --db: {why}");
+    let Some(Setup {
+        trials,
+        switchovers,
+        clients,
+        bin,
+        work,
+        dir,
+    }) = Setup::new(args, "lockstep-bench failover --mariadb --db", 8)?
+    else {
         return Ok(());
-    }
-    let bin = bin_path(args.lockstepd.as_deref())?;
-    let work = Workdir::new(args.dir.as_deref())?;
-    let dir = std::path::absolute(work.path()).map_err(|e| format!("{e}"))?;
-    open_to_servers(&dir)?;
+    };
     let mut members = Members::start(&dir)?;
     let mut nodes = Nodes::start(bin, &dir, args.failover_timeout_ms, |n| {
         members.stream_toml(n)

@@ -42,7 +42,7 @@
 //! servers it started.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -86,28 +86,17 @@ const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `lockstep-bench failover --mariadb`.
 pub fn run(args: &FailoverArgs) -> Result<(), Error> {
-    let (trials, switchovers) = if args.quick {
-        (2, 1)
-    } else {
-        (args.trials, args.switchovers.unwrap_or(args.trials))
-    };
-    let clients = args.clients.unwrap_or(4);
-    if clients == 0 {
-        return Err("--clients must be at least 1".into());
-    }
-    // Before any thread starts, so that every thread inherits the blocked signals and
-    // an interrupted run still stops the MariaDB server.
-    interrupt::take_signals()?;
-    if let Err(why) = mariadb_here(!args.no_install) {
-        println!("skipped: lockstep-bench failover --mariadb: {why}");
+    let Some(Setup {
+        trials,
+        switchovers,
+        clients,
+        bin,
+        work,
+        dir,
+    }) = Setup::new(args, "lockstep-bench failover --mariadb", 4)?
+    else {
         return Ok(());
-    }
-    let bin = bin_path(args.lockstepd.as_deref())?;
-    let work = Workdir::new(args.dir.as_deref())?;
-    let dir = std::path::absolute(work.path()).map_err(|e| format!("{e}"))?;
-    // MariaDB runs as its own account when this runs as root; it must reach its
-    // directory inside this one.
-    open_to_servers(&dir)?;
+    };
     let port = lockstep::kit::free_ports(1)?[0];
     let mut db = MariaDb::create(&dir.join("mariadb"), "primary", port, 1, Role::Primary, &[])?;
     let password = dir.join("front.password");
@@ -347,6 +336,58 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     }
 }
 
+/// What both MariaDB failover benchmarks start from: their sizes, the `lockstepd`
+/// binary and a directory the MariaDB servers can reach.
+pub(crate) struct Setup {
+    pub trials: usize,
+    pub switchovers: usize,
+    pub clients: usize,
+    pub bin: PathBuf,
+    pub work: Workdir,
+    pub dir: PathBuf,
+}
+
+impl Setup {
+    /// Reads the sizes (`clients` by default), takes the signals and prepares the
+    /// directory; `None`, after a line saying why `what` is skipped, without MariaDB.
+    pub(crate) fn new(
+        args: &FailoverArgs,
+        what: &str,
+        clients: usize,
+    ) -> Result<Option<Setup>, Error> {
+        let (trials, switchovers) = if args.quick {
+            (2, 1)
+        } else {
+            (args.trials, args.switchovers.unwrap_or(args.trials))
+        };
+        let clients = args.clients.unwrap_or(clients);
+        if clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        // Before any thread starts, so that every thread inherits the blocked signals
+        // and an interrupted run still stops the MariaDB servers.
+        interrupt::take_signals()?;
+        if let Err(why) = mariadb_here(!args.no_install) {
+            println!("skipped: {what}: {why}");
+            return Ok(None);
+        }
+        let bin = bin_path(args.lockstepd.as_deref())?;
+        let work = Workdir::new(args.dir.as_deref())?;
+        let dir = std::path::absolute(work.path()).map_err(|e| format!("{e}"))?;
+        // MariaDB runs as its own account when this runs as root; it must reach its
+        // directories inside this one.
+        open_to_servers(&dir)?;
+        Ok(Some(Setup {
+            trials,
+            switchovers,
+            clients,
+            bin,
+            work,
+            dir,
+        }))
+    }
+}
+
 /// Creates the table the clients insert their numbered rows into, on `db`.
 pub(crate) fn create_rows_table(db: &MariaDb) -> Result<(), Error> {
     db.connect()?
@@ -358,7 +399,7 @@ pub(crate) fn create_rows_table(db: &MariaDb) -> Result<(), Error> {
 }
 
 /// MariaDB's server is here, installed now if it may be; else why not.
-pub(crate) fn mariadb_here(may_install: bool) -> Result<(), String> {
+fn mariadb_here(may_install: bool) -> Result<(), String> {
     if mariadb::available().is_ok() {
         return Ok(());
     }

@@ -16,24 +16,12 @@ fn quick_database_failover_benchmark() {
         eprintln!("skipped: {why}");
         return;
     }
-    let bin = common::lockstepd();
-    let dir = common::scratch("bench-db-failover-quick");
-    let (stdout, _) = common::run(
-        common::bench(&[
-            "failover",
-            "--mariadb",
-            "--db",
-            "--quick",
-            "--no-install",
-            "--lockstepd",
-        ])
-        .arg(&bin)
-        .arg("--dir")
-        .arg(&dir),
+    let (stdout, dir) = common::run_mariadb_bench(
+        "bench-db-failover-quick",
+        &["failover", "--mariadb", "--db", "--quick"],
     );
-    assert!(!stdout.contains("skipped"), "{stdout}");
 
-    let trials: Vec<&str> = stdout.lines().filter(|l| l.starts_with("trial ")).collect();
+    let trials = common::lines_starting(&stdout, "trial ");
     assert_eq!(trials.len(), 2, "{stdout}");
     for t in &trials {
         let killed = common::number_after(t, "killed member ");
@@ -44,10 +32,7 @@ fn quick_database_failover_benchmark() {
         assert!(t.contains("write gap "), "{t}");
         assert!(t.contains("replicating "), "{t}");
     }
-    let switchovers: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("switchover "))
-        .collect();
+    let switchovers = common::lines_starting(&stdout, "switchover ");
     assert_eq!(switchovers.len(), 1, "{stdout}");
     let s = switchovers[0];
     let (from, to) = (
@@ -62,16 +47,7 @@ fn quick_database_failover_benchmark() {
         ("restart → the killed member replicating", "2"),
         ("database switchover: write gap", "1"),
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with('|') && l.contains(row))
-            .unwrap_or_else(|| panic!("no table row {row:?} in {stdout}"));
-        let cells = common::cells(line);
-        assert_eq!(cells.len(), 5, "{line}");
-        assert_eq!(cells[1], count, "{line}");
-        for c in &cells[2..] {
-            assert!(c.parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
-        }
+        common::assert_table_row(&stdout, row, count);
     }
 
     // "N of T tried; on the primary (member P) once: N; missing: 0; rows more than once: 0"

@@ -17,23 +17,12 @@ fn quick_failover_benchmark_with_a_mariadb_front() {
         eprintln!("skipped: {why}");
         return;
     }
-    let bin = common::lockstepd();
-    let dir = common::scratch("bench-failover-mariadb-quick");
-    let (stdout, _) = common::run(
-        common::bench(&[
-            "failover",
-            "--mariadb",
-            "--quick",
-            "--no-install",
-            "--lockstepd",
-        ])
-        .arg(&bin)
-        .arg("--dir")
-        .arg(&dir),
+    let (stdout, dir) = common::run_mariadb_bench(
+        "bench-failover-mariadb-quick",
+        &["failover", "--mariadb", "--quick"],
     );
-    assert!(!stdout.contains("skipped"), "{stdout}");
 
-    let trials: Vec<&str> = stdout.lines().filter(|l| l.starts_with("trial ")).collect();
+    let trials = common::lines_starting(&stdout, "trial ");
     assert_eq!(trials.len(), 2, "{stdout}");
     for t in &trials {
         let killed = common::number_after(t, "killed node ");
@@ -44,10 +33,7 @@ fn quick_failover_benchmark_with_a_mariadb_front() {
         assert!(t.contains("database write stall "), "{t}");
         assert!(t.contains("full strength "), "{t}");
     }
-    let switchovers: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("switchover "))
-        .collect();
+    let switchovers = common::lines_starting(&stdout, "switchover ");
     assert_eq!(switchovers.len(), 1, "{stdout}");
     let s = switchovers[0];
     let (from, to) = (
@@ -67,16 +53,7 @@ fn quick_failover_benchmark_with_a_mariadb_front() {
         ("switchover → first commit on the target", "1"),
         ("switchover: database write stall", "1"),
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with('|') && l.contains(row))
-            .unwrap_or_else(|| panic!("no table row {row:?} in {stdout}"));
-        let cells = common::cells(line);
-        assert_eq!(cells.len(), 5, "{line}");
-        assert_eq!(cells[1], count, "{line}");
-        for c in &cells[2..] {
-            assert!(c.parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
-        }
+        common::assert_table_row(&stdout, row, count);
     }
 
     // "N of T tried; in the database once: N; missing: 0; rows more than once: 0"

@@ -102,3 +102,38 @@ pub fn servers_left(dir: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// Runs `lockstep-bench` with `args` and `--no-install --lockstepd BIN --dir DIR` in a
+/// scratch directory named `name`, and checks that it was not skipped; its stdout and
+/// the directory.
+pub fn run_mariadb_bench(name: &str, args: &[&str]) -> (String, PathBuf) {
+    let dir = scratch(name);
+    let (stdout, _) = run(bench(args)
+        .arg("--no-install")
+        .arg("--lockstepd")
+        .arg(lockstepd())
+        .arg("--dir")
+        .arg(&dir));
+    assert!(!stdout.contains("skipped"), "{stdout}");
+    (stdout, dir)
+}
+
+/// The lines of `stdout` that start with `prefix`.
+pub fn lines_starting<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
+    stdout.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// Asserts that the failover table in `stdout` has a row containing `row`, with `count`
+/// samples and positive p50, p90 and max.
+pub fn assert_table_row(stdout: &str, row: &str, count: &str) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('|') && l.contains(row))
+        .unwrap_or_else(|| panic!("no table row {row:?} in {stdout}"));
+    let cells = cells(line);
+    assert_eq!(cells.len(), 5, "{line}");
+    assert_eq!(cells[1], count, "{line}");
+    for c in &cells[2..] {
+        assert!(c.parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
+    }
+}
