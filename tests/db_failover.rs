@@ -250,6 +250,22 @@ fn the_database_fails_over_and_switches_over_with_every_acknowledged_row() {
         assert!(ok, "lockstep switchover --db: {out}");
         assert!(w.wait_for_more(20, Duration::from_secs(30)));
         switchovers.push(w.gap_after(asked));
+        if std::env::var_os("LOCKSTEP_DB_DEBUG").is_some() {
+            let mut lines: Vec<String> = (1..=NODES)
+                .flat_map(|n| {
+                    c.procs
+                        .stderr(n)
+                        .lines()
+                        .filter(|l| l.contains("switchover") || l.contains("front"))
+                        .map(|l| format!("node {n}: {l}"))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            lines.sort_by(|a, b| a[8..].cmp(&b[8..]));
+            for l in lines.iter().rev().take(12).rev() {
+                println!("{l}");
+            }
+        }
         assert_eq!(c.db.wait_primary(Duration::from_secs(5)), to - 1);
         c.wait_settled(old + 1, Duration::from_secs(30));
     }

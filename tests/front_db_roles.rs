@@ -177,7 +177,9 @@ fn a_replica_is_promoted_at_the_streams_position_and_a_former_primary_rejoins_wi
     }
     db_role::rejoin(&old_login, &source, &stream).expect("the former primary rejoins");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !db_role::replicating_from(&old_login, &source).unwrap() {
+    while db_role::observe(&old_login).unwrap().replicating
+        != Some((source.host.clone(), source.port))
+    {
         assert!(
             Instant::now() < deadline,
             "the former primary does not replicate"

@@ -122,6 +122,9 @@ fn wait_for(c: &mut MyConn, stream: &GtidState, wait: Duration) -> Result<(), Ro
     Ok(())
 }
 
+/// Longest a rejoin waits for the commits in flight on its server to end.
+const QUIESCE_WAIT: Duration = Duration::from_secs(2);
+
 /// The lowest server id a database primary takes (see [`primary_server_id`]); the
 /// members' own `server_id`s must stay below it.
 pub const PRIMARY_SERVER_ID_BASE: u32 = 1_000_000_000;
@@ -207,6 +210,17 @@ pub fn open_writes(login: &Login, wait: Duration) -> Result<(), RoleError> {
 /// Stops the server at `login` from taking writes (`read_only`), if it answers.
 pub fn fence(login: &Login) -> Result<(), RoleError> {
     let mut c = MyConn::connect(login)?;
+    set_read_only(&mut c)
+}
+
+/// Sets `read_only`, which in MariaDB waits for the commits in flight to end; a
+/// commit waiting for an ACK that never comes makes it fail after [`QUIESCE_WAIT`]
+/// instead of holding the connection for the server's default year.
+fn set_read_only(c: &mut MyConn) -> Result<(), RoleError> {
+    c.run(&format!(
+        "SET SESSION lock_wait_timeout = {}",
+        QUIESCE_WAIT.as_secs()
+    ))?;
     c.run("SET GLOBAL read_only = ON")?;
     Ok(())
 }
@@ -215,7 +229,7 @@ pub fn fence(login: &Login) -> Result<(), RoleError> {
 /// committed, or will still commit (those waiting for their ACK), lies within it.
 pub fn fence_at(login: &Login) -> Result<GtidState, RoleError> {
     let mut c = MyConn::connect(login)?;
-    c.run("SET GLOBAL read_only = ON")?;
+    set_read_only(&mut c)?;
     position(&mut c, "gtid_binlog_pos")
 }
 
@@ -246,7 +260,9 @@ pub fn observe(login: &Login) -> Result<Observed, RoleError> {
         let i = status.columns.iter().position(|c| c == name)?;
         status.first(i)
     };
-    let running = col("Slave_IO_Running").as_deref() != Some("No")
+    // Both threads running: an I/O thread that keeps reconnecting ("Connecting") to a
+    // source that refuses it (another history) is not replicating.
+    let running = col("Slave_IO_Running").as_deref() == Some("Yes")
         && col("Slave_SQL_Running").as_deref() == Some("Yes");
     let replicating = match (col("Master_Host"), col("Master_Port")) {
         (Some(h), Some(p)) if running && !h.is_empty() => {
@@ -262,9 +278,32 @@ pub fn observe(login: &Login) -> Result<Observed, RoleError> {
 
 /// Makes the server at `login` a replica of the binlog server `source`, after checking
 /// that its binlog holds nothing the stream (at `stream`) never committed.
+///
+/// Its semi-sync wait is turned off on the way (a replica's own commits must not wait
+/// for ACKs), which releases every commit that waits: so first `read_only` is set,
+/// which in MariaDB waits for the commits in flight (or times out on one that waits
+/// for an ACK that will not come), and nothing is released while a commit still
+/// waits or while the binlog holds what the stream never committed.
 pub fn rejoin(login: &Login, source: &Source, stream: &GtidState) -> Result<(), RoleError> {
     let mut c = MyConn::connect(login)?;
     let addr = c.addr().to_owned();
+    c.run("STOP SLAVE")?;
+    set_read_only(&mut c)?;
+    let waiting = c
+        .query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_wait_sessions'")?
+        .first(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if waiting > 0 {
+        return Err(RoleError::Unexpected {
+            addr,
+            what: format!(
+                "{waiting} commits wait for a semi-sync ACK that lockstep will not send \
+                 (this server is not the database primary): restart it with \
+                 --init-rpl-role=SLAVE so that MariaDB rolls them back"
+            ),
+        });
+    }
     let binlog = position(&mut c, "gtid_binlog_pos")?;
     if !within(&binlog, stream) {
         return Err(RoleError::Diverged {
@@ -285,8 +324,6 @@ pub fn rejoin(login: &Login, source: &Source, stream: &GtidState) -> Result<(), 
             })?;
         }
     }
-    c.run("STOP SLAVE")?;
-    c.run("SET GLOBAL read_only = ON")?;
     c.run("SET GLOBAL rpl_semi_sync_master_enabled = OFF")?;
     if resume != slave {
         c.run(&format!(
@@ -304,18 +341,4 @@ pub fn rejoin(login: &Login, source: &Source, stream: &GtidState) -> Result<(), 
     ))?;
     c.run("START SLAVE")?;
     Ok(())
-}
-
-/// Whether the server at `login` replicates from `source` with both threads running.
-pub fn replicating_from(login: &Login, source: &Source) -> Result<bool, RoleError> {
-    let mut c = MyConn::connect(login)?;
-    let status = c.query("SHOW SLAVE STATUS")?;
-    let col = |name: &str| -> Option<String> {
-        let i = status.columns.iter().position(|c| c == name)?;
-        status.first(i)
-    };
-    Ok(col("Master_Host").as_deref() == Some(source.host.as_str())
-        && col("Master_Port").and_then(|p| p.parse::<u16>().ok()) == Some(source.port)
-        && col("Slave_IO_Running").as_deref() == Some("Yes")
-        && col("Slave_SQL_Running").as_deref() == Some("Yes"))
 }

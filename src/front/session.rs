@@ -233,13 +233,7 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
             source,
         })?;
     register(cfg, &upstream_socket);
-    let tail_ack = tail.as_ref().and_then(|r| match &r.body {
-        Body::Piece(p) if p.last => Some(BinlogPos {
-            file: p.file.clone(),
-            pos: p.end_pos,
-        }),
-        _ => None,
-    });
+    let tail_ack = tail.as_ref().and_then(|r| tail_ack(r, upstream.server_id));
     cfg.metrics.sessions.fetch_add(1, Ordering::Relaxed);
     cfg.metrics.connected.store(1, Ordering::Relaxed);
     let _watch = super::watch::Watch::start(cfg.stream, front, cfg.metrics);
@@ -356,6 +350,23 @@ pub fn stream_position(
     match last_error {
         Some(e) if nodes.len() == 1 => Err(e.into()),
         _ => Ok(None),
+    }
+}
+
+/// The ACK a session sends for the stream's last transaction `tail` once its dump
+/// runs: a commit of the primary may still wait for it if the previous session's ACK
+/// was lost. Only for a transaction this very primary (`server_id`) wrote: the file
+/// and offset of another server's binlog mean nothing here, and an ACK naming a later
+/// file than the primary's own would release every commit it makes from then on
+/// without waiting (MariaDB skips the wait for positions at or below the furthest
+/// ACK), so a new database primary would acknowledge what lockstep never held.
+fn tail_ack(tail: &FrontRecord, server_id: u32) -> Option<BinlogPos> {
+    match &tail.body {
+        Body::Piece(p) if p.last && p.gtid.server == server_id => Some(BinlogPos {
+            file: p.file.clone(),
+            pos: p.end_pos,
+        }),
+        _ => None,
     }
 }
 
@@ -566,4 +577,48 @@ fn fde_layout(event: &[u8]) -> Vec<u8> {
     let mut layout = body.get(..52).unwrap_or(body).to_vec();
     layout.extend_from_slice(body.get(56..).unwrap_or_default());
     layout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::gtid::Gtid;
+
+    fn piece(server: u32, last: bool) -> FrontRecord {
+        let gtid = Gtid {
+            domain: 0,
+            server,
+            seq: 4407,
+        };
+        let mut position = GtidState::new();
+        position.advance(gtid).unwrap();
+        FrontRecord {
+            position,
+            body: Body::Piece(Piece {
+                first: true,
+                last,
+                gtid,
+                end_pos: 900_000,
+                file: "binlog.000004".into(),
+                events: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_tail_is_acked_only_to_the_primary_that_wrote_it() {
+        let at = tail_ack(&piece(1_000_000_011, true), 1_000_000_011);
+        assert_eq!(
+            at,
+            Some(BinlogPos {
+                file: "binlog.000004".into(),
+                pos: 900_000
+            })
+        );
+        // A new primary (its own server id): binlog.000004 of the former primary would
+        // release all its commits in any lower-numbered file without waiting.
+        assert_eq!(tail_ack(&piece(1_000_000_011, true), 1_000_000_012), None);
+        // The middle of a transaction is never ACKed.
+        assert_eq!(tail_ack(&piece(1_000_000_011, false), 1_000_000_011), None);
+    }
 }

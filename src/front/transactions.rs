@@ -112,7 +112,23 @@ impl Grouper {
                 let ge = GtidEvent::parse(&event)?;
                 let held = match self.position.check(&ge.gtid) {
                     Next::Next => false,
-                    Next::Held => true,
+                    // Skipped and ACKed only as a resend by the server that wrote the
+                    // stream's copy: a transaction of another server at a position the
+                    // stream holds is another history, and ACKing it would acknowledge
+                    // a commit lockstep does not have.
+                    Next::Held => match self.position.get(ge.gtid.domain) {
+                        Some(last) if last.server == ge.gtid.server => true,
+                        last => {
+                            return Err(format!(
+                                "transaction {} is at or below the stream's position {} \
+                                 in domain {} but another server wrote it: the primary's \
+                                 binlog is another history than the stream's",
+                                ge.gtid,
+                                last.map_or_else(|| "nothing".to_string(), |g| g.to_string()),
+                                ge.gtid.domain
+                            ));
+                        }
+                    },
                     Next::Gap { expected } => {
                         return Err(format!(
                             "transaction {} follows {} in domain {}: the transactions \
@@ -504,5 +520,21 @@ mod tests {
                 .any(|g| matches!(g, Grouped::Held { gtid, end_pos: 741, .. } if gtid.seq == 2))
         );
         assert!(!out.iter().any(|g| matches!(g, Grouped::Piece { .. })));
+        // The same sequence number from another server is another history: an error,
+        // never a skip with its ACK.
+        let mut checksums = Checksums::crc32();
+        let mut grouper = Grouper::new(GtidState::parse("0-7-2").unwrap());
+        let mut out = Vec::new();
+        let mut failed = None;
+        for e in &all[..10] {
+            let ev = checksums.verify(e.clone(), false).unwrap();
+            if let Err(e) = grouper.feed(ev, &checksums, &mut out) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = failed.expect("a transaction of another server at a held position");
+        assert!(failed.contains("another history"), "{failed}");
+        assert!(!out.iter().any(|g| matches!(g, Grouped::Held { .. })));
     }
 }

@@ -14,6 +14,7 @@ pub mod acceptor;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod control_link;
 pub mod control_loop;
 pub mod coordinator;
 pub mod dialer;

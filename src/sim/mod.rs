@@ -121,6 +121,9 @@ pub struct SimOptions {
     /// seeds; always with the planted retention bug), from a draw of its own, so a seed
     /// without retention runs exactly as it did before retention was modelled.
     pub retention: Option<Option<Retention>>,
+    /// The controller's timing: the node's defaults, or another to replay a seed found
+    /// with an earlier timing.
+    pub controller_timing: crate::control::ControllerSettings,
 }
 
 /// Ticks of a run by default. Short enough for thousands of seeds in the test suite's
@@ -140,6 +143,7 @@ impl Default for SimOptions {
             trace_tail: 40,
             controller: None,
             retention: None,
+            controller_timing: crate::control::ControllerSettings::default(),
         }
     }
 }

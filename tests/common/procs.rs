@@ -385,7 +385,9 @@ impl Procs {
         Procs::start_layout(Layout::new_with(keys, stream_toml))
     }
 
-    fn start_layout(layout: Layout) -> Procs {
+    /// Starts the three nodes of `layout` (with files added beside them, such as a
+    /// secret) and waits until each answers a client.
+    pub fn start_layout(layout: Layout) -> Procs {
         let nodes = (1..=NODES)
             .map(|n| Node {
                 child: None,
