@@ -30,8 +30,8 @@ use lockstep::client::Client;
 
 use crate::Error;
 use crate::nodes::{
-    FAILOVER_WITHIN, NODES, Nodes, READY_WITHIN, STREAM, ask_switchover, bin_path, client_options,
-    wait_until,
+    FAILOVER_WITHIN, NODES, Nodes, READY_WITHIN, STREAM, Switch, ask_switchover, bin_path,
+    client_options, wait_until,
 };
 use crate::stats::{latency_histogram, record};
 use crate::workdir::Workdir;
@@ -64,9 +64,14 @@ pub struct FailoverArgs {
     /// `failover_mariadb`).
     #[arg(long)]
     pub mariadb: bool,
-    /// With --mariadb: client threads committing single-row INSERTs.
-    #[arg(long, value_name = "N", default_value_t = 4, requires = "mariadb")]
-    pub clients: usize,
+    /// With --mariadb: client threads committing single-row INSERTs (default 4; 8 with
+    /// --db).
+    #[arg(long, value_name = "N", requires = "mariadb")]
+    pub clients: Option<usize>,
+    /// With --mariadb: the database fails over instead of lockstep: a MariaDB member
+    /// beside each node, the front promoting one of them (see `db_failover`).
+    #[arg(long, requires = "mariadb")]
+    pub db: bool,
     /// With --mariadb: never install a missing MariaDB (the run is skipped with one
     /// line instead).
     #[arg(long, requires = "mariadb")]
@@ -188,6 +193,9 @@ fn commit_loop(addrs: &[String], stop: &AtomicBool, acks: &Mutex<Vec<Ack>>) {
 }
 
 pub fn run(args: &FailoverArgs) -> Result<(), Error> {
+    if args.db {
+        return crate::db_failover::run(args);
+    }
     if args.mariadb {
         return crate::failover_mariadb::run(args);
     }
@@ -195,7 +203,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     let bin = bin_path(args.lockstepd.as_deref())?;
     let work = Workdir::new(args.dir.as_deref())?;
     let dir = std::path::absolute(work.path()).map_err(|e| format!("{e}"))?;
-    let mut nodes = Nodes::start(bin, &dir, args.failover_timeout_ms, "")?;
+    let mut nodes = Nodes::start(bin, &dir, args.failover_timeout_ms, |_| String::new())?;
     // The controller promotes the configured primary first; a commit shows it serves.
     let mut probe: Option<Client> = None;
     let mut first_lsn = 0;
@@ -271,7 +279,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
         let primary = committing_primary(&nodes, &committer)?;
         let target = primary % NODES + 1;
         let asked_at = Instant::now();
-        ask_switchover(&nodes.admins[target - 1], target)?;
+        ask_switchover(&nodes.admins[target - 1], target, Switch::Stream)?;
         wait_until(FAILOVER_WITHIN, "a commit on the target", || {
             committer.first_after(asked_at, primary as u32).is_some()
         })

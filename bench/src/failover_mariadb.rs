@@ -42,7 +42,7 @@
 //! servers it started.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -59,8 +59,8 @@ use lockstep::front::record::FrontRecord;
 use crate::failover::{FailoverArgs, met, ms_at, ms_max, print_table};
 use crate::mariadb_bench::{wait_semi_sync, write_private};
 use crate::nodes::{
-    FAILOVER_WITHIN, NODES, Nodes, READY_WITHIN, STREAM, ask_switchover, bin_path, client_options,
-    wait_until,
+    FAILOVER_WITHIN, NODES, Nodes, READY_WITHIN, STREAM, Switch, ask_switchover, bin_path,
+    client_options, wait_until,
 };
 use crate::peers::mariadb::PrimaryState;
 use crate::peers_bench::{open_to_servers, short_version};
@@ -77,33 +77,26 @@ const ATTACH_WITHIN: Duration = Duration::from_secs(60);
 /// How long the stream may take to reach the database's position after the clients
 /// stopped.
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
+/// How long a client waits before it tries the next server, after finding none that
+/// takes writes.
+const RETRY_PAUSE: Duration = Duration::from_millis(2);
 /// A client's connection is given up after this long without an answer (a COMMIT that
 /// waits for the front through a failover must fit well within it).
 const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `lockstep-bench failover --mariadb`.
 pub fn run(args: &FailoverArgs) -> Result<(), Error> {
-    let (trials, switchovers) = if args.quick {
-        (2, 1)
-    } else {
-        (args.trials, args.switchovers.unwrap_or(args.trials))
-    };
-    if args.clients == 0 {
-        return Err("--clients must be at least 1".into());
-    }
-    // Before any thread starts, so that every thread inherits the blocked signals and
-    // an interrupted run still stops the MariaDB server.
-    interrupt::take_signals()?;
-    if let Err(why) = mariadb_here(!args.no_install) {
-        println!("skipped: lockstep-bench failover --mariadb: {why}");
+    let Some(Setup {
+        trials,
+        switchovers,
+        clients,
+        bin,
+        work,
+        dir,
+    }) = Setup::new(args, "lockstep-bench failover --mariadb", 4)?
+    else {
         return Ok(());
-    }
-    let bin = bin_path(args.lockstepd.as_deref())?;
-    let work = Workdir::new(args.dir.as_deref())?;
-    let dir = std::path::absolute(work.path()).map_err(|e| format!("{e}"))?;
-    // MariaDB runs as its own account when this runs as root; it must reach its
-    // directory inside this one.
-    open_to_servers(&dir)?;
+    };
     let port = lockstep::kit::free_ports(1)?[0];
     let mut db = MariaDb::create(&dir.join("mariadb"), "primary", port, 1, Role::Primary, &[])?;
     let password = dir.join("front.password");
@@ -114,16 +107,11 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
         mariadb::FRONT_USER,
         password.display()
     );
-    let mut nodes = Nodes::start(bin, &dir, args.failover_timeout_ms, &front)?;
+    let mut nodes = Nodes::start(bin, &dir, args.failover_timeout_ms, |_| front.clone())?;
     wait_semi_sync(&db, ATTACH_WITHIN)?;
-    db.connect()?
-        .run(
-            "CREATE TABLE rows_ (id BIGINT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL, \
-             marker VARCHAR(40) NOT NULL) ENGINE=InnoDB",
-        )
-        .map_err(|e| format!("create the table of the clients' rows: {e}"))?;
+    create_rows_table(&db)?;
     let semi_sync_before = PrimaryState::read(&mut db.connect()?)?;
-    let writers = RowWriters::start(&db.addr(), args.clients);
+    let writers = RowWriters::start(&[db.addr()], clients);
     let mut watch = Watch::new(&nodes);
 
     // Full strength at the start: every member durable up to a commit of the front.
@@ -138,7 +126,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
          front in {NODES} lockstepd processes, {} clients committing single-row INSERTs; \
          kills of the lockstep primary: {trials}; switchovers: {switchovers}\n",
         short_version(&db.version),
-        args.clients
+        clients
     );
     let mut promoted = latency_histogram();
     let mut first_commit = latency_histogram();
@@ -196,7 +184,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
             .epoch(primary)
             .ok_or_else(|| format!("switchover {trial}: node {primary} does not answer"))?;
         let asked_at = Instant::now();
-        ask_switchover(&nodes.admins[target - 1], target)?;
+        ask_switchover(&nodes.admins[target - 1], target, Switch::Stream)?;
         let took = follow(&mut watch, &writers, primary, epoch, asked_at)
             .map_err(|e| format!("switchover {trial}: {e}"))?;
         record(&mut switch_commit, took.first_commit);
@@ -348,6 +336,68 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     }
 }
 
+/// What both MariaDB failover benchmarks start from: their sizes, the `lockstepd`
+/// binary and a directory the MariaDB servers can reach.
+pub(crate) struct Setup {
+    pub trials: usize,
+    pub switchovers: usize,
+    pub clients: usize,
+    pub bin: PathBuf,
+    pub work: Workdir,
+    pub dir: PathBuf,
+}
+
+impl Setup {
+    /// Reads the sizes (`clients` by default), takes the signals and prepares the
+    /// directory; `None`, after a line saying why `what` is skipped, without MariaDB.
+    pub(crate) fn new(
+        args: &FailoverArgs,
+        what: &str,
+        clients: usize,
+    ) -> Result<Option<Setup>, Error> {
+        let (trials, switchovers) = if args.quick {
+            (2, 1)
+        } else {
+            (args.trials, args.switchovers.unwrap_or(args.trials))
+        };
+        let clients = args.clients.unwrap_or(clients);
+        if clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        // Before any thread starts, so that every thread inherits the blocked signals
+        // and an interrupted run still stops the MariaDB servers.
+        interrupt::take_signals()?;
+        if let Err(why) = mariadb_here(!args.no_install) {
+            println!("skipped: {what}: {why}");
+            return Ok(None);
+        }
+        let bin = bin_path(args.lockstepd.as_deref())?;
+        let work = Workdir::new(args.dir.as_deref())?;
+        let dir = std::path::absolute(work.path()).map_err(|e| format!("{e}"))?;
+        // MariaDB runs as its own account when this runs as root; it must reach its
+        // directories inside this one.
+        open_to_servers(&dir)?;
+        Ok(Some(Setup {
+            trials,
+            switchovers,
+            clients,
+            bin,
+            work,
+            dir,
+        }))
+    }
+}
+
+/// Creates the table the clients insert their numbered rows into, on `db`.
+pub(crate) fn create_rows_table(db: &MariaDb) -> Result<(), Error> {
+    db.connect()?
+        .run(
+            "CREATE TABLE rows_ (id BIGINT AUTO_INCREMENT PRIMARY KEY, n BIGINT NOT NULL, \
+             marker VARCHAR(40) NOT NULL) ENGINE=InnoDB",
+        )
+        .map_err(|e| format!("create the table of the clients' rows: {e}").into())
+}
+
 /// MariaDB's server is here, installed now if it may be; else why not.
 fn mariadb_here(may_install: bool) -> Result<(), String> {
     if mariadb::available().is_ok() {
@@ -363,7 +413,7 @@ fn mariadb_here(may_install: bool) -> Result<(), String> {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -534,7 +584,7 @@ fn stream_position(nodes: &Nodes, watch: &mut Watch) -> Option<(u64, GtidState)>
     Some((lsn, FrontRecord::decode(&r.payload).ok()?.position))
 }
 
-fn gtid_binlog_pos(c: &mut MyConn) -> Result<String, Error> {
+pub(crate) fn gtid_binlog_pos(c: &mut MyConn) -> Result<String, Error> {
     Ok(c.query("SELECT @@global.gtid_binlog_pos")
         .map_err(|e| format!("read the database's gtid_binlog_pos: {e}"))?
         .first(0)
@@ -542,7 +592,7 @@ fn gtid_binlog_pos(c: &mut MyConn) -> Result<String, Error> {
 }
 
 /// Each row number in the table, with how often it is there.
-fn table_counts(c: &mut MyConn) -> Result<BTreeMap<u64, usize>, Error> {
+pub(crate) fn table_counts(c: &mut MyConn) -> Result<BTreeMap<u64, usize>, Error> {
     let result = c
         .query("SELECT n FROM rows_")
         .map_err(|e| format!("read the clients' rows: {e}"))?;
@@ -621,8 +671,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The clients: each inserts rows numbered from one shared counter (a number is never
 /// used twice, and a row whose COMMIT failed is never retried), reconnecting after a
-/// failure, and records when each COMMIT returned OK.
-struct RowWriters {
+/// failure to the next of the servers given that takes writes (`@@global.read_only` is
+/// 0: how an application finds the primary among database members without lockstep's
+/// tools), and records when each COMMIT returned OK.
+pub(crate) struct RowWriters {
     stop: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
     acked: Arc<Mutex<BTreeMap<u64, Instant>>>,
@@ -632,7 +684,7 @@ struct RowWriters {
 }
 
 impl RowWriters {
-    fn start(addr: &str, clients: usize) -> RowWriters {
+    pub(crate) fn start(addrs: &[String], clients: usize) -> RowWriters {
         let stop = Arc::new(AtomicBool::new(false));
         let next = Arc::new(AtomicU64::new(1));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
@@ -640,7 +692,8 @@ impl RowWriters {
         let threads = (0..clients)
             .map(|i| {
                 let w = Writer {
-                    addr: addr.to_owned(),
+                    addrs: addrs.to_vec(),
+                    at: i,
                     stop: Arc::clone(&stop),
                     next: Arc::clone(&next),
                     acked: Arc::clone(&acked),
@@ -661,13 +714,13 @@ impl RowWriters {
         }
     }
 
-    fn last_ack(&self) -> Option<Instant> {
+    pub(crate) fn last_ack(&self) -> Option<Instant> {
         *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The longest time without a COMMIT returning, from the last return before `from`
     /// (or `from`) to the first after `until`; `None` before there is one after `until`.
-    fn longest_gap(&self, from: Instant, until: Instant) -> Option<Duration> {
+    pub(crate) fn longest_gap(&self, from: Instant, until: Instant) -> Option<Duration> {
         let mut times: Vec<Instant> = self
             .acked
             .lock()
@@ -681,7 +734,7 @@ impl RowWriters {
 
     /// Stops the clients once their current COMMIT returned; returns the acknowledged
     /// rows with their times, and how many rows were tried.
-    fn stop(mut self) -> (BTreeMap<u64, Instant>, u64) {
+    pub(crate) fn stop(mut self) -> (BTreeMap<u64, Instant>, u64) {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -723,7 +776,9 @@ fn longest_gap(times: &[Instant], from: Instant, until: Instant) -> Option<Durat
 
 /// One client thread of [`RowWriters`].
 struct Writer {
-    addr: String,
+    addrs: Vec<String>,
+    /// The server tried last (index into `addrs`).
+    at: usize,
     stop: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
     acked: Arc<Mutex<BTreeMap<u64, Instant>>>,
@@ -731,22 +786,28 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(self) {
+    fn run(mut self) {
         let mut conn: Option<MyConn> = None;
         while !self.stop.load(Ordering::SeqCst) {
             let c = match conn.as_mut() {
                 Some(c) => c,
                 None => {
-                    let mut login =
-                        mariadb::login(&self.addr, mariadb::APP_USER).database(mariadb::APP_DB);
+                    self.at = (self.at + 1) % self.addrs.len();
+                    let mut login = mariadb::login(&self.addrs[self.at], mariadb::APP_USER)
+                        .database(mariadb::APP_DB);
                     login.connect_timeout = Duration::from_millis(500);
                     login.io_timeout = Some(CLIENT_IO_TIMEOUT);
-                    match MyConn::connect(&login) {
-                        Ok(c) => conn.insert(c),
-                        Err(_) => {
-                            // The server is up for the whole run: a short pause bounds
-                            // the retries of a client that cannot connect for a moment.
-                            std::thread::sleep(Duration::from_millis(20));
+                    let writable = MyConn::connect(&login).ok().and_then(|mut c| {
+                        let read_only = c.query("SELECT @@global.read_only").ok()?.first(0);
+                        (read_only.as_deref() == Some("0")).then_some(c)
+                    });
+                    match writable {
+                        Some(c) => conn.insert(c),
+                        None => {
+                            // A pause bounds the retries of a client that finds no
+                            // server taking writes for a moment; a short one, since it
+                            // adds to the write gap measured.
+                            std::thread::sleep(RETRY_PAUSE);
                             continue;
                         }
                     }

@@ -13,7 +13,9 @@
 //! - `failover`: kill -9 of the primary of a 3-process cluster under its controller,
 //!   until the first commit on the new primary, see [`failover`]; with `--mariadb`, the
 //!   write stall of a MariaDB application whose database's front is on that primary,
-//!   see [`failover_mariadb`].
+//!   see [`failover_mariadb`]; with `--mariadb --db`, the write gap when the database
+//!   primary among MariaDB members beside the nodes is lost or handed over, see
+//!   [`db_failover`].
 //! - `peers`: lockstep beside PostgreSQL, MariaDB and etcd on the same machine, with
 //!   the same payloads, concurrency and durability, see [`peers_bench`].
 //! - `mariadb`: sysbench against MariaDB alone, MariaDB with stock lossless semi-sync,
@@ -26,6 +28,7 @@
 
 mod cluster;
 mod committers;
+mod db_failover;
 mod failover;
 mod failover_mariadb;
 mod floor;

@@ -5,7 +5,7 @@
 //! closed by the kernel. Every node has the controller (`[control]`) and an admin
 //! endpoint, where a switchover is asked for. The cluster has one stream, [`STREAM`],
 //! strong, node 1 its first primary; a benchmark may add keys to the stream's table
-//! (a MariaDB front, say).
+//! (a MariaDB front, say), node by node (each node's own binlog server).
 //!
 //! Clean-up: dropping [`Nodes`] kills and reaps every node still running;
 //! [`Nodes::stop_all`] stops them with SIGTERM first. Their directory is the caller's.
@@ -52,13 +52,13 @@ pub struct Nodes {
 
 impl Nodes {
     /// Writes every node's configuration into `dir` and starts the nodes.
-    /// `stream_toml` holds more keys of the stream's table (each line ending in a
-    /// newline), or is empty.
+    /// `stream_toml(n)` holds more keys of the stream's table on node `n` (each line
+    /// ending in a newline), or is empty.
     pub fn start(
         bin: PathBuf,
         dir: &Path,
         failover_timeout_ms: Option<u64>,
-        stream_toml: &str,
+        stream_toml: impl Fn(usize) -> String,
     ) -> Result<Nodes, Error> {
         std::fs::write(
             dir.join("profile.toml"),
@@ -98,7 +98,7 @@ impl Nodes {
                 t,
                 "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\""
             );
-            t.push_str(stream_toml);
+            t.push_str(&stream_toml(n));
             let _ = writeln!(t, "[control]");
             if let Some(ms) = failover_timeout_ms {
                 let _ = writeln!(t, "failover_timeout_ms = {ms}");
@@ -293,16 +293,31 @@ pub fn wait_until(
 /// The admin token of the benchmark's nodes.
 const ADMIN_TOKEN: &str = "failover-bench-admin-token-0123456789";
 
-/// Asks node `to` (1-based) to take the primary role, through an admin endpoint.
-pub fn ask_switchover(admin: &str, to: usize) -> Result<(), Error> {
+/// What a switchover moves to node or member `to`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// The stream's lockstep primary role.
+    Stream,
+    /// The primary role of the stream's database members (the front's `members`).
+    Database,
+}
+
+/// Asks for node `to` (1-based) to take the stream's primary role, or for database
+/// member `to` to take writes, through an admin endpoint.
+pub fn ask_switchover(admin: &str, to: usize, what: Switch) -> Result<(), Error> {
     use std::io::{Read, Write};
     let mut sock = std::net::TcpStream::connect(admin)
         .map_err(|e| format!("connect to the admin endpoint {admin}: {e}"))?;
     // The endpoint answers once the switchover is done (200) or refused.
     let _ = sock.set_read_timeout(Some(Duration::from_secs(15)));
+    let db = if what == Switch::Database {
+        "&db=1"
+    } else {
+        ""
+    };
     write!(
         sock,
-        "POST /v1/switchover?stream={STREAM}&to={to} HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /v1/switchover?stream={STREAM}{db}&to={to} HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("ask {admin} for a switchover: {e}"))?;
     let mut answer = String::new();

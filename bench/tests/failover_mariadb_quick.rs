@@ -11,93 +11,37 @@
 
 mod common;
 
-use std::path::Path;
-
-/// Why this machine cannot run the benchmark, if it cannot.
-fn missing() -> Option<String> {
-    if !Path::new("/usr/sbin/mariadbd").exists() {
-        return Some("no /usr/sbin/mariadbd (the Debian package mariadb-server)".into());
-    }
-    lockstep_sys::probe::io_uring().err()
-}
-
-/// The number right after `key` in `line`.
-fn number_after(line: &str, key: &str) -> u64 {
-    let at = line
-        .find(key)
-        .unwrap_or_else(|| panic!("{key:?} in {line}"));
-    line[at + key.len()..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or_else(|| panic!("a number after {key:?} in {line}"))
-}
-
-/// The text of `stdout`'s line that starts with `prefix`, after the prefix.
-fn line_after<'a>(stdout: &'a str, prefix: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no line {prefix:?} in {stdout}"))
-}
-
-/// MariaDB servers whose data is under `dir`, still running.
-fn servers_left(dir: &Path) -> Vec<String> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            let cmdline = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
-            (comm.trim() == "mariadbd" && cmdline.contains(&needle))
-                .then(|| cmdline.replace('\0', " "))
-        })
-        .collect()
-}
-
 #[test]
 fn quick_failover_benchmark_with_a_mariadb_front() {
-    if let Some(why) = missing() {
+    if let Some(why) = common::mariadb_missing() {
         eprintln!("skipped: {why}");
         return;
     }
-    let bin = common::lockstepd();
-    let dir = common::scratch("bench-failover-mariadb-quick");
-    let (stdout, _) = common::run(
-        common::bench(&[
-            "failover",
-            "--mariadb",
-            "--quick",
-            "--no-install",
-            "--lockstepd",
-        ])
-        .arg(&bin)
-        .arg("--dir")
-        .arg(&dir),
+    let (stdout, dir) = common::run_mariadb_bench(
+        "bench-failover-mariadb-quick",
+        &["failover", "--mariadb", "--quick"],
     );
-    assert!(!stdout.contains("skipped"), "{stdout}");
 
-    let trials: Vec<&str> = stdout.lines().filter(|l| l.starts_with("trial ")).collect();
+    let trials = common::lines_starting(&stdout, "trial ");
     assert_eq!(trials.len(), 2, "{stdout}");
     for t in &trials {
-        let killed = number_after(t, "killed node ");
-        let committed = number_after(t, "first commit on node ");
+        let killed = common::number_after(t, "killed node ");
+        let committed = common::number_after(t, "first commit on node ");
         assert!((1..=3).contains(&killed), "{t}");
         assert!((1..=3).contains(&committed), "{t}");
         assert_ne!(killed, committed, "the killed node committed: {t}");
         assert!(t.contains("database write stall "), "{t}");
         assert!(t.contains("full strength "), "{t}");
     }
-    let switchovers: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("switchover "))
-        .collect();
+    let switchovers = common::lines_starting(&stdout, "switchover ");
     assert_eq!(switchovers.len(), 1, "{stdout}");
     let s = switchovers[0];
-    let (from, to) = (number_after(s, ": node "), number_after(s, "→ node "));
+    let (from, to) = (
+        common::number_after(s, ": node "),
+        common::number_after(s, "→ node "),
+    );
     assert_ne!(from, to, "{s}");
-    assert_eq!(number_after(s, "first commit on node "), to, "{s}");
+    assert_eq!(common::number_after(s, "first commit on node "), to, "{s}");
     assert!(s.contains("database write stall "), "{s}");
 
     // Every measure has a row, with as many samples as kills or switchovers.
@@ -109,49 +53,44 @@ fn quick_failover_benchmark_with_a_mariadb_front() {
         ("switchover → first commit on the target", "1"),
         ("switchover: database write stall", "1"),
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with('|') && l.contains(row))
-            .unwrap_or_else(|| panic!("no table row {row:?} in {stdout}"));
-        let cells = common::cells(line);
-        assert_eq!(cells.len(), 5, "{line}");
-        assert_eq!(cells[1], count, "{line}");
-        for c in &cells[2..] {
-            assert!(c.parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
-        }
+        common::assert_table_row(&stdout, row, count);
     }
 
     // "N of T tried; in the database once: N; missing: 0; rows more than once: 0"
-    let rows = line_after(&stdout, "acknowledged rows: ");
-    let acked = number_after(rows, "");
+    let rows = common::line_after(&stdout, "acknowledged rows: ");
+    let acked = common::number_after(rows, "");
     assert!(acked > 0, "{rows}");
-    assert!(number_after(rows, " of ") >= acked, "{rows}");
+    assert!(common::number_after(rows, " of ") >= acked, "{rows}");
     assert_eq!(
-        number_after(rows, "in the database once: "),
+        common::number_after(rows, "in the database once: "),
         acked,
         "{rows}"
     );
-    assert_eq!(number_after(rows, "missing: "), 0, "{rows}");
-    assert_eq!(number_after(rows, "rows more than once: "), 0, "{rows}");
-    let streams = line_after(
+    assert_eq!(common::number_after(rows, "missing: "), 0, "{rows}");
+    assert_eq!(
+        common::number_after(rows, "rows more than once: "),
+        0,
+        "{rows}"
+    );
+    let streams = common::line_after(
         &stdout,
         "acknowledged rows in the stream on 3 nodes, once each: ",
     );
-    assert_eq!(number_after(streams, ""), acked, "{streams}");
+    assert_eq!(common::number_after(streams, ""), acked, "{streams}");
     assert_eq!(
-        number_after(streams, "missing or repeated: "),
+        common::number_after(streams, "missing or repeated: "),
         0,
         "{streams}"
     );
 
     // "X = the stream's position X (record at commit lsn L)"
-    let gtid = line_after(&stdout, "database GTID position ");
+    let gtid = common::line_after(&stdout, "database GTID position ");
     let (db_pos, rest) = gtid.split_once(" = the stream's position ").expect(gtid);
     let stream_pos = rest.split(' ').next().unwrap();
     assert_eq!(db_pos, stream_pos, "{gtid}");
     assert!(!db_pos.is_empty(), "{gtid}");
 
-    let semi = line_after(&stdout, "commits without the front's ACK");
+    let semi = common::line_after(&stdout, "commits without the front's ACK");
     assert!(semi.contains(": 0;"), "{semi}");
     assert!(semi.ends_with("semi-sync on at the end: yes"), "{semi}");
     for goal in [
@@ -163,6 +102,6 @@ fn quick_failover_benchmark_with_a_mariadb_front() {
             "no {goal:?} in {stdout}"
         );
     }
-    assert_eq!(servers_left(&dir), Vec::<String>::new());
+    assert_eq!(common::servers_left(&dir), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&dir);
 }
