@@ -70,9 +70,13 @@ fn position(c: &mut MyConn, variable: &str) -> Result<GtidState, RoleError> {
     })
 }
 
-/// Whether `a` is at or before `b` in every domain of `a`.
+/// Whether `a` is at or before `b` in every domain of `a`; at the same sequence
+/// number only if the same server wrote both (else they are two histories).
 fn within(a: &GtidState, b: &GtidState) -> bool {
-    a.iter().all(|g| b.reaches(g))
+    a.iter().all(|g| {
+        b.get(g.domain)
+            .is_some_and(|l| l.seq > g.seq || (l.seq == g.seq && l.server == g.server))
+    })
 }
 
 /// Waits (at most `wait`) until the server at `login` holds the stream up to `stream`:
@@ -341,4 +345,22 @@ pub fn rejoin(login: &Login, source: &Source, stream: &GtidState) -> Result<(), 
     ))?;
     c.run("START SLAVE")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_within_another_only_on_the_same_history() {
+        let p = |t: &str| GtidState::parse(t).unwrap();
+        assert!(within(&p("0-12-4714"), &p("0-13-4903")));
+        assert!(within(&p("0-12-4714"), &p("0-12-4714")));
+        assert!(within(&p(""), &p("0-12-4714")));
+        // Beyond the other, in a domain the other lacks, or the same number written
+        // by another server: not within.
+        assert!(!within(&p("0-12-4722"), &p("0-13-4714")));
+        assert!(!within(&p("1-12-3"), &p("0-13-4714")));
+        assert!(!within(&p("0-12-4714"), &p("0-13-4714")));
+    }
 }
