@@ -7,3 +7,7 @@ bash ci/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The data path's process-fault tests again, with the peer links on emulated RDMA
+# rings (a test double of verbs over shared memory), at a short size.
+LOCKSTEP_TEST_TRANSPORT=rdma-emu LOCKSTEP_CHAOS_ROUNDS=5 \
+    cargo test --locked --test repl_faults

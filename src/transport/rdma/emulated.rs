@@ -42,7 +42,7 @@ pub const SEND_QUEUE_DEPTH: usize = 256;
 /// and changes it while the protocol runs.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
-    /// The queue pair goes to error when this many more writes have been placed.
+    /// The queue pair that posts the write after this many more goes to error (once).
     pub error_after_writes: Option<u64>,
     /// The next write places only this many bytes, then the queue pair goes to error.
     pub tear_next_write_bytes: Option<usize>,
@@ -237,10 +237,12 @@ impl QueuePair for EmulatedQp {
         self.outstanding += 1;
         let (fail_now, tear, delay) = {
             let mut f = self.faults.lock().expect("faults lock");
+            // One-shot: the fault fails one queue pair, and later ones run.
             let fail_now = f.error_after_writes == Some(0);
-            if let Some(n) = f.error_after_writes.as_mut()
-                && *n > 0
-            {
+            if fail_now {
+                f.error_after_writes = None;
+            }
+            if let Some(n) = f.error_after_writes.as_mut() {
                 *n -= 1;
             }
             (
@@ -429,5 +431,10 @@ mod tests {
         assert_eq!(c[0].status, WcStatus::Success);
         assert_eq!(c[1].status, WcStatus::Flushed);
         assert_eq!(a.state(), QpState::Error);
+        // The fault was used up: a new queue pair runs.
+        let (mut c, _d) = pair(&mut p);
+        c.post_write(3, vec![3; 8], &region.remote(), 16, None)
+            .unwrap();
+        assert_eq!(completions(&mut c)[0].status, WcStatus::Success);
     }
 }

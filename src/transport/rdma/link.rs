@@ -140,6 +140,10 @@ impl<P: Provider> Rings<P> {
         self.chosen
     }
 
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
     fn end(&mut self, link: LinkId) -> Option<&mut End<P>> {
         self.ends.get_mut(link).and_then(Option::as_mut)
     }
@@ -529,16 +533,28 @@ impl<P: Provider> Rings<P> {
     }
 }
 
+/// Links whose host runs rings: the node's shard ([`NodeLinks`]) and the simulator's
+/// processes.
+pub trait RingLinks<P: Provider>: Links {
+    fn rings_mut(&mut self) -> &mut Rings<P>;
+}
+
+impl<P: Provider> RingLinks<P> for NodeLinks<P> {
+    fn rings_mut(&mut self) -> &mut Rings<P> {
+        &mut self.rings
+    }
+}
+
 /// The member reads up to its budget of frames from `link`'s ring, handing each to
 /// `take` with the links (the driver answers on them).
-pub fn read_ring<P: Provider>(
-    links: &mut NodeLinks<P>,
+pub fn read_ring<P: Provider, L: RingLinks<P>>(
+    links: &mut L,
     link: LinkId,
-    mut take: impl FnMut(&mut NodeLinks<P>, &Frame<'_>) -> Taken,
+    mut take: impl FnMut(&mut L, &Frame<'_>) -> Taken,
 ) -> Result<RingRead, String> {
     let mut read = RingRead::default();
     while read.records < RING_RECORDS_PER_TURN {
-        let Some(rec) = links.rings.peek(link)? else {
+        let Some(rec) = links.rings_mut().peek(link)? else {
             return Ok(read);
         };
         let frame = Frame::parse(&rec.body).map_err(|e| format!("ring frame: {e}"))?;
@@ -550,7 +566,7 @@ pub fn read_ring<P: Provider>(
             }
             Taken::Close(why) => return Err(why),
         }
-        links.rings.consume(link, rec.end);
+        links.rings_mut().consume(link, rec.end);
         read.records += 1;
     }
     read.more = true;
@@ -585,5 +601,272 @@ impl<P: Provider> Links for NodeLinks<P> {
 
     fn is_open(&self, link: LinkId) -> bool {
         self.tcp.is_open(link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::emulated::EmulatedProvider;
+    use super::*;
+    use crate::wire::{RecordRef, Records};
+
+    /// A member's log as the driver keeps it: records appended in order, a gap or a
+    /// duplicate refused.
+    #[derive(Default)]
+    struct MemberLog {
+        lsns: Vec<u64>,
+    }
+
+    impl MemberLog {
+        fn last(&self) -> u64 {
+            self.lsns.last().copied().unwrap_or(0)
+        }
+
+        fn take(&mut self, frame: &Frame<'_>) -> Taken {
+            let Message::Replicate {
+                prev_lsn, records, ..
+            } = &frame.message
+            else {
+                return Taken::Close(format!("unexpected {}", frame.message.kind()));
+            };
+            assert_eq!(*prev_lsn, self.last(), "no gap and no duplicate");
+            for r in records.iter() {
+                self.lsns.push(r.lsn);
+            }
+            Taken::Done
+        }
+    }
+
+    fn replicate(links: &mut Rings<EmulatedProvider>, link: LinkId, lsn: u64) -> bool {
+        let payload = lsn.to_le_bytes();
+        let recs = [RecordRef {
+            lsn,
+            epoch: 1,
+            payload: &payload,
+        }];
+        let m = Message::Replicate {
+            epoch: 1,
+            prev_lsn: lsn - 1,
+            prev_epoch: if lsn == 1 { 0 } else { 1 },
+            commit_lsn: 0,
+            records: Records::new(&recs),
+        };
+        match links.route(link, RequestId(0), &m) {
+            Some(r) => {
+                r.unwrap();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Primary and member ends of one link, set up as the shard does it.
+    fn set_up(
+        primary: &mut Rings<EmulatedProvider>,
+        member: &mut Rings<EmulatedProvider>,
+        link: LinkId,
+    ) {
+        let offer = primary.offer(link).unwrap();
+        let (answer, declined) = member.on_offer(link, &offer);
+        assert_eq!(declined, None);
+        assert!(primary.on_answer(link, &answer).unwrap());
+        member.on_switch(link).unwrap();
+        assert_eq!(primary.transport_of(link), "rdma-emu");
+        assert_eq!(member.transport_of(link), "rdma-emu");
+    }
+
+    /// Reads the member's ring into `log` as the shard's turn does, without the TCP
+    /// side (the tests below play it).
+    fn read_all(
+        member: &mut Rings<EmulatedProvider>,
+        link: LinkId,
+        log: &mut MemberLog,
+    ) -> Result<(), String> {
+        loop {
+            let Some(rec) = member.peek(link)? else {
+                return Ok(());
+            };
+            let frame = Frame::parse(&rec.body).map_err(|e| e.to_string())?;
+            match log.take(&frame) {
+                Taken::Done => member.consume(link, rec.end),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// The member acks what it holds; the primary reads the slot.
+    fn ack(
+        primary: &mut Rings<EmulatedProvider>,
+        member: &mut Rings<EmulatedProvider>,
+        link: LinkId,
+        log: &MemberLog,
+    ) -> Result<Option<AckSlot>, String> {
+        let last = log.last();
+        let a = Message::Ack {
+            epoch: 1,
+            received_lsn: last,
+            durable_lsn: last,
+        };
+        member.route(link, RequestId(0), &a).unwrap().unwrap();
+        member.flush(link)?;
+        primary.read_ack(link)
+    }
+
+    #[test]
+    fn a_qp_error_mid_stream_falls_back_to_tcp_and_reconnects_without_loss_or_duplicate() {
+        let mut primary = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut member = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut log = MemberLog::default();
+        let mut link = 0;
+        set_up(&mut primary, &mut member, link);
+        let mut next = 1;
+        // The primary's queue pair fails after a few batches, mid-stream.
+        primary
+            .provider()
+            .faults()
+            .lock()
+            .unwrap()
+            .error_after_writes = Some(3);
+        let mut failed_at = None;
+        while next <= 200 {
+            for _ in 0..5 {
+                assert!(replicate(&mut primary, link, next));
+                next += 1;
+            }
+            let flushed = primary.flush(link);
+            let read = read_all(&mut member, link, &mut log);
+            let acked = ack(&mut primary, &mut member, link, &log);
+            if flushed.is_err()
+                || read.is_err()
+                || acked.is_err()
+                || primary.read_ack(link).is_err()
+            {
+                failed_at = Some(next);
+                break;
+            }
+        }
+        let failed_at = failed_at.expect("the injected error failed the ring");
+        assert!(
+            log.last() < failed_at - 1,
+            "the failure cut the stream short: the fallback has records to resend"
+        );
+        // Fallback: the link closes (both ends drop their rings); the primary greets
+        // the member again on TCP, whose answer is where the member's log ends, and
+        // sends from there on TCP.
+        primary.drop_end(link);
+        member.drop_end(link);
+        link += 1;
+        assert_eq!(primary.transport_of(link), "tcp");
+        let resume = log.last() + 1;
+        for lsn in resume..resume + 10 {
+            assert!(!replicate(&mut primary, link, lsn), "TCP carries it");
+            log.lsns.push(lsn);
+        }
+        // Reconnection: a ring again on the new link, from where TCP left off.
+        set_up(&mut primary, &mut member, link);
+        let from = log.last() + 1;
+        for lsn in from..from + 300 {
+            assert!(replicate(&mut primary, link, lsn));
+            if lsn % 7 == 0 {
+                primary.flush(link).unwrap();
+                read_all(&mut member, link, &mut log).unwrap();
+                ack(&mut primary, &mut member, link, &log).unwrap();
+            }
+        }
+        primary.flush(link).unwrap();
+        read_all(&mut member, link, &mut log).unwrap();
+        let slot = ack(&mut primary, &mut member, link, &log).unwrap().unwrap();
+        assert_eq!(slot.durable_lsn, from + 299);
+        assert_eq!(log.lsns, (1..from + 300).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_restarted_member_gets_a_new_ring_and_the_old_one_is_not_heard() {
+        let mut primary = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut member = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut log = MemberLog::default();
+        set_up(&mut primary, &mut member, 0);
+        for lsn in 1..=50 {
+            assert!(replicate(&mut primary, 0, lsn));
+        }
+        primary.flush(0).unwrap();
+        read_all(&mut member, 0, &mut log).unwrap();
+        assert_eq!(
+            ack(&mut primary, &mut member, 0, &log)
+                .unwrap()
+                .unwrap()
+                .durable_lsn,
+            50
+        );
+        // The member's process restarts: its rings and queue pairs are gone (its log,
+        // durable, stays); the primary sees the link close.
+        drop(member);
+        primary.drop_end(0);
+        let mut member = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        // The new link reuses the slot; the new member starts its acks from zero.
+        set_up(&mut primary, &mut member, 3);
+        for lsn in 51..=80 {
+            assert!(replicate(&mut primary, 3, lsn));
+        }
+        primary.flush(3).unwrap();
+        read_all(&mut member, 3, &mut log).unwrap();
+        let slot = ack(&mut primary, &mut member, 3, &log).unwrap().unwrap();
+        assert_eq!(slot.durable_lsn, 80);
+        assert_eq!(log.lsns, (1..=80).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_member_that_stops_reading_holds_the_primary_back_until_it_reads() {
+        let mut primary = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut member = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut log = MemberLog::default();
+        set_up(&mut primary, &mut member, 0);
+        // 64 KiB records: the 8 MiB ring takes under 128 of them.
+        let big = vec![7u8; 64 << 10];
+        let send = |primary: &mut Rings<EmulatedProvider>, lsn: u64| {
+            let recs = [RecordRef {
+                lsn,
+                epoch: 1,
+                payload: &big,
+            }];
+            let m = Message::Replicate {
+                epoch: 1,
+                prev_lsn: lsn - 1,
+                prev_epoch: if lsn == 1 { 0 } else { 1 },
+                commit_lsn: 0,
+                records: Records::new(&recs),
+            };
+            primary.route(0, RequestId(0), &m).unwrap().unwrap();
+        };
+        for lsn in 1..=200 {
+            send(&mut primary, lsn);
+        }
+        primary.flush(0).unwrap();
+        read_all(&mut member, 0, &mut log).unwrap();
+        let placed = log.last();
+        assert!(placed < 128 && placed > 100, "the ring took {placed}");
+        // Nothing more is placed until the member reports its position.
+        primary.flush(0).unwrap();
+        read_all(&mut member, 0, &mut log).unwrap();
+        assert_eq!(log.last(), placed);
+        ack(&mut primary, &mut member, 0, &log).unwrap();
+        while log.last() < 200 {
+            primary.flush(0).unwrap();
+            read_all(&mut member, 0, &mut log).unwrap();
+            ack(&mut primary, &mut member, 0, &log).unwrap();
+        }
+        assert_eq!(log.lsns, (1..=200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_member_of_another_transport_declines() {
+        let mut primary = Rings::new(EmulatedProvider::new(), Chosen::RdmaEmu);
+        let mut member = Rings::new(EmulatedProvider::new(), Chosen::Tcp);
+        let offer = primary.offer(0).unwrap();
+        let (answer, declined) = member.on_offer(0, &offer);
+        assert!(declined.unwrap().contains("this node runs tcp"));
+        assert!(primary.on_answer(0, &answer).is_err());
+        assert_eq!(primary.transport_of(0), "tcp");
+        assert!(!primary.has_end(0));
     }
 }
