@@ -29,6 +29,7 @@ fn seeds_hold_the_invariants() {
     let mut faults = [0u64; Fault::ALL.len()];
     let (mut seeds, mut committed, mut primary_starts, mut lost) = (0u64, 0u64, 0u64, 0u64);
     let mut controlled = 0u64;
+    let (mut rings, mut ring_failures) = (0u64, 0u64);
     while start.elapsed() < time && seeds < SEEDS_MAX {
         let r = Sim::run_seed(seeds, SimOptions::default());
         assert!(r.violation.is_none(), "{r}");
@@ -39,6 +40,8 @@ fn seeds_hold_the_invariants() {
         committed += r.stats.committed;
         primary_starts += r.stats.primary_starts;
         lost += r.stats.resolved_lost;
+        rings += r.stats.rings;
+        ring_failures += r.stats.ring_failures;
         seeds += 1;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -49,6 +52,9 @@ fn seeds_hold_the_invariants() {
     for (kind, n) in Fault::ALL.iter().zip(faults) {
         eprintln!("  {kind:?}: {n}");
     }
+    eprintln!("  rings: {rings}, of which failed: {ring_failures}");
+    // About half the seeds run their peer links on rings.
+    assert!(rings > seeds / 4, "only {rings} rings in {seeds} seeds");
     // About 300 seeds per second in the dev profile: a full batch is thousands.
     let expected = (time.as_secs() * 20).max(20);
     assert!(seeds >= expected, "only {seeds} seeds ran in {secs:.0} s");
@@ -112,6 +118,44 @@ fn planted_bug_is_caught_within(bug: Bug, seeds_max: u64) {
 fn planted_ack_before_durable_is_caught() {
     planted_bug_is_caught(Bug::AckBeforeDurable);
 }
+
+/// A member that writes its ack slot as durable before its log write completed: the
+/// simulator runs the ring protocol, so it must catch that too.
+#[test]
+fn planted_ack_slot_before_durable_is_caught() {
+    planted_bug_is_caught(Bug::AckSlotBeforeDurable);
+}
+
+/// Seeds with every peer link on rings (emulated verbs whose queue pairs fail at seeded
+/// moments) hold the invariants; the rings ran, failed and fell back to TCP, and ran
+/// again.
+#[test]
+fn seeds_on_rdma_rings_hold_the_invariants() {
+    let opts = SimOptions {
+        rdma: Some(true),
+        ..SimOptions::default()
+    };
+    let (mut rings, mut failures, mut committed) = (0, 0, 0);
+    for seed in 0..RING_SEEDS {
+        let r = Sim::run_seed(seed, opts.clone());
+        assert!(r.violation.is_none(), "{r}");
+        rings += r.stats.rings;
+        failures += r.stats.ring_failures;
+        committed += r.stats.committed;
+    }
+    eprintln!(
+        "{RING_SEEDS} seeds on rings: {rings} rings, {failures} failed, {committed} committed"
+    );
+    assert!(rings > RING_SEEDS, "rings ran: {rings}");
+    assert!(failures > RING_SEEDS / 4, "queue pairs failed: {failures}");
+    assert!(
+        committed > RING_SEEDS * 10,
+        "the workload committed: {committed}"
+    );
+}
+
+/// Seeds of the ring batch above.
+const RING_SEEDS: u64 = 300;
 
 #[test]
 fn planted_commit_on_k_minus_one_acks_is_caught() {
