@@ -135,8 +135,6 @@ pub struct AckWriter {
     offset: u64,
     seq: u64,
     token: u64,
-    /// The last slot written, so an unchanged one is not written again.
-    last: Option<AckSlot>,
     completions: Vec<WorkCompletion>,
 }
 
@@ -151,13 +149,13 @@ impl AckWriter {
             offset,
             seq: 0,
             token,
-            last: None,
             completions: Vec::new(),
         }
     }
 
-    /// Writes the member's positions (with the next seq) unless they did not change;
-    /// the write wakes the primary. Returns whether a write was posted.
+    /// Writes the member's positions with the next seq, and wakes the primary. Every
+    /// ack is written, an unchanged one too: it tells the primary the member is alive
+    /// and caught up (the commit rule's ack timeout counts on it).
     pub fn write(
         &mut self,
         qp: &mut impl QueuePair,
@@ -165,26 +163,19 @@ impl AckWriter {
         received_lsn: u64,
         durable_lsn: u64,
         consumed: u64,
-    ) -> Result<bool, VerbsError> {
-        let mut slot = AckSlot {
-            seq: 0,
+    ) -> Result<(), VerbsError> {
+        self.seq += 1;
+        let slot = AckSlot {
+            seq: self.seq,
             epoch,
             received_lsn,
             durable_lsn,
             consumed,
             token: self.token,
         };
-        if self.last == Some(slot) {
-            return Ok(false);
-        }
-        self.seq += 1;
-        slot.seq = self.seq;
         let bytes = slot.encode().to_vec();
         qp.post_write(self.seq, bytes, &self.remote, self.offset, Some(0))
-            .map_err(|(e, _)| e)?;
-        slot.seq = 0;
-        self.last = Some(slot);
-        Ok(true)
+            .map_err(|(e, _)| e)
     }
 
     /// Reaps completions of slot writes; a failed one fails the link.
@@ -215,8 +206,7 @@ mod tests {
         let mut w = AckWriter::new(slots.remote(), 2, 99);
         let mut view = SlotView::new(99);
         assert_eq!(view.poll(&slots, 2).unwrap(), None, "empty slot");
-        assert!(w.write(&mut member, 3, 10, 8, 4096).unwrap());
-        assert!(!w.write(&mut member, 3, 10, 8, 4096).unwrap(), "unchanged");
+        w.write(&mut member, 3, 10, 8, 4096).unwrap();
         assert!(primary.take_wakeups(), "the primary is woken");
         let got = view.poll(&slots, 2).unwrap().unwrap();
         assert_eq!(
@@ -225,6 +215,9 @@ mod tests {
         );
         assert_eq!(view.poll(&slots, 2).unwrap(), None, "nothing new");
         assert_eq!(view.poll(&slots, 1).unwrap(), None, "other slots untouched");
+        // The same ack again is news: the member is alive.
+        w.write(&mut member, 3, 10, 8, 4096).unwrap();
+        assert_eq!(view.poll(&slots, 2).unwrap().unwrap().seq, got.seq + 1);
         // An earlier link's member, with another token, is not heard on this one.
         let mut stale = AckWriter::new(slots.remote(), 2, 98);
         stale.write(&mut member, 3, 50, 50, 9000).unwrap();

@@ -60,9 +60,6 @@ struct ToMember<Q> {
     writer: Option<RingWriter>,
     backlog: Backlog,
     view: SlotView,
-    /// The ack fields of the last slot read: a slot that only returns credits is not
-    /// an ack.
-    last_ack: (u64, u64, u64),
     armed: bool,
 }
 
@@ -76,8 +73,9 @@ struct FromPrimary<Q, R> {
     switched: bool,
     /// The newest ack the driver sent: (epoch, received, durable).
     ack: Option<(u64, u64, u64)>,
-    /// The ack and the consumed position the slot was last written with.
-    ack_written: Option<(u64, u64, u64)>,
+    /// The driver sent an ack since the slot was last written.
+    ack_due: bool,
+    /// The consumed position the slot was last written with.
     slot_consumed: u64,
     armed: bool,
 }
@@ -221,7 +219,6 @@ impl<P: Provider> Rings<P> {
                 writer: None,
                 backlog: Backlog::default(),
                 view,
-                last_ack: (0, 0, 0),
                 armed: false,
             }),
         );
@@ -280,7 +277,7 @@ impl<P: Provider> Rings<P> {
                 ring,
                 switched: false,
                 ack: None,
-                ack_written: None,
+                ack_due: false,
                 slot_consumed: 0,
                 armed: false,
             }),
@@ -385,6 +382,7 @@ impl<P: Provider> Rings<P> {
                     } => {
                         let durable = if plant { *received_lsn } else { *durable_lsn };
                         p.ack = Some((*epoch, *received_lsn, durable));
+                        p.ack_due = true;
                         Some(Ok(()))
                     }
                     _ => None,
@@ -442,11 +440,11 @@ impl<P: Provider> Rings<P> {
         writer
             .on_consumed(slot.consumed)
             .map_err(|e| e.to_string())?;
-        let ack = (slot.epoch, slot.received_lsn, slot.durable_lsn);
-        if ack == m.last_ack || slot.epoch == 0 {
+        // Epoch 0: the member has sent no ack on this ring yet; the slot only returns
+        // credits. Any other slot is an ack, an unchanged one too (the member is alive).
+        if slot.epoch == 0 {
             return Ok(None);
         }
-        m.last_ack = ack;
         Ok(Some(slot))
     }
 
@@ -467,19 +465,16 @@ impl<P: Provider> Rings<P> {
                 p.acks
                     .reap(&mut p.qp)
                     .map_err(|s| format!("ack slot write completed with {s:?}"))?;
-                // The slot is written for a new ack, and also when a quarter of the ring
-                // was consumed since the last write, so credits return while nothing
-                // new becomes durable (heartbeats only).
+                // The slot is written for every ack the driver sent, and also when a
+                // quarter of the ring was consumed since the last write, so credits
+                // return while nothing new becomes durable (heartbeats only).
                 let consumed = p.reader.position();
-                let (epoch, received, durable) = match p.ack {
-                    Some(ack) => ack,
-                    None if consumed >= p.slot_consumed + (RING_BYTES / 4) as u64 => (0, 0, 0),
-                    None => return Ok(()),
-                };
-                if p.ack_written == p.ack && consumed < p.slot_consumed + (RING_BYTES / 4) as u64 {
+                let credits_due = consumed >= p.slot_consumed + (RING_BYTES / 4) as u64;
+                if !p.ack_due && !credits_due {
                     return Ok(());
                 }
-                p.ack_written = p.ack;
+                let (epoch, received, durable) = p.ack.unwrap_or((0, 0, 0));
+                p.ack_due = false;
                 p.slot_consumed = consumed;
                 p.acks
                     .write(&mut p.qp, epoch, received, durable, consumed)
