@@ -629,6 +629,14 @@ impl Shard {
         any_stalled
     }
 
+    /// The generation of the connection `link` holds now, if any.
+    fn generation_of(&self, link: LinkId) -> Option<u32> {
+        self.info
+            .get(link)
+            .and_then(Option::as_ref)
+            .map(|i| i.generation)
+    }
+
     /// The member this primary's `link` goes to.
     fn member_of(&self, link: LinkId) -> Option<(usize, NodeId)> {
         let stream = self.info.get(link)?.as_ref()?.stream;
@@ -837,12 +845,7 @@ impl Shard {
             }
         }
         for (link, fd) in self.links.rings.to_arm() {
-            let Some(generation) = self
-                .info
-                .get(link)
-                .and_then(Option::as_ref)
-                .map(|i| i.generation)
-            else {
+            let Some(generation) = self.generation_of(link) else {
                 continue;
             };
             let data = POLL_BIT | WAKE_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
@@ -851,12 +854,7 @@ impl Shard {
             }
         }
         for link in 0..self.links.tcp.slots() {
-            let Some(generation) = self
-                .info
-                .get(link)
-                .and_then(Option::as_ref)
-                .map(|i| i.generation)
-            else {
+            let Some(generation) = self.generation_of(link) else {
                 continue;
             };
             let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);

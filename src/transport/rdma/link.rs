@@ -633,11 +633,20 @@ mod tests {
     }
 
     fn replicate(links: &mut Rings<EmulatedProvider>, link: LinkId, lsn: u64) -> bool {
-        let payload = lsn.to_le_bytes();
+        replicate_payload(links, link, lsn, &lsn.to_le_bytes())
+    }
+
+    /// Sends record `lsn` with `payload` through `link`'s ring; false: not on a ring.
+    fn replicate_payload(
+        links: &mut Rings<EmulatedProvider>,
+        link: LinkId,
+        lsn: u64,
+        payload: &[u8],
+    ) -> bool {
         let recs = [RecordRef {
             lsn,
             epoch: 1,
-            payload: &payload,
+            payload,
         }];
         let m = Message::Replicate {
             epoch: 1,
@@ -818,23 +827,8 @@ mod tests {
         set_up(&mut primary, &mut member, 0);
         // 64 KiB records: the 8 MiB ring takes under 128 of them.
         let big = vec![7u8; 64 << 10];
-        let send = |primary: &mut Rings<EmulatedProvider>, lsn: u64| {
-            let recs = [RecordRef {
-                lsn,
-                epoch: 1,
-                payload: &big,
-            }];
-            let m = Message::Replicate {
-                epoch: 1,
-                prev_lsn: lsn - 1,
-                prev_epoch: if lsn == 1 { 0 } else { 1 },
-                commit_lsn: 0,
-                records: Records::new(&recs),
-            };
-            primary.route(0, RequestId(0), &m).unwrap().unwrap();
-        };
         for lsn in 1..=200 {
-            send(&mut primary, lsn);
+            assert!(replicate_payload(&mut primary, 0, lsn, &big));
         }
         primary.flush(0).unwrap();
         read_all(&mut member, 0, &mut log).unwrap();

@@ -14,7 +14,7 @@
 //! Which transport a node runs comes from its hardware profile (`transport = "auto" |
 //! "rdma" | "tcp" | "rdma-emu"`, see [`Selection`]).
 
-use super::verbs::{Endpoint, RemoteRegion};
+use super::verbs::{Endpoint, RemoteRegion, put_str, take_str};
 
 /// The transport a node's profile asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -186,24 +186,6 @@ impl Answer {
         }
         Ok(answer)
     }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn take_str(b: &mut &[u8]) -> Result<String, String> {
-    if b.len() < 2 {
-        return Err("string length missing".into());
-    }
-    let n = u16::from_le_bytes([b[0], b[1]]) as usize;
-    if b.len() < 2 + n {
-        return Err(format!("string of {n} bytes, {} left", b.len() - 2));
-    }
-    let s = String::from_utf8(b[2..2 + n].to_vec()).map_err(|_| "string is not UTF-8")?;
-    *b = &b[2 + n..];
-    Ok(s)
 }
 
 #[cfg(test)]

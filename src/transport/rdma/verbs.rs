@@ -217,7 +217,7 @@ pub trait Provider {
     fn create_qp(&mut self) -> Result<Self::Qp, VerbsError>;
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
@@ -239,7 +239,7 @@ fn take_u64(bytes: &mut &[u8]) -> Result<u64, String> {
     Ok(u64::from_le_bytes(take(bytes, 8)?.try_into().expect("8")))
 }
 
-fn take_str(bytes: &mut &[u8]) -> Result<String, String> {
+pub(super) fn take_str(bytes: &mut &[u8]) -> Result<String, String> {
     let n = u16::from_le_bytes(take(bytes, 2)?.try_into().expect("2")) as usize;
     let s = take(bytes, n)?;
     String::from_utf8(s.to_vec()).map_err(|_| "location is not UTF-8".to_string())
