@@ -104,6 +104,11 @@ pub const STATUS_JSON_BYTES_MAX: usize = 1 << 20;
 /// frame. The controller's raft messages carry at most 1 MiB of entries.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 2 << 20;
 
+/// Bytes of one incoming control connection's messages queued for the control loop and
+/// not yet handled: its reader stops reading there (TCP pushes back on the peer), so a
+/// peer that sends faster than the controller handles holds at most this much.
+pub const CONTROL_LINK_QUEUED_BYTES_MAX: usize = 8 << 20;
+
 /// Bytes of a nonce and of a proof (HMAC-SHA256) in the handshake that shows a node
 /// knows the cluster secret.
 pub const AUTH_BYTES: usize = 32;
@@ -118,6 +123,7 @@ const _: () = assert!(FRAME_RECORDS_MAX <= u32::MAX as usize);
 const _: () = assert!(FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(STATUS_JSON_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
 const _: () = assert!(CONTROL_MESSAGE_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
+const _: () = assert!(CONTROL_LINK_QUEUED_BYTES_MAX >= CONTROL_MESSAGE_BYTES_MAX);
 const _: () = assert!(STREAM_NAME_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(NODE_ADDR_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(WIRE_TEXT_BYTES_MAX <= u16::MAX as usize);

@@ -17,12 +17,23 @@
 //! committed prefixes are byte-identical, every log is sound, and no two nodes acted
 //! as primary in the same epoch (from the promotions the nodes announce on stderr).
 //!
+//! The MariaDB variant (`chaos_mariadb`) runs the same faults under a database: one
+//! MariaDB member beside each node, the front on the lockstep primary, clients writing
+//! rows to whichever member takes writes; in half of the rounds the database primary
+//! is killed too (and restarted once the round is healed). At the end every
+//! acknowledged row is on the database primary once and every member holds the same
+//! table. `LOCKSTEP_CHAOS_DB_ROUNDS=N` (default 3).
+//!
 //! `LOCKSTEP_CHAOS_DEBUG=1` prints the nodes' retention and start-over lines.
 //! `LOCKSTEP_CHAOS_ROUNDS=N` runs N rounds on 3 nodes and N/2 on 5 nodes (default: 10
 //! and 5); `LOCKSTEP_CHAOS_SEED` replays a run (the seed is printed).
 
 #[path = "common/chaos_cluster.rs"]
 mod chaos_cluster;
+#[path = "common/db_members.rs"]
+mod db_members;
+#[path = "common/front.rs"]
+mod front;
 #[path = "common/procs.rs"]
 mod procs;
 
@@ -555,4 +566,92 @@ fn chaos_three_nodes() {
 #[test]
 fn chaos_five_nodes() {
     run(5, rounds().1, None);
+}
+
+#[test]
+fn chaos_mariadb() {
+    if !front::mariadb_or_skip("chaos_mariadb") {
+        return;
+    }
+    let _serial = procs::serial();
+    let rounds: usize = std::env::var("LOCKSTEP_CHAOS_DB_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (mut rng, seed) = Rng::from_env("LOCKSTEP_CHAOS_SEED");
+    eprintln!("chaos_mariadb: {rounds} rounds, seed {seed} (LOCKSTEP_CHAOS_SEED)");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let db = db_members::Members::start(dir.path(), 3);
+    let mut cl = ChaosCluster::start_with(
+        env!("CARGO_BIN_EXE_lockstepd").into(),
+        3,
+        procs::segment_bytes(),
+        None,
+        &|n| db.stream_toml(n),
+    );
+    let p = db.wait_primary(Duration::from_secs(60));
+    front::create_rows_table(&db.dbs[p]);
+    let writers = db_members::Writers::start(db.addrs(), 8);
+    assert!(
+        writers.wait_for_more(50, PROGRESS_WITHIN),
+        "seed {seed}: no first rows"
+    );
+    let mut tally = Tally::default();
+    let mut db_kills = 0;
+    let mut db = db;
+    for round in 1..=rounds {
+        let killed = if rng.below(2) == 0 {
+            let p = db.wait_primary(Duration::from_secs(30));
+            db.dbs[p].kill().expect("kill the database primary");
+            db_kills += 1;
+            Some(p)
+        } else {
+            None
+        };
+        let what = fault_round(&mut cl, &mut rng, &mut tally);
+        if let Some(p) = killed {
+            db.dbs[p].start().expect("restart the database member");
+        }
+        let progressed = writers.wait_for_more(20, PROGRESS_WITHIN);
+        eprintln!(
+            "chaos_mariadb: round {round}/{rounds}: {what}{}; {} rows acknowledged",
+            killed.map_or(String::new(), |p| format!(
+                ", database member {} killed",
+                p + 1
+            )),
+            writers.acked()
+        );
+        assert!(
+            progressed,
+            "seed {seed}: round {round} ({what}): no row acknowledged within {PROGRESS_WITHIN:?}"
+        );
+    }
+    cl.heal_all();
+    let acked = writers.stop();
+    wait_full_strength(&cl, FULL_STRENGTH_WITHIN);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in 1..=3 {
+        while !db.settled(n) {
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: database member {n} did not rejoin"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    db.check_end(&acked);
+    eprintln!(
+        "chaos_mariadb: seed {seed}: {rounds} rounds, {db_kills} database primaries killed, \
+         kills per node {:?}, {} SIGSTOPs, {} cuts, {} delays, {} blackholes, {} partitions; \
+         {} rows acknowledged, all on the primary, every member identical",
+        tally.kills,
+        tally.stops,
+        tally.cuts,
+        tally.delays,
+        tally.blackholes,
+        tally.partitions,
+        acked.len()
+    );
+    drop(cl);
+    db.dbs.clear();
 }

@@ -228,3 +228,61 @@ fn a_request_may_weaken_its_mode_but_not_strengthen_it() {
         s.shutdown();
     }
 }
+
+/// A read below the first record retention kept is the client's to handle: the node
+/// answers `out-of-range` (naming the log's range), not `internal`.
+#[test]
+fn a_read_below_the_retained_range_is_out_of_range() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let d = dir.path();
+    // One node, 2 MiB segments, one sealed segment kept: a few megabytes of appends
+    // leave the log's first records deleted.
+    std::fs::write(
+        d.join("profile.toml"),
+        "description = \"retention test\"\n[log]\nsegment_bytes = 2097152\n",
+    )
+    .unwrap();
+    let port = lockstep::kit::free_ports(1).expect("free loopback ports")[0];
+    let addr = lockstep::kit::loopback(port);
+    let mut toml = lockstep::kit::NodeToml::new(1, std::slice::from_ref(&addr));
+    toml.keys = "profile = \"profile.toml\"\n".into();
+    toml.sections =
+        "[[streams]]\nname = \"s\"\nprimary = 1\nmode = \"async\"\nretain_segments = 1\n".into();
+    let config = d.join("node1.toml");
+    std::fs::write(&config, toml.text()).unwrap();
+    let server = Server::start(load(&config)).unwrap();
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let mut c = Client::connect(&[addr], "s", opts).unwrap();
+    let payload = vec![7u8; 60 << 10];
+    let mut last = 0;
+    for _ in 0..120 {
+        last = c.append_batch(&[&payload]).unwrap().last_lsn();
+    }
+    // Retention runs about once a second; a read from LSN 1 fails once it did.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        match c.read(1, 1) {
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(_) => panic!("retention deleted nothing of {last} records within 20 s"),
+            Err(e) => break e,
+        }
+    };
+    match refusal {
+        lockstep::client::ClientError::Server { code, message, .. } => {
+            assert_eq!(code, lockstep::wire::ErrorCode::OutOfRange, "{message}");
+            assert!(message.contains("outside the log's range"), "{message}");
+        }
+        other => panic!("expected an out-of-range refusal, got {other:?}"),
+    }
+    // What retention kept is still read.
+    let (commit, records) = c.read(last, 1).unwrap();
+    assert_eq!(commit, last);
+    assert_eq!(records[0].payload, payload);
+    drop(c);
+    server.shutdown();
+}

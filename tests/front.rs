@@ -239,7 +239,7 @@ fn the_front_follows_a_lockstep_failover_without_losing_or_repeating_a_transacti
         3,
         procs::segment_bytes(),
         None,
-        &front::front_toml(dir.path(), &db),
+        &|_| front::front_toml(dir.path(), &db),
     );
     front::wait_semi_sync_client(&db, Duration::from_secs(30));
     front::create_rows_table(&db);

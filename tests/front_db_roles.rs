@@ -119,15 +119,17 @@ fn a_replica_is_promoted_at_the_streams_position_and_a_former_primary_rejoins_wi
     let stream = stream_position(&procs, 1);
 
     // The replica applies everything the stream committed and becomes the primary.
-    let binlog = db_role::promote(&replica_login, &stream, Duration::from_secs(30))
+    let binlog = db_role::promote(&replica_login, &stream, Duration::from_secs(30), 1)
         .expect("promote the replica");
     assert_eq!(
         binlog, stream,
         "the new primary's binlog ends where the stream does"
     );
     let mut c = front::connect(&replica);
-    // It takes writes, and each waits for a semi-sync ACK (the front's, once it
-    // follows the new primary).
+    // Read-only until its semi-sync state is ON; then it takes writes, and each waits
+    // for a semi-sync ACK (the front's, once it follows the new primary).
+    assert_eq!(front::global_var(&mut c, "read_only"), "1");
+    db_role::open_writes(&replica_login, Duration::from_secs(5)).expect("open writes");
     assert_eq!(front::global_var(&mut c, "read_only"), "0");
     assert_eq!(
         front::global_var(&mut c, "rpl_semi_sync_master_enabled"),
@@ -175,7 +177,9 @@ fn a_replica_is_promoted_at_the_streams_position_and_a_former_primary_rejoins_wi
     }
     db_role::rejoin(&old_login, &source, &stream).expect("the former primary rejoins");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !db_role::replicating_from(&old_login, &source).unwrap() {
+    while db_role::observe(&old_login).unwrap().replicating
+        != Some((source.host.clone(), source.port))
+    {
         assert!(
             Instant::now() < deadline,
             "the former primary does not replicate"

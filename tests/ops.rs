@@ -26,15 +26,6 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 struct Node {
     child: Option<Child>,
     config: PathBuf,
@@ -72,7 +63,7 @@ impl Cluster {
             "description = \"ops tests: small segments\"\n[log]\nsegment_bytes = 4194304\n",
         )
         .unwrap();
-        let ports = free_ports(2 * n);
+        let ports = lockstep::kit::free_ports(2 * n).expect("free loopback ports");
         let mut nodes = Vec::new();
         for i in 1..=n {
             let addr = format!("127.0.0.1:{}", ports[i - 1]);
@@ -597,7 +588,7 @@ fn switchover_needs_the_token_and_refusals_exit_non_zero_with_the_reason() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Unreachable nodes: exit 3.
-    let port = free_ports(1)[0];
+    let port = lockstep::kit::free_ports(1).expect("free loopback ports")[0];
     let o = lockstep(&["members", "--nodes", &format!("127.0.0.1:{port}")]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
@@ -962,7 +953,7 @@ fn a_second_process_with_a_live_node_id_is_refused_on_both_sides() {
         assert!(c.wait_ready(i, Duration::from_secs(10)), "node {i}");
     }
     // Node 2 again, elsewhere: other ports, another data directory.
-    let ports = free_ports(2);
+    let ports = lockstep::kit::free_ports(2).expect("free loopback ports");
     let text2 = std::fs::read_to_string(&c.node(2).config).unwrap();
     let twin = text2
         .replacen(

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use lockstep::control::ControllerSettings;
 use lockstep::replication::{Mode, OnInsufficient, StreamSettings};
 use lockstep::sim::workload::Ending;
 use lockstep::sim::{Bug, Config, Fault, MsgKind, Sim, SimOptions, Test};
@@ -22,37 +23,79 @@ fn batch_time() -> Duration {
 /// `lockstep-sim --seeds N --first F`.
 const SEEDS_MAX: u64 = 25_000;
 
+/// What a batch of seeds did.
+struct Batch {
+    seeds: u64,
+    secs: f64,
+    faults: [u64; Fault::ALL.len()],
+    committed: u64,
+    primary_starts: u64,
+    lost: u64,
+    controlled: u64,
+    /// Rings set up on peer links, and of those the ones whose queue pair failed.
+    rings: u64,
+    ring_failures: u64,
+}
+
+/// Runs seeds `first..` for `time` and at most `seeds_max` of them; a violation fails
+/// the test with `context` and the seed's report (which says how to replay it).
+fn run_batch(first: u64, seeds_max: u64, time: Duration, context: &str) -> Batch {
+    let start = Instant::now();
+    let mut b = Batch {
+        seeds: 0,
+        secs: 0.0,
+        faults: [0; Fault::ALL.len()],
+        committed: 0,
+        primary_starts: 0,
+        lost: 0,
+        controlled: 0,
+        rings: 0,
+        ring_failures: 0,
+    };
+    while start.elapsed() < time && b.seeds < seeds_max {
+        let r = Sim::run_seed(first + b.seeds, SimOptions::default());
+        assert!(r.violation.is_none(), "{context}{r}");
+        b.controlled += u64::from(r.controller);
+        for (t, n) in b.faults.iter_mut().zip(r.faults) {
+            *t += n;
+        }
+        b.committed += r.stats.committed;
+        b.primary_starts += r.stats.primary_starts;
+        b.lost += r.stats.resolved_lost;
+        b.rings += r.stats.rings;
+        b.ring_failures += r.stats.ring_failures;
+        b.seeds += 1;
+    }
+    b.secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{} seeds in {:.1} s ({:.0} seeds/s), {} appends committed, {} primary starts",
+        b.seeds,
+        b.secs,
+        b.seeds as f64 / b.secs,
+        b.committed,
+        b.primary_starts
+    );
+    for (kind, n) in Fault::ALL.iter().zip(b.faults) {
+        eprintln!("  {kind:?}: {n}");
+    }
+    eprintln!("  rings: {}, of which failed: {}", b.rings, b.ring_failures);
+    b
+}
+
 #[test]
 fn seeds_hold_the_invariants() {
     let time = batch_time();
-    let start = Instant::now();
-    let mut faults = [0u64; Fault::ALL.len()];
-    let (mut seeds, mut committed, mut primary_starts, mut lost) = (0u64, 0u64, 0u64, 0u64);
-    let mut controlled = 0u64;
-    let (mut rings, mut ring_failures) = (0u64, 0u64);
-    while start.elapsed() < time && seeds < SEEDS_MAX {
-        let r = Sim::run_seed(seeds, SimOptions::default());
-        assert!(r.violation.is_none(), "{r}");
-        controlled += u64::from(r.controller);
-        for (t, n) in faults.iter_mut().zip(r.faults) {
-            *t += n;
-        }
-        committed += r.stats.committed;
-        primary_starts += r.stats.primary_starts;
-        lost += r.stats.resolved_lost;
-        rings += r.stats.rings;
-        ring_failures += r.stats.ring_failures;
-        seeds += 1;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "{seeds} seeds in {secs:.1} s ({:.0} seeds/s), {committed} appends committed, {primary_starts} primary starts",
-        seeds as f64 / secs
-    );
-    for (kind, n) in Fault::ALL.iter().zip(faults) {
-        eprintln!("  {kind:?}: {n}");
-    }
-    eprintln!("  rings: {rings}, of which failed: {ring_failures}");
+    let Batch {
+        seeds,
+        secs,
+        faults,
+        committed,
+        primary_starts,
+        lost,
+        controlled,
+        rings,
+        ring_failures: _,
+    } = run_batch(0, SEEDS_MAX, time, "");
     // About half the seeds run their peer links on rings.
     assert!(rings > seeds / 4, "only {rings} rings in {seeds} seeds");
     // About 300 seeds per second in the dev profile: a full batch is thousands.
@@ -71,6 +114,81 @@ fn seeds_hold_the_invariants() {
     eprintln!("{controlled} of {seeds} seeds ran the controller");
     assert!(controlled > seeds / 4, "only {controlled} controlled seeds");
     assert!(controlled < seeds, "no seed ran static roles");
+}
+
+/// Fresh ranges start here, above every range run by hand so far (up to 11,000,000).
+const FRESH_BASE: u64 = 100_000_000;
+
+/// A fresh range holds at most this many seeds; ranges start at multiples of it, so
+/// two commits' ranges never half overlap.
+const FRESH_SEEDS_MAX: u64 = 10_000;
+
+/// Where a fresh range comes from: `LOCKSTEP_SIM_FRESH` (ci/test.sh sets the commit
+/// hash), else the checkout's `git rev-parse HEAD`, else a fixed text.
+fn fresh_source() -> String {
+    if let Ok(v) = std::env::var("LOCKSTEP_SIM_FRESH")
+        && !v.trim().is_empty()
+    {
+        return v.trim().to_string();
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "no-commit".to_string())
+}
+
+/// The first seed of the fresh range of `source` (FNV-1a of its bytes picks a slot).
+fn fresh_first(source: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    FRESH_BASE + (h % (1 << 32)) * FRESH_SEEDS_MAX
+}
+
+/// Besides the fixed seeds, each commit checks a range of seeds nobody has checked
+/// before, drawn from its hash: the next gap is where nobody has looked yet. The range
+/// is printed; `LOCKSTEP_SIM_FRESH=<hash>` runs it again, and a failing seed reports
+/// its `lockstep-sim --seed` command (then keep it as a test here).
+/// `LOCKSTEP_SIM_FRESH_SECS` sets the time (default 60 s).
+#[test]
+fn fresh_seeds_hold_the_invariants() {
+    let source = fresh_source();
+    let first = fresh_first(&source);
+    let secs = std::env::var("LOCKSTEP_SIM_FRESH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let context = format!(
+        "fresh seeds from {first} on (drawn from {source:?}; LOCKSTEP_SIM_FRESH={source} \
+         runs them again); a seed failed, keep it as a test in tests/sim.rs:\n"
+    );
+    let b = run_batch(first, FRESH_SEEDS_MAX, Duration::from_secs(secs), &context);
+    eprintln!(
+        "fresh seeds {first}..={} (drawn from {source:?}): no violation",
+        first + b.seeds - 1
+    );
+    assert!(
+        b.seeds >= (secs * 20).clamp(20, FRESH_SEEDS_MAX),
+        "only {} fresh seeds ran",
+        b.seeds
+    );
+}
+
+#[test]
+fn fresh_ranges_are_replayable_and_apart() {
+    let a = fresh_first("4167ff8");
+    assert_eq!(a, fresh_first("4167ff8"));
+    assert!(a >= FRESH_BASE);
+    assert_eq!((a - FRESH_BASE) % FRESH_SEEDS_MAX, 0);
+    assert_ne!(a, fresh_first("7751c76"));
 }
 
 #[test]
@@ -640,4 +758,45 @@ fn seeds_found_when_the_simulator_ran_the_nodes_driver_hold() {
         let r = Sim::run_seed(seed, SimOptions::default());
         assert!(r.violation.is_none(), "{r}");
     }
+}
+
+/// The controller's liveness seeds of issue 17: with 10 ms raft ticks (10 distinct
+/// election timeouts), seeds 111121 and 128310 left the 4-voter raft group without a
+/// leader for about 500 ticks of the quiet tail, splitting its votes; each is run
+/// here as the batch runs it, and the liveness rule (every append of the quiet tail
+/// completes) fails it if the group stays leaderless again.
+#[test]
+fn controller_liveness_seeds_elect_a_leader() {
+    for seed in [111121, 128310] {
+        let r = Sim::run_seed(seed, SimOptions::default());
+        assert!(r.controller, "seed {seed} runs the controller in the batch");
+        assert!(r.violation.is_none(), "{r}");
+    }
+}
+
+/// The controller's timing before issue 17: raft ticks of 10 ms, elections after 10 to
+/// 19 ticks, heartbeats every 2.
+fn ten_ms_raft_ticks() -> ControllerSettings {
+    ControllerSettings {
+        raft_tick_ms: 10,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        ..ControllerSettings::default()
+    }
+}
+
+/// Seed 128854 with the controller and 10 ms raft ticks: a secondary learned commit 7
+/// from its primary, which committed it by its own epoch's rule a step after it was
+/// deposed, and kept it as it moved to the successor's epoch; the checker judged it by
+/// the successor's rule alone. The checker now also allows what a deposed primary's
+/// own rule committed (every later primary holds it).
+#[test]
+fn a_secondary_keeps_what_a_deposed_primary_committed() {
+    let opts = SimOptions {
+        controller: Some(true),
+        controller_timing: ten_ms_raft_ticks(),
+        ..SimOptions::default()
+    };
+    let r = Sim::run_seed(128854, opts);
+    assert!(r.violation.is_none(), "{r}");
 }

@@ -99,7 +99,7 @@ impl Cluster {
         assert!(nodes >= 2);
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            let ports = free_ports(nodes)?;
+            let ports = lockstep::kit::free_ports(nodes)?;
             let configs: Vec<Config> = (1..=nodes)
                 .map(|n| {
                     let text = config_text(n, &ports, streams, profile, extras);
@@ -290,11 +290,6 @@ fn start_on(cfg: Config, core: Option<usize>) -> Result<Server, Started> {
         .map_err(|e| Started::Failed(format!("start a thread: {e}")))?
         .join()
         .map_err(|_| Started::Failed("the starting thread panicked".into()))?
-}
-
-/// `n` loopback ports free now (see `lockstep::kit`).
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
-    lockstep::kit::free_ports(n).map_err(|e| format!("find free loopback ports: {e}").into())
 }
 
 /// The configuration file of node `n` (1-based).

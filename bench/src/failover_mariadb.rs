@@ -104,7 +104,7 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
     // MariaDB runs as its own account when this runs as root; it must reach its
     // directory inside this one.
     open_to_servers(&dir)?;
-    let port = lockstep::demo::process::free_port()?;
+    let port = lockstep::kit::free_ports(1)?[0];
     let mut db = MariaDb::create(&dir.join("mariadb"), "primary", port, 1, Role::Primary, &[])?;
     let password = dir.join("front.password");
     write_private(&password, mariadb::FRONT_PASSWORD)?;

@@ -490,21 +490,22 @@ fn start(
     placement: Placement,
 ) -> Result<System, Error> {
     let mdir = dir.join("mariadb");
-    let port = || lockstep::demo::process::free_port();
+    // The database servers of one system: at most a primary and a replica.
+    let ports = lockstep::kit::free_ports(2)?;
     let (primary, replica, cluster) = match kind {
         Kind::Alone => (
-            MariaDb::create(&mdir, "alone", port()?, 1, Role::Alone, &[])?,
+            MariaDb::create(&mdir, "alone", ports[0], 1, Role::Alone, &[])?,
             None,
             None,
         ),
         Kind::SemiSync => {
-            let p = MariaDb::create(&mdir, "semi-primary", port()?, 2, Role::Primary, &[])?;
-            let r = MariaDb::create(&mdir, "semi-replica", port()?, 3, Role::Replica, &[])?;
+            let p = MariaDb::create(&mdir, "semi-primary", ports[0], 2, Role::Primary, &[])?;
+            let r = MariaDb::create(&mdir, "semi-replica", ports[1], 3, Role::Replica, &[])?;
             attach_replica(&p, &r, ATTACH_TIMEOUT)?;
             (p, Some(r), None)
         }
         Kind::Lockstep => {
-            let p = MariaDb::create(&mdir, "lockstep-primary", port()?, 4, Role::Primary, &[])?;
+            let p = MariaDb::create(&mdir, "lockstep-primary", ports[0], 4, Role::Primary, &[])?;
             let cdir = dir.join("lockstep");
             std::fs::create_dir_all(&cdir)
                 .map_err(|e| format!("create {}: {e}", cdir.display()))?;

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use lockstep::client::{Client, ClientOptions};
 
 use crate::Error;
-use crate::cluster::free_ports;
 
 pub const NODES: usize = 3;
 pub const STREAM: &str = "s";
@@ -76,7 +75,7 @@ impl Nodes {
                 })
                 .map_err(|e| format!("write {}: {e}", token.display()))?;
         }
-        let ports = free_ports(2 * NODES)?;
+        let ports = lockstep::kit::free_ports(2 * NODES)?;
         let addrs: Vec<String> = ports[..NODES]
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))

@@ -146,6 +146,9 @@ fn main() -> ExitCode {
         total.reads,
         total.primary_starts
     );
+    if ran > 0 {
+        println!("seeds {}..={}", args.first, args.first + ran - 1);
+    }
     println!("{controlled} of {ran} seeds ran the controller");
     println!("faults injected:");
     for (kind, n) in Fault::ALL.iter().zip(faults) {

@@ -106,7 +106,7 @@ pub fn run(opts: &DemoOptions, work: &Path, out: &mut dyn Write) -> Result<DbRep
     // MariaDB runs as its own account: its directories are its own, beside the nodes'.
     let db_dir = work.join("mariadb");
     let unsupported = |e: String| DemoError::Database(format!("MariaDB: {e}"));
-    let ports = free_ports(2).map_err(|source| DemoError::Io {
+    let ports = crate::kit::free_ports(2).map_err(|source| DemoError::Io {
         op: "find free ports on",
         path: PathBuf::from("127.0.0.1"),
         source,
@@ -303,16 +303,6 @@ fn write_line(out: &mut dyn Write, text: &str) -> Result<(), DemoError> {
             path: PathBuf::from("stdout"),
             source,
         })
-}
-
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
 }
 
 fn prepare_table(db: &MariaDb) -> Result<(), String> {

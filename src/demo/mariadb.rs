@@ -47,6 +47,12 @@ pub enum Role {
     Replica,
     /// Durable, without replication: the database alone.
     Alone,
+    /// A database member of a cluster that fails the database over: every start
+    /// read-only with its unacknowledged binlog tail truncated (`--init-rpl-role=SLAVE`);
+    /// lockstep promotes one and makes the others replicas of their nodes' binlog
+    /// servers. The application's account writes to its database only, so that
+    /// `read_only` holds it off (a global privilege such as READ_ONLY ADMIN would not).
+    Member,
 }
 
 /// Whether this machine has MariaDB's server (a reason when not).
@@ -88,14 +94,23 @@ impl MariaDb {
         process::own_dir(account.as_ref(), dir)?;
         let version = process::version_of(Command::new(MARIADBD).arg("--version"))?;
         let init = dir.join(format!("{name}-init.sql"));
+        let (app_grant, front_grant) = if role == Role::Member {
+            // The front promotes, fences and rejoins members: it administers them.
+            (format!("ALL PRIVILEGES ON {APP_DB}.*"), "ALL PRIVILEGES")
+        } else {
+            (
+                "ALL PRIVILEGES ON *.*".to_string(),
+                "REPLICATION SLAVE, BINLOG MONITOR, SLAVE MONITOR",
+            )
+        };
         std::fs::write(
             &init,
             format!(
                 "SET sql_log_bin = 0;\n\
                  CREATE USER IF NOT EXISTS {APP_USER}@'127.0.0.1';\n\
-                 GRANT ALL PRIVILEGES ON *.* TO {APP_USER}@'127.0.0.1';\n\
+                 GRANT {app_grant} TO {APP_USER}@'127.0.0.1';\n\
                  CREATE USER IF NOT EXISTS {FRONT_USER}@'127.0.0.1' IDENTIFIED BY '{FRONT_PASSWORD}';\n\
-                 GRANT REPLICATION SLAVE, BINLOG MONITOR, SLAVE MONITOR ON *.* TO {FRONT_USER}@'127.0.0.1';\n\
+                 GRANT {front_grant} ON *.* TO {FRONT_USER}@'127.0.0.1';\n\
                  CREATE DATABASE IF NOT EXISTS {APP_DB};\n"
             ),
         )
@@ -146,6 +161,18 @@ impl MariaDb {
                 "--log-slave-updates=ON".to_string(),
                 "--read-only=ON".into(),
                 "--rpl-semi-sync-slave-enabled=ON".into(),
+            ]),
+            Role::Member => args.extend([
+                format!("--relay-log={}", data.join("relay").display()),
+                "--log-slave-updates=ON".to_string(),
+                "--read-only=ON".into(),
+                "--init-rpl-role=SLAVE".into(),
+                // Replicas keep up with a primary that commits in groups.
+                "--slave-parallel-threads=4".into(),
+                "--slave-parallel-mode=optimistic".into(),
+                "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
+                format!("--rpl-semi-sync-master-timeout={SEMI_SYNC_TIMEOUT_MS}"),
+                "--rpl-semi-sync-master-wait-no-slave=ON".into(),
             ]),
             Role::Alone => {}
         }

@@ -310,16 +310,6 @@ fn kill(signal: &str, target: &str) -> std::io::Result<std::process::ExitStatus>
         .status()
 }
 
-/// A free loopback port (bound and released: another process may take it in between,
-/// in which case the server fails to start and says so).
-pub fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("bind a loopback port: {e}"))?;
-    Ok(l.local_addr()
-        .map_err(|e| format!("loopback port: {e}"))?
-        .port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,17 +65,16 @@ impl RecordSource for Client {
     }
 }
 
-/// Whether a read failed because retention deleted the records asked for. Nodes of
-/// this version answer with an internal error naming the log's range (the text of
-/// `LogError::OutOfRange`); the protocol's `out-of-range` code is taken too.
+/// Whether a read failed because retention deleted the records asked for: the node
+/// answers `out-of-range`.
 pub fn is_deleted(e: &ClientError) -> bool {
-    match e {
-        ClientError::Server { code, message, .. } => {
-            *code == ErrorCode::OutOfRange
-                || (*code == ErrorCode::Internal && message.contains("outside the log's range"))
+    matches!(
+        e,
+        ClientError::Server {
+            code: ErrorCode::OutOfRange,
+            ..
         }
-        _ => false,
-    }
+    )
 }
 
 /// Why the stream cannot be read from where it was asked to.

@@ -45,11 +45,11 @@ impl RecordSource for Table {
         }
         let commit = self.records.len() as u64;
         if from < self.first {
-            // As nodes of this version answer (LogError::OutOfRange).
+            // As a node answers a read below its retained range.
             return Err(ClientError::Server {
                 addr: "table".into(),
                 op: "read",
-                code: ErrorCode::Internal,
+                code: ErrorCode::OutOfRange,
                 message: format!(
                     "lsn {from} is outside the log's range {}..={commit}",
                     self.first

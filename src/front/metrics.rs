@@ -46,6 +46,8 @@ pub struct FrontMetrics {
 }
 
 struct View {
+    /// The committed database primary the front replicates: node, address, term.
+    db_primary: Option<(crate::replication::NodeId, String, u64)>,
     last_gtid: String,
     file: String,
     last_error: Option<String>,
@@ -71,6 +73,7 @@ impl FrontMetrics {
             received_pos: AtomicU64::new(0),
             acked_pos: AtomicU64::new(0),
             view: Mutex::new(View {
+                db_primary: None,
                 last_gtid: String::new(),
                 file: String::new(),
                 last_error: None,
@@ -110,6 +113,10 @@ impl FrontMetrics {
         self.view().file = file.to_owned();
     }
 
+    pub fn set_db_primary(&self, primary: Option<(crate::replication::NodeId, String, u64)>) {
+        self.view().db_primary = primary;
+    }
+
     pub fn set_error(&self, error: Option<String>) {
         self.view().last_error = error;
     }
@@ -122,6 +129,9 @@ impl FrontMetrics {
         json!({
             "stream": self.stream,
             "upstream": self.upstream,
+            "db_primary": v.db_primary.as_ref().map(|(node, addr, term)| {
+                json!({"node": node, "addr": addr, "term": term})
+            }),
             "connected": self.connected.load(Ordering::Relaxed) == 1,
             "semi_sync_on": match self.semi_sync_on.load(Ordering::Relaxed) {
                 1 => json!(true),

@@ -9,8 +9,9 @@
 //!    Nothing a previous session sent is still in flight: a session ends only once the
 //!    node answered or closed its pipeline.
 //! 3. Connect to the database primary, check its settings, register as a semi-sync
-//!    replica and ask for the binlog from the stream's position (from the primary's
-//!    own position when the stream holds no transaction yet).
+//!    replica and ask for the binlog from the stream's position (when the stream holds
+//!    no transaction yet: from the primary's own position, or from its binlog's start
+//!    when database members replicate the stream).
 //! 4. Append a format record, then every transaction as it arrives (in pieces, many
 //!    in flight, batched while more events are already received), and ACK each
 //!    batch's end position once lockstep committed it. A reader thread takes the
@@ -22,7 +23,7 @@
 //! from what the stream holds, and the primary resends the rest.
 
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,29 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the database primary {addr} is read-only: it restarted (as every database member \
+         does, read-only) or was fenced"
+    )]
+    ReadOnly { addr: String },
+    #[error("the database primary: {0}")]
+    Role(#[from] super::db_role::RoleError),
+}
+
+impl SessionError {
+    /// Whether the session failed on the database's side (unreachable, lost, refused
+    /// as a primary), as opposed to lockstep's: only those count towards a database
+    /// failover.
+    pub fn is_database_side(&self) -> bool {
+        !matches!(
+            self,
+            SessionError::Lockstep(_)
+                | SessionError::TailNotCommitted { .. }
+                | SessionError::Record { .. }
+                | SessionError::NoPosition
+                | SessionError::NotCommitted { .. }
+        )
+    }
 }
 
 impl From<MyError> for SessionError {
@@ -116,7 +140,17 @@ pub struct SessionConfig<'a> {
     pub stop: &'a AtomicBool,
     /// Sockets a stop shuts down, so that a blocked session returns at once.
     pub sockets: &'a Mutex<Vec<TcpStream>>,
+    /// With database members: the term under which a read-only primary may be
+    /// promoted (`None`: this front already did so in its term; a primary read-only
+    /// again was fenced, or restarted, and is replaced by a failover instead).
+    pub promote_term: Option<u64>,
+    /// The term whose primary this front let take writes.
+    pub opened_term: &'a AtomicU64,
 }
+
+/// How long a promoted primary may take to turn its semi-sync state ON once the
+/// front streams from it.
+const OPEN_WRITES_WITHIN: Duration = Duration::from_secs(2);
 
 /// Runs one session (see the module docs).
 pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
@@ -152,12 +186,34 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
         packet_bytes_max: front.event_bytes_max,
     };
     let mut conn = MyConn::connect(&login)?;
+    // With database members, the front makes the committed primary one: a read-only
+    // server (a replica, or a member that restarted) is promoted once per term, and
+    // takes writes only once this session's ACKs are in place.
+    let mut open_writes = false;
+    if let Some(db) = &front.db
+        && conn.query("SELECT @@global.read_only")?.first(0).as_deref() != Some("0")
+    {
+        let Some(term) = cfg.promote_term else {
+            return Err(SessionError::ReadOnly {
+                addr: front.upstream.clone(),
+            });
+        };
+        let stream_at = tail
+            .as_ref()
+            .map(|r| r.position.clone())
+            .unwrap_or_default();
+        super::db_role::promote(&login, &stream_at, db.failover_timeout, term)?;
+        open_writes = true;
+    }
     let upstream = check(&mut conn, front.server_id)?;
     for w in &upstream.warnings {
         tracing::warn!("front of stream {}: {}: {w}", cfg.stream, front.upstream);
     }
     let position = match &tail {
         Some(record) => record.position.clone(),
+        // The database members replicate the stream alone: it holds the primary's
+        // whole binlog, and a transaction already waiting for its ACK is not skipped.
+        None if front.db.is_some() => GtidState::default(),
         None => upstream.binlog_pos.clone(),
     };
     let mut stream = start_dump(
@@ -230,7 +286,23 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
         position,
         tail_ack,
     };
-    let result = main.stream(&mut stream);
+    let result = if open_writes {
+        match super::db_role::open_writes(&login, OPEN_WRITES_WITHIN) {
+            Ok(()) => {
+                cfg.opened_term
+                    .store(cfg.promote_term.unwrap_or(0), Ordering::SeqCst);
+                tracing::info!(
+                    "front of stream {}: the database primary {} takes writes",
+                    cfg.stream,
+                    front.upstream
+                );
+                main.stream(&mut stream)
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        main.stream(&mut stream)
+    };
     // End the pipeline: the node answers what it read and closes; the ACK thread
     // ACKs what commits meanwhile and returns once the node is done with the
     // connection, so nothing of this session is still in flight when the next starts.
@@ -247,9 +319,57 @@ pub fn run(cfg: &SessionConfig<'_>) -> Result<Ended, SessionError> {
     result
 }
 
+/// Where the stream stands: the position of its last committed front record, read
+/// from the first of `nodes` that is the stream's primary (`None` if none is, or the
+/// stream holds no front record yet, in the second place of the pair).
+pub fn stream_position(
+    nodes: &[&str],
+    stream: &str,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<Option<(u64, GtidState)>, SessionError> {
+    let options = ClientOptions {
+        timeout,
+        reply_grace: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        outstanding_max: 16,
+        redirects_max: 0,
+    };
+    let mut last_error = None;
+    for node in nodes {
+        let mut c = match Client::connect(&[node], stream, options.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let Some(commit) = wait_commit(&mut c, timeout, stop)? else {
+            continue;
+        };
+        let epoch = c.status()?["epoch"].as_u64().unwrap_or(0);
+        let position = last_front_record(&mut c, commit)?
+            .map(|r| r.position)
+            .unwrap_or_default();
+        return Ok(Some((epoch, position)));
+    }
+    match last_error {
+        Some(e) if nodes.len() == 1 => Err(e.into()),
+        _ => Ok(None),
+    }
+}
+
 /// Waits until the stream's commit point reaches its log end as first seen. Returns
 /// the commit point, or `None` if the node is not the primary.
 fn wait_for_tail(local: &mut Client, cfg: &SessionConfig<'_>) -> Result<Option<u64>, SessionError> {
+    wait_commit(local, cfg.append_timeout, cfg.stop)
+}
+
+fn wait_commit(
+    local: &mut Client,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> Result<Option<u64>, SessionError> {
     let started = Instant::now();
     let mut last = None;
     loop {
@@ -262,7 +382,7 @@ fn wait_for_tail(local: &mut Client, cfg: &SessionConfig<'_>) -> Result<Option<u
         if commit >= end {
             return Ok(Some(commit));
         }
-        if started.elapsed() >= cfg.append_timeout || cfg.stop.load(Ordering::Relaxed) {
+        if started.elapsed() >= timeout || stop.load(Ordering::Relaxed) {
             return Err(SessionError::TailNotCommitted {
                 commit,
                 last: end,

@@ -186,7 +186,7 @@ fn greet(sock: TcpStream, routes: &Routes) {
                         );
                     };
                     let _ = sock.set_read_timeout(None);
-                    return crate::server::control_loop::read_peer(node_id, sock, decoder, control);
+                    return crate::server::control_link::read_peer(node_id, sock, decoder, control);
                 }
                 other => {
                     let msg = format!("expected a hello first, got {}", other.kind());

@@ -274,7 +274,11 @@ async fn handle(admin: &Admin, req: Request<hyper::body::Incoming>) -> Answer {
                 .and_then(|v| v.parse().ok())
                 .map_or(SWITCHOVER_TIMEOUT_DEFAULT, Duration::from_millis)
                 .min(SWITCHOVER_TIMEOUT_MAX);
-            let (status, body) = switchover(admin, stream, to, timeout).await;
+            let (status, body) = if matches!(get("db"), Some("1" | "true")) {
+                db_switchover(admin, stream, to).await
+            } else {
+                switchover(admin, stream, to, timeout).await
+            };
             json_answer(status, &body)
         }
         (_, "/metrics" | "/healthz" | "/ready" | "/v1/status" | "/v1/members" | "/members")
@@ -452,6 +456,71 @@ pub fn switchover_progress(
 
 /// Asks the controller to move `stream`'s primary role to `to` and waits for the
 /// outcome: (HTTP status, JSON body).
+/// Moves the database primary of `stream` to the server beside node `to`
+/// (`front::db_failover::switchover`), on a thread of its own: it talks to MariaDB.
+async fn db_switchover(admin: &Admin, stream: &str, to: NodeId) -> (StatusCode, serde_json::Value) {
+    let Some((_, front)) = admin
+        .shared
+        .front_settings
+        .iter()
+        .find(|(n, _)| n == stream)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("stream {stream:?} has no front on this node")}),
+        );
+    };
+    if front.db.is_none() || admin.control.is_none() {
+        return (
+            StatusCode::CONFLICT,
+            json!({"error": format!(
+                "stream {stream:?}: a database switchover needs the front's members and a \
+                 [control] section"
+            )}),
+        );
+    }
+    let (front, coordinator, stream) = (
+        front.clone(),
+        Arc::clone(&admin.shared.coordinator),
+        stream.to_owned(),
+    );
+    tracing::info!(node = admin.node, stream = %stream, to, "database switchover asked");
+    let done = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let ctx = crate::front::db_failover::Context {
+            stream: &stream,
+            front: &front,
+            coordinator: coordinator.as_ref(),
+            stop: &stop,
+        };
+        let result = crate::front::db_failover::switchover(&ctx, to);
+        (result, stream)
+    })
+    .await;
+    match done {
+        Ok((Ok(fenced), stream)) => {
+            tracing::info!(
+                stream = %stream,
+                to,
+                fenced_ms = fenced.as_secs_f64() * 1e3,
+                "database switchover done"
+            );
+            (
+                StatusCode::OK,
+                json!({"stream": stream, "db_primary": to, "fenced_ms": fenced.as_secs_f64() * 1e3}),
+            )
+        }
+        Ok((Err(e), stream)) => {
+            tracing::warn!(stream = %stream, to, "database switchover failed: {e}");
+            (StatusCode::CONFLICT, json!({"error": e.to_string()}))
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": format!("the switchover's thread: {e}")}),
+        ),
+    }
+}
+
 async fn switchover(
     admin: &Admin,
     stream: &str,

@@ -6,7 +6,7 @@
 //! a bounded queue (a message that finds the queue full, or no connection, is dropped:
 //! raft, statuses and fences are all sent again). Incoming connections greet with
 //! `ControlHello` at the node's listening address; the acceptor's handshake thread then
-//! reads their `Control` frames and queues them here.
+//! reads their `Control` frames and queues them here (see `control_link`).
 //!
 //! Persistence: the controller's state is one small file, `control/STATE` in the data
 //! directory, replaced atomically (write, fsync, rename, fsync the directory) before
@@ -45,7 +45,12 @@ const PUBLISH: Duration = Duration::from_millis(50);
 /// An input of the control loop.
 pub enum ToControl {
     /// A message from another node's controller.
-    Peer { from: NodeId, msg: ControlMsg },
+    Peer {
+        from: NodeId,
+        msg: ControlMsg,
+        /// Counted against its connection's budget until handled.
+        queued: crate::server::control_link::Queued,
+    },
     /// A shard's report of one of its streams.
     Status(StreamStatus),
     /// A primary's request.
@@ -322,7 +327,10 @@ impl ControlLoop {
                 };
                 self.send(reply_to, msg);
             }
-            ToControl::Peer { from, msg } => self.deliver(from, msg),
+            ToControl::Peer { from, msg, queued } => {
+                self.deliver(from, msg);
+                drop(queued);
+            }
             ToControl::Send { to, msg } => self.send(to, msg),
             ToControl::Join { node, addr, reply } => {
                 let now = Instant::now();
@@ -540,6 +548,7 @@ impl ControlLoop {
             return;
         }
         self.applied_version = Some(config.version);
+        self.shared.coordinator.publish(config);
         for (name, roles) in &config.streams {
             let before = self.applied_roles.get(name);
             let changed = before.is_none_or(|b| {
@@ -691,55 +700,4 @@ fn dial(link: &Link) -> Result<TcpStream, AuthError> {
     .map_err(|e| io(e.to_string()))?;
     sock.write_all(&hello).map_err(|e| io(e.to_string()))?;
     Ok(sock)
-}
-
-/// Reads a peer's `Control` frames (after its `ControlHello`) into the control loop.
-pub fn read_peer(
-    from: NodeId,
-    sock: TcpStream,
-    mut decoder: crate::wire::FrameDecoder,
-    to_control: SyncSender<ToControl>,
-) {
-    loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(None) => break,
-                Ok(Some(f)) => match f.message {
-                    Message::Control { message } => match ControlMsg::decode(message) {
-                        Ok(msg) => {
-                            if to_control.send(ToControl::Peer { from, msg }).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                peer = from,
-                                "control link from node {from}: {e}; closing"
-                            );
-                            let _ = sock.shutdown(Shutdown::Both);
-                            return;
-                        }
-                    },
-                    other => {
-                        tracing::warn!(
-                            peer = from,
-                            "node {from} sent {} on a control link; closing",
-                            other.kind()
-                        );
-                        let _ = sock.shutdown(Shutdown::Both);
-                        return;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(peer = from, "control link from node {from}: {e}; closing");
-                    let _ = sock.shutdown(Shutdown::Both);
-                    return;
-                }
-            }
-        }
-        match decoder.read_from(&mut &sock) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
 }

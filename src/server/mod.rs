@@ -14,7 +14,9 @@ pub mod acceptor;
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod control_link;
 pub mod control_loop;
+pub mod coordinator;
 pub mod dialer;
 pub mod epoch_file;
 pub mod join;
@@ -52,6 +54,10 @@ pub struct Shared {
     pub secret: Option<auth::Secret>,
     /// The metrics of this node's database fronts.
     pub fronts: Vec<Arc<crate::front::metrics::FrontMetrics>>,
+    /// The committed roles (database roles among them) for fronts and agents.
+    pub coordinator: Arc<coordinator::NodeCoordinator>,
+    /// Every stream's front settings (`None`: no front), by stream name.
+    pub front_settings: Vec<(String, crate::front::FrontSettings)>,
 }
 
 impl Shared {
@@ -71,6 +77,8 @@ impl Shared {
             members: Mutex::new(None),
             secret: None,
             fronts: Vec::new(),
+            coordinator: Arc::default(),
+            front_settings: Vec::new(),
         }
     }
 }
@@ -119,6 +127,7 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Stopped before the shards, so that they see no error of the shutdown.
     fronts: Vec<crate::front::Front>,
+    rejoin_agents: Vec<crate::front::rejoin::RejoinAgent>,
     binlog_servers: Vec<crate::front::server::BinlogServer>,
     threads: Vec<JoinHandle<()>>,
     listen: SocketAddr,
@@ -150,19 +159,36 @@ impl Server {
         let admin = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         // A new node joins before it opens anything: the cluster names its streams.
         join::join_cluster(&mut cfg)?;
+        let coordinator = Arc::new(coordinator::NodeCoordinator::default());
         let mut fronts = Vec::new();
+        let mut rejoin_agents = Vec::new();
         for s in cfg.streams.iter() {
             if let Some(front) = &s.front {
                 let node = config::local_client_addr(listen);
+                let shared_view: Option<Arc<dyn crate::front::coordinator::Coordinator>> =
+                    cfg.control.as_ref().map(|_| {
+                        Arc::clone(&coordinator) as Arc<dyn crate::front::coordinator::Coordinator>
+                    });
                 let f = crate::front::Front::start(
                     &s.name,
                     &node,
                     front.clone(),
                     std::time::Duration::from_millis(s.request_timeout_ms),
                     cfg.profile.log_options().batch_bytes,
+                    shared_view.clone(),
                 )
                 .map_err(|e| ServerError::Setup(format!("start the front of {}: {e}", s.name)))?;
                 fronts.push(f);
+                if let Some(view) = shared_view
+                    && let Some(agent) = crate::front::rejoin::RejoinAgent::start(
+                        &s.name, front, view,
+                    )
+                    .map_err(|e| {
+                        ServerError::Setup(format!("start the rejoin agent of {}: {e}", s.name))
+                    })?
+                {
+                    rejoin_agents.push(agent);
+                }
             }
         }
         let mut binlog_servers = Vec::new();
@@ -185,6 +211,12 @@ impl Server {
             members: Mutex::new(None),
             secret: cfg.secret.clone(),
             fronts: fronts.iter().map(|f| Arc::clone(f.metrics())).collect(),
+            coordinator: Arc::clone(&coordinator),
+            front_settings: cfg
+                .streams
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.front.clone()?)))
+                .collect(),
         });
         let started = Instant::now();
         // Identifies this process to the controller: a node that restarts is a new
@@ -236,6 +268,7 @@ impl Server {
                     Arc::clone(&shared),
                     cfg.secret.clone(),
                 )?;
+                coordinator.connect(tx.clone());
                 threads.push(
                     std::thread::Builder::new()
                         .name("lockstep-control".into())
@@ -331,6 +364,7 @@ impl Server {
         Ok(Server {
             shared,
             fronts,
+            rejoin_agents,
             binlog_servers,
             threads,
             listen,
@@ -374,6 +408,9 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        for a in &mut self.rejoin_agents {
+            a.stop();
+        }
         for f in &mut self.fronts {
             f.stop();
         }

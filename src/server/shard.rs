@@ -23,7 +23,7 @@ use crate::replication::NodeId;
 use crate::server::Shared;
 use crate::server::control_loop::ToControl;
 use crate::server::epoch_file;
-use crate::stream::{Handled, Output, RolesApplied, StreamDriver, Time};
+use crate::stream::{Handled, Note, Output, RolesApplied, StreamDriver, Time};
 use crate::transport::rdma::emulated::EmulatedProvider;
 use crate::transport::rdma::link::{NodeLinks, Rings, Taken, read_ring};
 use crate::transport::rdma::setup::Chosen;
@@ -217,9 +217,10 @@ impl Shard {
     pub fn run(mut self) {
         for s in &mut self.streams {
             if let Err(e) = s.log_mut().register_buffers(&mut self.ring) {
-                eprintln!(
-                    "lockstep: shard {}: registered buffers unavailable: {e}",
-                    self.index
+                tracing::warn!(
+                    shard = self.index,
+                    stream = s.name(),
+                    "registered buffers unavailable: {e}"
                 );
             }
         }
@@ -250,7 +251,7 @@ impl Shard {
                 TICK
             };
             if let Err(e) = self.ring.submit_and_wait_timeout(1, wait) {
-                eprintln!("lockstep: shard {}: io_uring wait failed: {e}", self.index);
+                tracing::error!(shard = self.index, "io_uring wait failed: {e}");
                 std::thread::sleep(TICK);
             }
             self.reap(Instant::now());
@@ -337,7 +338,10 @@ impl Shard {
             let name = self.streams[i].name().to_string();
             for o in outputs {
                 match o {
-                    Output::Note(n) => eprintln!("lockstep: stream {name}: {n}"),
+                    Output::Note(n @ Note::Failed { .. }) => {
+                        tracing::error!(shard = self.index, stream = %name, "{n}");
+                    }
+                    Output::Note(n) => tracing::info!(shard = self.index, stream = %name, "{n}"),
                     Output::StoreEpoch(epoch) => {
                         let dir = self.streams[i].log().dir().to_path_buf();
                         let reply = self.to_self.clone();
@@ -663,9 +667,9 @@ impl Shard {
             (LinkKind::FromPrimary, Message::RingOffer { setup }) => {
                 let (reply, declined) = self.links.rings.on_offer(link, setup);
                 if let Some(why) = declined {
-                    eprintln!(
-                        "lockstep: shard {}: rdma: declined the primary's ring ({why}); the link stays on tcp",
-                        self.index
+                    tracing::warn!(
+                        shard = self.index,
+                        "rdma: declined the primary's ring ({why}); the link stays on tcp"
                     );
                 }
                 let m = Message::RingAccept { setup: &reply };
@@ -681,10 +685,10 @@ impl Shard {
                 let (stream, member) = self.member_of(link)?;
                 match self.links.rings.on_answer(link, setup) {
                     Ok(_) => {
-                        eprintln!(
-                            "lockstep: shard {}: stream {}: link to member {member} runs on {}",
-                            self.index,
-                            self.streams[stream].name(),
+                        tracing::info!(
+                            shard = self.index,
+                            stream = self.streams[stream].name(),
+                            "link to member {member} runs on {}",
                             self.links.rings.chosen().as_str()
                         );
                         Some(answer(self.links.tcp.send(
@@ -694,9 +698,10 @@ impl Shard {
                         )))
                     }
                     Err(why) => {
-                        eprintln!(
-                            "lockstep: shard {}: rdma: link to member {member} stays on tcp: {why}",
-                            self.index
+                        tracing::warn!(
+                            shard = self.index,
+                            stream = self.streams[stream].name(),
+                            "rdma: link to member {member} stays on tcp: {why}"
                         );
                         self.ring_retry
                             .insert((stream, member), Instant::now() + RING_RETRY);
@@ -724,9 +729,9 @@ impl Shard {
                 .insert((stream, member), Instant::now() + RING_RETRY);
         }
         let whom = member.map_or("the primary".to_string(), |(_, m)| format!("member {m}"));
-        eprintln!(
-            "lockstep: shard {}: rdma link to {whom} failed: {why}; falling back to tcp",
-            self.index
+        tracing::warn!(
+            shard = self.index,
+            "rdma link to {whom} failed: {why}; falling back to tcp"
         );
         self.links.rings.drop_end(link);
         self.links.close(link, &format!("rdma: {why}"));
@@ -761,9 +766,10 @@ impl Shard {
                         let _ = self.links.tcp.send(link, RequestId(0), &m);
                     }
                     Err(why) => {
-                        eprintln!(
-                            "lockstep: shard {}: rdma: no ring for member {member}: {why}; the link stays on tcp",
-                            self.index
+                        tracing::warn!(
+                            shard = self.index,
+                            stream = self.streams[si].name(),
+                            "rdma: no ring for member {member}: {why}; the link stays on tcp"
                         );
                         self.ring_retry.insert((si, member), now + RING_RETRY);
                     }
@@ -866,10 +872,7 @@ impl Shard {
             let info = self.info[link].take().expect("link info");
             // A peer closing its end is routine (a client leaving, a node stopping).
             if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
-                eprintln!(
-                    "lockstep: shard {}: link to {peer} closed: {why}",
-                    self.index
-                );
+                tracing::info!(shard = self.index, peer = %peer, "link closed: {why}");
             }
             self.streams[info.stream].on_link_closed(link);
         }
@@ -922,7 +925,7 @@ fn conn(sock: TcpStream, decoder: FrameDecoder) -> Option<Conn> {
     match Conn::with_decoder(sock, decoder) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("lockstep: cannot set up a connection: {e}");
+            tracing::warn!("cannot set up a connection: {e}");
             None
         }
     }

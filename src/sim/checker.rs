@@ -82,6 +82,10 @@ pub struct Checker {
     /// knowing of their successor yet: each may still complete commits of its own
     /// epoch (on acks sent before the fence), judged by its own epoch's rule.
     deposed: Vec<PrimaryView>,
+    /// Per mode: the highest LSN a deposed primary's own rule ever allowed. Committed
+    /// (the successor holds it) though the history, which follows the successor, may
+    /// not have reached it yet.
+    deposed_allowed: [u64; 3],
     /// Per node: the newest epoch it answered a primary of.
     answered: Vec<u64>,
     /// Records a deposed primary deleted by retention ahead of the history, committed by
@@ -107,6 +111,7 @@ impl Checker {
             primaries: BTreeMap::new(),
             view: None,
             deposed: Vec::new(),
+            deposed_allowed: [0; 3],
             answered: vec![0; nodes],
             deleted_ahead: BTreeMap::new(),
             with_history: vec![0; nodes],
@@ -404,6 +409,9 @@ impl Checker {
         for v in &mut self.deposed {
             let last = last_look == Some((v.node, v.epoch));
             v.measure(nodes, |n| cuts[n.id as usize], &mut self.scratch, last);
+            for (a, v) in self.deposed_allowed.iter_mut().zip(v.allowed) {
+                *a = (*a).max(v);
+            }
         }
     }
 
@@ -447,7 +455,15 @@ impl Checker {
             let Some(r) = n.readable_commit() else {
                 continue;
             };
-            let allowed = self.allowed[mode_index(self.stream_mode)];
+            // A secondary may have learned its commit LSN from a deposed primary,
+            // committed by that primary's own epoch's rule, and keep it as it moves
+            // to the successor's epoch: every later primary holds those records.
+            let mode = mode_index(self.stream_mode);
+            let allowed = if n.is_primary() {
+                self.allowed[mode]
+            } else {
+                self.allowed[mode].max(self.deposed_allowed[mode])
+            };
             if r > allowed && !self.deposed(nodes, n.id) {
                 self.violate(format!(
                     "invariant 4: n{} reads {r} as committed, the commit rule allowed {allowed}",
@@ -623,7 +639,13 @@ impl Checker {
 
     /// A read from `node` returned `records` with `commit`.
     pub fn on_read(&mut self, nodes: &[Node], node: NodeId, commit: u64, records: &[(u64, Rec)]) {
-        let allowed = self.allowed[mode_index(self.stream_mode)];
+        // As in `check`: a secondary may serve a deposed primary's commits.
+        let mode = mode_index(self.stream_mode);
+        let allowed = if nodes[node as usize].is_primary() {
+            self.allowed[mode]
+        } else {
+            self.allowed[mode].max(self.deposed_allowed[mode])
+        };
         if commit > allowed && !self.deposed(nodes, node) {
             self.violate(format!(
                 "invariant 4: a read from n{node} says {commit} is committed, the rule allowed {allowed}"

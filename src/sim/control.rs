@@ -48,6 +48,7 @@ impl Sim {
             policy: Policy::of(settings, 5000),
             version: 0,
             floor: (0, 0),
+            db: None,
         };
         ClusterConfig::genesis(
             (0..n).map(|id| (id, format!("n{id}"))).collect(),
@@ -66,7 +67,7 @@ impl Sim {
         self.nodes[id as usize].incarnation = incarnation;
         let clock_offset_ms = self
             .rng
-            .range(0, ControllerSettings::default().raft_tick_ms - 1);
+            .range(0, self.opts.controller_timing.raft_tick_ms - 1);
         let persisted = control[id as usize]
             .persisted
             .as_ref()
@@ -77,7 +78,7 @@ impl Sim {
             .expect("a controlled run has a genesis");
         let settings = ControllerSettings {
             plant_fence_short: self.opts.plant == Some(crate::sim::Bug::FenceShort),
-            ..ControllerSettings::default()
+            ..self.opts.controller_timing.clone()
         };
         let ctrl = Controller::new(id, genesis, persisted, settings, incarnation)
             .expect("a valid controller");

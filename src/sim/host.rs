@@ -764,6 +764,7 @@ fn roles_of(c: &Config, settings: &StreamSettings) -> StreamRoles {
         policy: Policy::of(settings, 5000),
         version: c.version,
         floor: (0, 0),
+        db: None,
     }
 }
 

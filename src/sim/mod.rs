@@ -129,6 +129,9 @@ pub struct SimOptions {
     /// the planted ack-slot bug), from a draw of its own, so a seed on TCP runs exactly
     /// as it did before rings were modelled.
     pub rdma: Option<bool>,
+    /// The controller's timing: the node's defaults, or another to replay a seed found
+    /// with an earlier timing.
+    pub controller_timing: crate::control::ControllerSettings,
 }
 
 /// Ticks of a run by default. Short enough for thousands of seeds in the test suite's
@@ -149,6 +152,7 @@ impl Default for SimOptions {
             controller: None,
             retention: None,
             rdma: None,
+            controller_timing: crate::control::ControllerSettings::default(),
         }
     }
 }

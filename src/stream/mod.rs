@@ -443,9 +443,16 @@ impl<S: LogStore> StreamDriver<S> {
             match self.log.read(from_lsn, count, bytes) {
                 Ok(r) => recs = r,
                 Err(e) => {
+                    // Below the retained range (deleted by retention) is the client's
+                    // to handle, as the wire code says; anything else is the node's
+                    // fault.
+                    let code = match e {
+                        LogError::OutOfRange { .. } => ErrorCode::OutOfRange,
+                        _ => ErrorCode::Internal,
+                    };
                     let message = e.to_string();
                     let m = Message::Error {
-                        code: ErrorCode::Internal,
+                        code,
                         message: &message,
                     };
                     return send_or_close(links, link, id, &m);

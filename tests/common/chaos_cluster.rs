@@ -73,17 +73,17 @@ impl ChaosCluster {
         segment_bytes: u64,
         retain: Option<usize>,
     ) -> ChaosCluster {
-        ChaosCluster::start_with(lockstepd, nodes, segment_bytes, retain, "")
+        ChaosCluster::start_with(lockstepd, nodes, segment_bytes, retain, &|_| String::new())
     }
 
-    /// As [`ChaosCluster::start`], with `stream_toml` (more keys of the stream's
-    /// table) in every node's configuration.
+    /// As [`ChaosCluster::start`], with `stream_toml(n)` (more keys of the stream's
+    /// table) in node n's configuration.
     pub fn start_with(
         lockstepd: PathBuf,
         nodes: usize,
         segment_bytes: u64,
         retain: Option<usize>,
-        stream_toml: &str,
+        stream_toml: &dyn Fn(usize) -> String,
     ) -> ChaosCluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         let secret = dir.path().join("secret");
@@ -137,7 +137,8 @@ impl ChaosCluster {
                 let retain = retain.map_or(String::new(), |n| format!("retain_segments = {n}\n"));
                 toml.sections = format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\nmode = \"strong\"\n\
-                     ack_timeout_ms = 300\n{retain}{stream_toml}[control]\n"
+                     ack_timeout_ms = 300\n{retain}{}[control]\n",
+                    stream_toml(i)
                 );
                 let text = toml.text();
                 let path = dir.path().join(format!("node{i}.toml"));
@@ -323,15 +324,21 @@ impl ChaosCluster {
         std::fs::read_to_string(&self.procs[n - 1].stderr).unwrap_or_default()
     }
 
-    /// (epoch, node, from lsn) of every promotion the nodes announced on stderr.
+    /// (epoch, node, from lsn) of every promotion the nodes announced on stderr: a
+    /// shard's log line `... lockstep::server::shard: primary of epoch E from lsn L
+    /// shard=.. stream=STREAM`.
     pub fn promotions(&self) -> Vec<(u64, usize, u64)> {
-        let marker = format!("lockstep: stream {STREAM}: primary of epoch ");
+        let marker = "lockstep::server::shard: primary of epoch ";
+        let field = format!("stream={STREAM}");
         let mut out = Vec::new();
         for n in 1..=self.nodes {
             for line in self.stderr(n).lines() {
-                let Some(rest) = line.strip_prefix(&marker) else {
+                let Some((_, rest)) = line.split_once(marker) else {
                     continue;
                 };
+                if !rest.split_whitespace().any(|w| w == field) {
+                    continue;
+                }
                 let mut words = rest.split_whitespace();
                 let epoch = words.next().and_then(|w| w.parse().ok());
                 let lsn = words.nth(2).and_then(|w| w.parse().ok());

@@ -7,12 +7,6 @@ use std::path::{Path, PathBuf};
 use lockstep::kit::{self, NodeToml};
 use lockstep::server::config::Config;
 
-/// Free loopback ports (see `lockstep::kit`: another process could take one in
-/// between, which then fails the test loudly rather than silently).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    kit::free_ports(n).expect("free loopback ports")
-}
-
 pub struct ClusterSpec {
     pub nodes: usize,
     pub stream_toml: String,
@@ -20,7 +14,7 @@ pub struct ClusterSpec {
 
 /// Node configuration files of a cluster whose node 1 is the primary of stream "s".
 pub fn write_configs(dir: &Path, spec: &ClusterSpec) -> Vec<(PathBuf, String)> {
-    let ports = free_ports(spec.nodes * 2);
+    let ports = kit::free_ports(spec.nodes * 2).expect("free loopback ports");
     let addrs: Vec<String> = ports[..spec.nodes]
         .iter()
         .copied()

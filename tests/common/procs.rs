@@ -34,8 +34,6 @@ pub const NODES: usize = 3;
 /// (and starting a node does not zero 64 MiB per stream).
 pub const SEGMENT_BYTES: u64 = 4 << 20;
 
-/// The segment size of the clusters: [`SEGMENT_BYTES`], or `LOCKSTEP_TEST_SEGMENT_BYTES`
-/// (to look at a run with fewer roll-overs).
 /// The peer transport the cluster runs (`LOCKSTEP_TEST_TRANSPORT`: `tcp`, `rdma-emu`);
 /// unset, the profile leaves the node's default. With it set, members count as in sync
 /// only once their links run on it.
@@ -45,6 +43,8 @@ pub fn transport() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The segment size of the clusters: [`SEGMENT_BYTES`], or `LOCKSTEP_TEST_SEGMENT_BYTES`
+/// (to look at a run with fewer roll-overs).
 pub fn segment_bytes() -> u64 {
     std::env::var("LOCKSTEP_TEST_SEGMENT_BYTES")
         .ok()
@@ -130,12 +130,24 @@ impl Layout {
 
     /// As [`Layout::new`], with the stream's further keys made for each node `n`.
     pub fn new_per_node(stream_toml: &dyn Fn(usize) -> String) -> Layout {
-        Layout::new_on(transport().as_deref(), stream_toml)
+        Layout::new_with(&|_| String::new(), stream_toml)
     }
 
-    /// As [`Layout::new_per_node`], the peer links on `transport` (`None`: the node's
-    /// default).
-    pub fn new_on(transport: Option<&str>, stream_toml: &dyn Fn(usize) -> String) -> Layout {
+    /// As [`Layout::new_per_node`], with more top-level keys of node `n` (`admin`).
+    pub fn new_with(
+        keys: &dyn Fn(usize) -> String,
+        stream_toml: &dyn Fn(usize) -> String,
+    ) -> Layout {
+        Layout::new_on(transport().as_deref(), keys, stream_toml)
+    }
+
+    /// As [`Layout::new_with`], the peer links on `transport` (`None`: the node's
+    /// default) whatever `LOCKSTEP_TEST_TRANSPORT` says.
+    pub fn new_on(
+        transport: Option<&str>,
+        keys: &dyn Fn(usize) -> String,
+        stream_toml: &dyn Fn(usize) -> String,
+    ) -> Layout {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         std::fs::write(
             dir.path().join("profile.toml"),
@@ -152,7 +164,7 @@ impl Layout {
         let configs = (1..=NODES)
             .map(|n| {
                 let mut toml = lockstep::kit::NodeToml::new(n, &addrs);
-                toml.keys = "profile = \"profile.toml\"\n".into();
+                toml.keys = format!("profile = \"profile.toml\"\n{}", keys(n));
                 toml.sections = format!(
                     "[[streams]]\nname = \"{STREAM}\"\nprimary = 1\n{}\n",
                     stream_toml(n)
@@ -400,17 +412,30 @@ impl Procs {
         Procs::start_layout(Layout::new_per_node(stream_toml))
     }
 
+    /// Starts a cluster with more top-level keys and stream keys for each node `n`.
+    pub fn start_with(
+        keys: &dyn Fn(usize) -> String,
+        stream_toml: &dyn Fn(usize) -> String,
+    ) -> Procs {
+        Procs::start_layout(Layout::new_with(keys, stream_toml))
+    }
+
     /// Starts a cluster whose peer links run on `transport` (whatever
     /// `LOCKSTEP_TEST_TRANSPORT` says), node `n`'s process with `env[n - 1]` more.
     pub fn start_on(transport: &str, stream_toml: &str, env: &[Vec<(String, String)>]) -> Procs {
-        let layout = Layout::new_on(Some(transport), &|_| stream_toml.to_owned());
+        let layout = Layout::new_on(Some(transport), &|_| String::new(), &|_| {
+            stream_toml.to_owned()
+        });
         Procs::start_layout_with(layout, env)
     }
 
-    fn start_layout(layout: Layout) -> Procs {
+    /// Starts the three nodes of `layout` (with files added beside them, such as a
+    /// secret) and waits until each answers a client.
+    pub fn start_layout(layout: Layout) -> Procs {
         Procs::start_layout_with(layout, &[])
     }
 
+    /// As [`Procs::start_layout`], node `n`'s process with `env[n - 1]` more.
     fn start_layout_with(layout: Layout, env: &[Vec<(String, String)>]) -> Procs {
         let nodes = (1..=NODES)
             .map(|n| Node {

@@ -51,9 +51,10 @@ impl Etcd {
         let account = process::server_account("etcd").unwrap_or(None);
         process::own_dir(account.as_ref(), dir)?;
         let version = process::version_of(Command::new(ETCD).arg("--version"))?;
-        let ports: Vec<(u16, u16)> = (0..MEMBERS)
-            .map(|_| Ok((process::free_port()?, process::free_port()?)))
-            .collect::<Result<_, Error>>()?;
+        let ports: Vec<(u16, u16)> = lockstep::kit::free_ports(2 * MEMBERS)?
+            .chunks_exact(2)
+            .map(|p| (p[0], p[1]))
+            .collect();
         let cluster: Vec<String> = ports
             .iter()
             .enumerate()

@@ -76,10 +76,9 @@ pub struct MariaDb {
 impl MariaDb {
     /// Creates and starts the primary and the replica under `dir`.
     pub fn start(dir: &Path) -> Result<MariaDb, Error> {
-        let (pport, rport) = (
-            lockstep::demo::process::free_port()?,
-            lockstep::demo::process::free_port()?,
-        );
+        let [pport, rport] = lockstep::kit::free_ports(2)?[..] else {
+            unreachable!("free_ports returns as many ports as asked for")
+        };
         // MariaDB's default binlog format; the demo's ROW is what the front needs.
         let primary = Server::create(
             dir,

@@ -70,7 +70,9 @@ impl Postgres {
         let account = process::server_account("postgres")?;
         process::own_dir(account.as_ref(), dir)?;
         let version = process::version_of(Command::new(bin.join("postgres")).arg("--version"))?;
-        let (pport, sport) = (process::free_port()?, process::free_port()?);
+        let [pport, sport] = lockstep::kit::free_ports(2)?[..] else {
+            unreachable!("free_ports returns as many ports as asked for")
+        };
         let pdir = dir.join("primary");
         let sdir = dir.join("standby");
 

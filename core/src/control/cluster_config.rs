@@ -122,6 +122,32 @@ pub struct StreamRoles {
     /// a failover waits for one rather than promote a shorter log.
     #[serde(default)]
     pub floor: (u64, u64),
+    /// The database servers of a stream with a front, and which one is the primary.
+    #[serde(default)]
+    pub db: Option<DbRoles>,
+}
+
+/// The database roles of a stream with a front: one MariaDB server beside each member
+/// node, one of them the database primary (the one the front replicates and ACKs).
+///
+/// The primary changes only by a committed [`Command::DbPromote`], decided on the
+/// current `term`: a front ACKs only the primary of the term it reads, so once a new
+/// term is committed no commit on the former primary can return OK any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbRoles {
+    /// node → the `host:port` of the MariaDB server beside it.
+    pub members: BTreeMap<NodeId, String>,
+    /// The node whose MariaDB server is the database primary.
+    pub primary: NodeId,
+    /// Grows by one on every change of the database primary.
+    pub term: u64,
+}
+
+impl DbRoles {
+    /// The database primary's address.
+    pub fn primary_addr(&self) -> &str {
+        self.members.get(&self.primary).map_or("", String::as_str)
+    }
 }
 
 /// The whole configuration.
@@ -171,6 +197,15 @@ pub enum Command {
     /// Adds a node that proved it knows the cluster secret, as a learner of every
     /// stream.
     Join { node: NodeId, addr: String },
+    /// Makes the database server beside `primary` the database primary of `stream`,
+    /// replacing the one of term `from_term`, decided on the stream's position as its
+    /// lockstep primary of `epoch` stated it (a newer epoch may have committed more).
+    DbPromote {
+        stream: String,
+        epoch: u64,
+        from_term: u64,
+        primary: NodeId,
+    },
 }
 
 impl Command {
@@ -179,7 +214,8 @@ impl Command {
         match self {
             Command::Promote { stream, .. }
             | Command::Remove { stream, .. }
-            | Command::Restore { stream, .. } => Some(stream),
+            | Command::Restore { stream, .. }
+            | Command::DbPromote { stream, .. } => Some(stream),
             Command::Join { .. } => None,
         }
     }
@@ -328,6 +364,40 @@ impl ClusterConfig {
                 }
                 Ok(())
             }
+            Command::DbPromote {
+                stream,
+                epoch,
+                from_term,
+                primary,
+            } => {
+                let roles = self.stream_mut(stream)?;
+                if roles.epoch != *epoch {
+                    return Err(Refusal::StalePromotion {
+                        stream: stream.clone(),
+                        from_epoch: *epoch,
+                        now: roles.epoch,
+                    });
+                }
+                let Some(db) = roles.db.as_mut() else {
+                    return Err(Refusal::NoDatabase(stream.clone()));
+                };
+                if db.term != *from_term {
+                    return Err(Refusal::StaleDbPromotion {
+                        stream: stream.clone(),
+                        from_term: *from_term,
+                        now: db.term,
+                    });
+                }
+                if !db.members.contains_key(primary) {
+                    return Err(Refusal::NotADbMember {
+                        node: *primary,
+                        stream: stream.clone(),
+                    });
+                }
+                db.primary = *primary;
+                db.term += 1;
+                Ok(())
+            }
         }
     }
 
@@ -376,6 +446,13 @@ mod tests {
             policy: Policy::of(&StreamSettings::default(), 5000),
             version: 0,
             floor: (0, 0),
+            db: Some(DbRoles {
+                members: (1..=3)
+                    .map(|n| (n, format!("127.0.0.1:{}", 3300 + n)))
+                    .collect(),
+                primary: 1,
+                term: 0,
+            }),
         };
         ClusterConfig::genesis(
             (1..=3)
@@ -485,6 +562,48 @@ mod tests {
                 .to_string()
                 .contains("stale")
         );
+    }
+
+    #[test]
+    fn the_database_primary_changes_only_from_the_current_term() {
+        let mut c = config();
+        let promote = |from_term, primary| Command::DbPromote {
+            stream: "s".into(),
+            epoch: 3,
+            from_term,
+            primary,
+        };
+        c.apply(1, &promote(0, 2)).unwrap();
+        let db = c.streams["s"].db.clone().unwrap();
+        assert_eq!(
+            (db.primary, db.term, db.primary_addr()),
+            (2, 1, "127.0.0.1:3302")
+        );
+        // A second decision taken on term 0 (a switchover racing a failover) is refused.
+        let err = c.apply(2, &promote(0, 3)).unwrap_err().to_string();
+        assert!(err.contains("term 0"), "{err}");
+        let err = c.apply(3, &promote(1, 9)).unwrap_err().to_string();
+        assert!(err.contains("node 9"), "{err}");
+        assert_eq!(c.streams["s"].db.as_ref().unwrap().primary, 2);
+        // The lockstep roles are untouched.
+        assert_eq!(c.streams["s"].epoch, 3);
+        // Decided on the position of an epoch that is over: refused.
+        let err = c
+            .apply(
+                4,
+                &Command::DbPromote {
+                    stream: "s".into(),
+                    epoch: 2,
+                    from_term: 1,
+                    primary: 3,
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("epoch 2"), "{err}");
+        c.streams.get_mut("s").unwrap().db = None;
+        let err = c.apply(5, &promote(1, 3)).unwrap_err().to_string();
+        assert!(err.contains("no database"), "{err}");
     }
 
     #[test]

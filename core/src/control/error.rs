@@ -70,4 +70,14 @@ pub enum Refusal {
         known: String,
         addr: String,
     },
+    #[error("stream {0:?} has no database roles (no front with members)")]
+    NoDatabase(String),
+    #[error("stale promotion of the database of {stream}: decided in term {from_term}, now {now}")]
+    StaleDbPromotion {
+        stream: String,
+        from_term: u64,
+        now: u64,
+    },
+    #[error("node {node} has no database server of {stream}")]
+    NotADbMember { node: NodeId, stream: String },
 }

@@ -138,6 +138,7 @@ mod tests {
             degraded: false,
             version: 0,
             floor: (0, 0),
+            db: None,
             policy: Policy {
                 sync_acks: k,
                 ..Policy::of(&StreamSettings::default(), 5000)

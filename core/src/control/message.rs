@@ -58,6 +58,15 @@ pub enum Request {
     /// A node that proved it knows the cluster secret asks to join, reachable at
     /// `addr`.
     Join { node: NodeId, addr: String },
+    /// A node that fenced the database primary of `from_term` and found the server
+    /// beside `to` holding the stream's position (read from its lockstep primary of
+    /// `epoch`) asks for it to be the database primary.
+    DbPromote {
+        stream: String,
+        epoch: u64,
+        from_term: u64,
+        to: NodeId,
+    },
 }
 
 /// A control message.

@@ -13,7 +13,7 @@ pub mod fence;
 pub mod message;
 pub mod storage;
 
-pub use cluster_config::{ClusterConfig, Command, Policy, StreamRoles};
+pub use cluster_config::{ClusterConfig, Command, DbRoles, Policy, StreamRoles};
 pub use controller::{Controller, ControllerSettings, Output};
 pub use error::{ControlError, Refusal};
 pub use message::{ControlMsg, NodeStatus, Request, StreamStatus};

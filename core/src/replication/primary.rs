@@ -91,6 +91,9 @@ struct Member {
     /// Since when the member owes an ack (or has been disconnected).
     owing_since: Option<u64>,
     last_heartbeat: u64,
+    /// The commit LSN as of the last send or heartbeat to the member: it has heard
+    /// of commits up to here at most.
+    told_commit: u64,
     /// When the controller was last asked about this member.
     asked_at: Option<u64>,
     /// Its removal was asked for: its acks no longer count (the controller may apply
@@ -137,6 +140,10 @@ fn queue(mode: Mode) -> usize {
 
 /// Ticks between heartbeats to an idle member.
 pub const HEARTBEAT_TICKS: u64 = 50;
+
+/// Ticks an idle member waits to hear of commits made since its last send or
+/// heartbeat.
+pub const COMMIT_NOTICE_TICKS: u64 = 2;
 
 /// The primary of one stream. See the module docs.
 pub struct Primary {
@@ -196,6 +203,7 @@ impl Primary {
                     durable: 0,
                     owing_since: Some(0),
                     last_heartbeat: 0,
+                    told_commit: 0,
                     asked_at: None,
                     leaving: false,
                     joining: false,
@@ -249,6 +257,7 @@ impl Primary {
                     durable: 0,
                     owing_since: Some(self.now),
                     last_heartbeat: 0,
+                    told_commit: 0,
                     asked_at: None,
                     leaving: false,
                     joining: false,
@@ -463,12 +472,19 @@ impl Primary {
                 });
             }
         }
+        let commit = self.commit_lsn;
         for m in &mut self.members {
-            if m.connected
-                && m.next_send >= self.next_lsn
-                && self.now >= m.last_heartbeat + HEARTBEAT_TICKS
-            {
+            // A member that has not heard of the last commits hears of them soon
+            // (readers of its log, such as its binlog server, serve only what it knows
+            // committed); otherwise a heartbeat now and then.
+            let every = if commit > m.told_commit {
+                COMMIT_NOTICE_TICKS
+            } else {
+                HEARTBEAT_TICKS
+            };
+            if m.connected && m.next_send >= self.next_lsn && self.now >= m.last_heartbeat + every {
                 m.last_heartbeat = self.now;
+                m.told_commit = commit;
                 self.actions.push(Action::Heartbeat { member: m.id });
             }
         }
@@ -511,6 +527,7 @@ impl Primary {
             });
             m.next_send = to + 1;
             m.last_heartbeat = self.now;
+            m.told_commit = self.commit_lsn;
         }
         self.actions.drain(..)
     }

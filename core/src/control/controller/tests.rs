@@ -38,6 +38,7 @@ fn genesis(sync_acks: Option<usize>) -> ClusterConfig {
         degraded: false,
         version: 0,
         floor: (0, 0),
+        db: None,
         policy: Policy::of(
             &StreamSettings {
                 sync_acks,
