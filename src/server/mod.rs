@@ -518,6 +518,5 @@ fn choose_transport(
     };
     let (chosen, line) = choose(selection, probe).map_err(ServerError::Setup)?;
     tracing::info!("{line}");
-    eprintln!("lockstep: {line}");
     Ok(chosen)
 }
