@@ -19,6 +19,12 @@ command -v sysbench >/dev/null || need_apt+=(sysbench)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 # systemd-analyze verifies the packaged unit (tests/ops.rs).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# The sideway crate (RDMA verbs, lockstep-sys) builds rdma-core-mummy with cmake and
+# generates its bindings with libclang; libibverbs itself is loaded at run time, and
+# libibverbs-dev brings its headers and the library the probe loads.
+command -v cmake >/dev/null || need_apt+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+[ -e /usr/include/infiniband/verbs.h ] || need_apt+=(libibverbs-dev)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -12,3 +12,7 @@ LOCKSTEP_SIM_FRESH="${LOCKSTEP_SIM_FRESH:-$(git rev-parse HEAD 2>/dev/null || ec
 export LOCKSTEP_SIM_FRESH
 echo "ci: fresh simulator seeds drawn from LOCKSTEP_SIM_FRESH=$LOCKSTEP_SIM_FRESH"
 cargo test --workspace --locked
+# The data path's process-fault tests again, with the peer links on emulated RDMA
+# rings (a test double of verbs over shared memory), at a short size.
+LOCKSTEP_TEST_TRANSPORT=rdma-emu LOCKSTEP_CHAOS_ROUNDS=5 \
+    cargo test --locked --test repl_faults

@@ -93,6 +93,10 @@ pub const NODE_ADDR_BYTES_MAX: usize = 255;
 /// Largest human-readable text (a reason or an error message) carried in a message.
 pub const WIRE_TEXT_BYTES_MAX: usize = 4096;
 
+/// Largest RDMA setup descriptor (`RingOffer`, `RingAccept`): a queue pair's endpoint,
+/// a region's key and location, a reason.
+pub const RING_SETUP_BYTES_MAX: usize = 1024;
+
 /// Largest status document (JSON) a node sends.
 pub const STATUS_JSON_BYTES_MAX: usize = 1 << 20;
 

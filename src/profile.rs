@@ -20,6 +20,11 @@ pub struct HardwareProfile {
     pub ring: RingProfile,
     #[serde(default)]
     pub log: LogProfile,
+    /// What peer links run on: `auto` (RDMA when a device is found, TCP otherwise,
+    /// saying why), `rdma`, `tcp`, or `rdma-emu` (emulated verbs: a test double for
+    /// processes on one machine).
+    #[serde(default)]
+    pub transport: crate::transport::rdma::setup::Selection,
 }
 
 /// io_uring settings of every shard thread.

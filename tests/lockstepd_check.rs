@@ -75,3 +75,51 @@ fn bad_profile_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("segment_bytes = 12"));
 }
+
+/// The RDMA probe: on a host without a device (this one, in CI), `auto` says why in one
+/// line and uses TCP; `rdma` is refused; `rdma-emu` needs no device. On a host with a
+/// device the probe names it.
+#[test]
+fn the_rdma_probe_says_why_auto_uses_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |transport: &str| {
+        let profile = dir.path().join(format!("{transport}.toml"));
+        std::fs::write(&profile, format!("transport = \"{transport}\"\n")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
+            .args(["check", "--json", "--data-dir"])
+            .arg(dir.path())
+            .arg("--profile")
+            .arg(&profile)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    let has_device = std::fs::read_dir("/sys/class/infiniband").is_ok_and(|d| d.count() > 0);
+    let (code, v) = run("auto");
+    let rdma = v["rdma"].as_str().unwrap();
+    let line = v["transport"].as_str().unwrap();
+    assert!(!line.contains('\n'), "one line: {line}");
+    if has_device {
+        assert!(rdma.starts_with("devices "), "{rdma}");
+        eprintln!("this host has RDMA devices: {rdma}; auto: {line}");
+        return;
+    }
+    assert_eq!(code, 0, "{v:#}");
+    assert!(
+        rdma.starts_with("no device (") || rdma.starts_with("no libibverbs ("),
+        "{rdma}"
+    );
+    assert_eq!(line, format!("rdma: {rdma}; using tcp"));
+    let (code, v) = run("rdma");
+    assert_eq!(code, 1, "rdma without a device: {v:#}");
+    assert!(v["transport"].as_str().unwrap().contains("needs a device"));
+    let (code, v) = run("rdma-emu");
+    assert_eq!(code, 0, "{v:#}");
+    assert!(
+        v["transport"]
+            .as_str()
+            .unwrap()
+            .starts_with("transport: rdma-emu")
+    );
+}

@@ -16,7 +16,9 @@
 //!
 //! The logs are read after the nodes are gone, with the read-only tools of
 //! `lockstep::inspect`. Tests take a lock so that only one cluster runs at a time on
-//! this small machine. Seeds: `LOCKSTEP_CHAOS_SEED`, `LOCKSTEP_WORKLOAD_SEED`; rounds of
+//! this small machine. `LOCKSTEP_TEST_TRANSPORT=rdma-emu` runs every test with the
+//! peer links on emulated RDMA rings (members count as in sync only on the ring, and the
+//! primary must say its links ran on it). Seeds: `LOCKSTEP_CHAOS_SEED`, `LOCKSTEP_WORKLOAD_SEED`; rounds of
 //! the kill test: `LOCKSTEP_CHAOS_ROUNDS` (default 15).
 
 #[path = "common/procs.rs"]
@@ -161,6 +163,7 @@ fn sigstop_blocks_strong_commits_and_sigcont_releases_them() {
     }
     let refs: Vec<(String, &LogImage)> = logs.iter().map(|(n, l)| (n.clone(), l)).collect();
     assert_identical(&refs, 1..=lsn);
+    p.assert_links_ran_on_the_transport();
     eprintln!(
         "sigstop test: {} in doubt while stopped, took {:?}",
         in_doubt.len(),
@@ -264,6 +267,7 @@ fn kill9_every_node_at_random_moments_keeps_every_acknowledged_commit() {
         kills[0] == 0 || epochs.len() > 1,
         "seed {seed}: the primary restarted but wrote in one epoch only: {epochs:?}"
     );
+    p.assert_links_ran_on_the_transport();
     eprintln!(
         "chaos: logs end at {:?}, highest acknowledged lsn {max_acked}, primary epochs {epochs:?}, took {:?}",
         logs.iter().map(|(_, l)| l.last_lsn()).collect::<Vec<_>>(),
@@ -329,6 +333,7 @@ fn secondary_kill9_and_restart_catches_up_without_gap_or_duplicate() {
     for (lsn, ctr) in &report.acked {
         assert!(node2.get(*lsn).is_some_and(|r| r.2 == payload_of(*ctr)));
     }
+    p.assert_links_ran_on_the_transport();
     eprintln!(
         "secondary restart: killed at {at_kill} acks, restarted at {at_restart}, {} acknowledged, log ends at {last}, took {:?}",
         report.acked.len(),
@@ -727,4 +732,100 @@ fn multi_record_append_across_a_segment_end_commits() {
     assert!(recs.len() == 2 && recs[0].payload == first && recs[1].payload == second);
     drop(c);
     servers.stop_all();
+}
+
+/// Every member's link runs on `transport` within `within` (status of the primary).
+fn wait_links_on(c: &mut lockstep::client::Client, transport: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let st = c.status().expect("status of the primary");
+        let on = st["members"].as_array().is_some_and(|ms| {
+            ms.len() == NODES - 1 && ms.iter().all(|m| m["transport"] == transport)
+        });
+        if on {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "links not on {transport} within {within:?}: {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rdma_emu_queue_pair_error_mid_stream_falls_back_to_tcp_and_returns() {
+    let _serial = serial();
+    let started = Instant::now();
+    // The primary's emulated queue pairs: one fails after 300 ring writes, under load.
+    let fault = vec![(
+        lockstep::server::shard::FAULT_QP_ERROR_ENV.to_string(),
+        "300".to_string(),
+    )];
+    let mut p = Procs::start_on("rdma-emu", "mode = \"strong\"\n", &[fault]);
+    let mut c = connect(
+        p.addr(1),
+        &client_options(Duration::from_secs(5)),
+        READY_WITHIN,
+    )
+    .expect("connect to the primary");
+    wait_links_on(&mut c, "rdma-emu", Duration::from_secs(10));
+    let w = Workload::start(
+        p.addr(1),
+        8,
+        client_options(Duration::from_secs(5)),
+        Duration::from_secs(60),
+    );
+    assert!(
+        w.wait_for_more(3000, Duration::from_secs(20)),
+        "commits go on"
+    );
+    let fell_back = |p: &Procs| p.stderr(1).contains("failed: ring write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fell_back(&p) {
+        assert!(
+            Instant::now() < deadline,
+            "the injected error never hit:\n{}",
+            p.stderr(1)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The ring is offered again after its pause, under the same load.
+    wait_links_on(&mut c, "rdma-emu", Duration::from_secs(10));
+    assert!(
+        w.wait_for_more(500, Duration::from_secs(10)),
+        "commits after the ring came back"
+    );
+    let report = w.stop();
+    assert_eq!(report.failed, 0, "{:?}", report.failures);
+    let st = wait_in_sync(&mut c, Duration::from_secs(10));
+    let last = st["last_lsn"].as_u64().unwrap();
+    drop(c);
+    p.stop_all();
+    let log_text = p.stderr(1);
+    let fallbacks = log_text.matches("falling back to tcp").count();
+    assert_eq!(fallbacks, 1, "one line per failure:\n{log_text}");
+    let logs: Vec<(String, LogImage)> = (1..=NODES)
+        .map(|n| (format!("node {n}"), LogImage::read(&p.stream_dir(n))))
+        .collect();
+    for (name, log) in &logs {
+        log.assert_sound_and_dense(name);
+        assert_eq!(log.last_lsn(), last, "{name}");
+        assert_no_duplicate_or_reordered_append(name, log);
+    }
+    for (lsn, ctr) in &report.acked {
+        for (name, log) in &logs {
+            assert!(
+                log.get(*lsn).is_some_and(|r| r.2 == payload_of(*ctr)),
+                "{name} lsn {lsn}"
+            );
+        }
+    }
+    let refs: Vec<(String, &LogImage)> = logs.iter().map(|(n, l)| (n.clone(), l)).collect();
+    assert_identical(&refs, 1..=last);
+    eprintln!(
+        "qp error: {} acknowledged, fell back once and returned to rdma-emu, took {:?}",
+        report.acked.len(),
+        started.elapsed()
+    );
 }

@@ -32,6 +32,9 @@ struct Batch {
     primary_starts: u64,
     lost: u64,
     controlled: u64,
+    /// Rings set up on peer links, and of those the ones whose queue pair failed.
+    rings: u64,
+    ring_failures: u64,
 }
 
 /// Runs seeds `first..` for `time` and at most `seeds_max` of them; a violation fails
@@ -46,6 +49,8 @@ fn run_batch(first: u64, seeds_max: u64, time: Duration, context: &str) -> Batch
         primary_starts: 0,
         lost: 0,
         controlled: 0,
+        rings: 0,
+        ring_failures: 0,
     };
     while start.elapsed() < time && b.seeds < seeds_max {
         let r = Sim::run_seed(first + b.seeds, SimOptions::default());
@@ -57,6 +62,8 @@ fn run_batch(first: u64, seeds_max: u64, time: Duration, context: &str) -> Batch
         b.committed += r.stats.committed;
         b.primary_starts += r.stats.primary_starts;
         b.lost += r.stats.resolved_lost;
+        b.rings += r.stats.rings;
+        b.ring_failures += r.stats.ring_failures;
         b.seeds += 1;
     }
     b.secs = start.elapsed().as_secs_f64();
@@ -71,6 +78,7 @@ fn run_batch(first: u64, seeds_max: u64, time: Duration, context: &str) -> Batch
     for (kind, n) in Fault::ALL.iter().zip(b.faults) {
         eprintln!("  {kind:?}: {n}");
     }
+    eprintln!("  rings: {}, of which failed: {}", b.rings, b.ring_failures);
     b
 }
 
@@ -85,7 +93,11 @@ fn seeds_hold_the_invariants() {
         primary_starts,
         lost,
         controlled,
+        rings,
+        ring_failures: _,
     } = run_batch(0, SEEDS_MAX, time, "");
+    // About half the seeds run their peer links on rings.
+    assert!(rings > seeds / 4, "only {rings} rings in {seeds} seeds");
     // About 300 seeds per second in the dev profile: a full batch is thousands.
     let expected = (time.as_secs() * 20).max(20);
     assert!(seeds >= expected, "only {seeds} seeds ran in {secs:.0} s");
@@ -224,6 +236,44 @@ fn planted_bug_is_caught_within(bug: Bug, seeds_max: u64) {
 fn planted_ack_before_durable_is_caught() {
     planted_bug_is_caught(Bug::AckBeforeDurable);
 }
+
+/// A member that writes its ack slot as durable before its log write completed: the
+/// simulator runs the ring protocol, so it must catch that too.
+#[test]
+fn planted_ack_slot_before_durable_is_caught() {
+    planted_bug_is_caught(Bug::AckSlotBeforeDurable);
+}
+
+/// Seeds with every peer link on rings (emulated verbs whose queue pairs fail at seeded
+/// moments) hold the invariants; the rings ran, failed and fell back to TCP, and ran
+/// again.
+#[test]
+fn seeds_on_rdma_rings_hold_the_invariants() {
+    let opts = SimOptions {
+        rdma: Some(true),
+        ..SimOptions::default()
+    };
+    let (mut rings, mut failures, mut committed) = (0, 0, 0);
+    for seed in 0..RING_SEEDS {
+        let r = Sim::run_seed(seed, opts.clone());
+        assert!(r.violation.is_none(), "{r}");
+        rings += r.stats.rings;
+        failures += r.stats.ring_failures;
+        committed += r.stats.committed;
+    }
+    eprintln!(
+        "{RING_SEEDS} seeds on rings: {rings} rings, {failures} failed, {committed} committed"
+    );
+    assert!(rings > RING_SEEDS, "rings ran: {rings}");
+    assert!(failures > RING_SEEDS / 4, "queue pairs failed: {failures}");
+    assert!(
+        committed > RING_SEEDS * 10,
+        "the workload committed: {committed}"
+    );
+}
+
+/// Seeds of the ring batch above.
+const RING_SEEDS: u64 = 300;
 
 #[test]
 fn planted_commit_on_k_minus_one_acks_is_caught() {

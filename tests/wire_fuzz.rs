@@ -135,6 +135,13 @@ fn samples() -> Vec<Message<'static>> {
             last_lsn: 40,
             reason: "epoch 7 is older than 8",
         },
+        Message::RingOffer {
+            setup: b"\x08\x00rdma-emu offer",
+        },
+        Message::RingSwitch,
+        Message::RingAccept {
+            setup: b"\x01 accept",
+        },
         Message::ControlHello {
             node_id: 3,
             incarnation: 0x1234_5678_9abc,

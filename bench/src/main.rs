@@ -148,6 +148,11 @@ pub struct ReplArgs {
     /// Hardware profile (see hw-profiles/) of every node and of the floor's writes.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
+    /// Peer transports to measure, comma-separated, one cluster each in turn (`tcp`,
+    /// `rdma-emu`: emulated verbs over shared memory, `rdma`, `auto`); the profile's
+    /// `transport` is set for each.
+    #[arg(long, value_delimiter = ',', default_values = ["tcp"], value_name = "tcp,rdma-emu")]
+    pub transport: Vec<String>,
     /// Also write the results as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

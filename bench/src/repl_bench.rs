@@ -54,6 +54,7 @@ use crate::floor::FloorIo;
 use crate::net_floor::{self, FarSide, FrameSizes, NetFloor};
 use crate::raw_commit::{self, RawCommit};
 use crate::repl_report::{Report, Round, Series, ServerPhases, Setup};
+use crate::stats;
 use crate::workdir::{Progress, Workdir, pin_to, rounds_and_window};
 use crate::writers::{bytes_label, payload_byte};
 use crate::{Error, PlacementArg, ReplArgs};
@@ -68,8 +69,127 @@ const PREP_TIMEOUT: Duration = Duration::from_secs(120);
 /// publish every 100 ms).
 const PUBLISH_WAIT: Duration = Duration::from_millis(150);
 
-/// Runs `lockstep-bench repl`.
+/// Runs `lockstep-bench repl`: the whole measurement once per transport, then the
+/// transports side by side.
 pub fn run(args: &ReplArgs) -> Result<(), Error> {
+    let mut rows = Vec::new();
+    for t in &args.transport {
+        if !matches!(t.as_str(), "tcp" | "rdma-emu" | "rdma" | "auto") {
+            return Err(format!("--transport {t}: one of tcp, rdma-emu, rdma, auto").into());
+        }
+    }
+    for t in &args.transport {
+        println!("## transport {t}\n");
+        rows.extend(run_transport(args, t)?);
+        println!();
+    }
+    println!("## transports side by side (medians across rounds)\n");
+    print!("{}", transports_table(&rows));
+    Ok(())
+}
+
+/// One series of one transport, as the side-by-side table shows it.
+struct TransportRow {
+    transport: String,
+    series: String,
+    p50_us: f64,
+    p99_us: f64,
+    per_s: f64,
+    /// p50 ÷ the floor (rtt + remote dsync) of the same round.
+    floor_ratio: f64,
+    /// Per node (node 1 the primary): CPU microseconds of its shard thread per commit.
+    cpu_us_per_commit: Vec<f64>,
+}
+
+fn transports_table(rows: &[TransportRow]) -> String {
+    let nodes = rows
+        .iter()
+        .map(|r| r.cpu_us_per_commit.len())
+        .max()
+        .unwrap_or(0);
+    let mut head = vec![
+        "transport".to_string(),
+        "series".into(),
+        "p50 µs".into(),
+        "p99 µs".into(),
+        "commits/s".into(),
+        "p50 × floor".into(),
+    ];
+    head.extend((1..=nodes).map(|n| format!("CPU µs/commit n{n}")));
+    let mut t = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+    for r in rows {
+        let cpu: Vec<String> = r
+            .cpu_us_per_commit
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect();
+        t += &format!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |\n",
+            r.transport,
+            r.series,
+            r.p50_us,
+            r.p99_us,
+            r.per_s,
+            r.floor_ratio,
+            cpu.join(" | ")
+        );
+    }
+    t
+}
+
+/// CPU nanoseconds so far of each node's shard threads (`lockstep-n{node}-s{i}`) in
+/// this process, by node id (1 = the primary), from /proc's schedstat.
+fn shard_cpu_ns(nodes: usize) -> Vec<u64> {
+    let mut per_node = vec![0u64; nodes];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return per_node;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let Some(node) = comm
+            .trim()
+            .strip_prefix("lockstep-n")
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let ns = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if (1..=nodes).contains(&node) {
+            per_node[node - 1] += ns;
+        }
+    }
+    per_node
+}
+
+/// The profile of every node under `transport`: the given (or quick) profile's text
+/// with the transport set.
+fn profile_with_transport(
+    path: Option<&Path>,
+    dir: &Path,
+    transport: &str,
+) -> Result<std::path::PathBuf, Error> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))?,
+        None => String::new(),
+    };
+    if text
+        .lines()
+        .any(|l| l.trim_start().starts_with("transport"))
+    {
+        return Err("the profile sets transport itself: leave it to --transport".into());
+    }
+    let out = dir.join(format!("profile-{transport}.toml"));
+    std::fs::write(&out, format!("transport = \"{transport}\"\n{text}"))
+        .map_err(|e| format!("write {}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Runs the measurement with the peer links on `transport`.
+fn run_transport(args: &ReplArgs, transport: &str) -> Result<Vec<TransportRow>, Error> {
     let defaults = if args.quick { (3, 0.15) } else { (7, 1.0) };
     let (rounds, window) = rounds_and_window(args.rounds, args.seconds, defaults)?;
     if args.payload == 0 || args.payload > lockstep::constants::PAYLOAD_BYTES_MAX {
@@ -101,6 +221,12 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
     // The profile: --profile, or for --quick small segments so that start-up is quick.
     let (profile_path, profile) =
         cluster::node_profile(args.profile.as_deref(), args.quick, dir, "repl")?;
+    let profile_path = Some(profile_with_transport(
+        profile_path.as_deref(),
+        dir,
+        transport,
+    )?);
+    notes.push(format!("peer links on {transport}"));
 
     let cores = lockstep_sys::cpu::available_cores();
     let (placement, primary_core, secondary_core, client_core) =
@@ -184,7 +310,10 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
     let mut measured = Vec::with_capacity(rounds);
     let mut before = cluster.primary_metrics();
     let mut prep_waits = Vec::with_capacity(rounds);
+    // Per round, per series: CPU ns of each node's shard threads, and commits.
+    let mut cpu: Vec<Vec<(Vec<u64>, u64)>> = Vec::with_capacity(rounds);
     for r in 0..rounds {
+        let mut cpu_round = Vec::with_capacity(series.len());
         // Floors are measured on a quiet disk: no log still zeroing its next segment
         // (the series pay for the rollovers they cause themselves).
         progress.step(r, "waiting for segment preparation");
@@ -204,6 +333,7 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
                 .iter()
                 .position(|m| m.as_str() == s.mode)
                 .expect("a configured mode");
+            let cpu_before = shard_cpu_ns(nodes);
             let measured =
                 committers::run(&mut clients[m], s.load, &payload, window).map_err(|e| {
                     match cluster.check() {
@@ -212,10 +342,18 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
                         Ok(()) => format!("{}: {e}", s.label()),
                     }
                 })?;
+            let cpu_after = shard_cpu_ns(nodes);
             samples.push(measured.sample);
             std::thread::sleep(PUBLISH_WAIT);
             let after = cluster.primary_metrics();
-            phases.push(phase_delta(&before, &after, s.mode));
+            let delta = phase_delta(&before, &after, s.mode);
+            let used: Vec<u64> = cpu_after
+                .iter()
+                .zip(&cpu_before)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            cpu_round.push((used, delta.commits));
+            phases.push(delta);
             before = after;
         }
         cluster.check()?;
@@ -241,6 +379,7 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
             ),
         );
         measured.push(round);
+        cpu.push(cpu_round);
     }
     drop(clients);
     cluster.shutdown();
@@ -298,9 +437,38 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
     println!("medians across rounds; ratios are taken within each round\n");
     print!("{}", report.markdown());
     if let Some(path) = &args.json {
-        write_json(path, &report)?;
+        let path = if args.transport.len() > 1 {
+            path.with_extension(format!("{transport}.json"))
+        } else {
+            path.clone()
+        };
+        write_json(&path, &report)?;
     }
-    Ok(())
+    let rows = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let med = |f: &dyn Fn(&Round) -> f64| stats::median(measured.iter().map(f));
+            let cpu_us_per_commit = (0..nodes)
+                .map(|n| {
+                    stats::median(cpu.iter().map(|round| {
+                        let (used, commits) = &round[i];
+                        used[n] as f64 / 1000.0 / (*commits).max(1) as f64
+                    }))
+                })
+                .collect();
+            TransportRow {
+                transport: transport.to_string(),
+                series: s.label(),
+                p50_us: med(&|r| r.series[i].p50_us),
+                p99_us: med(&|r| r.series[i].p99_us),
+                per_s: med(&|r| r.series[i].per_s),
+                floor_ratio: med(&|r| r.series[i].p50_us / r.floor_us()),
+                cpu_us_per_commit,
+            }
+        })
+        .collect();
+    Ok(rows)
 }
 
 /// The placement, and the cores of the primary, the secondaries and the clients (for

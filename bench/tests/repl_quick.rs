@@ -32,8 +32,14 @@ fn table(stdout: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The two tests below each run benchmark clusters; at once on two cores, a commit
+/// of the second cluster of one process has waited past the 5 s commit timeout (seen
+/// with `--transport tcp,tcp` as with `tcp,rdma-emu`), so they take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn quick_repl_benchmark() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(why) = lockstep_sys::probe::io_uring() {
         eprintln!("skipped: {why}");
         return;
@@ -146,4 +152,58 @@ fn quick_repl_benchmark() {
     }
     assert_eq!(report["goals"].as_array().unwrap().len(), 2);
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--transport tcp,rdma-emu` in one run: a report per transport, then one table with
+/// both side by side, each series with its latency, throughput, ratio to the floor and
+/// the CPU time per commit of every node.
+#[test]
+fn quick_repl_benchmark_over_tcp_and_emulated_rdma() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(why) = lockstep_sys::probe::io_uring() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let (stdout, _) = common::run(&mut common::bench(&[
+        "repl",
+        "--quick",
+        "--modes",
+        "strong",
+        "--transport",
+        "tcp,rdma-emu",
+    ]));
+    assert!(stdout.contains("## transport tcp"), "{stdout}");
+    assert!(stdout.contains("## transport rdma-emu"), "{stdout}");
+    assert!(stdout.contains("note: peer links on rdma-emu"), "{stdout}");
+    let side = stdout
+        .split("## transports side by side")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no side-by-side table in\n{stdout}"));
+    let rows = table(side);
+    let header = &rows[0];
+    assert_eq!(
+        &header[..6],
+        [
+            "transport",
+            "series",
+            "p50 µs",
+            "p99 µs",
+            "commits/s",
+            "p50 × floor"
+        ]
+    );
+    assert_eq!(header.len(), 9, "three nodes' CPU columns: {header:?}");
+    for transport in ["tcp", "rdma-emu"] {
+        for load in ["1 client", "64 outstanding"] {
+            let series = format!("strong, {load}");
+            let r = rows
+                .iter()
+                .find(|r| r[0] == transport && r[1] == series)
+                .unwrap_or_else(|| panic!("no row {transport} {series} in\n{side}"));
+            for (col, cell) in header.iter().zip(r).skip(2) {
+                let v: f64 = cell.parse().unwrap_or_else(|_| panic!("{col} = {cell:?}"));
+                assert!(v > 0.0, "{transport} {series}: {col} = {v}");
+            }
+        }
+    }
 }

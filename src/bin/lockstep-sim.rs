@@ -25,6 +25,8 @@ enum Plant {
     /// The primary's stream driver counts a returning member's acks while the member
     /// still cuts the tail the primary does not have.
     CountAcksWhileTruncating,
+    /// Members write received records into their RDMA ack slot as durable.
+    AckSlotBeforeDurable,
 }
 
 #[derive(Parser)]
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
             Plant::FenceShort => Bug::FenceShort,
             Plant::RetainAboveCommit => Bug::RetainAboveCommit,
             Plant::CountAcksWhileTruncating => Bug::CountAcksWhileTruncating,
+            Plant::AckSlotBeforeDurable => Bug::AckSlotBeforeDurable,
         }),
         trace_tail: args.trace_tail,
         controller: args.controller.then_some(true),

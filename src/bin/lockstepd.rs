@@ -344,6 +344,15 @@ fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let rdma = lockstep_sys::verbs::probe();
+    let transport = match lockstep::transport::rdma::setup::choose(profile.transport, rdma.clone())
+    {
+        Ok((_, line)) => line,
+        Err(why) => {
+            ok = false;
+            why
+        }
+    };
     let cores = cpu::available_cores();
     let pinning = cores
         .first()
@@ -397,6 +406,11 @@ fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {
             "rwf_dsync": text(&storage.rwf_dsync),
             "cores": cores,
             "pinning": text(&pinning),
+            "rdma": match &rdma {
+                Ok(devices) => format!("devices {devices}"),
+                Err(why) => why.clone(),
+            },
+            "transport": transport,
             "streams": streams,
             "ok": ok,
         });
@@ -410,6 +424,11 @@ fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {
         println!("O_DIRECT   {}", text(&storage.direct));
         println!("RWF_DSYNC  {}", text(&storage.rwf_dsync));
         println!("cores      {cores:?}, pinning {}", text(&pinning));
+        match &rdma {
+            Ok(devices) => println!("rdma       devices {devices}"),
+            Err(why) => println!("rdma       {why}"),
+        }
+        println!("transport  {transport}");
         if storage.direct.is_err() {
             println!("note       writes fall back to buffered I/O + fdatasync on this filesystem");
         }

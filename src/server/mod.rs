@@ -279,6 +279,7 @@ impl Server {
             }
             _ => None,
         };
+        let transport = choose_transport(cfg.profile.transport)?;
         for (i, (streams, rx)) in per_shard.into_iter().zip(receivers).enumerate() {
             let ring = Ring::new(cfg.profile.ring_options())
                 .map_err(|e| ServerError::Setup(format!("io_uring for shard {i}: {e}")))?;
@@ -292,9 +293,13 @@ impl Server {
                 cfg.node_id,
                 control.clone(),
                 started,
+                transport,
             );
             let t = std::thread::Builder::new()
-                .name(format!("lockstep-shard-{i}"))
+                // Named by node and shard (15 bytes at most, the kernel's limit), so a
+                // process running several nodes tells their threads apart
+                // (`lockstep-bench repl` measures each node's CPU time by them).
+                .name(format!("lockstep-n{}-s{i}", cfg.node_id))
                 .spawn(move || {
                     if let Err(e) = shard::pin(i) {
                         tracing::warn!(shard = i, "shard {i} runs unpinned: {e}");
@@ -499,4 +504,19 @@ fn new_incarnation() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     (nanos ^ (u64::from(std::process::id()) << 40)).max(1)
+}
+
+/// The transport of this node's peer links, from the profile's selection and the
+/// device probe, said in one line.
+fn choose_transport(
+    selection: crate::transport::rdma::setup::Selection,
+) -> Result<crate::transport::rdma::setup::Chosen, ServerError> {
+    use crate::transport::rdma::setup::{Selection, choose};
+    let probe = match selection {
+        Selection::Tcp | Selection::RdmaEmu => Err(String::new()),
+        Selection::Auto | Selection::Rdma => lockstep_sys::verbs::probe(),
+    };
+    let (chosen, line) = choose(selection, probe).map_err(ServerError::Setup)?;
+    tracing::info!("{line}");
+    Ok(chosen)
 }

@@ -24,6 +24,9 @@ use crate::server::Shared;
 use crate::server::control_loop::ToControl;
 use crate::server::epoch_file;
 use crate::stream::{Handled, Note, Output, RolesApplied, StreamDriver, Time};
+use crate::transport::rdma::emulated::EmulatedProvider;
+use crate::transport::rdma::link::{NodeLinks, Rings, Taken, read_ring};
+use crate::transport::rdma::setup::Chosen;
 use crate::transport::tcp::{Conn, TcpLinks};
 use crate::transport::{LinkId, Links};
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
@@ -37,7 +40,17 @@ const STATUS: Duration = Duration::from_millis(10);
 /// How often a shard publishes its metrics.
 const PUBLISH: Duration = Duration::from_millis(100);
 
+/// Time before a ring is offered again to a member whose ring failed or was declined:
+/// the link runs on TCP meanwhile.
+const RING_RETRY: Duration = Duration::from_secs(1);
+
+/// Under `transport = "rdma-emu"`: fails one queue pair after this many ring writes
+/// (see `transport::rdma::emulated::Faults`), for the tests of the fallback to TCP.
+pub const FAULT_QP_ERROR_ENV: &str = "LOCKSTEP_FAULT_RDMA_EMU_QP_ERROR_AFTER_WRITES";
+
 const POLL_BIT: u64 = 1 << 63;
+/// With `POLL_BIT`: the completion is a ring's wake-up, not a socket's readiness.
+const WAKE_BIT: u64 = 1 << 62;
 
 /// A connection handed to a shard.
 pub enum Handoff {
@@ -119,7 +132,10 @@ struct Dial {
 pub struct Shard {
     pub index: usize,
     ring: Ring,
-    links: TcpLinks,
+    links: NodeLinks<EmulatedProvider>,
+    /// Per stream and member: no ring is offered before this (it failed or was
+    /// declined).
+    ring_retry: BTreeMap<(usize, NodeId), Instant>,
     info: Vec<Option<LinkInfo>>,
     generation: u32,
     streams: Vec<StreamDriver<Log>>,
@@ -151,13 +167,31 @@ impl Shard {
         node_id: NodeId,
         control: Option<SyncSender<ToControl>>,
         started: Instant,
+        transport: Chosen,
     ) -> Shard {
         let now = Instant::now();
         let dials = streams.iter().map(|s| dials_of(s, now)).collect();
+        let provider = EmulatedProvider::new();
+        // A fault injection point of the emulated verbs (tests only: the node never
+        // sets it): the queue pair that posts the write after this many goes to error.
+        if let Some(n) = std::env::var(FAULT_QP_ERROR_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            provider
+                .faults()
+                .lock()
+                .expect("faults lock")
+                .error_after_writes = Some(n);
+        }
         Shard {
             index,
             ring,
-            links: TcpLinks::default(),
+            links: NodeLinks {
+                tcp: TcpLinks::default(),
+                rings: Rings::new(provider, transport),
+            },
+            ring_retry: BTreeMap::new(),
             info: Vec::new(),
             generation: 0,
             streams,
@@ -197,11 +231,13 @@ impl Shard {
             self.report(now);
             self.dial_members(now);
             let stalled = self.read_links(now);
+            let ring_more = self.read_rings(now);
             let time = self.time(now);
             for i in 0..self.streams.len() {
                 self.streams[i].drive(&mut self.links, time);
             }
             self.carry_out();
+            self.offer_rings(now);
             // The log writes are queued, the sends leave, then the wait below submits the
             // writes: local write and sends are in flight together. The sends go first
             // because submitting a direct write costs a device notification (tens of
@@ -209,7 +245,11 @@ impl Shard {
             // write — is the longer one of a strong commit.
             self.flush_logs();
             self.flush_links();
-            let wait = if stalled { Duration::ZERO } else { TICK };
+            let wait = if stalled || ring_more {
+                Duration::ZERO
+            } else {
+                TICK
+            };
             if let Err(e) = self.ring.submit_and_wait_timeout(1, wait) {
                 tracing::error!(shard = self.index, "io_uring wait failed: {e}");
                 std::thread::sleep(TICK);
@@ -220,14 +260,32 @@ impl Shard {
                 next_publish = now + PUBLISH;
             }
         }
-        self.links.shut_down();
+        self.links.tcp.shut_down();
         self.publish();
     }
 
     fn publish(&mut self) {
         let mut out = Vec::with_capacity(self.streams.len());
-        for s in &mut self.streams {
+        for (si, s) in self.streams.iter_mut().enumerate() {
+            let links: Vec<(NodeId, Option<LinkId>)> =
+                s.members().map(|(id, _, link)| (id, link)).collect();
+            let rings = &self.links.rings;
+            let member = |id| {
+                let link = links.iter().find(|(m, _)| *m == id).and_then(|l| l.1);
+                link.map_or("tcp", |l| rings.transport_of(l))
+            };
+            let mut from_primary = "tcp";
+            for (link, info) in self.info.iter().enumerate() {
+                if let Some(info) = info
+                    && info.kind == LinkKind::FromPrimary
+                    && info.stream == si
+                    && self.links.tcp.is_open(link)
+                {
+                    from_primary = rings.transport_of(link);
+                }
+            }
             s.refresh_metrics();
+            s.set_transports(member, from_primary);
             out.push(s.metrics().clone());
         }
         *self.shared.metrics[self.index]
@@ -236,11 +294,13 @@ impl Shard {
     }
 
     fn add_link(&mut self, conn: Conn, stream: usize, kind: LinkKind) -> LinkId {
-        let link = self.links.add(conn);
+        let link = self.links.tcp.add(conn);
         if self.info.len() <= link {
             self.info.resize_with(link + 1, || None);
         }
-        self.generation = self.generation.wrapping_add(1);
+        // 30 bits: the generation shares a completion's user data with the link and
+        // the poll and wake-up bits.
+        self.generation = self.generation.wrapping_add(1) & 0x3fff_ffff;
         self.info[link] = Some(LinkInfo {
             stream,
             kind,
@@ -507,12 +567,12 @@ impl Shard {
     fn read_links(&mut self, now: Instant) -> bool {
         let time = self.time(now);
         let mut any_stalled = false;
-        for link in 0..self.links.slots() {
+        for link in 0..self.links.tcp.slots() {
             let Some(info) = self.info.get(link).and_then(Option::as_ref) else {
                 continue;
             };
             let (stream, kind, stalled) = (info.stream, info.kind, info.stalled);
-            let Some(mut decoder) = self.links.take_input(link, stalled) else {
+            let Some(mut decoder) = self.links.tcp.take_input(link, stalled) else {
                 continue;
             };
             let mut now_stalled = false;
@@ -535,6 +595,13 @@ impl Shard {
                         break;
                     }
                 };
+                if let Some(handled) = self.on_ring_setup(link, kind, &frame.message) {
+                    if let Handled::Close(why) = handled {
+                        self.links.close(link, &why);
+                        break;
+                    }
+                    continue;
+                }
                 let s = &mut self.streams[stream];
                 let handled = match kind {
                     LinkKind::Client => {
@@ -557,13 +624,208 @@ impl Shard {
                     }
                 }
             }
-            self.links.put_back(link, decoder);
+            self.links.tcp.put_back(link, decoder);
             if let Some(info) = self.info[link].as_mut() {
                 info.stalled = now_stalled;
             }
             any_stalled |= now_stalled;
         }
         any_stalled
+    }
+
+    /// The generation of the connection `link` holds now, if any.
+    fn generation_of(&self, link: LinkId) -> Option<u32> {
+        self.info
+            .get(link)
+            .and_then(Option::as_ref)
+            .map(|i| i.generation)
+    }
+
+    /// The member this primary's `link` goes to.
+    fn member_of(&self, link: LinkId) -> Option<(usize, NodeId)> {
+        let stream = self.info.get(link)?.as_ref()?.stream;
+        let member = self.streams[stream]
+            .members()
+            .find(|(_, _, l)| *l == Some(link))?
+            .0;
+        Some((stream, member))
+    }
+
+    /// Handles a frame of a ring's setup (see `transport::rdma::setup`); `None` when
+    /// the frame is not one.
+    fn on_ring_setup(
+        &mut self,
+        link: LinkId,
+        kind: LinkKind,
+        msg: &Message<'_>,
+    ) -> Option<Handled> {
+        let answer = |r: Result<(), crate::transport::TransportError>| match r {
+            Ok(()) => Handled::Done,
+            Err(e) => Handled::Close(e.to_string()),
+        };
+        match (kind, msg) {
+            (LinkKind::FromPrimary, Message::RingOffer { setup }) => {
+                let (reply, declined) = self.links.rings.on_offer(link, setup);
+                if let Some(why) = declined {
+                    tracing::warn!(
+                        shard = self.index,
+                        "rdma: declined the primary's ring ({why}); the link stays on tcp"
+                    );
+                }
+                let m = Message::RingAccept { setup: &reply };
+                Some(answer(self.links.tcp.send(link, RequestId(0), &m)))
+            }
+            (LinkKind::FromPrimary, Message::RingSwitch) => {
+                Some(match self.links.rings.on_switch(link) {
+                    Ok(()) => Handled::Done,
+                    Err(why) => Handled::Close(why),
+                })
+            }
+            (LinkKind::ToMember, Message::RingAccept { setup }) => {
+                let (stream, member) = self.member_of(link)?;
+                match self.links.rings.on_answer(link, setup) {
+                    Ok(_) => {
+                        tracing::info!(
+                            shard = self.index,
+                            stream = self.streams[stream].name(),
+                            "link to member {member} runs on {}",
+                            self.links.rings.chosen().as_str()
+                        );
+                        Some(answer(self.links.tcp.send(
+                            link,
+                            RequestId(0),
+                            &Message::RingSwitch,
+                        )))
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            shard = self.index,
+                            stream = self.streams[stream].name(),
+                            "rdma: link to member {member} stays on tcp: {why}"
+                        );
+                        self.ring_retry
+                            .insert((stream, member), Instant::now() + RING_RETRY);
+                        Some(Handled::Done)
+                    }
+                }
+            }
+            (_, Message::RingOffer { .. } | Message::RingSwitch | Message::RingAccept { .. }) => {
+                Some(Handled::Close(format!(
+                    "unexpected {} on this link",
+                    msg.kind()
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// A ring failed: one log line, and the whole link closes, so the member is greeted
+    /// again on TCP and the greeting says where to resume. A ring is offered again
+    /// after a pause.
+    fn ring_failed(&mut self, link: LinkId, why: &str) {
+        let member = self.member_of(link);
+        if let Some((stream, member)) = member {
+            self.ring_retry
+                .insert((stream, member), Instant::now() + RING_RETRY);
+        }
+        let whom = member.map_or("the primary".to_string(), |(_, m)| format!("member {m}"));
+        tracing::warn!(
+            shard = self.index,
+            "rdma link to {whom} failed: {why}; falling back to tcp"
+        );
+        self.links.rings.drop_end(link);
+        self.links.close(link, &format!("rdma: {why}"));
+    }
+
+    /// Offers a ring to every member whose log agrees with its primary's and whose link
+    /// has none.
+    fn offer_rings(&mut self, now: Instant) {
+        if self.links.rings.chosen() == Chosen::Tcp {
+            return;
+        }
+        for si in 0..self.streams.len() {
+            let s = &self.streams[si];
+            if !s.is_primary() {
+                continue;
+            }
+            let connected = s.connected_members();
+            let offers: Vec<(NodeId, LinkId)> = s
+                .members()
+                .filter_map(|(id, _, link)| Some((id, link?)))
+                .filter(|(id, link)| {
+                    connected.contains(id)
+                        && !self.links.rings.has_end(*link)
+                        && self.links.tcp.is_open(*link)
+                        && self.ring_retry.get(&(si, *id)).is_none_or(|t| now >= *t)
+                })
+                .collect();
+            for (member, link) in offers {
+                match self.links.rings.offer(link) {
+                    Ok(setup) => {
+                        let m = Message::RingOffer { setup: &setup };
+                        let _ = self.links.tcp.send(link, RequestId(0), &m);
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            shard = self.index,
+                            stream = self.streams[si].name(),
+                            "rdma: no ring for member {member}: {why}; the link stays on tcp"
+                        );
+                        self.ring_retry.insert((si, member), now + RING_RETRY);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the rings: a member's frames from its primary (within the budget), a
+    /// primary's ack slots (every one, once per turn). Returns whether a ring has more
+    /// to read or a frame waits for room (the next wait must not sleep).
+    fn read_rings(&mut self, now: Instant) -> bool {
+        let time = self.time(now);
+        let mut more = false;
+        for link in self.links.rings.links() {
+            let Some(info) = self.info.get(link).and_then(Option::as_ref) else {
+                continue;
+            };
+            let (stream, kind) = (info.stream, info.kind);
+            if !self.links.tcp.is_open(link) {
+                continue;
+            }
+            match kind {
+                LinkKind::FromPrimary => {
+                    let driver = &mut self.streams[stream];
+                    let read = read_ring(&mut self.links, link, |links, frame| {
+                        match driver.on_peer(links, link, &frame.message, time) {
+                            Handled::Done => Taken::Done,
+                            Handled::Later => Taken::Later,
+                            Handled::Close(why) => Taken::Close(why),
+                        }
+                    });
+                    match read {
+                        Ok(r) => more |= r.more || r.stalled,
+                        Err(why) => self.ring_failed(link, &why),
+                    }
+                }
+                LinkKind::ToMember => match self.links.rings.read_ack(link) {
+                    Ok(Some(slot)) => {
+                        let ack = Message::Ack {
+                            epoch: slot.epoch,
+                            received_lsn: slot.received_lsn,
+                            durable_lsn: slot.durable_lsn,
+                        };
+                        let s = &mut self.streams[stream];
+                        if let Handled::Close(why) = s.on_peer(&mut self.links, link, &ack, time) {
+                            self.links.close(link, &why);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => self.ring_failed(link, &why),
+                },
+                LinkKind::Client => {}
+            }
+        }
+        more
     }
 
     fn flush_logs(&mut self) {
@@ -583,19 +845,30 @@ impl Shard {
     }
 
     fn flush_links(&mut self) {
-        for link in 0..self.links.slots() {
-            let Some(generation) = self
-                .info
-                .get(link)
-                .and_then(Option::as_ref)
-                .map(|i| i.generation)
-            else {
+        for link in self.links.rings.links() {
+            if let Err(why) = self.links.rings.flush(link) {
+                self.ring_failed(link, &why);
+            }
+        }
+        for (link, fd) in self.links.rings.to_arm() {
+            let Some(generation) = self.generation_of(link) else {
+                continue;
+            };
+            let data = POLL_BIT | WAKE_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
+            if let Err(e) = self.ring.poll(&fd, libc::POLLIN, data) {
+                self.ring_failed(link, &format!("cannot poll its wake-ups: {e}"));
+            }
+        }
+        for link in 0..self.links.tcp.slots() {
+            let Some(generation) = self.generation_of(link) else {
                 continue;
             };
             let base = POLL_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
-            let Some((peer, why)) = self.links.flush(link, &mut self.ring, base, base | 1) else {
+            let Some((peer, why)) = self.links.tcp.flush(link, &mut self.ring, base, base | 1)
+            else {
                 continue;
             };
+            self.links.rings.drop_end(link);
             let info = self.info[link].take().expect("link info");
             // A peer closing its end is routine (a client leaving, a node stopping).
             if !why.starts_with("closed by the peer") || why.contains("inside a frame") {
@@ -611,14 +884,16 @@ impl Shard {
         for c in self.completions.drain(..) {
             if c.user_data & POLL_BIT != 0 {
                 let link = ((c.user_data >> 1) & 0x7fff_ffff) as usize;
-                let generation = ((c.user_data >> 32) & 0x7fff_ffff) as u32;
+                let generation = ((c.user_data >> 32) & 0x3fff_ffff) as u32;
                 let current = self
                     .info
                     .get(link)
                     .and_then(Option::as_ref)
                     .is_some_and(|i| i.generation == generation);
-                if current {
-                    self.links.on_poll(link, c.user_data & 1 == 1);
+                if current && c.user_data & WAKE_BIT != 0 {
+                    self.links.rings.on_wakeup(link);
+                } else if current {
+                    self.links.tcp.on_poll(link, c.user_data & 1 == 1);
                 }
                 continue;
             }

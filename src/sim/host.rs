@@ -26,6 +26,9 @@ use crate::sim::network::{ConnId, Network};
 use crate::sim::node::Config;
 use crate::sim::workload::{ClientRef, Reply};
 use crate::stream::{Handled, Note, Output, RolesApplied, StreamDriver, Time};
+use crate::transport::rdma::emulated::EmulatedProvider;
+use crate::transport::rdma::link::{RingLinks, Rings, Taken, read_ring};
+use crate::transport::rdma::setup::Chosen;
 use crate::transport::{LinkId, Links, TransportError};
 use crate::wire::{ErrorCode, Frame, Message, Payloads, RequestId};
 
@@ -35,6 +38,9 @@ pub const CLIENT_LINKS: LinkId = 1 << 62;
 
 /// Ticks between two dials of a member that is not connected.
 const REDIAL_TICKS: u64 = 10;
+
+/// Ticks before a ring is offered again to a member whose ring failed or was declined.
+const RING_RETRY_TICKS: u64 = 50;
 
 /// Room for most frames of a run (larger ones grow their buffer).
 const FRAME_BYTES_GUESS: usize = 512;
@@ -58,19 +64,26 @@ pub struct Out {
     pub trace: Vec<String>,
 }
 
-/// The driver's links on the simulated network, for one input.
+/// The driver's links on the simulated network, for one input. A peer link whose ring
+/// runs sends through it instead (see `transport::rdma::link`).
 pub struct SimLinks<'a> {
     net: &'a Network,
     out: &'a mut Out,
+    rings: &'a mut Rings<EmulatedProvider>,
     /// Client frames: (client, frame).
     clients: Vec<(usize, Vec<u8>)>,
 }
 
 impl<'a> SimLinks<'a> {
-    fn new(net: &'a Network, out: &'a mut Out) -> SimLinks<'a> {
+    fn new(
+        net: &'a Network,
+        out: &'a mut Out,
+        rings: &'a mut Rings<EmulatedProvider>,
+    ) -> SimLinks<'a> {
         SimLinks {
             net,
             out,
+            rings,
             clients: Vec::new(),
         }
     }
@@ -88,6 +101,11 @@ impl Links for SimLinks<'_> {
     fn send(&mut self, link: LinkId, id: RequestId, m: &Message<'_>) -> Result<(), TransportError> {
         if !self.is_open(link) {
             return Err(TransportError::Closed(link));
+        }
+        if link < CLIENT_LINKS
+            && let Some(result) = self.rings.route(link, id, m)
+        {
+            return result;
         }
         let mut frame = Vec::with_capacity(FRAME_BYTES_GUESS);
         m.encode_into(id, &mut frame)
@@ -112,6 +130,12 @@ impl Links for SimLinks<'_> {
     fn is_open(&self, link: LinkId) -> bool {
         let conn = link as ConnId;
         link >= CLIENT_LINKS || (self.net.is_open(conn) && !self.out.closes.contains(&conn))
+    }
+}
+
+impl RingLinks<EmulatedProvider> for SimLinks<'_> {
+    fn rings_mut(&mut self) -> &mut Rings<EmulatedProvider> {
+        self.rings
     }
 }
 
@@ -154,16 +178,22 @@ pub struct Process {
     roles_later: Option<StreamRoles>,
     /// The driver's outputs being carried out (kept to save allocations).
     outputs: Vec<Output>,
+    /// The rings of its peer links (on TCP only, they never run).
+    rings: Rings<EmulatedProvider>,
+    /// Per member: no ring is offered before this tick (its last one failed).
+    ring_retry: BTreeMap<NodeId, u64>,
 }
 
 impl Process {
-    pub fn new(driver: StreamDriver<Disk>) -> Process {
+    pub fn new(driver: StreamDriver<Disk>, rings: Rings<EmulatedProvider>) -> Process {
         Process {
             driver,
             links: BTreeMap::new(),
             next_dial: BTreeMap::new(),
             roles_later: None,
             outputs: Vec::new(),
+            rings,
+            ring_retry: BTreeMap::new(),
         }
     }
 
@@ -174,7 +204,7 @@ impl Process {
         f: impl FnOnce(&mut StreamDriver<Disk>, &mut SimLinks<'_>, Time) -> T,
     ) -> T {
         let time = cx.time();
-        let mut links = SimLinks::new(cx.net, cx.out);
+        let mut links = SimLinks::new(cx.net, cx.out, &mut self.rings);
         let t = f(&mut self.driver, &mut links, time);
         links.done(cx.node);
         self.carry_out(cx);
@@ -195,7 +225,7 @@ impl Process {
                     Output::StoreEpoch(epoch) => {
                         self.driver.log_mut().epoch_file = epoch;
                         let time = cx.time();
-                        let mut links = SimLinks::new(cx.net, cx.out);
+                        let mut links = SimLinks::new(cx.net, cx.out, &mut self.rings);
                         self.driver.on_epoch_stored(&mut links, epoch, time);
                         links.done(cx.node);
                     }
@@ -393,6 +423,7 @@ impl Process {
 
     /// A connection of this process closed.
     pub fn on_conn_closed(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
+        self.rings.drop_end(conn as LinkId);
         if let Some(Peer::Member | Peer::Primary) = self.links.remove(&conn) {
             self.with_links(cx, |d, _, _| d.on_link_closed(conn as LinkId));
         }
@@ -419,7 +450,12 @@ impl Process {
                 });
             }
         };
-        let handled = match (self.links.get(&conn).copied(), &frame.message) {
+        let peer = self.links.get(&conn).copied();
+        let handled = match (peer, &frame.message) {
+            (
+                Some(Peer::Member | Peer::Primary),
+                Message::RingOffer { .. } | Message::RingSwitch | Message::RingAccept { .. },
+            ) => self.on_ring_setup(cx, conn, &frame.message),
             (None, Message::PeerHello { node_id, epoch, .. }) => {
                 self.links.insert(conn, Peer::Primary);
                 let (from, epoch) = (*node_id, *epoch);
@@ -500,7 +536,7 @@ impl Process {
             bytes_max: u32::MAX,
         };
         let time = cx.time();
-        let mut links = SimLinks::new(cx.net, cx.out);
+        let mut links = SimLinks::new(cx.net, cx.out, &mut self.rings);
         self.driver
             .on_client(&mut links, CLIENT_LINKS, RequestId(1), &msg, time);
         let (_, frame) = links.clients.pop()?;
@@ -542,15 +578,177 @@ impl Process {
         self.with_links(cx, |d, links, _| d.fail(links, e));
     }
 
-    /// The process's turn: a configuration that waited, the driver's turn, and a
-    /// switchover's report.
+    /// The process's turn: a configuration that waited, the rings read (a member's
+    /// records, a primary's ack slots), the driver's turn, a switchover's report, then
+    /// rings offered and flushed.
     pub fn drive(&mut self, cx: &mut Ctx<'_>) {
         self.apply_later(cx);
+        self.read_rings(cx);
         let drained = self.with_links(cx, |d, links, now| {
             d.drive(links, now);
             d.drained(now)
         });
         cx.out.control.extend(drained);
+        self.offer_rings(cx);
+        for link in self.rings.links() {
+            if let Err(why) = self.rings.flush(link) {
+                self.ring_failed(cx, link as ConnId, &why);
+            }
+        }
+    }
+
+    /// A frame of a ring's setup on a peer link, handled as the shard does.
+    fn on_ring_setup(&mut self, cx: &mut Ctx<'_>, conn: ConnId, msg: &Message<'_>) -> Handled {
+        let link = conn as LinkId;
+        let node = cx.node;
+        let peer = self.links.get(&conn).copied();
+        let send = |cx: &mut Ctx<'_>, m: &Message<'_>| {
+            let mut frame = Vec::new();
+            m.encode_into(RequestId(0), &mut frame)
+                .expect("a setup message encodes");
+            cx.out.sends.push((conn, frame));
+        };
+        match (peer, msg) {
+            (Some(Peer::Primary), Message::RingOffer { setup }) => {
+                let (reply, declined) = self.rings.on_offer(link, setup);
+                if let Some(why) = declined {
+                    cx.out
+                        .trace
+                        .push(format!("n{node}: declines a ring: {why}"));
+                }
+                send(cx, &Message::RingAccept { setup: &reply });
+                Handled::Done
+            }
+            (Some(Peer::Primary), Message::RingSwitch) => match self.rings.on_switch(link) {
+                Ok(()) => {
+                    cx.out.trace.push(format!("n{node}: ring on link {conn}"));
+                    Handled::Done
+                }
+                Err(why) => Handled::Close(why),
+            },
+            (Some(Peer::Member), Message::RingAccept { setup }) => {
+                match self.rings.on_answer(link, setup) {
+                    Ok(_) => send(cx, &Message::RingSwitch),
+                    Err(why) => {
+                        cx.out
+                            .trace
+                            .push(format!("n{node}: link {conn} stays on tcp: {why}"));
+                        if let Some(m) = self.member_of(link) {
+                            self.ring_retry.insert(m, cx.now + RING_RETRY_TICKS);
+                        }
+                    }
+                }
+                Handled::Done
+            }
+            (_, m) => Handled::Close(format!("unexpected {} on this link", m.kind())),
+        }
+    }
+
+    fn member_of(&self, link: LinkId) -> Option<NodeId> {
+        self.driver
+            .members()
+            .find(|(_, _, l)| *l == Some(link))
+            .map(|m| m.0)
+    }
+
+    /// A ring failed: as the shard, one line and the whole link closes; the member is
+    /// greeted again on TCP.
+    fn ring_failed(&mut self, cx: &mut Ctx<'_>, conn: ConnId, why: &str) {
+        if let Some(m) = self.member_of(conn as LinkId) {
+            self.ring_retry.insert(m, cx.now + RING_RETRY_TICKS);
+        }
+        cx.out.trace.push(format!(
+            "n{}: ring of link {conn} failed: {why}; falling back to tcp",
+            cx.node
+        ));
+        self.rings.drop_end(conn as LinkId);
+        cx.out.closes.push(conn);
+    }
+
+    /// Offers a ring to each member whose log agrees with this primary's.
+    fn offer_rings(&mut self, cx: &mut Ctx<'_>) {
+        if self.rings.chosen() == Chosen::Tcp || !self.driver.is_primary() {
+            return;
+        }
+        let connected = self.driver.connected_members();
+        let offers: Vec<(NodeId, LinkId)> = self
+            .driver
+            .members()
+            .filter_map(|(id, _, link)| Some((id, link?)))
+            .filter(|(id, link)| {
+                connected.contains(id)
+                    && !self.rings.has_end(*link)
+                    && cx.net.is_open(*link as ConnId)
+                    && !cx.out.closes.contains(&(*link as ConnId))
+                    && self.ring_retry.get(id).is_none_or(|t| cx.now >= *t)
+            })
+            .collect();
+        for (member, link) in offers {
+            match self.rings.offer(link) {
+                Ok(setup) => {
+                    let mut frame = Vec::new();
+                    Message::RingOffer { setup: &setup }
+                        .encode_into(RequestId(0), &mut frame)
+                        .expect("an offer encodes");
+                    cx.out.sends.push((link as ConnId, frame));
+                }
+                Err(why) => {
+                    cx.out
+                        .trace
+                        .push(format!("n{}: no ring for n{member}: {why}", cx.node));
+                    self.ring_retry.insert(member, cx.now + RING_RETRY_TICKS);
+                }
+            }
+        }
+    }
+
+    /// Reads the rings once per turn: a member's records within the budget, a
+    /// primary's ack slots.
+    fn read_rings(&mut self, cx: &mut Ctx<'_>) {
+        for link in self.rings.links() {
+            let conn = link as ConnId;
+            if !cx.net.is_open(conn) || cx.out.closes.contains(&conn) {
+                continue;
+            }
+            let result = match self.links.get(&conn) {
+                Some(Peer::Primary) => {
+                    let time = cx.time();
+                    let driver = &mut self.driver;
+                    let mut links = SimLinks::new(cx.net, cx.out, &mut self.rings);
+                    let read = read_ring(&mut links, link, |links, frame| {
+                        match driver.on_peer(links, link, &frame.message, time) {
+                            Handled::Done => Taken::Done,
+                            Handled::Later => Taken::Later,
+                            Handled::Close(why) => Taken::Close(why),
+                        }
+                    });
+                    links.done(cx.node);
+                    self.carry_out(cx);
+                    read.map(drop)
+                }
+                Some(Peer::Member) => match self.rings.read_ack(link) {
+                    Ok(Some(slot)) => {
+                        let ack = Message::Ack {
+                            epoch: slot.epoch,
+                            received_lsn: slot.received_lsn,
+                            durable_lsn: slot.durable_lsn,
+                        };
+                        let handled =
+                            self.with_links(cx, |d, links, now| d.on_peer(links, link, &ack, now));
+                        match handled {
+                            Handled::Close(why) => Err(why),
+                            _ => Ok(()),
+                        }
+                    }
+                    Ok(None) => Ok(()),
+                    Err(why) => Err(why),
+                },
+                _ => Ok(()),
+            };
+            if let Err(why) = result {
+                self.ring_failed(cx, conn, &why);
+            }
+        }
     }
 }
 

@@ -95,6 +95,9 @@ pub enum Bug {
     /// The primary's retention deletes everything durable here, above the commit LSN
     /// and above what the sync set holds.
     RetainAboveCommit,
+    /// Members write into their RDMA ack slot as durable what they only received (the
+    /// slot is read as durable before the member's log write completed).
+    AckSlotBeforeDurable,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +124,11 @@ pub struct SimOptions {
     /// seeds; always with the planted retention bug), from a draw of its own, so a seed
     /// without retention runs exactly as it did before retention was modelled.
     pub retention: Option<Option<Retention>>,
+    /// Peer links on RDMA rings (emulated verbs, with queue pair errors) once the
+    /// member's log agrees. `None`: the seed decides (about half the seeds; always with
+    /// the planted ack-slot bug), from a draw of its own, so a seed on TCP runs exactly
+    /// as it did before rings were modelled.
+    pub rdma: Option<bool>,
     /// The controller's timing: the node's defaults, or another to replay a seed found
     /// with an earlier timing.
     pub controller_timing: crate::control::ControllerSettings,
@@ -143,6 +151,7 @@ impl Default for SimOptions {
             trace_tail: 40,
             controller: None,
             retention: None,
+            rdma: None,
             controller_timing: crate::control::ControllerSettings::default(),
         }
     }
@@ -285,8 +294,26 @@ impl Sim {
                 net: NetFaults::NONE,
             }
         };
+        let rdma = opts.rdma.unwrap_or_else(|| {
+            let mut r = Rng::new(seed ^ 0x5244_4d41);
+            opts.plant == Some(Bug::AckSlotBeforeDurable) || r.chance(500)
+        });
+        if rdma {
+            settings_desc += ", peer links on RDMA rings (emulated verbs)";
+        }
         let nodes = (0..n as NodeId)
-            .map(|id| Node::new(id, settings.clone(), config.clone(), opts.plant, retention))
+            .map(|id| {
+                // Each node's queue pair faults come from a draw of its own.
+                let rdma = rdma.then(|| seed ^ (u64::from(id) << 48) ^ 0x5150);
+                Node::new(
+                    id,
+                    settings.clone(),
+                    config.clone(),
+                    opts.plant,
+                    retention,
+                    rdma,
+                )
+            })
             .collect();
         let client_count = if opts.workload {
             rng.range(2, 4) as usize
@@ -474,6 +501,12 @@ impl Sim {
     /// [`Sim::route`], but the ends of the connections closed are told later.
     fn route_without_closing(&mut self, from: NodeId, out: Out) {
         for line in out.trace {
+            // Rings are counted from the lines the hosts write, as the node logs them.
+            if line.contains(": ring on link") {
+                self.stats.rings += 1;
+            } else if line.contains("falling back to tcp") {
+                self.stats.ring_failures += 1;
+            }
             self.event(line);
         }
         for e in &out.events {

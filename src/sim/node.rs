@@ -18,6 +18,9 @@ use crate::sim::host::{Ctx, Out, Process, STREAM, addr_of};
 use crate::sim::network::{ConnId, Network};
 use crate::sim::{Bug, Rec};
 use crate::stream::{Handled, Options, Plant, StreamDriver, StreamSpec, start_epoch};
+use crate::transport::rdma::emulated::EmulatedProvider;
+use crate::transport::rdma::link::Rings;
+use crate::transport::rdma::setup::Chosen;
 
 /// Records per Replicate frame: small, so that a batch spans several frames and frames
 /// can be lost, duplicated and reordered one by one.
@@ -62,6 +65,10 @@ pub struct Node {
     /// This process, as the controller knows it (a restart is a new incarnation).
     pub incarnation: u64,
     retention: Option<Retention>,
+    /// Peer links on RDMA rings: the seed of this node's queue pair faults.
+    rdma: Option<u64>,
+    /// Starts so far (each process draws its own queue pair faults).
+    starts: u64,
 }
 
 impl Node {
@@ -72,6 +79,7 @@ impl Node {
         config: Config,
         plant: Option<Bug>,
         retention: Option<Retention>,
+        rdma: Option<u64>,
     ) -> Node {
         let mut disk = Disk::default();
         if let Some(r) = retention {
@@ -86,6 +94,8 @@ impl Node {
             plant,
             incarnation: 0,
             retention,
+            rdma,
+            starts: 0,
         }
     }
 
@@ -188,6 +198,26 @@ impl Node {
         Some(f(p, &mut cx))
     }
 
+    /// A process's rings: on TCP only, or on emulated verbs whose queue pairs fail at
+    /// moments drawn from the seed (one failure per process at most, in most of them).
+    fn rings(&self) -> Rings<EmulatedProvider> {
+        let Some(seed) = self.rdma else {
+            return Rings::new(EmulatedProvider::new(), Chosen::Tcp);
+        };
+        let provider = EmulatedProvider::new();
+        let mut r = crate::sim::rng::Rng::new(seed ^ self.starts.wrapping_mul(0x9e37_79b9));
+        if r.chance(700) {
+            provider
+                .faults()
+                .lock()
+                .expect("faults lock")
+                .error_after_writes = Some(r.range(0, 400));
+        }
+        let mut rings = Rings::new(provider, Chosen::RdmaEmu);
+        rings.plant_ack_before_durable = self.plant == Some(Bug::AckSlotBeforeDurable);
+        rings
+    }
+
     /// The driver's settings: a planted bug may change them behind the checker's back.
     fn driver_settings(&self) -> StreamSettings {
         let mut s = self.settings.clone();
@@ -256,7 +286,9 @@ impl Node {
             primary_addr,
             options,
         );
-        self.state = State::Up(Box::new(Process::new(driver)));
+        self.starts += 1;
+        let rings = self.rings();
+        self.state = State::Up(Box::new(Process::new(driver, rings)));
         let config = self.config.clone();
         self.with(now, net, out, |p, cx| {
             p.carry_out(cx);
@@ -392,6 +424,8 @@ impl Bug {
             Bug::AckBeforeDurable => Some(Plant::AckBeforeDurable),
             Bug::RetainAboveCommit => Some(Plant::RetainAboveCommit),
             Bug::CountAcksWhileTruncating => Some(Plant::CountAcksWhileTruncating),
+            // The ack slot is written by the process's rings, not the driver.
+            Bug::AckSlotBeforeDurable => None,
             Bug::CommitOnKMinusOne | Bug::FenceShort => None,
         }
     }

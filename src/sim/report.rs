@@ -23,6 +23,9 @@ pub struct Stats {
     pub reads: u64,
     /// Primary starts (the first one and every restart).
     pub primary_starts: u64,
+    /// Rings that ran on a peer link, and rings that failed (a queue pair in error).
+    pub rings: u64,
+    pub ring_failures: u64,
 }
 
 /// What one seed did.
@@ -83,6 +86,7 @@ impl fmt::Display for Report {
             Some(Bug::CountAcksWhileTruncating) => {
                 write!(f, " --plant count-acks-while-truncating")?
             }
+            Some(Bug::AckSlotBeforeDurable) => write!(f, " --plant ack-slot-before-durable")?,
             None => {}
         }
         if self.controller_forced {

@@ -112,6 +112,7 @@ impl Test {
                 nodes: Some(nodes),
                 plant,
                 retention: Some(retention),
+                rdma: Some(false),
                 ..SimOptions::default()
             },
         );

@@ -56,6 +56,8 @@ pub struct MemberMetrics {
     pub connected: bool,
     pub received_lsn: u64,
     pub durable_lsn: u64,
+    /// What the link to the member runs on (`tcp`, `rdma`, `rdma-emu`); the host sets it.
+    pub transport: &'static str,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +75,8 @@ pub struct StreamMetrics {
     pub events: u64,
     pub degraded: bool,
     pub members: Vec<MemberMetrics>,
+    /// A secondary's link from its primary: what it runs on (the host sets it).
+    pub transport: &'static str,
     pub latency_us: [Histogram<u64>; 4],
     /// Sum of each phase's recorded microseconds (a histogram's `_sum`).
     pub latency_sum_us: [u64; 4],
@@ -115,6 +119,7 @@ impl StreamMetrics {
             events: 0,
             degraded: false,
             members: Vec::new(),
+            transport: "tcp",
             latency_us: [h(), h(), h(), h()],
             latency_sum_us: [0; 4],
             failure: None,
@@ -167,6 +172,7 @@ impl StreamMetrics {
             "events": self.events,
             "degraded": self.degraded,
             "failure": self.failure,
+            "transport": self.transport,
             "sync_set_size": members.iter().filter(|m| m.in_sync).count(),
             // Only the primary knows its members' positions; a node that was primary
             // before keeps an old table, which is not shown.
@@ -177,6 +183,7 @@ impl StreamMetrics {
                 "connected": m.connected,
                 "received_lsn": m.received_lsn,
                 "durable_lsn": m.durable_lsn,
+                "transport": m.transport,
                 "lag": self.last_lsn.saturating_sub(m.durable_lsn),
             })).collect::<Vec<_>>(),
             "latency": lat,
@@ -198,6 +205,7 @@ mod tests {
             connected: true,
             received_lsn: 9,
             durable_lsn: 8,
+            transport: "tcp",
         });
         m
     }

@@ -589,6 +589,19 @@ impl<S: LogStore> StreamDriver<S> {
             && self.log.settled()
     }
 
+    /// The host tells what each link runs on: the link to each member (primary), the
+    /// link from the primary (secondary).
+    pub fn set_transports(
+        &mut self,
+        member: impl Fn(NodeId) -> &'static str,
+        from_primary: &'static str,
+    ) {
+        for m in &mut self.metrics.members {
+            m.transport = member(m.id);
+        }
+        self.metrics.transport = from_primary;
+    }
+
     /// Copies the current state into the metrics.
     pub fn refresh_metrics(&mut self) {
         let m = &mut self.metrics;
@@ -598,7 +611,14 @@ impl<S: LogStore> StreamDriver<S> {
             Role::Primary(p) => {
                 m.commit_lsn = p.core.commit_lsn();
                 m.degraded = p.core.degraded();
-                m.members = p
+                // The host sets each link's transport; it stays until the host changes it.
+                let transport_of = |id| {
+                    m.members
+                        .iter()
+                        .find(|old| old.id == id)
+                        .map_or("tcp", |old| old.transport)
+                };
+                let members = p
                     .core
                     .members()
                     .map(
@@ -608,9 +628,11 @@ impl<S: LogStore> StreamDriver<S> {
                             connected,
                             received_lsn,
                             durable_lsn,
+                            transport: transport_of(id),
                         },
                     )
                     .collect();
+                m.members = members;
             }
             Role::Secondary(s) => {
                 m.commit_lsn = s.core.readable_commit();

@@ -5,6 +5,7 @@
 //! driver runs over the node's TCP links ([`tcp`]) and over the simulator's network of
 //! encoded frames (`sim::host::SimLinks`). The RDMA transport is not built.
 
+pub mod rdma;
 pub mod tcp;
 
 use crate::wire::{Message, RequestId};

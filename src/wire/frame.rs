@@ -11,7 +11,7 @@ use super::message::Message;
 use crate::constants::{
     AUTH_BYTES, CONTROL_MESSAGE_BYTES_MAX, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
     FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORD_OVERHEAD_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX,
-    STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
+    RING_SETUP_BYTES_MAX, STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 /// "LSW1". Every byte is non-zero, so a run of zeros (a common kind of garbage) is
@@ -65,9 +65,12 @@ pub enum Kind {
     Heartbeat = 0x22,
     Truncate = 0x23,
     Rebase = 0x24,
+    RingOffer = 0x25,
+    RingSwitch = 0x26,
     PeerWelcome = 0x30,
     Ack = 0x31,
     Refuse = 0x32,
+    RingAccept = 0x33,
     ControlHello = 0x40,
     Control = 0x41,
     AuthHello = 0x42,
@@ -78,7 +81,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 29] = [
         Kind::ClientHello,
         Kind::Append,
         Kind::Read,
@@ -95,9 +98,12 @@ impl Kind {
         Kind::Heartbeat,
         Kind::Truncate,
         Kind::Rebase,
+        Kind::RingOffer,
+        Kind::RingSwitch,
         Kind::PeerWelcome,
         Kind::Ack,
         Kind::Refuse,
+        Kind::RingAccept,
         Kind::ControlHello,
         Kind::Control,
         Kind::AuthHello,
@@ -136,6 +142,9 @@ impl Kind {
             Kind::PeerWelcome => "PeerWelcome",
             Kind::Ack => "Ack",
             Kind::Refuse => "Refuse",
+            Kind::RingOffer => "RingOffer",
+            Kind::RingSwitch => "RingSwitch",
+            Kind::RingAccept => "RingAccept",
             Kind::ControlHello => "ControlHello",
             Kind::Control => "Control",
             Kind::AuthHello => "AuthHello",
@@ -176,6 +185,8 @@ impl Kind {
             Kind::PeerWelcome => 4 + 8 * 4,
             Kind::Ack => 8 * 3,
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,
+            Kind::RingOffer | Kind::RingAccept => STR16 + RING_SETUP_BYTES_MAX,
+            Kind::RingSwitch => 0,
             Kind::ControlHello => 4 + 8,
             Kind::Control => 4 + CONTROL_MESSAGE_BYTES_MAX,
             Kind::AuthHello => 4 + AUTH_BYTES,

@@ -27,10 +27,14 @@
 //! 0x22 Heartbeat    epoch u64, commit_lsn u64
 //! 0x23 Truncate     epoch u64, after_lsn u64, after_epoch u64 (<= epoch)
 //! 0x24 Rebase       epoch u64, base_lsn u64 (>= 1), base_epoch u64 (<= epoch)
+//! 0x25 RingOffer    setup u16 length + bytes (at most RING_SETUP_BYTES_MAX; see
+//!                   `transport::rdma::setup`)
+//! 0x26 RingSwitch   (empty)
 //! 0x30 PeerWelcome  node_id u32, epoch u64, last_lsn u64, last_epoch u64,
 //!                   durable_lsn u64 (<= last_lsn)
 //! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
 //! 0x32 Refuse       epoch u64, last_lsn u64, reason str16
+//! 0x33 RingAccept   setup u16 length + bytes (as RingOffer)
 //! 0x40 ControlHello node_id u32, incarnation u64
 //! 0x41 Control      len u32, a controller message of len bytes (see
 //!                   `control::ControlMsg`; at most CONTROL_MESSAGE_BYTES_MAX)
@@ -175,6 +179,14 @@ pub enum Message<'a> {
         last_lsn: u64,
         reason: &'a str,
     },
+    /// Primary → secondary: an RDMA ring is offered for this link (the primary's queue
+    /// pair and the member's ack slot; see `transport::rdma::setup`).
+    RingOffer { setup: &'a [u8] },
+    /// Primary → secondary: every later frame of this link comes through the ring.
+    RingSwitch,
+    /// Secondary → primary: the answer to `RingOffer` (the member's queue pair and
+    /// ring, or why not).
+    RingAccept { setup: &'a [u8] },
     /// Node → node, first on a control connection: the controller of `node_id`,
     /// process `incarnation`.
     ControlHello { node_id: u32, incarnation: u64 },
@@ -223,6 +235,9 @@ impl<'a> Message<'a> {
             Message::PeerWelcome { .. } => Kind::PeerWelcome,
             Message::Ack { .. } => Kind::Ack,
             Message::Refuse { .. } => Kind::Refuse,
+            Message::RingOffer { .. } => Kind::RingOffer,
+            Message::RingSwitch => Kind::RingSwitch,
+            Message::RingAccept { .. } => Kind::RingAccept,
             Message::ControlHello { .. } => Kind::ControlHello,
             Message::Control { .. } => Kind::Control,
             Message::AuthHello { .. } => Kind::AuthHello,

@@ -4,8 +4,8 @@
 use super::*;
 use crate::constants::{
     AUTH_BYTES, CONTROL_MESSAGE_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX,
-    FRAME_READ_CHUNK_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, STATUS_JSON_BYTES_MAX,
-    STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
+    FRAME_READ_CHUNK_BYTES, FRAME_RECORDS_MAX, NODE_ADDR_BYTES_MAX, RING_SETUP_BYTES_MAX,
+    STATUS_JSON_BYTES_MAX, STREAM_NAME_BYTES_MAX, WIRE_TEXT_BYTES_MAX,
 };
 
 const PAYLOAD: usize = FRAME_PAYLOAD_BYTES_MAX / FRAME_RECORDS_MAX;
@@ -116,6 +116,13 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
             epoch: 1,
             last_lsn: 1,
             reason: &text,
+        },
+        Message::RingOffer {
+            setup: &[5; RING_SETUP_BYTES_MAX],
+        },
+        Message::RingSwitch,
+        Message::RingAccept {
+            setup: &[6; RING_SETUP_BYTES_MAX],
         },
         Message::ControlHello {
             node_id: u32::MAX,

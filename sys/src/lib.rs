@@ -10,7 +10,9 @@
 //! - [`file`]: opening files for direct I/O, `fallocate`, directory sync.
 //! - [`cpu`]: pinning a thread to a core.
 //! - [`probe`]: kernel feature probes that say in one line why a feature is missing.
+//! - [`shm`]: memory shared between processes and a doorbell (under emulated verbs).
 //! - [`signal`]: termination signals received synchronously.
+//! - [`verbs`]: RDMA devices through libibverbs (loaded at run time by `sideway`).
 //!
 //! Thread safety: [`uring::Ring`] is `Send` but not `Sync`; it belongs to one thread at a
 //! time. [`mem::AlignedBuf`] is `Send + Sync` like `Vec<u8>`.
@@ -22,5 +24,7 @@ pub mod cpu;
 pub mod file;
 pub mod mem;
 pub mod probe;
+pub mod shm;
 pub mod signal;
 pub mod uring;
+pub mod verbs;

@@ -34,6 +34,15 @@ pub const NODES: usize = 3;
 /// (and starting a node does not zero 64 MiB per stream).
 pub const SEGMENT_BYTES: u64 = 4 << 20;
 
+/// The peer transport the cluster runs (`LOCKSTEP_TEST_TRANSPORT`: `tcp`, `rdma-emu`);
+/// unset, the profile leaves the node's default. With it set, members count as in sync
+/// only once their links run on it.
+pub fn transport() -> Option<String> {
+    std::env::var("LOCKSTEP_TEST_TRANSPORT")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
 /// The segment size of the clusters: [`SEGMENT_BYTES`], or `LOCKSTEP_TEST_SEGMENT_BYTES`
 /// (to look at a run with fewer roll-overs).
 pub fn segment_bytes() -> u64 {
@@ -129,12 +138,23 @@ impl Layout {
         keys: &dyn Fn(usize) -> String,
         stream_toml: &dyn Fn(usize) -> String,
     ) -> Layout {
+        Layout::new_on(transport().as_deref(), keys, stream_toml)
+    }
+
+    /// As [`Layout::new_with`], the peer links on `transport` (`None`: the node's
+    /// default) whatever `LOCKSTEP_TEST_TRANSPORT` says.
+    pub fn new_on(
+        transport: Option<&str>,
+        keys: &dyn Fn(usize) -> String,
+        stream_toml: &dyn Fn(usize) -> String,
+    ) -> Layout {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
         std::fs::write(
             dir.path().join("profile.toml"),
             format!(
-                "description = \"replication fault tests: small segments\"\n\
+                "description = \"replication fault tests: small segments\"\n{}\
                  [log]\nsegment_bytes = {}\n",
+                transport.map_or(String::new(), |t| format!("transport = \"{t}\"\n")),
                 segment_bytes()
             ),
         )
@@ -268,6 +288,18 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// Starts `lockstepd` (the binary `bin`) as node `n` with `config`, its stderr
 /// appended to `stderr` after a line that numbers this start.
 pub fn spawn_lockstepd(bin: &Path, config: &Path, stderr: &Path, n: usize, start: u32) -> Child {
+    spawn_lockstepd_with(bin, config, stderr, n, start, &[])
+}
+
+/// As [`spawn_lockstepd`], with more environment variables (fault injection points).
+pub fn spawn_lockstepd_with(
+    bin: &Path,
+    config: &Path,
+    stderr: &Path,
+    n: usize,
+    start: u32,
+    env: &[(String, String)],
+) -> Child {
     let mut err = OpenOptions::new()
         .create(true)
         .append(true)
@@ -275,6 +307,7 @@ pub fn spawn_lockstepd(bin: &Path, config: &Path, stderr: &Path, n: usize, start
         .expect("open stderr file");
     writeln!(err, "=== test: start #{start} of node {n} ===").expect("write stderr");
     Command::new(bin)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
@@ -358,6 +391,8 @@ struct Node {
     child: Option<Child>,
     stderr: PathBuf,
     starts: u32,
+    /// More environment of its process (fault injection points).
+    env: Vec<(String, String)>,
 }
 
 /// A cluster of `lockstepd` child processes. See the module docs.
@@ -385,17 +420,35 @@ impl Procs {
         Procs::start_layout(Layout::new_with(keys, stream_toml))
     }
 
+    /// Starts a cluster whose peer links run on `transport` (whatever
+    /// `LOCKSTEP_TEST_TRANSPORT` says), node `n`'s process with `env[n - 1]` more.
+    pub fn start_on(transport: &str, stream_toml: &str, env: &[Vec<(String, String)>]) -> Procs {
+        let layout = Layout::new_on(Some(transport), &|_| String::new(), &|_| {
+            stream_toml.to_owned()
+        });
+        Procs::start_layout_with(layout, env)
+    }
+
     /// Starts the three nodes of `layout` (with files added beside them, such as a
     /// secret) and waits until each answers a client.
     pub fn start_layout(layout: Layout) -> Procs {
+        Procs::start_layout_with(layout, &[])
+    }
+
+    /// As [`Procs::start_layout`], node `n`'s process with `env[n - 1]` more.
+    fn start_layout_with(layout: Layout, env: &[Vec<(String, String)>]) -> Procs {
         let nodes = (1..=NODES)
             .map(|n| Node {
                 child: None,
                 stderr: layout.dir.path().join(format!("node{n}.stderr")),
                 starts: 0,
+                env: Vec::new(),
             })
             .collect();
         let mut p = Procs { layout, nodes };
+        for (node, env) in p.nodes.iter_mut().zip(env) {
+            node.env = env.clone();
+        }
         for n in 1..=NODES {
             p.spawn(n);
         }
@@ -419,12 +472,13 @@ impl Procs {
         let node = &mut self.nodes[n - 1];
         assert!(node.child.is_none(), "node {n} is already running");
         node.starts += 1;
-        node.child = Some(spawn_lockstepd(
+        node.child = Some(spawn_lockstepd_with(
             Path::new(env!("CARGO_BIN_EXE_lockstepd")),
             &self.layout.configs[n - 1],
             &node.stderr,
             n,
             node.starts,
+            &node.env,
         ));
     }
 
@@ -507,6 +561,20 @@ impl Procs {
     /// What node `n` wrote to stderr, over all its starts.
     pub fn stderr(&self, n: usize) -> String {
         std::fs::read_to_string(&self.nodes[n - 1].stderr).unwrap_or_default()
+    }
+
+    /// Under an RDMA transport (`LOCKSTEP_TEST_TRANSPORT`), the primary (node 1) said
+    /// that links to both members ran on it, so a run that fell back to TCP throughout
+    /// does not pass for one on the ring.
+    pub fn assert_links_ran_on_the_transport(&self) {
+        let Some(t) = transport().filter(|t| t != "tcp") else {
+            return;
+        };
+        let text = self.stderr(1);
+        for member in 2..=NODES {
+            let line = format!("link to member {member} runs on {t}");
+            assert!(text.contains(&line), "node 1 never said {line:?}:\n{text}");
+        }
     }
 }
 
@@ -808,6 +876,7 @@ pub fn member(status: &serde_json::Value, id: u64) -> &serde_json::Value {
 /// Waits until the primary (the node of `c`) reports every member connected and
 /// durable up to the primary's last LSN; returns that status. Panics after `within`.
 pub fn wait_in_sync(c: &mut Client, within: Duration) -> serde_json::Value {
+    let transport = transport();
     let deadline = Instant::now() + within;
     loop {
         let st = c.status().expect("status of the primary");
@@ -815,7 +884,9 @@ pub fn wait_in_sync(c: &mut Client, within: Duration) -> serde_json::Value {
         let synced = st["members"].as_array().is_some_and(|ms| {
             ms.len() == NODES - 1
                 && ms.iter().all(|m| {
-                    m["connected"] == true && m["durable_lsn"].as_u64().is_some_and(|d| d >= last)
+                    m["connected"] == true
+                        && m["durable_lsn"].as_u64().is_some_and(|d| d >= last)
+                        && transport.as_deref().is_none_or(|t| m["transport"] == t)
                 })
         });
         if synced {

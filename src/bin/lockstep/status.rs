@@ -118,6 +118,8 @@ struct StatusView {
     events: u64,
     degraded: bool,
     failure: Option<String>,
+    /// A secondary's link from its primary.
+    transport: String,
     members: Vec<MemberView>,
     latency: BTreeMap<String, PhaseView>,
 }
@@ -131,6 +133,7 @@ struct MemberView {
     received_lsn: u64,
     durable_lsn: u64,
     lag: u64,
+    transport: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -180,6 +183,13 @@ impl StatusView {
             );
         }
         let _ = writeln!(t, "failure   {}", self.failure.as_deref().unwrap_or("none"));
+        if self.role != "primary" && !self.transport.is_empty() {
+            let _ = writeln!(
+                t,
+                "transport {} (the link from the primary)",
+                self.transport
+            );
+        }
         if !self.members.is_empty() {
             let mut rows = vec![
                 [
@@ -189,6 +199,7 @@ impl StatusView {
                     "received lsn",
                     "durable lsn",
                     "lag",
+                    "transport",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
@@ -201,6 +212,7 @@ impl StatusView {
                     m.received_lsn.to_string(),
                     m.durable_lsn.to_string(),
                     m.lag.to_string(),
+                    m.transport.clone(),
                 ]);
             }
             t.push('\n');

@@ -2,7 +2,7 @@
 //! or start over, and a member's greeting, acks and refusals (layouts in [`super`]).
 
 use super::{Message, rebase_broken, stream};
-use crate::constants::WIRE_TEXT_BYTES_MAX;
+use crate::constants::{RING_SETUP_BYTES_MAX, WIRE_TEXT_BYTES_MAX};
 use crate::wire::WireError;
 use crate::wire::cursor::{Reader, Writer};
 use crate::wire::frame::Kind;
@@ -94,6 +94,15 @@ pub(super) fn encode(m: &Message<'_>, w: &mut Writer<'_>) -> Result<(), WireErro
             w.u64(last_lsn)?;
             w.str16(reason, "reason")
         }
+        Message::RingOffer { setup } | Message::RingAccept { setup } => {
+            let len = u16::try_from(setup.len())
+                .ok()
+                .filter(|&n| usize::from(n) <= RING_SETUP_BYTES_MAX)
+                .ok_or_else(|| w.malformed(format!("setup of {} bytes", setup.len())))?;
+            w.u16(len)?;
+            w.bytes(setup)
+        }
+        Message::RingSwitch => Ok(()),
         _ => unreachable!("{} is not of this plane", m.kind()),
     }
 }
@@ -217,6 +226,21 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             last_lsn: r.u64("last_lsn")?,
             reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
         },
+        Kind::RingOffer | Kind::RingAccept => {
+            let len = usize::from(r.u16("setup")?);
+            if len > RING_SETUP_BYTES_MAX {
+                return Err(r.malformed(format!(
+                    "setup of {len} bytes exceeds {RING_SETUP_BYTES_MAX}"
+                )));
+            }
+            let setup = r.bytes(len, "setup")?;
+            if kind == Kind::RingOffer {
+                Message::RingOffer { setup }
+            } else {
+                Message::RingAccept { setup }
+            }
+        }
+        Kind::RingSwitch => Message::RingSwitch,
         _ => unreachable!("{kind} is not of this plane"),
     })
 }
