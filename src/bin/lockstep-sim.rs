@@ -128,6 +128,7 @@ fn main() -> ExitCode {
         total.refused += s.refused;
         total.reads += s.reads;
         total.primary_starts += s.primary_starts;
+        total.step_downs += s.step_downs;
         if r.violation.is_some() {
             print!("{r}");
             eprintln!("lockstep-sim: violation with seed {seed} (after {ran} seeds)");
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{ran} seeds in {secs:.1} s: {:.1} seeds/s; appends: {} committed, {} in doubt resolved committed, {} resolved lost, {} unresolved, {} refused; {} reads; {} primary starts",
+        "{ran} seeds in {secs:.1} s: {:.1} seeds/s; appends: {} committed, {} in doubt resolved committed, {} resolved lost, {} unresolved, {} refused; {} reads; {} primary starts; {} step-downs",
         ran as f64 / secs.max(1e-9),
         total.committed,
         total.resolved_committed,
@@ -144,7 +145,8 @@ fn main() -> ExitCode {
         total.in_doubt,
         total.refused,
         total.reads,
-        total.primary_starts
+        total.primary_starts,
+        total.step_downs
     );
     if ran > 0 {
         println!("seeds {}..={}", args.first, args.first + ran - 1);

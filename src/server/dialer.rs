@@ -88,7 +88,17 @@ pub fn spawn(d: Dial) {
                             d.addr
                         );
                     }
-                    Handoff::DialFailed { stream, member }
+                    // A member that refused in a newer epoch shows this primary
+                    // deposed (the driver steps down).
+                    let epoch = match e {
+                        DialError::Refused { epoch, .. } if epoch > d.epoch => Some(epoch),
+                        _ => None,
+                    };
+                    Handoff::DialFailed {
+                        stream,
+                        member,
+                        newer_epoch: epoch,
+                    }
                 }
             };
             // The shard may be gone (shutdown): nothing to do then.

@@ -80,8 +80,13 @@ pub enum Handoff {
         last_epoch: u64,
         durable_lsn: u64,
     },
-    /// A dial failed; try again later.
-    DialFailed { stream: usize, member: NodeId },
+    /// A dial failed; try again later. `newer_epoch`: the member refused in an epoch
+    /// above the one dialled with.
+    DialFailed {
+        stream: usize,
+        member: NodeId,
+        newer_epoch: Option<u64>,
+    },
     /// The controller committed a configuration of the stream.
     Roles {
         stream: usize,
@@ -526,10 +531,20 @@ impl Shard {
                         durable_lsn,
                     );
                 }
-                Handoff::DialFailed { stream, member } => {
+                Handoff::DialFailed {
+                    stream,
+                    member,
+                    newer_epoch,
+                } => {
                     if let Some(d) = self.dials[stream].get_mut(&member) {
                         d.dialing = false;
                         d.next = now + REDIAL;
+                    }
+                    if let Some(epoch) = newer_epoch {
+                        let was_primary = self.streams[stream].is_primary();
+                        let time = self.time(now);
+                        self.streams[stream].on_newer_epoch(&mut self.links, epoch, time);
+                        self.after_fence(stream, was_primary, now);
                     }
                 }
             }

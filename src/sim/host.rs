@@ -479,6 +479,21 @@ impl Process {
                 });
                 Handled::Done
             }
+            (Some(Peer::Dialing(member)), Message::Refuse { epoch, reason, .. }) => {
+                // As the shard's dialer: a refusal in a newer epoch deposes this primary.
+                let why = format!("member {member} refused: {reason}");
+                let epoch = *epoch;
+                if epoch > self.driver.epoch() {
+                    let was_primary = self.driver.is_primary();
+                    self.with_links(cx, |d, links, now| d.on_newer_epoch(links, epoch, now));
+                    if was_primary && !self.driver.is_primary() {
+                        let conns: Vec<ConnId> = self.links.keys().copied().collect();
+                        cx.out.closes.extend(conns);
+                        self.next_dial.clear();
+                    }
+                }
+                Handled::Close(why)
+            }
             (None | Some(Peer::Dialing(_)), m) => {
                 Handled::Close(format!("{} before the greeting", m.kind()))
             }

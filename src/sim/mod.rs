@@ -506,6 +506,8 @@ impl Sim {
                 self.stats.rings += 1;
             } else if line.contains("falling back to tcp") {
                 self.stats.ring_failures += 1;
+            } else if line.contains("stepped down as the primary") {
+                self.stats.step_downs += 1;
             }
             self.event(line);
         }

@@ -26,6 +26,8 @@ pub struct Stats {
     /// Rings that ran on a peer link, and rings that failed (a queue pair in error).
     pub rings: u64,
     pub ring_failures: u64,
+    /// Primaries that stepped down on learning of a newer epoch from a member.
+    pub step_downs: u64,
 }
 
 /// What one seed did.
@@ -65,14 +67,15 @@ impl fmt::Display for Report {
         let s = &self.stats;
         writeln!(
             f,
-            "{} committed, {} resolved committed, {} resolved lost, {} in doubt, {} refused, {} reads, {} primary starts",
+            "{} committed, {} resolved committed, {} resolved lost, {} in doubt, {} refused, {} reads, {} primary starts, {} step-downs",
             s.committed,
             s.resolved_committed,
             s.resolved_lost,
             s.in_doubt,
             s.refused,
             s.reads,
-            s.primary_starts
+            s.primary_starts,
+            s.step_downs
         )?;
         write!(f, "replay: lockstep-sim --seed {}", self.seed)?;
         if self.ticks != TICKS_DEFAULT {

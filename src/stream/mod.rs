@@ -208,6 +208,9 @@ pub struct StreamDriver<S> {
     /// A switchover in progress: this primary admits nothing and reports when the
     /// target holds its whole log.
     draining: Option<roles::Draining>,
+    /// The epoch whose primary role this incarnation gave up on learning of a newer
+    /// one (see [`StreamDriver::step_down`]): it never takes that role again.
+    stepped_down: Option<u64>,
     /// The EPOCH file: what is stored, what is being stored, and the fences waiting.
     epochs: roles::EpochStore,
     /// Tick retention last looked at the log.
@@ -273,6 +276,7 @@ impl<S: LogStore> StreamDriver<S> {
             failed: None,
             incarnation,
             draining: None,
+            stepped_down: None,
             epochs: roles::EpochStore::new(stored_epoch),
             retained_at: 0,
             outputs: Vec::new(),

@@ -52,6 +52,9 @@ pub enum Note {
     StoppedPrimary { epoch: u64 },
     /// A fence of `epoch` deposed the primary of `old`.
     FencedOut { epoch: u64, old: u64 },
+    /// A member in `epoch` showed that the controller is replacing the primary of
+    /// `old`: it stepped down.
+    SteppedDown { epoch: u64, old: u64 },
     /// A committed configuration names `primary` for `epoch`: this primary follows.
     Follows { primary: NodeId, epoch: u64 },
     /// The epoch of a fence is stored: this node refuses older epochs from now on.
@@ -138,6 +141,7 @@ impl Note {
             Note::Sync { event, .. } => !matches!(event, Event::RestoreWanted { .. }),
             Note::Promoted { .. }
             | Note::FencedOut { .. }
+            | Note::SteppedDown { .. }
             | Note::Follows { .. }
             | Note::EpochNotStored { .. }
             | Note::FenceUnanswered { .. }
@@ -183,6 +187,10 @@ impl fmt::Display for Note {
             Note::FencedOut { epoch, old } => write!(
                 f,
                 "fenced by epoch {epoch}: no longer the primary of epoch {old}"
+            ),
+            Note::SteppedDown { epoch, old } => write!(
+                f,
+                "a member is in epoch {epoch}: stepped down as the primary of epoch {old}"
             ),
             Note::Follows { primary, epoch } => write!(
                 f,

@@ -224,7 +224,7 @@ impl<S: LogStore> StreamDriver<S> {
         links: &mut impl Links,
         link: LinkId,
         msg: &Message<'_>,
-        _now: Time,
+        now: Time,
     ) -> Handled {
         let Role::Primary(p) = &mut self.role else {
             unreachable!("called on a primary");
@@ -261,9 +261,9 @@ impl<S: LogStore> StreamDriver<S> {
                 reason,
             } => {
                 if *epoch > self.epoch {
-                    return Handled::Close(format!(
-                        "member {member} is in a newer epoch {epoch}: {reason}"
-                    ));
+                    let why = format!("member {member} is in a newer epoch {epoch}: {reason}");
+                    self.step_down(links, *epoch, now);
+                    return Handled::Close(why);
                 }
                 p.core.on_refused(member, *last_lsn);
                 self.note(Note::MemberRefused {

@@ -311,6 +311,10 @@ impl<S: LogStore> StreamDriver<S> {
                     // A configuration older than a fence this node answered.
                     return RolesApplied::Same;
                 }
+                if self.stepped_down.is_some_and(|e| roles.epoch <= e) {
+                    // The role of an epoch this incarnation stepped down from.
+                    return RolesApplied::Same;
+                }
                 if !self.log.settled() {
                     return RolesApplied::Later;
                 }
@@ -350,6 +354,37 @@ impl<S: LogStore> StreamDriver<S> {
                 RolesApplied::Role
             }
         }
+    }
+
+    /// A member answered for `newer`, an epoch above this primary's: the controller
+    /// fenced it for a failover, so this primary can commit nothing more that needs
+    /// that member, and the controller will configure a newer epoch (it starts a round
+    /// whenever a node promised one). Under the controller the primary steps down at
+    /// once instead of holding its clients until their appends time out: the waiting
+    /// appends end in doubt now (a member may hold them, so the new primary may
+    /// commit them), new ones are refused as not primary (nothing done, so clients
+    /// resend them elsewhere), and the member links close. This incarnation never
+    /// takes the primary role of its old epoch again, only a newer one from a
+    /// committed configuration. Nothing is stored: the node promised nothing.
+    pub fn on_newer_epoch(&mut self, links: &mut impl Links, newer: u64, now: Time) {
+        self.step_down(links, newer, now);
+    }
+
+    /// See [`StreamDriver::on_newer_epoch`].
+    pub(super) fn step_down(&mut self, links: &mut impl Links, newer: u64, now: Time) {
+        if self.incarnation.is_none() || !self.is_primary() || newer <= self.epoch {
+            return;
+        }
+        let old = self.epoch;
+        self.note(Note::SteppedDown { epoch: newer, old });
+        self.stop_primary(links, now);
+        if let Role::Primary(p) = &self.role {
+            for link in p.members.iter().filter_map(|m| m.link) {
+                links.close(link, "this node stepped down as primary");
+            }
+        }
+        self.stepped_down = Some(old);
+        self.demote(None);
     }
 
     /// Ends every waiting request in doubt and tells their clients. Retention waits
