@@ -54,10 +54,15 @@ use crate::floor::FloorIo;
 use crate::net_floor::{self, FarSide, FrameSizes, NetFloor};
 use crate::raw_commit::{self, RawCommit};
 use crate::repl_report::{Report, Round, Series, ServerPhases, Setup};
+use crate::report::Goal;
 use crate::stats;
 use crate::workdir::{Progress, Workdir, pin_to, rounds_and_window};
 use crate::writers::{bytes_label, payload_byte};
 use crate::{Error, PlacementArg, ReplArgs};
+
+/// The RDMA transport's goal: a strong commit of one client within this many times
+/// the client's round trip plus one dsync write, measured in the same round.
+const GOAL_RING_VS_LOCAL_MAX: f64 = 1.1;
 
 /// How long the cluster may take to connect its members.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -85,7 +90,61 @@ pub fn run(args: &ReplArgs) -> Result<(), Error> {
     }
     println!("## transports side by side (medians across rounds)\n");
     print!("{}", transports_table(&rows));
+    print!("{}", Goal::lines(&transport_goals(&rows)));
     Ok(())
+}
+
+/// The RDMA transport's goals against TCP, from one run: a strong commit of one
+/// client within 1.1 × (client round trip + one dsync write), and less CPU per
+/// commit than TCP on every node.
+fn transport_goals(rows: &[TransportRow]) -> Vec<Goal> {
+    let one = |t: &str| {
+        rows.iter()
+            .find(|r| r.transport == t && r.mode == "strong" && r.outstanding == 1)
+    };
+    let mut goals = Vec::new();
+    for t in ["rdma-emu", "rdma"] {
+        let Some(r) = one(t) else { continue };
+        goals.push(Goal {
+            name: format!(
+                "{t}, strong, 1 client: p50 ≤ {GOAL_RING_VS_LOCAL_MAX} × (rtt + dsync) \
+                 (p50 ÷ (rtt + dsync), median of rounds)"
+            ),
+            detail: format!("p50 {:.1} µs", r.p50_us),
+            measured: r.local_ratio,
+            target: GOAL_RING_VS_LOCAL_MAX,
+            met: r.local_ratio <= GOAL_RING_VS_LOCAL_MAX,
+        });
+        if let Some(tcp) = one("tcp") {
+            let ratio = r
+                .cpu_us_per_commit
+                .iter()
+                .zip(&tcp.cpu_us_per_commit)
+                .map(|(a, b)| a / b.max(f64::MIN_POSITIVE))
+                .fold(0.0, f64::max);
+            let list = |v: &[f64]| {
+                v.iter()
+                    .map(|c| format!("{c:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            goals.push(Goal {
+                name: format!(
+                    "{t}, strong, 1 client: CPU per commit below tcp's on every node \
+                     (the highest {t} ÷ tcp ratio)"
+                ),
+                detail: format!(
+                    "µs per commit, nodes 1..: {t} {} vs. tcp {}",
+                    list(&r.cpu_us_per_commit),
+                    list(&tcp.cpu_us_per_commit)
+                ),
+                measured: ratio,
+                target: 1.0,
+                met: ratio < 1.0,
+            });
+        }
+    }
+    goals
 }
 
 /// One series of one transport, as the side-by-side table shows it.
@@ -97,6 +156,11 @@ struct TransportRow {
     per_s: f64,
     /// p50 ÷ the floor (rtt + remote dsync) of the same round.
     floor_ratio: f64,
+    /// p50 ÷ (rtt + one dsync write) of the same round: what a strong commit costs
+    /// when the primary-to-member network share is gone.
+    local_ratio: f64,
+    mode: &'static str,
+    outstanding: usize,
     /// Per node (node 1 the primary): CPU microseconds of its shard thread per commit.
     cpu_us_per_commit: Vec<f64>,
 }
@@ -114,6 +178,7 @@ fn transports_table(rows: &[TransportRow]) -> String {
         "p99 µs".into(),
         "commits/s".into(),
         "p50 × floor".into(),
+        "p50 × (rtt + dsync)".into(),
     ];
     head.extend((1..=nodes).map(|n| format!("CPU µs/commit n{n}")));
     let mut t = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
@@ -124,13 +189,14 @@ fn transports_table(rows: &[TransportRow]) -> String {
             .map(|c| format!("{c:.1}"))
             .collect();
         t += &format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} |\n",
             r.transport,
             r.series,
             r.p50_us,
             r.p99_us,
             r.per_s,
             r.floor_ratio,
+            r.local_ratio,
             cpu.join(" | ")
         );
     }
@@ -464,6 +530,9 @@ fn run_transport(args: &ReplArgs, transport: &str) -> Result<Vec<TransportRow>, 
                 p99_us: med(&|r| r.series[i].p99_us),
                 per_s: med(&|r| r.series[i].per_s),
                 floor_ratio: med(&|r| r.series[i].p50_us / r.floor_us()),
+                local_ratio: med(&|r| r.series[i].p50_us / (r.rtt.p50_us + r.remote.write.p50_us)),
+                mode: s.mode,
+                outstanding: s.load.outstanding,
                 cpu_us_per_commit,
             }
         })
