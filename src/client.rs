@@ -1,7 +1,9 @@
 //! A blocking Rust client for one stream of a lockstep cluster, on std only.
 //!
-//! [`Client::connect`] opens a connection to the first node that answers, binds it to
-//! the stream (`ClientHello` → `Welcome`) and keeps it open.
+//! [`Client::connect`] tries every node at once and keeps the connection of the
+//! primary, or else of the first node in order that answered (a node that accepts
+//! connections but never answers costs no connect timeout); the connection is bound to
+//! the stream (`ClientHello` → `Welcome`) and kept open.
 //!
 //! Appends are pipelined: [`Client::submit_append`] queues a request and returns its
 //! [`RequestId`] without waiting; queued requests are written when the client waits,
@@ -621,31 +623,127 @@ impl Client {
         let start = (self.last_addr.as_ref())
             .and_then(|last| self.addrs.iter().position(|a| a == last))
             .map_or(0, |i| i + 1);
-        let candidates = hint
+        let mut candidates: Vec<String> = Vec::new();
+        for addr in hint
             .into_iter()
-            .chain((0..n).map(|i| self.addrs[(start + i) % n].clone()));
-        let mut tried: Vec<String> = Vec::new();
-        let mut last = None;
-        for addr in candidates {
-            if tried.contains(&addr) {
-                continue;
-            }
-            let hello = RequestId(self.next_id);
-            self.next_id += 1;
-            match Conn::open(&addr, &self.stream, hello, &self.options) {
-                Ok(conn) => {
-                    self.last_addr = Some(addr);
-                    return Ok(conn);
-                }
-                Err(e) => {
-                    tried.push(addr);
-                    last = Some(e);
-                }
+            .chain((0..n).map(|i| self.addrs[(start + i) % n].clone()))
+        {
+            if !candidates.contains(&addr) {
+                candidates.push(addr);
             }
         }
-        Err(ClientError::Unreachable {
-            tried,
-            last: Box::new(last.unwrap_or(ClientError::NoAddress)),
-        })
+        let hellos: Vec<RequestId> = candidates
+            .iter()
+            .map(|_| {
+                self.next_id += 1;
+                RequestId(self.next_id - 1)
+            })
+            .collect();
+        let (chosen, tried, last) = if candidates.len() == 1 {
+            match Conn::open(&candidates[0], &self.stream, hellos[0], &self.options) {
+                Ok(conn) => (Some((candidates[0].clone(), conn)), Vec::new(), None),
+                Err(e) => (None, candidates.clone(), Some(e)),
+            }
+        } else {
+            open_parallel(&candidates, &hellos, &self.stream, &self.options)
+        };
+        match chosen {
+            Some((addr, conn)) => {
+                self.last_addr = Some(addr);
+                Ok(conn)
+            }
+            None => Err(ClientError::Unreachable {
+                tried,
+                last: Box::new(last.unwrap_or(ClientError::NoAddress)),
+            }),
+        }
     }
+}
+
+/// After the first node answered, how long a connect still waits for the primary to
+/// answer too (a node that is not the primary only redirects the appends).
+const PRIMARY_WAIT: Duration = Duration::from_millis(50);
+
+/// Connects to every candidate at once, so that a node that accepts connections but
+/// never answers (stopped, or cut off) costs no `connect_timeout` before the next one
+/// is tried. Takes the first candidate (the node a redirect named) as soon as it
+/// answers as the primary; else, once the first node answered and [`PRIMARY_WAIT`]
+/// passed (or every candidate ended), the first in candidate order that answered as
+/// the primary, or the first that answered at all. Returns the address and connection chosen, or the
+/// addresses tried and the last error.
+#[allow(clippy::type_complexity)] // the chosen connection, or why there is none
+fn open_parallel(
+    candidates: &[String],
+    hellos: &[RequestId],
+    stream: &str,
+    options: &ClientOptions,
+) -> (Option<(String, Conn)>, Vec<String>, Option<ClientError>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut failed: Vec<(usize, ClientError)> = Vec::new();
+    for (i, (addr, hello)) in candidates.iter().zip(hellos).enumerate() {
+        let (to_main, addr, stream, options, hello) = (
+            tx.clone(),
+            addr.clone(),
+            stream.to_owned(),
+            options.clone(),
+            *hello,
+        );
+        let spawned = std::thread::Builder::new()
+            .name("lockstep-connect".into())
+            .spawn(move || {
+                // The receiver may be gone (another node was chosen): nothing to do.
+                let _ = to_main.send((i, Conn::open(&addr, &stream, hello, &options)));
+            });
+        if let Err(source) = spawned {
+            failed.push((
+                i,
+                ClientError::Io {
+                    addr: candidates[i].clone(),
+                    op: "connect",
+                    source,
+                },
+            ));
+        }
+    }
+    drop(tx);
+    let mut answered: Vec<Option<Conn>> = candidates.iter().map(|_| None).collect();
+    let mut primaries: Vec<usize> = Vec::new();
+    // A connect ends within its own timeout; the grace covers thread start-up.
+    let mut deadline = Instant::now() + options.connect_timeout + Duration::from_millis(100);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok((i, Ok(conn))) => {
+                let primary = conn.node.role == Role::Primary;
+                if primary && i == 0 {
+                    return (Some((candidates[i].clone(), conn)), Vec::new(), None);
+                }
+                if answered.iter().all(Option::is_none) {
+                    deadline = deadline.min(Instant::now() + PRIMARY_WAIT);
+                }
+                answered[i] = Some(conn);
+                if primary {
+                    primaries.push(i);
+                }
+            }
+            Ok((i, Err(e))) => failed.push((i, e)),
+            Err(_) => break,
+        }
+    }
+    // Of several nodes that call themselves primary (one of them stale), the first in
+    // order: the node a redirect named comes first.
+    if let Some(&i) = primaries.iter().min() {
+        let conn = answered[i].take().expect("an answered connection");
+        return (Some((candidates[i].clone(), conn)), Vec::new(), None);
+    }
+    if let Some(i) = answered.iter().position(Option::is_some) {
+        let conn = answered[i].take().expect("an answered connection");
+        return (Some((candidates[i].clone(), conn)), Vec::new(), None);
+    }
+    failed.sort_by_key(|(i, _)| *i);
+    let tried = candidates.to_vec();
+    (None, tried, failed.pop().map(|(_, e)| e))
 }

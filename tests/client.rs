@@ -564,6 +564,31 @@ fn connect_skips_unreachable_nodes_and_reports_a_refused_stream() {
 }
 
 #[test]
+fn a_node_that_accepts_but_never_answers_does_not_hold_the_connect() {
+    // A stopped node: the kernel accepts the connection, nobody answers the hello.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        thread::spawn(move || {
+            for socket in silent.incoming() {
+                held.lock().unwrap().push(socket.unwrap());
+            }
+        });
+    }
+    let node = fake(4, committing());
+    let started = Instant::now();
+    let mut client = connect(&[&silent_addr, &node.addr]);
+    let took = started.elapsed();
+    assert_eq!(client.node().unwrap().node_id, 4);
+    // Every node is tried at once: the silent one costs nothing like the 2 s connect
+    // timeout it would cost tried first in turn.
+    assert!(took < Duration::from_millis(1000), "connect took {took:?}");
+    assert_eq!(client.append(b"x").unwrap(), 1);
+}
+
+#[test]
 fn outstanding_requests_are_bounded() {
     let node = fake(1, committing());
     let options = ClientOptions {

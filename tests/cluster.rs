@@ -251,8 +251,11 @@ fn a_read_below_the_retained_range_is_out_of_range() {
     let config = d.join("node1.toml");
     std::fs::write(&config, toml.text()).unwrap();
     let server = Server::start(load(&config)).unwrap();
+    // The node prepares its spare segments as it starts; on a busy disk its welcome
+    // may take longer than the default connect timeout.
     let opts = ClientOptions {
         timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(10),
         ..Default::default()
     };
     let mut c = Client::connect(&[addr], "s", opts).unwrap();
