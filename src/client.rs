@@ -22,6 +22,12 @@
 //!   flight: the append may or may not be committed. It becomes
 //!   [`ClientError::InDoubt`] and is never resent, since resending could append it
 //!   twice. Its fate can be read back by LSN.
+//! - A node that sends nothing while requests wait on it: after `connect_timeout` the
+//!   client asks the other nodes who the primary is; a primary of a newer epoch ends
+//!   the silent node's requests at once (appends in doubt) and takes the next ones. A
+//!   node still silent when a request times out is left: the next request connects
+//!   anew (a node answers what it cannot commit in time itself, so silence means it
+//!   is stopped or cut off).
 //! - `Error`: surfaced as [`ClientError::Server`] with the node's code and message.
 //!
 //! Reads and status requests are answered by whichever node the client is connected
@@ -130,6 +136,8 @@ pub struct Client {
     done: BTreeMap<u64, Result<Reply, ClientError>>,
     /// The primary named by the newest `NotPrimary`, and its epoch.
     hint: Option<String>,
+    /// When the other nodes were last asked who the primary is (see [`Client::probe`]).
+    probed_at: Option<Instant>,
     hint_epoch: u64,
     spare_frames: Vec<Vec<u8>>,
     /// Appends ask the node to wait for their commit up to the stream's own
@@ -161,6 +169,7 @@ impl Client {
             refused: BTreeMap::new(),
             done: BTreeMap::new(),
             hint: None,
+            probed_at: None,
             hint_epoch: 0,
             stream_timeout: false,
             spare_frames: Vec::new(),
@@ -348,22 +357,83 @@ impl Client {
         let Some(deadline) = self.in_flight.values().map(|f| f.deadline).min() else {
             return;
         };
+        let probe_at = self.probe_at();
         let conn = self
             .conn
             .as_mut()
             .expect("requests in flight have a connection");
+        let until = probe_at.map_or(deadline, |p| p.min(deadline));
         match receive(
             &mut conn.socket,
             &mut conn.decoder,
             &mut conn.read_timeout,
-            block.then_some(deadline),
+            block.then_some(until),
         ) {
             Ok(0) => self.lose_connection("the node closed the connection"),
             Ok(_) => self.take_frames(),
             Err(e) if is_timeout(&e) => {}
             Err(e) => self.lose_connection(&format!("receive: {e}")),
         }
-        self.expire(Instant::now());
+        let now = Instant::now();
+        self.expire(now);
+        // Only while waiting: `poll` never blocks on the probe's connects.
+        if block && self.probe_at().is_some_and(|p| now >= p) {
+            self.probe();
+        }
+    }
+
+    /// When to ask the other nodes who the primary is: once the node of the connection
+    /// sent nothing for `connect_timeout` (the time a node may take to answer a hello)
+    /// while requests wait on it, and again each `connect_timeout` after a probe.
+    /// `None` without requests in flight or other nodes to ask.
+    fn probe_at(&self) -> Option<Instant> {
+        let conn = self.conn.as_ref()?;
+        if self.in_flight.is_empty() || self.addrs.iter().all(|a| *a == conn.node.addr) {
+            return None;
+        }
+        let quiet_since = self
+            .probed_at
+            .map_or(conn.heard_at, |p| p.max(conn.heard_at));
+        Some(quiet_since + self.options.connect_timeout)
+    }
+
+    /// The node of the connection is silent: if another node is the primary of a newer
+    /// epoch, the silent one can commit nothing more (its members refuse its epoch), so
+    /// its requests end now (appends in doubt: a member may hold them, and the new
+    /// primary may commit them) instead of at their timeout, and the client moves to
+    /// the new primary.
+    fn probe(&mut self) {
+        self.probed_at = Some(Instant::now());
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let (current, epoch) = (conn.node.addr.clone(), conn.node.epoch);
+        let others: Vec<String> = self
+            .addrs
+            .iter()
+            .filter(|a| **a != current)
+            .cloned()
+            .collect();
+        let hellos: Vec<RequestId> = others
+            .iter()
+            .map(|_| {
+                self.next_id += 1;
+                RequestId(self.next_id - 1)
+            })
+            .collect();
+        let (found, _, _) = open_parallel(&others, &hellos, &self.stream, &self.options);
+        let Some((addr, newer)) =
+            found.filter(|(_, c)| c.node.role == Role::Primary && c.node.epoch > epoch)
+        else {
+            return;
+        };
+        self.lose_connection(&format!(
+            "it sent nothing for {:?}, and {addr} is the primary of epoch {}",
+            self.options.connect_timeout, newer.node.epoch
+        ));
+        self.last_addr = Some(addr);
+        self.conn = Some(newer);
+        self.probed_at = None;
     }
 
     /// Once the current node refused requests as not primary and has answered all
@@ -449,6 +519,7 @@ impl Client {
             let (id, answer) = match conn.decoder.next_frame() {
                 Ok(None) => return,
                 Ok(Some(frame)) => {
+                    conn.heard_at = Instant::now();
                     let id = frame.id;
                     match Answer::from_message(frame.message) {
                         Ok(answer) => (id, answer),
@@ -572,13 +643,21 @@ impl Client {
         }
     }
 
-    /// Gives up on requests past their deadline; the connection stays open for others.
+    /// Gives up on requests past their deadline. The connection stays open for others,
+    /// unless the node sent nothing at all since a late request went out: a node answers
+    /// an append it cannot commit in time itself (in doubt, at the request's timeout),
+    /// so one that stays silent past the grace is stopped or cut off, and the next
+    /// request goes to a node that answers.
     fn expire(&mut self, now: Instant) {
         let late: Vec<u64> = (self.in_flight.iter())
             .filter(|(_, f)| f.deadline <= now)
             .map(|(&id, _)| id)
             .collect();
         let after = self.options.timeout + self.options.reply_grace;
+        let silent = self.conn.as_ref().is_some_and(|c| {
+            late.iter()
+                .any(|id| c.heard_at + after < self.in_flight[id].deadline)
+        });
         for id in late {
             let InFlight { pending, .. } = self.in_flight.remove(&id).expect("listed above");
             let addr = self.addr();
@@ -596,6 +675,9 @@ impl Client {
                 },
             };
             self.complete(id, pending, Err(err));
+        }
+        if silent {
+            self.lose_connection(&format!("the node sent nothing for {after:?}"));
         }
     }
 
@@ -668,8 +750,8 @@ const PRIMARY_WAIT: Duration = Duration::from_millis(50);
 /// never answers (stopped, or cut off) costs no `connect_timeout` before the next one
 /// is tried. Takes the first candidate (the node a redirect named) as soon as it
 /// answers as the primary; else, once the first node answered and [`PRIMARY_WAIT`]
-/// passed (or every candidate ended), the first in candidate order that answered as
-/// the primary, or the first that answered at all. Returns the address and connection chosen, or the
+/// passed (or every candidate ended), the primary of the newest epoch that answered
+/// (first in candidate order among equals), or the first that answered at all. Returns the address and connection chosen, or the
 /// addresses tried and the last error.
 #[allow(clippy::type_complexity)] // the chosen connection, or why there is none
 fn open_parallel(
@@ -733,9 +815,12 @@ fn open_parallel(
             Err(_) => break,
         }
     }
-    // Of several nodes that call themselves primary (one of them stale), the first in
-    // order: the node a redirect named comes first.
-    if let Some(&i) = primaries.iter().min() {
+    // Of several nodes that call themselves primary (one of them stale), the one of the
+    // newest epoch; of one epoch, the first in order (a node a redirect named first).
+    if let Some(&i) = primaries.iter().min_by_key(|&&i| {
+        let epoch = answered[i].as_ref().map_or(0, |c| c.node.epoch);
+        (std::cmp::Reverse(epoch), i)
+    }) {
         let conn = answered[i].take().expect("an answered connection");
         return (Some((candidates[i].clone(), conn)), Vec::new(), None);
     }

@@ -41,8 +41,18 @@ impl<F: FnMut(RequestId, &Message<'_>, &mut Vec<u8>) -> bool + Send + 'static> S
 /// Starts a fake node that welcomes clients as node `node_id` (refusing the stream
 /// `UNKNOWN_STREAM`) and runs `script` on every other request. It serves one
 /// connection at a time, as many as come.
-fn fake(node_id: u32, mut script: impl Script) -> Fake {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+fn fake(node_id: u32, script: impl Script) -> Fake {
+    fake_in_epoch(node_id, 5, script)
+}
+
+/// A fake node that welcomes clients as the primary of `epoch`.
+fn fake_in_epoch(node_id: u32, epoch: u64, script: impl Script) -> Fake {
+    fake_at("127.0.0.1:0", node_id, epoch, script)
+}
+
+/// A fake node listening on `addr`.
+fn fake_at(addr: &str, node_id: u32, epoch: u64, mut script: impl Script) -> Fake {
+    let listener = TcpListener::bind(addr).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let appends = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(Mutex::new(0));
@@ -54,7 +64,7 @@ fn fake(node_id: u32, mut script: impl Script) -> Fake {
     thread::spawn(move || {
         for socket in listener.incoming() {
             *connections.lock().unwrap() += 1;
-            serve(node_id, socket.unwrap(), &appends, &mut script);
+            serve(node_id, epoch, socket.unwrap(), &appends, &mut script);
         }
     });
     fake
@@ -62,6 +72,7 @@ fn fake(node_id: u32, mut script: impl Script) -> Fake {
 
 fn serve(
     node_id: u32,
+    epoch: u64,
     mut socket: TcpStream,
     appends: &Mutex<Vec<Vec<Vec<u8>>>>,
     script: &mut impl Script,
@@ -87,7 +98,7 @@ fn serve(
                     let welcome = Message::Welcome {
                         node_id,
                         role: Role::Primary,
-                        epoch: 5,
+                        epoch,
                         primary: None,
                     };
                     reply(&mut out, frame.id, welcome);
@@ -395,10 +406,12 @@ fn a_timeout_is_in_doubt_and_not_resent() {
         "gave up after {waited:?}"
     );
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
-    // The connection stays usable, and the append was sent once.
+    // A node that sent nothing at all since the append went out is taken as stopped
+    // or cut off: the next request connects again (here to the same node, the only
+    // one), and the append was sent once.
     assert_eq!(client.status().unwrap()["ok"], true);
     assert_eq!(node.append_count(), 1);
-    assert_eq!(*node.connections.lock().unwrap(), 1);
+    assert_eq!(*node.connections.lock().unwrap(), 2);
 }
 
 #[test]
@@ -586,6 +599,41 @@ fn a_node_that_accepts_but_never_answers_does_not_hold_the_connect() {
     // timeout it would cost tried first in turn.
     assert!(took < Duration::from_millis(1000), "connect took {took:?}");
     assert_eq!(client.append(b"x").unwrap(), 1);
+}
+
+#[test]
+fn a_silent_primary_is_left_for_the_primary_of_a_newer_epoch_before_the_timeout() {
+    // Where the new primary will listen: nothing yet.
+    let new_addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    // The old primary (epoch 5) welcomes, then never answers again (stopped).
+    let old = fake_in_epoch(1, 5, |_, _, _| true);
+    let options = ClientOptions {
+        timeout: Duration::from_secs(5),
+        reply_grace: Duration::from_secs(1),
+        connect_timeout: Duration::from_millis(100),
+        ..options()
+    };
+    let mut client = Client::connect(&[&old.addr, &new_addr], "orders", options).unwrap();
+    assert_eq!(client.node().unwrap().node_id, 1);
+    // The new primary (epoch 6) comes up.
+    let _new = fake_at(&new_addr, 2, 6, committing());
+    let started = Instant::now();
+    let first = client.append(b"a");
+    // Asked after 100 ms of silence, the other node is the primary of a newer epoch:
+    // the append at the old one is in doubt now, not at its 5 s timeout.
+    assert!(
+        matches!(first, Err(ClientError::InDoubt { .. })),
+        "{first:?}"
+    );
+    assert_eq!(client.append(b"b").unwrap(), 1);
+    assert_eq!(client.node().unwrap().node_id, 2);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(old.append_count(), 1);
 }
 
 #[test]

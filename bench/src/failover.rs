@@ -59,6 +59,10 @@ pub struct FailoverArgs {
     /// Switchovers to measure after the kills (default: as many as the trials).
     #[arg(long, value_name = "N")]
     pub switchovers: Option<usize>,
+    /// SIGSTOPs of the primary to measure after the switchovers (the client's write
+    /// gap; the stopped node is continued after each).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub stops: usize,
     /// Measure what a MariaDB application sees: a MariaDB primary whose semi-sync
     /// replica is the stream's front, clients committing INSERTs through it (see
     /// `failover_mariadb`).
@@ -302,18 +306,58 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
             committer.last().is_some_and(|a| nodes.full_strength(a.lsn))
         })?;
     }
+    // SIGSTOP of the primary: it neither answers nor closes its connections, so the
+    // client learns of the failover only by its own timeout or a redirect. The measure
+    // is the client's write gap: its last commit before the stop to its first after.
+    let stops = if args.quick { 1 } else { args.stops };
+    let mut stopped = latency_histogram();
+    for trial in 1..=stops {
+        nodes.check_alive()?;
+        let primary = committing_primary(&nodes, &committer)?;
+        let stopped_at = Instant::now();
+        nodes.signal(primary, "STOP")?;
+        let found = wait_until(FAILOVER_WITHIN, "a commit on another node", || {
+            committer.first_after(stopped_at, primary as u32).is_some()
+        });
+        nodes.signal(primary, "CONT")?;
+        found.map_err(|e| format!("SIGSTOP {trial}: {e}"))?;
+        let first = committer
+            .first_after(stopped_at, primary as u32)
+            .expect("found above");
+        let last_before = committer
+            .last_before(stopped_at)
+            .map_or(stopped_at, |a| a.at);
+        let gap = first.at - last_before;
+        record(&mut stopped, gap);
+        println!(
+            "SIGSTOP {trial}: node {primary} stopped, first commit on node {} {:.1} ms after \
+             the last before (lsn {})",
+            first.node,
+            gap.as_secs_f64() * 1e3,
+            first.lsn
+        );
+        wait_until(READY_WITHIN, "full strength after SIGCONT", || {
+            committer.last().is_some_and(|a| a.at > stopped_at)
+                && committer.last().is_some_and(|a| nodes.full_strength(a.lsn))
+        })
+        .map_err(|e| format!("SIGSTOP {trial}: {e}"))?;
+    }
     let acks = committer.finish();
     nodes.stop_all();
     let lost = check_logs(&nodes, &acks)?;
     println!();
-    print_table(&[
+    let mut rows = vec![
         (
             "kill -9 of the primary → first commit on the new primary",
             &failover,
         ),
         ("restart → back to full strength", &rejoin),
         ("switchover: writes unavailable", &unavailable),
-    ]);
+    ];
+    if stops > 0 {
+        rows.push(("SIGSTOP of the primary: the client's write gap", &stopped));
+    }
+    print_table(&rows);
     println!();
     println!(
         "acknowledged commits checked on {NODES} nodes: {}; lost: {lost}",
@@ -328,6 +372,14 @@ pub fn run(args: &FailoverArgs) -> Result<(), Error> {
         "goal (loopback): switchover unavailability < 100 ms (max): {}",
         met(ms_max(&unavailable) < 100.0)
     );
+    if stops > 0 {
+        println!(
+            "goal (loopback): the client's write gap on SIGSTOP of the primary p50 < 500 ms: \
+             {}; max < 1000 ms: {}",
+            met(ms_at(&stopped, 0.5) < 500.0),
+            met(ms_max(&stopped) < 1000.0)
+        );
+    }
     if work.kept() {
         println!("data kept in {}", dir.display());
     }

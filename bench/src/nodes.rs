@@ -150,6 +150,22 @@ impl Nodes {
         Ok(())
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to node `n`.
+    pub fn signal(&self, n: usize, signal: &str) -> Result<(), Error> {
+        let child = self.children[n - 1]
+            .as_ref()
+            .ok_or_else(|| format!("node {n} is not running"))?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .map_err(|e| format!("kill -{signal} node {n}: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -{signal} node {n}: {status}").into());
+        }
+        Ok(())
+    }
+
     /// Fails if a node exited by itself.
     pub fn check_alive(&mut self) -> Result<(), Error> {
         for (i, c) in self.children.iter_mut().enumerate() {

@@ -17,6 +17,8 @@ pub(super) struct Conn {
     pub(super) read_timeout: Option<Duration>,
     /// Request frames not yet written.
     pub(super) out: Vec<u8>,
+    /// When the node last sent a frame (its welcome, at first).
+    pub(super) heard_at: Instant,
 }
 
 impl Conn {
@@ -106,6 +108,7 @@ impl Conn {
                         decoder,
                         read_timeout,
                         out,
+                        heard_at: Instant::now(),
                     });
                 }
                 Ok(None) => {
