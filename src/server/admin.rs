@@ -435,6 +435,10 @@ pub fn switchover_check(
     Ok(epoch)
 }
 
+/// How many times a switchover is asked again from a newer primary that appeared
+/// meanwhile before it is given up as lost.
+const SWITCHOVER_REBASES_MAX: u32 = 3;
+
 /// Where the switchover of `stream` to `to`, asked in `epoch0`, stands.
 pub fn switchover_progress(
     view: &serde_json::Value,
@@ -547,7 +551,8 @@ async fn switchover(
             json!({"error": "the controller has not published its view yet: ask again"}),
         );
     };
-    let epoch0 = match switchover_check(&view, stream, to) {
+    let mut rebased = 0;
+    let mut epoch0 = match switchover_check(&view, stream, to) {
         Ok(e) => e,
         Err((status, why)) => {
             tracing::info!(node = admin.node, stream, to, "switchover refused: {why}");
@@ -596,6 +601,21 @@ async fn switchover(
                     StatusCode::OK,
                     json!({"stream": stream, "from": from, "to": to, "epoch": epoch, "took_ms": took_ms}),
                 );
+            }
+            // The view the request was decided on may have been a moment old (it is
+            // published, not read from raft): another primary in a newer epoch, seen
+            // first now, is asked again from, a few times.
+            Progress::Lost { primary, epoch } if rebased < SWITCHOVER_REBASES_MAX => {
+                tracing::info!(
+                    node = admin.node,
+                    stream,
+                    to,
+                    epoch,
+                    "switchover: node {primary} is the primary in epoch {epoch} now; asking again"
+                );
+                rebased += 1;
+                epoch0 = epoch;
+                asked = None;
             }
             Progress::Lost { primary, epoch } => {
                 return (
