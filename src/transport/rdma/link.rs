@@ -529,14 +529,27 @@ impl<P: Provider> Rings<P> {
 }
 
 /// Links whose host runs rings: the node's shard ([`NodeLinks`]) and the simulator's
-/// processes.
+/// processes. The stream driver runs a ring's setup and fallback through it
+/// (`stream::rings`).
 pub trait RingLinks<P: Provider>: Links {
+    fn rings(&self) -> &Rings<P>;
     fn rings_mut(&mut self) -> &mut Rings<P>;
+    /// Sends a setup frame on `link`'s TCP connection, never into its ring:
+    /// `RingSwitch` is the last frame the member reads there.
+    fn send_on_tcp(&mut self, link: LinkId, message: &Message<'_>) -> Result<(), TransportError>;
 }
 
 impl<P: Provider> RingLinks<P> for NodeLinks<P> {
+    fn rings(&self) -> &Rings<P> {
+        &self.rings
+    }
+
     fn rings_mut(&mut self) -> &mut Rings<P> {
         &mut self.rings
+    }
+
+    fn send_on_tcp(&mut self, link: LinkId, message: &Message<'_>) -> Result<(), TransportError> {
+        self.tcp.send(link, RequestId(0), message)
     }
 }
 
