@@ -514,7 +514,9 @@ fn choose_transport(
     use crate::transport::rdma::setup::{Selection, choose};
     let probe = match selection {
         Selection::Tcp | Selection::RdmaEmu => Err(String::new()),
-        Selection::Auto | Selection::Rdma => lockstep_sys::verbs::probe(),
+        Selection::Auto | Selection::Rdma => {
+            lockstep_sys::verbs::probe(&lockstep_sys::verbs::DeviceChoice::from_env())
+        }
     };
     let (chosen, line) = choose(selection, probe).map_err(ServerError::Setup)?;
     tracing::info!("{line}");
