@@ -27,6 +27,7 @@ use crate::stream::{Handled, LinkKind, Note, Output, RolesApplied, StreamDriver,
 use crate::transport::rdma::emulated::EmulatedProvider;
 use crate::transport::rdma::link::{NodeLinks, Rings};
 use crate::transport::rdma::setup::Chosen;
+use crate::transport::rdma::verbs::Provider;
 use crate::transport::tcp::{Conn, TcpLinks};
 use crate::transport::{LinkId, Links};
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
@@ -118,10 +119,10 @@ struct Dial {
     next: Instant,
 }
 
-pub struct Shard {
+pub struct Shard<P: Provider> {
     pub index: usize,
     ring: Ring,
-    links: NodeLinks<EmulatedProvider>,
+    links: NodeLinks<P>,
     info: Vec<Option<LinkInfo>>,
     generation: u32,
     streams: Vec<StreamDriver<Log>>,
@@ -141,55 +142,86 @@ pub struct Shard {
     started: Instant,
 }
 
-impl Shard {
-    #[allow(clippy::too_many_arguments)] // the shard's parts, each handed over once
-    pub fn new(
-        index: usize,
-        ring: Ring,
-        streams: Vec<StreamDriver<Log>>,
-        inbox: Receiver<Handoff>,
-        to_self: SyncSender<Handoff>,
-        shared: Arc<Shared>,
-        node_id: NodeId,
-        control: Option<SyncSender<ToControl>>,
-        started: Instant,
-        transport: Chosen,
-    ) -> Shard {
-        let now = Instant::now();
-        let dials = streams.iter().map(|s| dials_of(s, now)).collect();
-        let provider = EmulatedProvider::new();
-        // A fault injection point of the emulated verbs (tests only: the node never
-        // sets it): the queue pair that posts the write after this many goes to error.
-        if let Some(n) = std::env::var(FAULT_QP_ERROR_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            provider
-                .faults()
-                .lock()
-                .expect("faults lock")
-                .error_after_writes = Some(n);
+/// The emulated verbs provider of a shard, with the fault the tests may inject.
+pub fn emulated_provider() -> EmulatedProvider {
+    let provider = EmulatedProvider::new();
+    // A fault injection point of the emulated verbs (tests only: the node never sets
+    // it): the queue pair that posts the write after this many goes to error.
+    if let Some(n) = std::env::var(FAULT_QP_ERROR_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        provider
+            .faults()
+            .lock()
+            .expect("faults lock")
+            .error_after_writes = Some(n);
+    }
+    provider
+}
+
+/// What a shard is made of, each part handed over once; the verbs provider comes
+/// beside it, of the type the node's transport needs.
+pub struct ShardParts {
+    pub index: usize,
+    pub ring: Ring,
+    pub streams: Vec<StreamDriver<Log>>,
+    pub inbox: Receiver<Handoff>,
+    pub to_self: SyncSender<Handoff>,
+    pub shared: Arc<Shared>,
+    pub node_id: NodeId,
+    pub control: Option<SyncSender<ToControl>>,
+    /// The node's start: the drivers' clock counts from it.
+    pub started: Instant,
+    pub transport: Chosen,
+}
+
+/// Starts shard `parts.index` on a thread of its own (named `name`), pinned to its core
+/// where it can be.
+pub fn spawn<P>(
+    parts: ShardParts,
+    provider: P,
+    name: String,
+) -> io::Result<std::thread::JoinHandle<()>>
+where
+    P: Provider + Send + 'static,
+    P::Region: Send,
+    P::Qp: Send,
+{
+    let shard = Shard::new(parts, provider);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let i = shard.index;
+        if let Err(e) = pin(i) {
+            tracing::warn!(shard = i, "shard {i} runs unpinned: {e}");
         }
+        shard.run();
+    })
+}
+
+impl<P: Provider> Shard<P> {
+    pub fn new(parts: ShardParts, provider: P) -> Shard<P> {
+        let now = Instant::now();
+        let dials = parts.streams.iter().map(|s| dials_of(s, now)).collect();
         Shard {
-            index,
-            ring,
+            index: parts.index,
+            ring: parts.ring,
             links: NodeLinks {
                 tcp: TcpLinks::default(),
-                rings: Rings::new(provider, transport),
+                rings: Rings::new(provider, parts.transport),
             },
             info: Vec::new(),
             generation: 0,
-            streams,
+            streams: parts.streams,
             dials,
-            inbox,
-            to_self,
-            shared,
+            inbox: parts.inbox,
+            to_self: parts.to_self,
+            shared: parts.shared,
             completions: Vec::with_capacity(256),
-            node_id,
-            control,
+            node_id: parts.node_id,
+            control: parts.control,
             roles_later: Vec::new(),
             next_status: now,
-            started,
+            started: parts.started,
         }
     }
 

@@ -1,8 +1,9 @@
 //! The safe verbs interface the ring protocol is written against: registered regions,
 //! reliable-connected queue pairs, one-sided RDMA WRITE (with or without immediate),
 //! completions. Two providers implement it: the emulated one (a test double, see
-//! [`super::emulated`]) and the real one over libibverbs (`lockstep_sys::verbs`, through
-//! the `sideway` crate).
+//! [`super::emulated`]) and the device one ([`super::device`], libibverbs through
+//! `lockstep_sys::verbs` and the `sideway` crate). The ring protocol is written against
+//! these traits only, so it runs on either.
 //!
 //! Hardware rules live in the types:
 //! - a [`RemoteRegion`] is only ever made from a peer's setup message or a local
@@ -140,6 +141,9 @@ pub enum WcStatus {
     RemoteAccess,
     /// The queue pair went to error before this request was placed.
     Flushed,
+    /// Any other error of the device (retries exceeded, a bad response, ...): the queue
+    /// pair is in error.
+    Failed(String),
 }
 
 /// A finished work request, with the buffer it was posted with.
@@ -214,7 +218,9 @@ pub trait Provider {
     type Qp: QueuePair;
     fn name(&self) -> &'static str;
     fn register(&mut self, len: usize) -> Result<Self::Region, VerbsError>;
-    fn create_qp(&mut self) -> Result<Self::Qp, VerbsError>;
+    /// A queue pair that may have `send_bytes_max` bytes of writes outstanding (the
+    /// device provider stages them in registered memory of that size).
+    fn create_qp(&mut self, send_bytes_max: usize) -> Result<Self::Qp, VerbsError>;
 }
 
 pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {

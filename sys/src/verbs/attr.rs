@@ -113,7 +113,7 @@ pub fn connect_plan(local: &LocalPort, own_psn: u32, peer: &Endpoint) -> Result<
     if !local.roce && peer.lid == 0 && !peer_has_gid {
         return Err("the peer sent neither a LID nor a GID".into());
     }
-    let grh = (local.roce || peer_has_gid).then(|| Grh {
+    let grh = (local.roce || peer_has_gid).then_some(Grh {
         dgid: peer.gid,
         sgid_index: local.gid_index,
         hop_limit: HOP_LIMIT,
