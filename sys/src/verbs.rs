@@ -199,8 +199,11 @@ fn io_err(op: &'static str, e: impl std::error::Error + Send + Sync + 'static) -
 /// The states of a queue pair that the ring protocol tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QpState {
+    /// Created, not yet connected to its peer.
     Init,
+    /// Connected: work may be posted.
     ReadyToSend,
+    /// Failed: nothing more is placed; outstanding work completes flushed.
     Error,
 }
 
@@ -208,9 +211,12 @@ pub enum QpState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WcStatus {
     Success,
+    /// The remote side refused the access (rkey or bounds): the queue pair is in error.
     RemoteAccess,
+    /// The queue pair went to error before this request was placed.
     Flushed,
-    /// Any other error status, named as libibverbs names it.
+    /// Any other error status (retries exceeded, a bad response, ...), named as
+    /// libibverbs names it: the queue pair is in error.
     Failed(String),
 }
 

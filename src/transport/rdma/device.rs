@@ -23,8 +23,7 @@ use std::sync::Arc;
 use lockstep_sys::verbs as sys;
 
 use super::verbs::{
-    Endpoint, LocalRegion, Provider, QpState, QueuePair, RemoteRegion, VerbsError, WcStatus,
-    WorkCompletion,
+    Endpoint, LocalRegion, Provider, QpState, QueuePair, RemoteRegion, VerbsError, WorkCompletion,
 };
 
 /// The device provider of one shard: its own device context and protection domain.
@@ -61,10 +60,7 @@ impl Provider for DeviceProvider {
 
     fn create_qp(&mut self, send_bytes_max: usize) -> Result<DeviceQp, VerbsError> {
         let qp = self.device.create_qp(send_bytes_max).map_err(from_sys)?;
-        Ok(DeviceQp {
-            qp,
-            done: Vec::new(),
-        })
+        Ok(DeviceQp { qp })
     }
 }
 
@@ -95,8 +91,6 @@ impl LocalRegion for DeviceRegion {
 /// A reliable-connected queue pair on the device.
 pub struct DeviceQp {
     qp: sys::Qp,
-    /// Completions taken from the device in one poll (kept to save allocations).
-    done: Vec<sys::Completion>,
 }
 
 impl QueuePair for DeviceQp {
@@ -129,14 +123,7 @@ impl QueuePair for DeviceQp {
         offset: u64,
         imm: Option<u32>,
     ) -> Result<(), (VerbsError, Vec<u8>)> {
-        if !remote.holds(offset, buf.len() as u64) {
-            let e = VerbsError::OutOfBounds {
-                offset,
-                len: buf.len() as u64,
-                region: remote.len(),
-            };
-            return Err((e, buf));
-        }
+        // The bounds are checked where the write is posted (`sys::Remote::target`).
         let target = sys::Remote::new(remote.addr(), remote.rkey(), remote.len());
         self.qp
             .post_write(wr_id, buf, &target, offset, imm)
@@ -144,16 +131,11 @@ impl QueuePair for DeviceQp {
     }
 
     fn poll(&mut self, out: &mut Vec<WorkCompletion>, max: usize) {
-        self.qp.poll(&mut self.done, max);
-        out.extend(self.done.drain(..).map(|c| WorkCompletion {
-            wr_id: c.wr_id,
-            status: status_of(c.status),
-            buf: c.buf,
-        }));
+        self.qp.poll(out, max);
     }
 
     fn state(&self) -> QpState {
-        state_of(self.qp.state())
+        self.qp.state()
     }
 
     fn wakeup_fd(&self) -> &Arc<OwnedFd> {
@@ -162,23 +144,6 @@ impl QueuePair for DeviceQp {
 
     fn take_wakeups(&mut self) -> bool {
         self.qp.take_wakeups()
-    }
-}
-
-fn state_of(s: sys::QpState) -> QpState {
-    match s {
-        sys::QpState::Init => QpState::Init,
-        sys::QpState::ReadyToSend => QpState::ReadyToSend,
-        sys::QpState::Error => QpState::Error,
-    }
-}
-
-fn status_of(s: sys::WcStatus) -> WcStatus {
-    match s {
-        sys::WcStatus::Success => WcStatus::Success,
-        sys::WcStatus::RemoteAccess => WcStatus::RemoteAccess,
-        sys::WcStatus::Flushed => WcStatus::Flushed,
-        sys::WcStatus::Failed(why) => WcStatus::Failed(why),
     }
 }
 
@@ -194,7 +159,7 @@ fn from_sys(e: sys::VerbsError) -> VerbsError {
             len,
             region,
         },
-        sys::VerbsError::State(s) => VerbsError::State(state_of(s)),
+        sys::VerbsError::State(s) => VerbsError::State(s),
         sys::VerbsError::SendQueueFull(n) => VerbsError::SendQueueFull(n),
         e @ (sys::VerbsError::NoRoom { .. } | sys::VerbsError::Setup(_)) => {
             VerbsError::Setup(e.to_string())
@@ -207,7 +172,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_devices_errors_and_statuses_keep_their_meaning() {
+    fn the_devices_errors_keep_their_meaning() {
         let e = from_sys(sys::VerbsError::OutOfBounds {
             offset: 8,
             len: 16,
@@ -230,10 +195,5 @@ mod tests {
             in_use: 128,
         });
         assert!(room.to_string().contains("no room for 64 bytes"), "{room}");
-        assert_eq!(status_of(sys::WcStatus::Flushed), WcStatus::Flushed);
-        assert_eq!(
-            status_of(sys::WcStatus::Failed("RetryCounterExceededError".into())),
-            WcStatus::Failed("RetryCounterExceededError".into())
-        );
     }
 }

@@ -122,37 +122,10 @@ impl Endpoint {
     }
 }
 
-/// The states of a queue pair that the protocol tells apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QpState {
-    /// Created, not yet connected to its peer.
-    Init,
-    /// Connected: work may be posted.
-    ReadyToSend,
-    /// Failed: nothing more is placed; outstanding work completes flushed.
-    Error,
-}
-
-/// How a work request ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WcStatus {
-    Success,
-    /// The remote side refused the access (rkey or bounds): the queue pair is in error.
-    RemoteAccess,
-    /// The queue pair went to error before this request was placed.
-    Flushed,
-    /// Any other error of the device (retries exceeded, a bad response, ...): the queue
-    /// pair is in error.
-    Failed(String),
-}
-
-/// A finished work request, with the buffer it was posted with.
-#[derive(Debug)]
-pub struct WorkCompletion {
-    pub wr_id: u64,
-    pub status: WcStatus,
-    pub buf: Vec<u8>,
-}
+/// The states of a queue pair the protocol tells apart, how a work request ended, and
+/// a finished work request with the buffer it was posted with: the device's own types
+/// (`lockstep_sys::verbs`), which the emulated provider reports in too.
+pub use lockstep_sys::verbs::{Completion as WorkCompletion, QpState, WcStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerbsError {
