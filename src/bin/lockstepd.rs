@@ -344,7 +344,7 @@ fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rdma = lockstep_sys::verbs::probe();
+    let rdma = lockstep_sys::verbs::probe(&lockstep_sys::verbs::DeviceChoice::from_env());
     let transport = match lockstep::transport::rdma::setup::choose(profile.transport, rdma.clone())
     {
         Ok((_, line)) => line,
@@ -407,7 +407,7 @@ fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {
             "cores": cores,
             "pinning": text(&pinning),
             "rdma": match &rdma {
-                Ok(devices) => format!("devices {devices}"),
+                Ok(device) => format!("device {device}"),
                 Err(why) => why.clone(),
             },
             "transport": transport,
@@ -425,7 +425,7 @@ fn check(data_dir: &Path, profile: Option<&Path>, json: bool) -> ExitCode {
         println!("RWF_DSYNC  {}", text(&storage.rwf_dsync));
         println!("cores      {cores:?}, pinning {}", text(&pinning));
         match &rdma {
-            Ok(devices) => println!("rdma       devices {devices}"),
+            Ok(device) => println!("rdma       device {device}"),
             Err(why) => println!("rdma       {why}"),
         }
         println!("transport  {transport}");

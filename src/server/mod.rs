@@ -36,9 +36,11 @@ use lockstep_sys::uring::Ring;
 
 use crate::log::Log;
 use crate::stream::{Options, StreamDriver, StreamSpec, start_epoch};
+use crate::transport::rdma::device::DeviceProvider;
+use crate::transport::rdma::setup::Chosen;
 use config::Config;
 use metrics::StreamMetrics;
-use shard::{Handoff, Shard};
+use shard::{Handoff, ShardParts};
 
 /// Connections waiting for a shard to take them.
 const HANDOFF_QUEUE: usize = 1024;
@@ -283,30 +285,37 @@ impl Server {
         for (i, (streams, rx)) in per_shard.into_iter().zip(receivers).enumerate() {
             let ring = Ring::new(cfg.profile.ring_options())
                 .map_err(|e| ServerError::Setup(format!("io_uring for shard {i}: {e}")))?;
-            let shard = Shard::new(
-                i,
+            let parts = ShardParts {
+                index: i,
                 ring,
                 streams,
-                rx,
-                senders[i].clone(),
-                Arc::clone(&shared),
-                cfg.node_id,
-                control.clone(),
+                inbox: rx,
+                to_self: senders[i].clone(),
+                shared: Arc::clone(&shared),
+                node_id: cfg.node_id,
+                control: control.clone(),
                 started,
                 transport,
-            );
-            let t = std::thread::Builder::new()
-                // Named by node and shard (15 bytes at most, the kernel's limit), so a
-                // process running several nodes tells their threads apart
-                // (`lockstep-bench repl` measures each node's CPU time by them).
-                .name(format!("lockstep-n{}-s{i}", cfg.node_id))
-                .spawn(move || {
-                    if let Err(e) = shard::pin(i) {
-                        tracing::warn!(shard = i, "shard {i} runs unpinned: {e}");
-                    }
-                    shard.run();
-                })
-                .map_err(|e| ServerError::Setup(format!("start shard {i}: {e}")))?;
+            };
+            // Named by node and shard (15 bytes at most, the kernel's limit), so a
+            // process running several nodes tells their threads apart
+            // (`lockstep-bench repl` measures each node's CPU time by them).
+            let name = format!("lockstep-n{}-s{i}", cfg.node_id);
+            let started = match transport {
+                // Each shard opens the device for itself: its own context, protection
+                // domain and queue pairs, shared with no other thread.
+                Chosen::Rdma => {
+                    let choice = lockstep_sys::verbs::DeviceChoice::from_env();
+                    let provider = DeviceProvider::open(&choice).map_err(|e| {
+                        ServerError::Setup(format!("rdma device for shard {i}: {e}"))
+                    })?;
+                    shard::spawn(parts, provider, name)
+                }
+                Chosen::Tcp | Chosen::RdmaEmu => {
+                    shard::spawn(parts, shard::emulated_provider(), name)
+                }
+            };
+            let t = started.map_err(|e| ServerError::Setup(format!("start shard {i}: {e}")))?;
             threads.push(t);
         }
         let shapes = cfg
@@ -514,7 +523,9 @@ fn choose_transport(
     use crate::transport::rdma::setup::{Selection, choose};
     let probe = match selection {
         Selection::Tcp | Selection::RdmaEmu => Err(String::new()),
-        Selection::Auto | Selection::Rdma => lockstep_sys::verbs::probe(),
+        Selection::Auto | Selection::Rdma => {
+            lockstep_sys::verbs::probe(&lockstep_sys::verbs::DeviceChoice::from_env())
+        }
     };
     let (chosen, line) = choose(selection, probe).map_err(ServerError::Setup)?;
     tracing::info!("{line}");

@@ -23,10 +23,11 @@ use crate::replication::NodeId;
 use crate::server::Shared;
 use crate::server::control_loop::ToControl;
 use crate::server::epoch_file;
-use crate::stream::{Handled, Note, Output, RolesApplied, StreamDriver, Time};
+use crate::stream::{Handled, LinkKind, Note, Output, RolesApplied, StreamDriver, Time};
 use crate::transport::rdma::emulated::EmulatedProvider;
-use crate::transport::rdma::link::{NodeLinks, Rings, Taken, read_ring};
+use crate::transport::rdma::link::{NodeLinks, Rings};
 use crate::transport::rdma::setup::Chosen;
+use crate::transport::rdma::verbs::Provider;
 use crate::transport::tcp::{Conn, TcpLinks};
 use crate::transport::{LinkId, Links};
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
@@ -39,10 +40,6 @@ const REDIAL: Duration = Duration::from_millis(100);
 const STATUS: Duration = Duration::from_millis(10);
 /// How often a shard publishes its metrics.
 const PUBLISH: Duration = Duration::from_millis(100);
-
-/// Time before a ring is offered again to a member whose ring failed or was declined:
-/// the link runs on TCP meanwhile.
-const RING_RETRY: Duration = Duration::from_secs(1);
 
 /// Under `transport = "rdma-emu"`: fails one queue pair after this many ring writes
 /// (see `transport::rdma::emulated::Faults`), for the tests of the fallback to TCP.
@@ -114,13 +111,6 @@ pub enum Handoff {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LinkKind {
-    Client,
-    FromPrimary,
-    ToMember,
-}
-
 struct LinkInfo {
     stream: usize,
     kind: LinkKind,
@@ -134,13 +124,10 @@ struct Dial {
     next: Instant,
 }
 
-pub struct Shard {
+pub struct Shard<P: Provider> {
     pub index: usize,
     ring: Ring,
-    links: NodeLinks<EmulatedProvider>,
-    /// Per stream and member: no ring is offered before this (it failed or was
-    /// declined).
-    ring_retry: BTreeMap<(usize, NodeId), Instant>,
+    links: NodeLinks<P>,
     info: Vec<Option<LinkInfo>>,
     generation: u32,
     streams: Vec<StreamDriver<Log>>,
@@ -160,56 +147,86 @@ pub struct Shard {
     started: Instant,
 }
 
-impl Shard {
-    #[allow(clippy::too_many_arguments)] // the shard's parts, each handed over once
-    pub fn new(
-        index: usize,
-        ring: Ring,
-        streams: Vec<StreamDriver<Log>>,
-        inbox: Receiver<Handoff>,
-        to_self: SyncSender<Handoff>,
-        shared: Arc<Shared>,
-        node_id: NodeId,
-        control: Option<SyncSender<ToControl>>,
-        started: Instant,
-        transport: Chosen,
-    ) -> Shard {
-        let now = Instant::now();
-        let dials = streams.iter().map(|s| dials_of(s, now)).collect();
-        let provider = EmulatedProvider::new();
-        // A fault injection point of the emulated verbs (tests only: the node never
-        // sets it): the queue pair that posts the write after this many goes to error.
-        if let Some(n) = std::env::var(FAULT_QP_ERROR_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            provider
-                .faults()
-                .lock()
-                .expect("faults lock")
-                .error_after_writes = Some(n);
+/// The emulated verbs provider of a shard, with the fault the tests may inject.
+pub fn emulated_provider() -> EmulatedProvider {
+    let provider = EmulatedProvider::new();
+    // A fault injection point of the emulated verbs (tests only: the node never sets
+    // it): the queue pair that posts the write after this many goes to error.
+    if let Some(n) = std::env::var(FAULT_QP_ERROR_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        provider
+            .faults()
+            .lock()
+            .expect("faults lock")
+            .error_after_writes = Some(n);
+    }
+    provider
+}
+
+/// What a shard is made of, each part handed over once; the verbs provider comes
+/// beside it, of the type the node's transport needs.
+pub struct ShardParts {
+    pub index: usize,
+    pub ring: Ring,
+    pub streams: Vec<StreamDriver<Log>>,
+    pub inbox: Receiver<Handoff>,
+    pub to_self: SyncSender<Handoff>,
+    pub shared: Arc<Shared>,
+    pub node_id: NodeId,
+    pub control: Option<SyncSender<ToControl>>,
+    /// The node's start: the drivers' clock counts from it.
+    pub started: Instant,
+    pub transport: Chosen,
+}
+
+/// Starts shard `parts.index` on a thread of its own (named `name`), pinned to its core
+/// where it can be.
+pub fn spawn<P>(
+    parts: ShardParts,
+    provider: P,
+    name: String,
+) -> io::Result<std::thread::JoinHandle<()>>
+where
+    P: Provider + Send + 'static,
+    P::Region: Send,
+    P::Qp: Send,
+{
+    let shard = Shard::new(parts, provider);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let i = shard.index;
+        if let Err(e) = pin(i) {
+            tracing::warn!(shard = i, "shard {i} runs unpinned: {e}");
         }
+        shard.run();
+    })
+}
+
+impl<P: Provider> Shard<P> {
+    pub fn new(parts: ShardParts, provider: P) -> Shard<P> {
+        let now = Instant::now();
+        let dials = parts.streams.iter().map(|s| dials_of(s, now)).collect();
         Shard {
-            index,
-            ring,
+            index: parts.index,
+            ring: parts.ring,
             links: NodeLinks {
                 tcp: TcpLinks::default(),
-                rings: Rings::new(provider, transport),
+                rings: Rings::new(provider, parts.transport),
             },
-            ring_retry: BTreeMap::new(),
             info: Vec::new(),
             generation: 0,
-            streams,
+            streams: parts.streams,
             dials,
-            inbox,
-            to_self,
-            shared,
+            inbox: parts.inbox,
+            to_self: parts.to_self,
+            shared: parts.shared,
             completions: Vec::with_capacity(256),
-            node_id,
-            control,
+            node_id: parts.node_id,
+            control: parts.control,
             roles_later: Vec::new(),
             next_status: now,
-            started,
+            started: parts.started,
         }
     }
 
@@ -241,15 +258,17 @@ impl Shard {
             for i in 0..self.streams.len() {
                 self.streams[i].drive(&mut self.links, time);
             }
+            self.offer_rings(time);
             self.carry_out();
-            self.offer_rings(now);
             // The log writes are queued, the sends leave, then the wait below submits the
             // writes: local write and sends are in flight together. The sends go first
             // because submitting a direct write costs a device notification (tens of
             // microseconds on a VM) and the remote path — network and the member's own
             // write — is the longer one of a strong commit.
             self.flush_logs();
-            self.flush_links();
+            self.flush_links(time);
+            // Notes of rings that failed in the flush.
+            self.carry_out();
             let wait = if stalled || ring_more {
                 Duration::ZERO
             } else {
@@ -340,11 +359,17 @@ impl Shard {
     fn carry_out(&mut self) {
         for i in 0..self.streams.len() {
             let outputs: Vec<Output> = self.streams[i].take_outputs().collect();
+            if outputs.is_empty() {
+                continue;
+            }
             let name = self.streams[i].name().to_string();
             for o in outputs {
                 match o {
                     Output::Note(n @ Note::Failed { .. }) => {
                         tracing::error!(shard = self.index, stream = %name, "{n}");
+                    }
+                    Output::Note(n) if n.warns() => {
+                        tracing::warn!(shard = self.index, stream = %name, "{n}");
                     }
                     Output::Note(n) => tracing::info!(shard = self.index, stream = %name, "{n}"),
                     Output::StoreEpoch(epoch) => {
@@ -610,19 +635,14 @@ impl Shard {
                         break;
                     }
                 };
-                if let Some(handled) = self.on_ring_setup(link, kind, &frame.message) {
-                    if let Handled::Close(why) = handled {
-                        self.links.close(link, &why);
-                        break;
-                    }
-                    continue;
-                }
                 let s = &mut self.streams[stream];
-                let handled = match kind {
-                    LinkKind::Client => {
+                let setup = s.on_ring_setup(&mut self.links, link, kind, &frame.message, time);
+                let handled = match (setup, kind) {
+                    (Some(handled), _) => handled,
+                    (None, LinkKind::Client) => {
                         s.on_client(&mut self.links, link, frame.id, &frame.message, time)
                     }
-                    LinkKind::FromPrimary | LinkKind::ToMember => {
+                    (None, LinkKind::FromPrimary | LinkKind::ToMember) => {
                         s.on_peer(&mut self.links, link, &frame.message, time)
                     }
                 };
@@ -656,140 +676,17 @@ impl Shard {
             .map(|i| i.generation)
     }
 
-    /// The member this primary's `link` goes to.
-    fn member_of(&self, link: LinkId) -> Option<(usize, NodeId)> {
-        let stream = self.info.get(link)?.as_ref()?.stream;
-        let member = self.streams[stream]
-            .members()
-            .find(|(_, _, l)| *l == Some(link))?
-            .0;
-        Some((stream, member))
+    /// The stream and kind of the connection `link` holds now, if any.
+    fn kind_of(&self, link: LinkId) -> Option<(usize, LinkKind)> {
+        let info = self.info.get(link)?.as_ref()?;
+        Some((info.stream, info.kind))
     }
 
-    /// Handles a frame of a ring's setup (see `transport::rdma::setup`); `None` when
-    /// the frame is not one.
-    fn on_ring_setup(
-        &mut self,
-        link: LinkId,
-        kind: LinkKind,
-        msg: &Message<'_>,
-    ) -> Option<Handled> {
-        let answer = |r: Result<(), crate::transport::TransportError>| match r {
-            Ok(()) => Handled::Done,
-            Err(e) => Handled::Close(e.to_string()),
-        };
-        match (kind, msg) {
-            (LinkKind::FromPrimary, Message::RingOffer { setup }) => {
-                let (reply, declined) = self.links.rings.on_offer(link, setup);
-                if let Some(why) = declined {
-                    tracing::warn!(
-                        shard = self.index,
-                        "rdma: declined the primary's ring ({why}); the link stays on tcp"
-                    );
-                }
-                let m = Message::RingAccept { setup: &reply };
-                Some(answer(self.links.tcp.send(link, RequestId(0), &m)))
-            }
-            (LinkKind::FromPrimary, Message::RingSwitch) => {
-                Some(match self.links.rings.on_switch(link) {
-                    Ok(()) => Handled::Done,
-                    Err(why) => Handled::Close(why),
-                })
-            }
-            (LinkKind::ToMember, Message::RingAccept { setup }) => {
-                let (stream, member) = self.member_of(link)?;
-                match self.links.rings.on_answer(link, setup) {
-                    Ok(_) => {
-                        tracing::info!(
-                            shard = self.index,
-                            stream = self.streams[stream].name(),
-                            "link to member {member} runs on {}",
-                            self.links.rings.chosen().as_str()
-                        );
-                        Some(answer(self.links.tcp.send(
-                            link,
-                            RequestId(0),
-                            &Message::RingSwitch,
-                        )))
-                    }
-                    Err(why) => {
-                        tracing::warn!(
-                            shard = self.index,
-                            stream = self.streams[stream].name(),
-                            "rdma: link to member {member} stays on tcp: {why}"
-                        );
-                        self.ring_retry
-                            .insert((stream, member), Instant::now() + RING_RETRY);
-                        Some(Handled::Done)
-                    }
-                }
-            }
-            (_, Message::RingOffer { .. } | Message::RingSwitch | Message::RingAccept { .. }) => {
-                Some(Handled::Close(format!(
-                    "unexpected {} on this link",
-                    msg.kind()
-                )))
-            }
-            _ => None,
-        }
-    }
-
-    /// A ring failed: one log line, and the whole link closes, so the member is greeted
-    /// again on TCP and the greeting says where to resume. A ring is offered again
-    /// after a pause.
-    fn ring_failed(&mut self, link: LinkId, why: &str) {
-        let member = self.member_of(link);
-        if let Some((stream, member)) = member {
-            self.ring_retry
-                .insert((stream, member), Instant::now() + RING_RETRY);
-        }
-        let whom = member.map_or("the primary".to_string(), |(_, m)| format!("member {m}"));
-        tracing::warn!(
-            shard = self.index,
-            "rdma link to {whom} failed: {why}; falling back to tcp"
-        );
-        self.links.rings.drop_end(link);
-        self.links.close(link, &format!("rdma: {why}"));
-    }
-
-    /// Offers a ring to every member whose log agrees with its primary's and whose link
-    /// has none.
-    fn offer_rings(&mut self, now: Instant) {
-        if self.links.rings.chosen() == Chosen::Tcp {
-            return;
-        }
-        for si in 0..self.streams.len() {
-            let s = &self.streams[si];
-            if !s.is_primary() {
-                continue;
-            }
-            let connected = s.connected_members();
-            let offers: Vec<(NodeId, LinkId)> = s
-                .members()
-                .filter_map(|(id, _, link)| Some((id, link?)))
-                .filter(|(id, link)| {
-                    connected.contains(id)
-                        && !self.links.rings.has_end(*link)
-                        && self.links.tcp.is_open(*link)
-                        && self.ring_retry.get(&(si, *id)).is_none_or(|t| now >= *t)
-                })
-                .collect();
-            for (member, link) in offers {
-                match self.links.rings.offer(link) {
-                    Ok(setup) => {
-                        let m = Message::RingOffer { setup: &setup };
-                        let _ = self.links.tcp.send(link, RequestId(0), &m);
-                    }
-                    Err(why) => {
-                        tracing::warn!(
-                            shard = self.index,
-                            stream = self.streams[si].name(),
-                            "rdma: no ring for member {member}: {why}; the link stays on tcp"
-                        );
-                        self.ring_retry.insert((si, member), now + RING_RETRY);
-                    }
-                }
-            }
+    /// Offers rings to the members of every stream this node is primary of (see
+    /// `stream::rings`).
+    fn offer_rings(&mut self, time: Time) {
+        for s in &mut self.streams {
+            s.offer_rings(&mut self.links, time);
         }
     }
 
@@ -800,44 +697,8 @@ impl Shard {
         let time = self.time(now);
         let mut more = false;
         for link in self.links.rings.links() {
-            let Some(info) = self.info.get(link).and_then(Option::as_ref) else {
-                continue;
-            };
-            let (stream, kind) = (info.stream, info.kind);
-            if !self.links.tcp.is_open(link) {
-                continue;
-            }
-            match kind {
-                LinkKind::FromPrimary => {
-                    let driver = &mut self.streams[stream];
-                    let read = read_ring(&mut self.links, link, |links, frame| {
-                        match driver.on_peer(links, link, &frame.message, time) {
-                            Handled::Done => Taken::Done,
-                            Handled::Later => Taken::Later,
-                            Handled::Close(why) => Taken::Close(why),
-                        }
-                    });
-                    match read {
-                        Ok(r) => more |= r.more || r.stalled,
-                        Err(why) => self.ring_failed(link, &why),
-                    }
-                }
-                LinkKind::ToMember => match self.links.rings.read_ack(link) {
-                    Ok(Some(slot)) => {
-                        let ack = Message::Ack {
-                            epoch: slot.epoch,
-                            received_lsn: slot.received_lsn,
-                            durable_lsn: slot.durable_lsn,
-                        };
-                        let s = &mut self.streams[stream];
-                        if let Handled::Close(why) = s.on_peer(&mut self.links, link, &ack, time) {
-                            self.links.close(link, &why);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(why) => self.ring_failed(link, &why),
-                },
-                LinkKind::Client => {}
+            if let Some((stream, kind)) = self.kind_of(link) {
+                more |= self.streams[stream].read_ring(&mut self.links, link, kind, time);
             }
         }
         more
@@ -859,19 +720,22 @@ impl Shard {
         }
     }
 
-    fn flush_links(&mut self) {
+    fn flush_links(&mut self, time: Time) {
         for link in self.links.rings.links() {
-            if let Err(why) = self.links.rings.flush(link) {
-                self.ring_failed(link, &why);
+            if let Some((stream, _)) = self.kind_of(link) {
+                self.streams[stream].flush_ring(&mut self.links, link, time);
             }
         }
         for (link, fd) in self.links.rings.to_arm() {
-            let Some(generation) = self.generation_of(link) else {
+            let (Some(generation), Some((stream, _))) =
+                (self.generation_of(link), self.kind_of(link))
+            else {
                 continue;
             };
             let data = POLL_BIT | WAKE_BIT | (u64::from(generation) << 32) | ((link as u64) << 1);
             if let Err(e) = self.ring.poll(&fd, libc::POLLIN, data) {
-                self.ring_failed(link, &format!("cannot poll its wake-ups: {e}"));
+                let why = format!("cannot poll its wake-ups: {e}");
+                self.streams[stream].ring_failed(&mut self.links, link, &why, time);
             }
         }
         for link in 0..self.links.tcp.slots() {

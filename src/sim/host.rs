@@ -25,10 +25,9 @@ use crate::sim::event::NodeEvent;
 use crate::sim::network::{ConnId, Network};
 use crate::sim::node::Config;
 use crate::sim::workload::{ClientRef, Reply};
-use crate::stream::{Handled, Note, Output, RolesApplied, StreamDriver, Time};
+use crate::stream::{Handled, LinkKind, Note, Output, RolesApplied, StreamDriver, Time};
 use crate::transport::rdma::emulated::EmulatedProvider;
-use crate::transport::rdma::link::{RingLinks, Rings, Taken, read_ring};
-use crate::transport::rdma::setup::Chosen;
+use crate::transport::rdma::link::{RingLinks, Rings};
 use crate::transport::{LinkId, Links, TransportError};
 use crate::wire::{ErrorCode, Frame, Message, Payloads, RequestId};
 
@@ -38,9 +37,6 @@ pub const CLIENT_LINKS: LinkId = 1 << 62;
 
 /// Ticks between two dials of a member that is not connected.
 const REDIAL_TICKS: u64 = 10;
-
-/// Ticks before a ring is offered again to a member whose ring failed or was declined.
-const RING_RETRY_TICKS: u64 = 50;
 
 /// Room for most frames of a run (larger ones grow their buffer).
 const FRAME_BYTES_GUESS: usize = 512;
@@ -107,13 +103,7 @@ impl Links for SimLinks<'_> {
         {
             return result;
         }
-        let mut frame = Vec::with_capacity(FRAME_BYTES_GUESS);
-        m.encode_into(id, &mut frame)
-            .map_err(|e| TransportError::Protocol {
-                link,
-                peer: format!("sim link {link}"),
-                message: e.to_string(),
-            })?;
+        let frame = encode(link, id, m)?;
         match link.checked_sub(CLIENT_LINKS) {
             Some(client) => self.clients.push((client, frame)),
             None => self.out.sends.push((link as ConnId, frame)),
@@ -134,9 +124,34 @@ impl Links for SimLinks<'_> {
 }
 
 impl RingLinks<EmulatedProvider> for SimLinks<'_> {
+    fn rings(&self) -> &Rings<EmulatedProvider> {
+        self.rings
+    }
+
     fn rings_mut(&mut self) -> &mut Rings<EmulatedProvider> {
         self.rings
     }
+
+    fn send_on_tcp(&mut self, link: LinkId, m: &Message<'_>) -> Result<(), TransportError> {
+        if !self.is_open(link) {
+            return Err(TransportError::Closed(link));
+        }
+        let frame = encode(link, RequestId(0), m)?;
+        self.out.sends.push((link as ConnId, frame));
+        Ok(())
+    }
+}
+
+/// A message as the frame the network carries.
+fn encode(link: LinkId, id: RequestId, m: &Message<'_>) -> Result<Vec<u8>, TransportError> {
+    let mut frame = Vec::with_capacity(FRAME_BYTES_GUESS);
+    m.encode_into(id, &mut frame)
+        .map_err(|e| TransportError::Protocol {
+            link,
+            peer: format!("sim link {link}"),
+            message: e.to_string(),
+        })?;
+    Ok(frame)
 }
 
 /// What a connection of this process carries.
@@ -148,6 +163,17 @@ enum Peer {
     Member,
     /// From the primary, greeted.
     Primary,
+}
+
+impl Peer {
+    /// The link's kind for the driver, once greeted.
+    fn kind(self) -> Option<LinkKind> {
+        match self {
+            Peer::Dialing(_) => None,
+            Peer::Member => Some(LinkKind::ToMember),
+            Peer::Primary => Some(LinkKind::FromPrimary),
+        }
+    }
 }
 
 /// An input's surroundings: the node, the time, the network, and what it wants done.
@@ -180,8 +206,6 @@ pub struct Process {
     outputs: Vec<Output>,
     /// The rings of its peer links (on TCP only, they never run).
     rings: Rings<EmulatedProvider>,
-    /// Per member: no ring is offered before this tick (its last one failed).
-    ring_retry: BTreeMap<NodeId, u64>,
 }
 
 impl Process {
@@ -193,7 +217,6 @@ impl Process {
             roles_later: None,
             outputs: Vec::new(),
             rings,
-            ring_retry: BTreeMap::new(),
         }
     }
 
@@ -452,10 +475,6 @@ impl Process {
         };
         let peer = self.links.get(&conn).copied();
         let handled = match (peer, &frame.message) {
-            (
-                Some(Peer::Member | Peer::Primary),
-                Message::RingOffer { .. } | Message::RingSwitch | Message::RingAccept { .. },
-            ) => self.on_ring_setup(cx, conn, &frame.message),
             (None, Message::PeerHello { node_id, epoch, .. }) => {
                 self.links.insert(conn, Peer::Primary);
                 let (from, epoch) = (*node_id, *epoch);
@@ -497,8 +516,12 @@ impl Process {
             (None | Some(Peer::Dialing(_)), m) => {
                 Handled::Close(format!("{} before the greeting", m.kind()))
             }
-            (Some(Peer::Member | Peer::Primary), m) => {
-                self.with_links(cx, |d, links, now| d.on_peer(links, link, m, now))
+            (Some(p @ (Peer::Member | Peer::Primary)), m) => {
+                let kind = p.kind().expect("greeted");
+                self.with_links(cx, |d, links, now| {
+                    d.on_ring_setup(links, link, kind, m, now)
+                        .unwrap_or_else(|| d.on_peer(links, link, m, now))
+                })
             }
         };
         if let Handled::Close(why) = &handled {
@@ -598,172 +621,23 @@ impl Process {
     /// rings offered and flushed.
     pub fn drive(&mut self, cx: &mut Ctx<'_>) {
         self.apply_later(cx);
-        self.read_rings(cx);
+        for link in self.rings.links() {
+            let Some(kind) = self.links.get(&(link as ConnId)).and_then(|p| p.kind()) else {
+                continue;
+            };
+            self.with_links(cx, |d, links, now| d.read_ring(links, link, kind, now));
+        }
         let drained = self.with_links(cx, |d, links, now| {
             d.drive(links, now);
             d.drained(now)
         });
         cx.out.control.extend(drained);
-        self.offer_rings(cx);
-        for link in self.rings.links() {
-            if let Err(why) = self.rings.flush(link) {
-                self.ring_failed(cx, link as ConnId, &why);
+        self.with_links(cx, |d, links, now| {
+            d.offer_rings(links, now);
+            for link in links.rings().links() {
+                d.flush_ring(links, link, now);
             }
-        }
-    }
-
-    /// A frame of a ring's setup on a peer link, handled as the shard does.
-    fn on_ring_setup(&mut self, cx: &mut Ctx<'_>, conn: ConnId, msg: &Message<'_>) -> Handled {
-        let link = conn as LinkId;
-        let node = cx.node;
-        let peer = self.links.get(&conn).copied();
-        let send = |cx: &mut Ctx<'_>, m: &Message<'_>| {
-            let mut frame = Vec::new();
-            m.encode_into(RequestId(0), &mut frame)
-                .expect("a setup message encodes");
-            cx.out.sends.push((conn, frame));
-        };
-        match (peer, msg) {
-            (Some(Peer::Primary), Message::RingOffer { setup }) => {
-                let (reply, declined) = self.rings.on_offer(link, setup);
-                if let Some(why) = declined {
-                    cx.out
-                        .trace
-                        .push(format!("n{node}: declines a ring: {why}"));
-                }
-                send(cx, &Message::RingAccept { setup: &reply });
-                Handled::Done
-            }
-            (Some(Peer::Primary), Message::RingSwitch) => match self.rings.on_switch(link) {
-                Ok(()) => {
-                    cx.out.trace.push(format!("n{node}: ring on link {conn}"));
-                    Handled::Done
-                }
-                Err(why) => Handled::Close(why),
-            },
-            (Some(Peer::Member), Message::RingAccept { setup }) => {
-                match self.rings.on_answer(link, setup) {
-                    Ok(_) => send(cx, &Message::RingSwitch),
-                    Err(why) => {
-                        cx.out
-                            .trace
-                            .push(format!("n{node}: link {conn} stays on tcp: {why}"));
-                        if let Some(m) = self.member_of(link) {
-                            self.ring_retry.insert(m, cx.now + RING_RETRY_TICKS);
-                        }
-                    }
-                }
-                Handled::Done
-            }
-            (_, m) => Handled::Close(format!("unexpected {} on this link", m.kind())),
-        }
-    }
-
-    fn member_of(&self, link: LinkId) -> Option<NodeId> {
-        self.driver
-            .members()
-            .find(|(_, _, l)| *l == Some(link))
-            .map(|m| m.0)
-    }
-
-    /// A ring failed: as the shard, one line and the whole link closes; the member is
-    /// greeted again on TCP.
-    fn ring_failed(&mut self, cx: &mut Ctx<'_>, conn: ConnId, why: &str) {
-        if let Some(m) = self.member_of(conn as LinkId) {
-            self.ring_retry.insert(m, cx.now + RING_RETRY_TICKS);
-        }
-        cx.out.trace.push(format!(
-            "n{}: ring of link {conn} failed: {why}; falling back to tcp",
-            cx.node
-        ));
-        self.rings.drop_end(conn as LinkId);
-        cx.out.closes.push(conn);
-    }
-
-    /// Offers a ring to each member whose log agrees with this primary's.
-    fn offer_rings(&mut self, cx: &mut Ctx<'_>) {
-        if self.rings.chosen() == Chosen::Tcp || !self.driver.is_primary() {
-            return;
-        }
-        let connected = self.driver.connected_members();
-        let offers: Vec<(NodeId, LinkId)> = self
-            .driver
-            .members()
-            .filter_map(|(id, _, link)| Some((id, link?)))
-            .filter(|(id, link)| {
-                connected.contains(id)
-                    && !self.rings.has_end(*link)
-                    && cx.net.is_open(*link as ConnId)
-                    && !cx.out.closes.contains(&(*link as ConnId))
-                    && self.ring_retry.get(id).is_none_or(|t| cx.now >= *t)
-            })
-            .collect();
-        for (member, link) in offers {
-            match self.rings.offer(link) {
-                Ok(setup) => {
-                    let mut frame = Vec::new();
-                    Message::RingOffer { setup: &setup }
-                        .encode_into(RequestId(0), &mut frame)
-                        .expect("an offer encodes");
-                    cx.out.sends.push((link as ConnId, frame));
-                }
-                Err(why) => {
-                    cx.out
-                        .trace
-                        .push(format!("n{}: no ring for n{member}: {why}", cx.node));
-                    self.ring_retry.insert(member, cx.now + RING_RETRY_TICKS);
-                }
-            }
-        }
-    }
-
-    /// Reads the rings once per turn: a member's records within the budget, a
-    /// primary's ack slots.
-    fn read_rings(&mut self, cx: &mut Ctx<'_>) {
-        for link in self.rings.links() {
-            let conn = link as ConnId;
-            if !cx.net.is_open(conn) || cx.out.closes.contains(&conn) {
-                continue;
-            }
-            let result = match self.links.get(&conn) {
-                Some(Peer::Primary) => {
-                    let time = cx.time();
-                    let driver = &mut self.driver;
-                    let mut links = SimLinks::new(cx.net, cx.out, &mut self.rings);
-                    let read = read_ring(&mut links, link, |links, frame| {
-                        match driver.on_peer(links, link, &frame.message, time) {
-                            Handled::Done => Taken::Done,
-                            Handled::Later => Taken::Later,
-                            Handled::Close(why) => Taken::Close(why),
-                        }
-                    });
-                    links.done(cx.node);
-                    self.carry_out(cx);
-                    read.map(drop)
-                }
-                Some(Peer::Member) => match self.rings.read_ack(link) {
-                    Ok(Some(slot)) => {
-                        let ack = Message::Ack {
-                            epoch: slot.epoch,
-                            received_lsn: slot.received_lsn,
-                            durable_lsn: slot.durable_lsn,
-                        };
-                        let handled =
-                            self.with_links(cx, |d, links, now| d.on_peer(links, link, &ack, now));
-                        match handled {
-                            Handled::Close(why) => Err(why),
-                            _ => Ok(()),
-                        }
-                    }
-                    Ok(None) => Ok(()),
-                    Err(why) => Err(why),
-                },
-                _ => Ok(()),
-            };
-            if let Err(why) = result {
-                self.ring_failed(cx, conn, &why);
-            }
-        }
+        });
     }
 }
 

@@ -32,6 +32,9 @@ const CACHE_RECORDS: usize = 16;
 
 /// Ticks between two looks of retention at the log.
 const RETAIN_EVERY_TICKS: u64 = 20;
+/// Ticks before a ring is offered again to a member whose ring failed or was declined:
+/// shorter than the node's second, so a run sees rings fail and come back many times.
+const RING_RETRY_TICKS: u64 = 50;
 
 /// A stream configuration, as the controller commits it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,6 +270,7 @@ impl Node {
             cache_bytes: 64 << 10,
             cache_records: CACHE_RECORDS,
             retain_every_ticks: RETAIN_EVERY_TICKS,
+            ring_retry_ticks: RING_RETRY_TICKS,
             trace: true,
             latency: false,
             plant: self.plant.and_then(Bug::plant),

@@ -14,8 +14,9 @@
 //!
 //! The parts: [`primary`] (appends, acks, the greeting of a member, the core's actions),
 //! [`secondary`] (records from the primary, truncation, rebase, acks), [`roles`] (roles
-//! under the controller: fences, promotion, switchover), [`cache`] (records kept for
-//! sending).
+//! under the controller: fences, promotion, switchover), [`rings`] (a peer link's RDMA
+//! ring: its setup handshake, reading it, the fallback to TCP), [`cache`] (records kept
+//! for sending).
 //!
 //! Order within a turn keeps the commit path short: client appends go into the log's
 //! batch and the record cache, the core's sends are queued on the member links, the
@@ -31,13 +32,17 @@ pub mod cache;
 pub mod metrics;
 mod output;
 mod primary;
+mod rings;
 mod roles;
 mod secondary;
 mod store;
 
 pub use output::{Note, Output};
+pub use rings::LinkKind;
 pub use roles::RolesApplied;
 pub use store::LogStore;
+
+use std::collections::BTreeMap;
 
 use crate::constants::{FRAME_PAYLOAD_BYTES_MAX, FRAME_RECORDS_MAX, TICK_MS};
 use crate::log::LogError;
@@ -153,6 +158,9 @@ pub struct Options {
     pub cache_records: usize,
     /// Ticks between two looks of retention at the log.
     pub retain_every_ticks: u64,
+    /// Ticks before a ring is offered again to a member whose last ring failed, was
+    /// declined or could not be set up (the link runs on TCP meanwhile).
+    pub ring_retry_ticks: u64,
     /// Every note is kept for the host (the simulator's checker reads them); without
     /// it, only those the node logs.
     pub trace: bool,
@@ -170,6 +178,7 @@ impl Default for Options {
             cache_bytes: 64 << 20,
             cache_records: 1 << 18,
             retain_every_ticks: 1000 / TICK_MS,
+            ring_retry_ticks: 1000 / TICK_MS,
             trace: false,
             latency: true,
             plant: None,
@@ -215,6 +224,8 @@ pub struct StreamDriver<S> {
     epochs: roles::EpochStore,
     /// Tick retention last looked at the log.
     retained_at: u64,
+    /// Per member: no ring is offered before this (see [`rings`]).
+    ring_retry: BTreeMap<NodeId, Time>,
     outputs: Vec<Output>,
     options: Options,
 }
@@ -279,6 +290,7 @@ impl<S: LogStore> StreamDriver<S> {
             stepped_down: None,
             epochs: roles::EpochStore::new(stored_epoch),
             retained_at: 0,
+            ring_retry: BTreeMap::new(),
             outputs: Vec::new(),
             options,
             log,

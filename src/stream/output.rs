@@ -10,6 +10,8 @@ use std::fmt;
 
 use crate::control::Request;
 use crate::replication::{Event, NodeId};
+use crate::transport::LinkId;
+use crate::transport::rdma::setup::Chosen;
 
 /// Work for the host, and notes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +133,21 @@ pub enum Note {
     SwitchoverAbandoned { to: NodeId },
     /// The log failed: the stream stops.
     Failed { why: String },
+    /// This member declined its primary's ring: the link stays on TCP.
+    RingDeclined { why: String },
+    /// This member read `RingSwitch` on `link`: its primary's frames come through the
+    /// ring from now on.
+    RingSwitched { link: LinkId },
+    /// The link to `member` runs on its ring (this primary sends `RingSwitch`).
+    RingRuns { member: NodeId, transport: Chosen },
+    /// `member`'s answer set up no ring (it declined, or connecting failed): the link
+    /// stays on TCP.
+    RingNotTaken { member: NodeId, why: String },
+    /// This primary could not offer `member` a ring: the link stays on TCP.
+    NoRing { member: NodeId, why: String },
+    /// The ring of the link to `member` (or, without one, from the primary) failed:
+    /// the link closes and is greeted again on TCP.
+    RingFailed { member: Option<NodeId>, why: String },
 }
 
 impl Note {
@@ -154,7 +171,12 @@ impl Note {
             | Note::Retained { .. }
             | Note::SwitchingOver { .. }
             | Note::SwitchoverAbandoned { .. }
-            | Note::Failed { .. } => true,
+            | Note::Failed { .. }
+            | Note::RingDeclined { .. }
+            | Note::RingRuns { .. }
+            | Note::RingNotTaken { .. }
+            | Note::NoRing { .. }
+            | Note::RingFailed { .. } => true,
             Note::Started { .. }
             | Note::StoppedPrimary { .. }
             | Note::Fenced { .. }
@@ -163,8 +185,21 @@ impl Note {
             | Note::Accepted { .. }
             | Note::Reported { .. }
             | Note::Completed { .. }
-            | Note::Rebasing { .. } => false,
+            | Note::Rebasing { .. }
+            | Note::RingSwitched { .. } => false,
         }
+    }
+
+    /// Whether the node logs this note as a warning: a link that could run on a ring
+    /// runs on TCP.
+    pub fn warns(&self) -> bool {
+        matches!(
+            self,
+            Note::RingDeclined { .. }
+                | Note::RingNotTaken { .. }
+                | Note::NoRing { .. }
+                | Note::RingFailed { .. }
+        )
     }
 }
 
@@ -294,6 +329,28 @@ impl fmt::Display for Note {
                 "the switchover to node {to} did not complete: serving again"
             ),
             Note::Failed { why } => f.write_str(why),
+            Note::RingDeclined { why } => write!(
+                f,
+                "rdma: declined the primary's ring ({why}); the link stays on tcp"
+            ),
+            Note::RingSwitched { link } => write!(f, "ring on link {link}"),
+            Note::RingRuns { member, transport } => {
+                write!(f, "link to member {member} runs on {}", transport.as_str())
+            }
+            Note::RingNotTaken { member, why } => {
+                write!(f, "rdma: link to member {member} stays on tcp: {why}")
+            }
+            Note::NoRing { member, why } => write!(
+                f,
+                "rdma: no ring for member {member}: {why}; the link stays on tcp"
+            ),
+            Note::RingFailed { member, why } => {
+                match member {
+                    Some(m) => write!(f, "rdma link to member {m} failed")?,
+                    None => write!(f, "rdma link to the primary failed")?,
+                }
+                write!(f, ": {why}; falling back to tcp")
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //! One trait, several implementations (see `../shared/DESIGN.md`, "Transport"): the
 //! stream driver sends through [`Links`] and receives frames from its host, so the one
 //! driver runs over the node's TCP links ([`tcp`]) and over the simulator's network of
-//! encoded frames (`sim::host::SimLinks`). The RDMA transport is not built.
+//! encoded frames (`sim::host::SimLinks`). Peer links may run on RDMA rings instead
+//! ([`rdma`]: on a device's queue pairs, or on emulated verbs between processes of one
+//! host), still behind [`Links`].
 
 pub mod rdma;
 pub mod tcp;

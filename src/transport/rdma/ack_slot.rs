@@ -199,8 +199,8 @@ mod tests {
     fn a_written_slot_is_read_once_and_a_torn_one_never() {
         let mut p = EmulatedProvider::new();
         let slots = p.register(4 * SLOT_BYTES).unwrap();
-        let mut member = p.create_qp().unwrap();
-        let mut primary = p.create_qp().unwrap();
+        let mut member = p.create_qp(1 << 16).unwrap();
+        let mut primary = p.create_qp(1 << 16).unwrap();
         member.connect(&primary.endpoint()).unwrap();
         primary.connect(&member.endpoint()).unwrap();
         let mut w = AckWriter::new(slots.remote(), 2, 99);
@@ -235,8 +235,8 @@ mod tests {
     fn a_slot_that_goes_backwards_is_refused() {
         let mut p = EmulatedProvider::new();
         let slots = p.register(SLOT_BYTES).unwrap();
-        let mut member = p.create_qp().unwrap();
-        let primary = p.create_qp().unwrap();
+        let mut member = p.create_qp(1 << 16).unwrap();
+        let primary = p.create_qp(1 << 16).unwrap();
         member.connect(&primary.endpoint()).unwrap();
         let mut w = AckWriter::new(slots.remote(), 0, 5);
         let mut view = SlotView::new(5);

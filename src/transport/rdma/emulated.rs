@@ -91,7 +91,7 @@ impl Provider for EmulatedProvider {
         Ok(EmulatedRegion { shm, rkey, len })
     }
 
-    fn create_qp(&mut self) -> Result<EmulatedQp, VerbsError> {
+    fn create_qp(&mut self, _send_bytes_max: usize) -> Result<EmulatedQp, VerbsError> {
         self.next_qpn += 1;
         let doorbell = Doorbell::new().map_err(|source| VerbsError::Io {
             op: "create an emulated completion channel",
@@ -323,8 +323,8 @@ mod tests {
     use super::*;
 
     fn pair(p: &mut EmulatedProvider) -> (EmulatedQp, EmulatedQp) {
-        let mut a = p.create_qp().unwrap();
-        let mut b = p.create_qp().unwrap();
+        let mut a = p.create_qp(1 << 16).unwrap();
+        let mut b = p.create_qp(1 << 16).unwrap();
         a.connect(&b.endpoint()).unwrap();
         b.connect(&a.endpoint()).unwrap();
         (a, b)

@@ -3,7 +3,8 @@
 //! (`../shared/DESIGN.md`, "Transport").
 //!
 //! One noun per file: [`verbs`] (the safe interface of regions, queue pairs and
-//! completions), [`emulated`] (its test double over shared memory), [`ring`] (records,
+//! completions), [`device`] (its provider over an RDMA device), [`emulated`] (its test
+//! double over shared memory), [`ring`] (records,
 //! their trailer and crc, the reader and writer), [`credits`] (room in the ring by
 //! position), [`ack_slot`] (the member's positions on the primary).
 //!
@@ -16,6 +17,7 @@
 
 pub mod ack_slot;
 pub mod credits;
+pub mod device;
 pub mod emulated;
 pub mod link;
 pub mod ring;

@@ -392,8 +392,8 @@ mod tests {
     fn rig(ring_bytes: usize) -> Rig {
         let mut provider = EmulatedProvider::new();
         let region = provider.register(ring_bytes).unwrap();
-        let mut qp = provider.create_qp().unwrap();
-        let mut peer = provider.create_qp().unwrap();
+        let mut qp = provider.create_qp(1 << 16).unwrap();
+        let mut peer = provider.create_qp(1 << 16).unwrap();
         qp.connect(&peer.endpoint()).unwrap();
         peer.connect(&qp.endpoint()).unwrap();
         let writer = RingWriter::new(region.remote());
@@ -555,7 +555,7 @@ mod tests {
             // Flip one byte of the placed record through a second queue pair.
             let mut b = [0u8; 1];
             r.region.read(flip, &mut b);
-            let mut qp2 = r.provider.create_qp().unwrap();
+            let mut qp2 = r.provider.create_qp(1 << 16).unwrap();
             qp2.connect(&r.qp.endpoint()).unwrap();
             // Writes are 8-byte words: rewrite the word holding the byte.
             let word_at = flip / 8 * 8;

@@ -59,14 +59,10 @@ impl Chosen {
     }
 }
 
-/// Whether this build carries the real verbs data path (queue pairs and rings over a
-/// device). It does not yet: only the device probe and the emulated provider are built,
-/// so a host with a device runs TCP and says so.
-pub const VERBS_DATA_PATH: bool = false;
-
 /// Decides the transport from the profile's selection and the device probe's answer
-/// (`Ok(device name)` or the one-line reason there is none). Returns the choice and
-/// the line the node logs, or the reason it must not start (`rdma` without a device).
+/// (`Ok(device)`: a device opened on an active port, or the one-line reason there is
+/// none). Returns the choice and the line the node logs, or the reason it must not
+/// start (`rdma` without a device).
 pub fn choose(
     selection: Selection,
     probe: Result<String, String>,
@@ -77,16 +73,9 @@ pub fn choose(
             Chosen::RdmaEmu,
             "transport: rdma-emu (emulated verbs over shared memory: a test double, peers on this machine only)".into(),
         )),
-        (Selection::Auto | Selection::Rdma, Ok(device)) if VERBS_DATA_PATH => {
+        (Selection::Auto | Selection::Rdma, Ok(device)) => {
             Ok((Chosen::Rdma, format!("transport: rdma on {device}")))
         }
-        (Selection::Auto, Ok(device)) => Ok((
-            Chosen::Tcp,
-            format!("rdma: device {device} found, but this build has no verbs data path; using tcp"),
-        )),
-        (Selection::Rdma, Ok(device)) => Err(format!(
-            "rdma: device {device} found, but this build has no verbs data path; transport = \"rdma\" cannot run"
-        )),
         (Selection::Auto, Err(why)) => Ok((Chosen::Tcp, format!("rdma: {why}; using tcp"))),
         (Selection::Rdma, Err(why)) => Err(format!("rdma: {why}; transport = \"rdma\" needs a device")),
     }
@@ -203,13 +192,14 @@ mod tests {
             "rdma: no device (ibv_get_device_list: ENOSYS); using tcp"
         );
         let (c, line) = choose(Selection::Auto, dev()).unwrap();
-        if VERBS_DATA_PATH {
-            assert_eq!(c, Chosen::Rdma);
-        } else {
-            assert_eq!(c, Chosen::Tcp);
-            assert!(line.ends_with("no verbs data path; using tcp"), "{line}");
-            assert!(choose(Selection::Rdma, dev()).is_err());
-        }
+        assert_eq!(c, Chosen::Rdma);
+        assert_eq!(line, "transport: rdma on mlx5_0");
+        assert_eq!(choose(Selection::Rdma, dev()).unwrap().0, Chosen::Rdma);
+        let unusable = || Err("no usable device (rxe0: rxe0: no active port (port 1 Down))".into());
+        let (c, line) = choose(Selection::Auto, unusable()).unwrap();
+        assert_eq!(c, Chosen::Tcp);
+        assert!(line.ends_with("; using tcp"), "{line}");
+        assert!(!line.contains('\n'));
         assert_eq!(choose(Selection::Tcp, dev()).unwrap().0, Chosen::Tcp);
         assert_eq!(
             choose(Selection::RdmaEmu, none()).unwrap().0,

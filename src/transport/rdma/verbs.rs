@@ -1,8 +1,9 @@
 //! The safe verbs interface the ring protocol is written against: registered regions,
 //! reliable-connected queue pairs, one-sided RDMA WRITE (with or without immediate),
 //! completions. Two providers implement it: the emulated one (a test double, see
-//! [`super::emulated`]) and the real one over libibverbs (`lockstep_sys::verbs`, through
-//! the `sideway` crate).
+//! [`super::emulated`]) and the device one ([`super::device`], libibverbs through
+//! `lockstep_sys::verbs` and the `sideway` crate). The ring protocol is written against
+//! these traits only, so it runs on either.
 //!
 //! Hardware rules live in the types:
 //! - a [`RemoteRegion`] is only ever made from a peer's setup message or a local
@@ -121,34 +122,10 @@ impl Endpoint {
     }
 }
 
-/// The states of a queue pair that the protocol tells apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QpState {
-    /// Created, not yet connected to its peer.
-    Init,
-    /// Connected: work may be posted.
-    ReadyToSend,
-    /// Failed: nothing more is placed; outstanding work completes flushed.
-    Error,
-}
-
-/// How a work request ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WcStatus {
-    Success,
-    /// The remote side refused the access (rkey or bounds): the queue pair is in error.
-    RemoteAccess,
-    /// The queue pair went to error before this request was placed.
-    Flushed,
-}
-
-/// A finished work request, with the buffer it was posted with.
-#[derive(Debug)]
-pub struct WorkCompletion {
-    pub wr_id: u64,
-    pub status: WcStatus,
-    pub buf: Vec<u8>,
-}
+/// The states of a queue pair the protocol tells apart, how a work request ended, and
+/// a finished work request with the buffer it was posted with: the device's own types
+/// (`lockstep_sys::verbs`), which the emulated provider reports in too.
+pub use lockstep_sys::verbs::{Completion as WorkCompletion, QpState, WcStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerbsError {
@@ -214,7 +191,9 @@ pub trait Provider {
     type Qp: QueuePair;
     fn name(&self) -> &'static str;
     fn register(&mut self, len: usize) -> Result<Self::Region, VerbsError>;
-    fn create_qp(&mut self) -> Result<Self::Qp, VerbsError>;
+    /// A queue pair that may have `send_bytes_max` bytes of writes outstanding (the
+    /// device provider stages them in registered memory of that size).
+    fn create_qp(&mut self, send_bytes_max: usize) -> Result<Self::Qp, VerbsError>;
 }
 
 pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
