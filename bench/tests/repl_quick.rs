@@ -182,17 +182,18 @@ fn quick_repl_benchmark_over_tcp_and_emulated_rdma() {
     let rows = table(side);
     let header = &rows[0];
     assert_eq!(
-        &header[..6],
+        &header[..7],
         [
             "transport",
             "series",
             "p50 µs",
             "p99 µs",
             "commits/s",
-            "p50 × floor"
+            "p50 × floor",
+            "p50 × (rtt + dsync)"
         ]
     );
-    assert_eq!(header.len(), 9, "three nodes' CPU columns: {header:?}");
+    assert_eq!(header.len(), 10, "three nodes' CPU columns: {header:?}");
     for transport in ["tcp", "rdma-emu"] {
         for load in ["1 client", "64 outstanding"] {
             let series = format!("strong, {load}");
@@ -205,5 +206,16 @@ fn quick_repl_benchmark_over_tcp_and_emulated_rdma() {
                 assert!(v > 0.0, "{transport} {series}: {col} = {v}");
             }
         }
+    }
+    // The RDMA goals against TCP, from this run: PASS or MISS, never absent.
+    for goal in [
+        "goal: rdma-emu, strong, 1 client: p50 ≤ 1.1 × (rtt + dsync)",
+        "goal: rdma-emu, strong, 1 client: CPU per commit below tcp's on every node",
+    ] {
+        assert!(
+            side.lines()
+                .any(|l| l.starts_with(goal) && (l.ends_with("PASS") || l.ends_with("MISS"))),
+            "no line {goal:?} in\n{side}"
+        );
     }
 }
