@@ -18,6 +18,7 @@ pub mod control_link;
 pub mod control_loop;
 pub mod coordinator;
 pub mod dialer;
+pub mod dir_lock;
 pub mod epoch_file;
 pub mod join;
 pub mod lifecycle;
@@ -118,6 +119,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DirLock(#[from] dir_lock::DirLockError),
     #[error("{0}")]
     Setup(String),
 }
@@ -135,10 +138,14 @@ pub struct Server {
     /// The admin plane's state (its token changes on reload).
     admin_state: Arc<admin::Admin>,
     node_id: crate::replication::NodeId,
+    /// The data directory's lock, held for the node's life (dropped last).
+    _dir_lock: dir_lock::DirLock,
 }
 
 impl Server {
     pub fn start(mut cfg: Config) -> Result<Server, ServerError> {
+        // Before anything else touches the data directory: one process serves it.
+        let dir_lock = dir_lock::DirLock::take(&cfg.data_dir, cfg.node_id)?;
         lifecycle::refuse_if_running(&cfg).map_err(ServerError::Setup)?;
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
             what: "listen on",
@@ -366,6 +373,7 @@ impl Server {
             admin,
             admin_state,
             node_id: cfg.node_id,
+            _dir_lock: dir_lock,
         })
     }
 
