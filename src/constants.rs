@@ -105,6 +105,23 @@ pub const CONTROL_MESSAGE_BYTES_MAX: usize = 2 << 20;
 /// peer that sends faster than the controller handles holds at most this much.
 pub const CONTROL_LINK_QUEUED_BYTES_MAX: usize = 8 << 20;
 
+/// Node ids that may hold an incoming control connection at once (one connection
+/// each): the cluster's members, and nodes about to join.
+pub const CONTROL_LINKS_MAX: usize = 16;
+
+/// Of [`CONTROL_LINKS_MAX`], node ids that are not members of the configuration.
+pub const CONTROL_LINKS_NONMEMBER_MAX: usize = 4;
+
+/// How long a node waits, once a second process greets with a node id whose current
+/// process has an open control connection, for that process to show it is live (its
+/// statuses come every 20 ms) or gone (its connection closes), before it gives the id
+/// to the new process.
+pub const IDENTITY_CONFIRM_MS: u64 = 200;
+
+/// How long a node that greets another's controller waits for the answer (the other
+/// may take [`IDENTITY_CONFIRM_MS`] to decide).
+pub const CONTROL_WELCOME_WAIT_MS: u64 = 1000;
+
 /// Bytes of a nonce and of a proof (HMAC-SHA256) in the handshake that shows a node
 /// knows the cluster secret.
 pub const AUTH_BYTES: usize = 32;
@@ -120,6 +137,13 @@ const _: () = assert!(FRAME_HEADER_BYTES + FRAME_BODY_BYTES_MAX <= u32::MAX as u
 const _: () = assert!(STATUS_JSON_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
 const _: () = assert!(CONTROL_MESSAGE_BYTES_MAX + 4 <= FRAME_BODY_BYTES_MAX);
 const _: () = assert!(CONTROL_LINK_QUEUED_BYTES_MAX >= CONTROL_MESSAGE_BYTES_MAX);
+const _: () = assert!(CONTROL_LINKS_NONMEMBER_MAX < CONTROL_LINKS_MAX);
+// Room for the members of the largest controller group (5 voters) and as many learners.
+const _: () = assert!(CONTROL_LINKS_MAX - CONTROL_LINKS_NONMEMBER_MAX >= 10);
+// The greeting waits for the decision on a live id, with room for the round trip.
+const _: () = assert!(CONTROL_WELCOME_WAIT_MS >= 2 * IDENTITY_CONFIRM_MS);
+// Five statuses (every 20 ms) fit in the window of a live process.
+const _: () = assert!(IDENTITY_CONFIRM_MS >= 5 * 20);
 const _: () = assert!(STREAM_NAME_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(NODE_ADDR_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(WIRE_TEXT_BYTES_MAX <= u16::MAX as usize);

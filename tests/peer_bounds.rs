@@ -62,6 +62,7 @@ fn control_link(addr: &str, node: u32) -> TcpStream {
     Message::ControlHello {
         node_id: node,
         incarnation: 7,
+        addr: None,
     }
     .encode_into(RequestId(0), &mut hello)
     .unwrap();
@@ -69,13 +70,14 @@ fn control_link(addr: &str, node: u32) -> TcpStream {
     sock
 }
 
-/// One `Control` frame as large as the protocol allows: a status the controller
-/// decodes in full and then ignores (it names another node than the sender).
-fn big_control_frame() -> Vec<u8> {
+/// One `Control` frame as large as the protocol allows: a status of node `node`
+/// (process 7, as its connection greeted) that the controller decodes in full and
+/// then ignores (the node is not a member).
+fn big_control_frame(node: u32) -> Vec<u8> {
     let name_bytes = CONTROL_MESSAGE_BYTES_MAX - 1024;
     let msg = ControlMsg::Status(NodeStatus {
-        node: 8,
-        incarnation: 1,
+        node,
+        incarnation: 7,
         streams: vec![StreamStatus {
             stream: "x".repeat(name_bytes),
             epoch: 1,
@@ -105,14 +107,13 @@ fn a_control_flood_from_an_authenticated_peer_stays_within_a_memory_bound() {
     client.append(b"before").unwrap();
     let pid = p.pid(1);
     let before = proc_kib(pid, "VmHWM");
-    let frame = big_control_frame();
     let started = Instant::now();
     let senders: Vec<_> = (0..LINKS)
         .map(|i| {
             let mut sock = control_link(&addrs[0], 9 + i as u32);
             sock.set_write_timeout(Some(Duration::from_secs(20)))
                 .unwrap();
-            let frame = frame.clone();
+            let frame = big_control_frame(9 + i as u32);
             std::thread::spawn(move || {
                 let mut sent = 0usize;
                 for _ in 0..MESSAGES_PER_LINK {
@@ -138,11 +139,11 @@ fn a_control_flood_from_an_authenticated_peer_stays_within_a_memory_bound() {
         "sent {sent} control messages of {} KiB in {:.1} s over {LINKS} connections; \
          node 1's peak resident memory {before} KiB before, {after} KiB after; \
          {committed} commits meanwhile",
-        frame.len() >> 10,
+        big_control_frame(9).len() >> 10,
         started.elapsed().as_secs_f64()
     );
     assert!(
-        sent * frame.len() > (8 * GROWTH_MAX_KIB as usize) << 10,
+        sent * big_control_frame(9).len() > (8 * GROWTH_MAX_KIB as usize) << 10,
         "the flood was too small to tell: {sent} messages"
     );
     assert!(

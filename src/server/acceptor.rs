@@ -4,7 +4,9 @@
 //!
 //! With a cluster secret, a node's connection (`PeerHello`, `ControlHello`,
 //! `JoinRequest`) must first pass the handshake of [`crate::server::auth`], as the
-//! node it then claims to be; clients' connections need not.
+//! node it then claims to be; clients' connections need not. A `ControlHello` is
+//! answered `ControlWelcome` once [`crate::server::identity`] gives the node id to the
+//! greeting process, and `Error (id-in-use)` when another live process serves it.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -17,6 +19,7 @@ use crate::replication::NodeId;
 use crate::server::Shared;
 use crate::server::auth::{self, Secret};
 use crate::server::control_loop::ToControl;
+use crate::server::identity::{self, Identities, Refusal};
 use crate::server::shard::Handoff;
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
 
@@ -33,6 +36,8 @@ pub struct Routes {
     pub secret: Option<Secret>,
     /// The admin plane: connections that open with an HTTP request go there.
     pub admin: Option<crate::server::admin::Inbox>,
+    /// Which process serves each node id (with a controller).
+    pub identities: Option<Arc<Identities>>,
 }
 
 /// How long a joiner waits for its join to commit, at most.
@@ -173,11 +178,17 @@ fn greet(sock: TcpStream, routes: &Routes) {
                     }
                     break (f.id, stream.to_string(), Some((node_id, epoch)));
                 }
-                Message::ControlHello { node_id, .. } => {
+                Message::ControlHello {
+                    node_id,
+                    incarnation,
+                    addr,
+                } => {
                     if !admitted(&sock, routes, authed, node_id) {
                         return;
                     }
-                    let Some(control) = routes.control.clone() else {
+                    let (Some(control), Some(ids)) =
+                        (routes.control.clone(), routes.identities.as_ref())
+                    else {
                         return refuse(
                             &sock,
                             f.id,
@@ -185,8 +196,13 @@ fn greet(sock: TcpStream, routes: &Routes) {
                             "this node runs no controller",
                         );
                     };
-                    let _ = sock.set_read_timeout(None);
-                    return crate::server::control_link::read_peer(node_id, sock, decoder, control);
+                    let hello = Hello {
+                        id: f.id,
+                        node: node_id,
+                        incarnation,
+                        addr: addr.map(str::to_string),
+                    };
+                    return control_hello(sock, decoder, ids, control, hello);
                 }
                 other => {
                     let msg = format!("expected a hello first, got {}", other.kind());
@@ -224,6 +240,69 @@ fn greet(sock: TcpStream, routes: &Routes) {
     };
     // A full queue means the shard is overwhelmed: the connection is dropped.
     let _ = routes.shards[shard].try_send(h);
+}
+
+/// A `ControlHello`: request `id` of process `incarnation` of `node`, serving at
+/// `addr`.
+struct Hello {
+    id: RequestId,
+    node: NodeId,
+    incarnation: u64,
+    addr: Option<String>,
+}
+
+/// A control greeting: the node id is given to the greeting process (answered
+/// `ControlWelcome`, and its `Control` frames read), or refused with one line here and
+/// an `Error` there.
+fn control_hello(
+    sock: TcpStream,
+    decoder: FrameDecoder,
+    ids: &Arc<Identities>,
+    control: SyncSender<ToControl>,
+    hello: Hello,
+) {
+    let Hello {
+        id,
+        node,
+        incarnation,
+        addr,
+    } = hello;
+    let peer = sock
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    let lease = match ids.claim(node, incarnation, addr.as_deref(), &sock) {
+        Ok(lease) => lease,
+        Err(Refusal::InUse(in_use)) => {
+            identity::log_refusal(
+                node,
+                incarnation,
+                &format!(
+                    "refused a second process of node {node} (incarnation {incarnation}, \
+                     serving at {}, from {peer}): {in_use}",
+                    addr.as_deref().unwrap_or("an address it did not say")
+                ),
+            );
+            return refuse(&sock, id, ErrorCode::IdInUse, &in_use.to_string());
+        }
+        Err(Refusal::Full(why)) => {
+            identity::log_refusal(
+                node,
+                incarnation,
+                &format!("refused the control connection of node {node} from {peer}: {why}"),
+            );
+            return refuse(&sock, id, ErrorCode::Overloaded, &why);
+        }
+    };
+    let mut out = Vec::new();
+    let welcome = Message::ControlWelcome {
+        node_id: ids.node_id(),
+        incarnation: ids.incarnation(),
+    };
+    if welcome.encode_into(id, &mut out).is_err() || (&sock).write_all(&out).is_err() {
+        return;
+    }
+    let _ = sock.set_read_timeout(None);
+    crate::server::control_link::read_peer(lease, sock, decoder, control);
 }
 
 /// A new node's request to join: only after the handshake, and only in a cluster with

@@ -1,11 +1,16 @@
-//! An incoming control connection, after its `ControlHello`: its reader decodes the
-//! peer's `Control` frames and queues them for the node's control loop.
+//! An incoming control connection, after its `ControlHello` was accepted: its reader
+//! decodes the peer's `Control` frames and queues them for the node's control loop.
+//!
+//! What the peer may send: `Control` frames only, each a controller message that
+//! decodes, and whose statuses and fence answers name the greeting's node and process
+//! (see [`crate::server::identity`]). Anything else is answered with an `Error` frame,
+//! one line in the node's log, and the connection closes.
 //!
 //! Bound: at most [`CONTROL_LINK_QUEUED_BYTES_MAX`] of one connection's messages wait
 //! to be handled. At the bound the reader stops reading, so TCP pushes back on the
-//! peer; a bound that stays reached for [`QUEUED_WAIT_MAX`] closes the connection. A
-//! frame that is not a `Control` message, or one that does not decode, closes it too.
+//! peer; a bound that stays reached for [`QUEUED_WAIT_MAX`] closes the connection.
 
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +21,8 @@ use crate::constants::CONTROL_LINK_QUEUED_BYTES_MAX;
 use crate::control::ControlMsg;
 use crate::replication::NodeId;
 use crate::server::control_loop::ToControl;
-use crate::wire::Message;
+use crate::server::identity::Lease;
+use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
 
 /// Bytes of one connection's control messages queued for the control loop: taken when
 /// a message is queued, given back when the loop has handled it (on drop).
@@ -52,68 +58,104 @@ fn wait_for_room(budget: &AtomicUsize, bytes: usize) -> bool {
     }
 }
 
-/// Reads a peer's `Control` frames (after its `ControlHello`) into the control loop,
-/// with at most [`CONTROL_LINK_QUEUED_BYTES_MAX`] of them waiting to be handled.
+/// Why a peer's control message is refused: the `Error` code it is answered with and
+/// the reason.
+type Refused = (ErrorCode, String);
+
+/// Decodes a control message from node `from`, process `incarnation`: its statuses
+/// and fence answers must be that process's own.
+pub fn admit(bytes: &[u8], from: NodeId, incarnation: u64) -> Result<ControlMsg, Refused> {
+    let msg = ControlMsg::decode(bytes).map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
+    let sender = |what: &str, node: NodeId, inc: u64| {
+        if (node, inc) == (from, incarnation) {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::Unexpected,
+                format!(
+                    "a {what} of node {node} (incarnation {inc}) on the connection of node \
+                     {from} (incarnation {incarnation})"
+                ),
+            ))
+        }
+    };
+    match &msg {
+        ControlMsg::Status(s) => sender("status", s.node, s.incarnation)?,
+        ControlMsg::Fenced {
+            node,
+            incarnation: inc,
+            ..
+        } => sender("fence answer", *node, *inc)?,
+        _ => {}
+    }
+    Ok(msg)
+}
+
+/// Answers the peer with an `Error` frame, logs one line, and closes.
+fn refuse(sock: &TcpStream, from: NodeId, code: ErrorCode, why: &str) {
+    tracing::warn!(
+        peer = from,
+        "control link from node {from}: {why}; answered {} and closed",
+        code.as_str()
+    );
+    let mut out = Vec::new();
+    if (Message::Error { code, message: why })
+        .encode_into(RequestId(0), &mut out)
+        .is_ok()
+    {
+        let _ = (&*sock).write_all(&out);
+    }
+    let _ = sock.shutdown(Shutdown::Both);
+}
+
+/// Reads a peer's `Control` frames (after its accepted `ControlHello`) into the
+/// control loop, with at most [`CONTROL_LINK_QUEUED_BYTES_MAX`] of them waiting to be
+/// handled. Ends when the peer closes, breaks a rule, or the node id is given to
+/// another process (which closes this connection).
 pub fn read_peer(
-    from: NodeId,
+    lease: Lease,
     sock: TcpStream,
-    mut decoder: crate::wire::FrameDecoder,
+    mut decoder: FrameDecoder,
     to_control: SyncSender<ToControl>,
 ) {
+    let (from, incarnation) = (lease.node(), lease.incarnation());
     let budget = Arc::new(AtomicUsize::new(0));
     loop {
         loop {
-            match decoder.next_frame() {
+            let frame = match decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(f)) => match f.message {
-                    Message::Control { message } => match ControlMsg::decode(message) {
-                        Ok(msg) => {
-                            let bytes = message.len();
-                            if !wait_for_room(&budget, bytes) {
-                                tracing::warn!(
-                                    peer = from,
-                                    "control link from node {from}: {} bytes of its messages \
-                                     wait for the control loop after {} s; closing",
-                                    budget.load(Ordering::Acquire),
-                                    QUEUED_WAIT_MAX.as_secs()
-                                );
-                                let _ = sock.shutdown(Shutdown::Both);
-                                return;
-                            }
-                            budget.fetch_add(bytes, Ordering::AcqRel);
-                            let queued = Queued {
-                                bytes,
-                                budget: Arc::clone(&budget),
-                            };
-                            let peer = ToControl::Peer { from, msg, queued };
-                            if to_control.send(peer).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                peer = from,
-                                "control link from node {from}: {e}; closing"
-                            );
-                            let _ = sock.shutdown(Shutdown::Both);
-                            return;
-                        }
-                    },
-                    other => {
-                        tracing::warn!(
-                            peer = from,
-                            "node {from} sent {} on a control link; closing",
-                            other.kind()
-                        );
-                        let _ = sock.shutdown(Shutdown::Both);
-                        return;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(peer = from, "control link from node {from}: {e}; closing");
-                    let _ = sock.shutdown(Shutdown::Both);
-                    return;
-                }
+                Ok(Some(f)) => f,
+                Err(e) => return refuse(&sock, from, ErrorCode::Malformed, &e.to_string()),
+            };
+            let Message::Control { message } = frame.message else {
+                let why = format!("{} on a control link", frame.message.kind());
+                return refuse(&sock, from, ErrorCode::Unexpected, &why);
+            };
+            lease.heard();
+            let msg = match admit(message, from, incarnation) {
+                Ok(m) => m,
+                Err((code, why)) => return refuse(&sock, from, code, &why),
+            };
+            let bytes = message.len();
+            if !wait_for_room(&budget, bytes) {
+                tracing::warn!(
+                    peer = from,
+                    "control link from node {from}: {} bytes of its messages \
+                     wait for the control loop after {} s; closing",
+                    budget.load(Ordering::Acquire),
+                    QUEUED_WAIT_MAX.as_secs()
+                );
+                let _ = sock.shutdown(Shutdown::Both);
+                return;
+            }
+            budget.fetch_add(bytes, Ordering::AcqRel);
+            let queued = Queued {
+                bytes,
+                budget: Arc::clone(&budget),
+            };
+            let peer = ToControl::Peer { from, msg, queued };
+            if to_control.send(peer).is_err() {
+                return;
             }
         }
         match decoder.read_from(&mut &sock) {

@@ -75,10 +75,11 @@ pub enum Kind {
     AuthProof = 0x44,
     JoinRequest = 0x45,
     Joined = 0x46,
+    ControlWelcome = 0x47,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 27] = [
         Kind::ClientHello,
         Kind::Append,
         Kind::Read,
@@ -105,6 +106,7 @@ impl Kind {
         Kind::AuthProof,
         Kind::JoinRequest,
         Kind::Joined,
+        Kind::ControlWelcome,
     ];
 
     pub const fn code(self) -> u8 {
@@ -143,6 +145,7 @@ impl Kind {
             Kind::AuthProof => "AuthProof",
             Kind::JoinRequest => "JoinRequest",
             Kind::Joined => "Joined",
+            Kind::ControlWelcome => "ControlWelcome",
         }
     }
 
@@ -176,13 +179,14 @@ impl Kind {
             Kind::PeerWelcome => 4 + 8 * 4,
             Kind::Ack => 8 * 3,
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,
-            Kind::ControlHello => 4 + 8,
+            Kind::ControlHello => 4 + 8 + STR16 + NODE_ADDR_BYTES_MAX,
             Kind::Control => 4 + CONTROL_MESSAGE_BYTES_MAX,
             Kind::AuthHello => 4 + AUTH_BYTES,
             Kind::AuthChallenge => AUTH_BYTES * 2,
             Kind::AuthProof => AUTH_BYTES,
             Kind::JoinRequest => 4 + STR16 + NODE_ADDR_BYTES_MAX,
             Kind::Joined => 4 + CONTROL_MESSAGE_BYTES_MAX,
+            Kind::ControlWelcome => 4 + 8,
         }
     }
 }

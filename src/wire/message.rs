@@ -31,7 +31,7 @@
 //!                   durable_lsn u64 (<= last_lsn)
 //! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
 //! 0x32 Refuse       epoch u64, last_lsn u64, reason str16
-//! 0x40 ControlHello node_id u32, incarnation u64
+//! 0x40 ControlHello node_id u32, incarnation u64, addr (where the greeting node serves)
 //! 0x41 Control      len u32, a controller message of len bytes (see
 //!                   `control::ControlMsg`; at most CONTROL_MESSAGE_BYTES_MAX)
 //! 0x42 AuthHello    node_id u32, nonce [32]
@@ -40,6 +40,7 @@
 //! 0x45 JoinRequest  node_id u32, addr (not empty)
 //! 0x46 Joined       len u32, the cluster configuration (JSON) of len bytes (at most
 //!                   CONTROL_MESSAGE_BYTES_MAX)
+//! 0x47 ControlWelcome node_id u32, incarnation u64
 //! ```
 //!
 //! Stream names follow [`check_stream_name`]; texts are at most `WIRE_TEXT_BYTES_MAX`
@@ -176,8 +177,12 @@ pub enum Message<'a> {
         reason: &'a str,
     },
     /// Node → node, first on a control connection: the controller of `node_id`,
-    /// process `incarnation`.
-    ControlHello { node_id: u32, incarnation: u64 },
+    /// process `incarnation`, which serves at `addr` (its advertised address).
+    ControlHello {
+        node_id: u32,
+        incarnation: u64,
+        addr: Option<&'a str>,
+    },
     /// Node → node: one controller message (opaque here; `control::ControlMsg`).
     Control { message: &'a [u8] },
     /// Dialing node → node, before its hello when the cluster has a secret: who it
@@ -199,6 +204,10 @@ pub enum Message<'a> {
     JoinRequest { node_id: u32, addr: &'a str },
     /// Member → new node: the join is committed; the cluster's configuration.
     Joined { config: &'a [u8] },
+    /// Node → node, the answer to `ControlHello` that accepts it: the answering node
+    /// `node_id`, process `incarnation`. A hello that is refused is answered with
+    /// `Error` instead (`id-in-use` when another live process holds the node id).
+    ControlWelcome { node_id: u32, incarnation: u64 },
 }
 
 impl<'a> Message<'a> {
@@ -230,6 +239,7 @@ impl<'a> Message<'a> {
             Message::AuthProof { .. } => Kind::AuthProof,
             Message::JoinRequest { .. } => Kind::JoinRequest,
             Message::Joined { .. } => Kind::Joined,
+            Message::ControlWelcome { .. } => Kind::ControlWelcome,
         }
     }
 

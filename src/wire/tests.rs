@@ -120,6 +120,7 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
         Message::ControlHello {
             node_id: u32::MAX,
             incarnation: u64::MAX,
+            addr: Some(&addr),
         },
         Message::Control { message: &control },
         Message::AuthHello {
@@ -138,6 +139,10 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
             addr: &addr,
         },
         Message::Joined { config: &control },
+        Message::ControlWelcome {
+            node_id: u32::MAX,
+            incarnation: u64::MAX,
+        },
     ];
     assert_eq!(messages.len(), Kind::ALL.len());
     for m in messages {
