@@ -283,6 +283,8 @@ impl Server {
                 let persisted = control_loop::load_state(&cfg.data_dir)?;
                 let settings = crate::control::ControllerSettings {
                     failover_timeout_ms: cc.failover_timeout_ms,
+                    append_bytes_max: crate::constants::CONTROL_APPEND_BYTES_MAX,
+                    uncommitted_bytes_max: crate::constants::CONTROL_UNCOMMITTED_BYTES_MAX,
                     ..Default::default()
                 };
                 let stream_routes = routes
@@ -387,6 +389,9 @@ impl Server {
             secret: cfg.secret.clone(),
             admin: Some(inbox),
             identities,
+            control_budget: Arc::default(),
+            handshakes: Arc::default(),
+            joins: Default::default(),
         });
         let (sh, r) = (Arc::clone(&shared), Arc::clone(&routes));
         threads.push(

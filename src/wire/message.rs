@@ -44,7 +44,9 @@
 //! ```
 //!
 //! Stream names follow [`check_stream_name`]; texts are at most `WIRE_TEXT_BYTES_MAX`
-//! bytes, addresses `NODE_ADDR_BYTES_MAX`, the status JSON `STATUS_JSON_BYTES_MAX`.
+//! bytes, addresses `NODE_ADDR_BYTES_MAX`, the status JSON `STATUS_JSON_BYTES_MAX`;
+//! every LSN is at most `LSN_MAX` and every epoch at most `EPOCH_MAX` (2^62), so that a
+//! receiver's `lsn + 1` or `epoch + 1` never wraps.
 //!
 //! One set of rules: [`Message::encode_into`] runs [`Message::decode`] over the body it
 //! wrote, so a node never sends what a node would refuse, and every message has exactly
@@ -354,7 +356,7 @@ fn addr<'a>(r: &mut Reader<'a>, field: &str) -> Result<Option<&'a str>, WireErro
 
 /// `first_lsn u64, count u32`: a non-empty range of LSNs that does not wrap.
 fn lsn_range(r: &mut Reader<'_>) -> Result<(u64, u32), WireError> {
-    let first_lsn = r.u64("first_lsn")?;
+    let first_lsn = r.lsn("first_lsn")?;
     let count = r.u32("count")?;
     if first_lsn == 0 {
         return Err(r.malformed("first_lsn is 0; LSNs start at 1"));
