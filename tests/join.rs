@@ -145,6 +145,7 @@ fn refusals(
         Message::ControlHello {
             node_id: 2,
             incarnation: 1,
+            addr: None,
         },
         Message::PeerHello {
             stream: "s",

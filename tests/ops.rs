@@ -945,58 +945,6 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 }
 
 #[test]
-fn a_second_process_with_a_live_node_id_is_refused_on_both_sides() {
-    let _serial = serial();
-    let mut c = Cluster::start(3, true, "", "");
-    c.wait_primary(Duration::from_secs(10));
-    for i in 1..=3 {
-        assert!(c.wait_ready(i, Duration::from_secs(10)), "node {i}");
-    }
-    // Node 2 again, elsewhere: other ports, another data directory.
-    let ports = lockstep::kit::free_ports(2).expect("free loopback ports");
-    let text2 = std::fs::read_to_string(&c.node(2).config).unwrap();
-    let twin = text2
-        .replacen(
-            &format!("listen = \"{}\"", c.node(2).addr),
-            &format!("listen = \"127.0.0.1:{}\"", ports[0]),
-            1,
-        )
-        .replacen(
-            &format!("admin = \"{}\"", c.node(2).admin),
-            &format!("admin = \"127.0.0.1:{}\"", ports[1]),
-            1,
-        )
-        .replacen("data_dir = \"node2\"", "data_dir = \"node2-twin\"", 1);
-    let twin_path = c.dir.path().join("twin.toml");
-    std::fs::write(&twin_path, twin).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_lockstepd"))
-        .arg("--config")
-        .arg(&twin_path)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    let refusal: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("is already running"))
-        .collect();
-    assert_eq!(refusal.len(), 1, "{err}");
-    let peers = format!("{}{}", c.stderr(1), c.stderr(3));
-    assert!(
-        peers.contains("refused a second process of node 2"),
-        "{peers}"
-    );
-    assert!(c.running(2));
-    // A node that really stopped starts again at once.
-    let child = c.nodes[1].child.as_mut().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    c.spawn(2);
-    c.wait_healthy(2);
-    assert!(c.wait_ready(2, Duration::from_secs(10)), "{}", c.stderr(2));
-}
-
-#[test]
 fn the_configured_primary_takes_its_role_at_first_start_even_when_it_starts_last() {
     let _serial = serial();
     let c = Cluster::start_primary_last(3);

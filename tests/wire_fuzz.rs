@@ -145,6 +145,12 @@ fn samples() -> Vec<Message<'static>> {
         Message::ControlHello {
             node_id: 3,
             incarnation: 0x1234_5678_9abc,
+            addr: Some("10.0.0.3:7003"),
+        },
+        Message::ControlHello {
+            node_id: 3,
+            incarnation: 0x1234_5678_9abc,
+            addr: None,
         },
         Message::Control {
             message: b"\x02{\"Fence\":{\"stream\":\"orders\",\"epoch\":9}}",
@@ -164,6 +170,10 @@ fn samples() -> Vec<Message<'static>> {
         },
         Message::Joined {
             config: b"{\"version\":12}",
+        },
+        Message::ControlWelcome {
+            node_id: 2,
+            incarnation: 0x1234_5678_9abd,
         },
     ];
     for code in ErrorCode::ALL {

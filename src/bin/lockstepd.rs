@@ -181,6 +181,9 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, state);
 }
 
+/// How often the daemon, waiting for signals, looks whether the node must stop.
+const FATAL_CHECK_EVERY: Duration = Duration::from_millis(100);
+
 fn serve(path: &Path, format: LogFormat) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => c,
@@ -231,13 +234,22 @@ fn serve(path: &Path, format: LogFormat) -> ExitCode {
     ]);
     let mut cfg = cfg;
     let signal = loop {
-        match lockstep_sys::signal::wait_daemon_signal() {
-            Ok(DaemonSignal::Reload) => {
+        if let Some(why) = server.fatal() {
+            // Another live process serves this node id: stop with that one line and
+            // hand nothing over (this process holds no role the cluster gave it).
+            tracing::error!(node, "node {node} stops: {why}");
+            notify(&[sd_notify::NotifyState::Stopping]);
+            server.shutdown();
+            return ExitCode::from(1);
+        }
+        match lockstep_sys::signal::wait_daemon_signal_for(FATAL_CHECK_EVERY) {
+            Ok(None) => {}
+            Ok(Some(DaemonSignal::Reload)) => {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 reload(&server, &mut cfg, path, &log);
                 notify(&[sd_notify::NotifyState::Ready]);
             }
-            Ok(DaemonSignal::Terminate(sig)) => break format!("signal {sig}"),
+            Ok(Some(DaemonSignal::Terminate(sig))) => break format!("signal {sig}"),
             Err(e) => break e.to_string(),
         }
     };

@@ -242,17 +242,7 @@ async fn handle(admin: &Admin, req: Request<hyper::body::Incoming>) -> Answer {
             }
         }
         (&Method::GET, "/v1/status") => json_answer(StatusCode::OK, &node_status(admin)),
-        (&Method::GET, "/v1/members" | "/members") => {
-            // A starting process found its node id live here (see
-            // `lifecycle::refuse_if_running`): this side says so too.
-            if let Some((_, node)) = query(&req).into_iter().find(|(k, _)| k == "duplicate_of") {
-                tracing::warn!(
-                    node = admin.node,
-                    "refused a second process of node {node}: node {node} is running"
-                );
-            }
-            members(admin)
-        }
+        (&Method::GET, "/v1/members" | "/members") => members(admin),
         (&Method::GET, "/v1/fronts" | "/fronts") => json_answer(
             StatusCode::OK,
             &serde_json::Value::Array(admin.shared.fronts.iter().map(|f| f.to_json()).collect()),

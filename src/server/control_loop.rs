@@ -2,11 +2,15 @@
 //! its messages to and from the other nodes, persists its state, and passes committed
 //! configurations and fences to the shards.
 //!
-//! Connections: one outgoing connection per other voter, owned by a writer thread with
-//! a bounded queue (a message that finds the queue full, or no connection, is dropped:
-//! raft, statuses and fences are all sent again). Incoming connections greet with
-//! `ControlHello` at the node's listening address; the acceptor's handshake thread then
-//! reads their `Control` frames and queues them here (see `control_link`).
+//! Connections: one outgoing connection per other member, owned by a writer thread
+//! with a bounded queue (a message that finds the queue full, or no connection, is
+//! dropped: raft, statuses and fences are all sent again). It greets with
+//! `ControlHello` (this node's id and process incarnation) and waits for
+//! `ControlWelcome`; `Error (id-in-use)` means another live process serves this
+//! node's id, and this process stops. Incoming connections greet at the node's
+//! listening address; the acceptor gives the id to the greeting process (see
+//! `identity`) and its handshake thread then reads their `Control` frames and queues
+//! them here (see `control_link`).
 //!
 //! Persistence: the controller's state is one small file, `control/STATE` in the data
 //! directory, replaced atomically (write, fsync, rename, fsync the directory) before
@@ -22,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
+use crate::constants::CONTROL_WELCOME_WAIT_MS;
 use crate::control::{
     ClusterConfig, ControlLog, ControlMsg, Controller, ControllerSettings, NodeStatus, Output,
     Request, StreamRoles, StreamStatus,
@@ -30,7 +35,7 @@ use crate::replication::NodeId;
 use crate::server::auth::{self, AuthError, Secret};
 use crate::server::shard::Handoff;
 use crate::server::{ServerError, Shared};
-use crate::wire::{Message, RequestId};
+use crate::wire::{ErrorCode, Message, RequestId};
 
 /// Messages queued for one peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
@@ -84,6 +89,8 @@ pub struct StreamRoute {
 pub struct ControlLoop {
     node_id: NodeId,
     incarnation: u64,
+    /// Where this node serves (its advertised address), said in its greetings.
+    serves: String,
     ctrl: Controller,
     inbox: Receiver<ToControl>,
     peers: BTreeMap<NodeId, SyncSender<Vec<u8>>>,
@@ -159,6 +166,7 @@ impl ControlLoop {
     pub fn new(
         node_id: NodeId,
         incarnation: u64,
+        serves: String,
         genesis: ClusterConfig,
         persisted: Option<ControlLog>,
         settings: ControllerSettings,
@@ -193,6 +201,7 @@ impl ControlLoop {
         let mut l = ControlLoop {
             node_id,
             incarnation,
+            serves,
             ctrl,
             inbox,
             peers: BTreeMap::new(),
@@ -223,6 +232,7 @@ impl ControlLoop {
             let link = Link {
                 node_id: self.node_id,
                 incarnation: self.incarnation,
+                serves: self.serves.clone(),
                 peer: id,
                 addr: addr.clone(),
                 secret: self.secret.clone(),
@@ -580,6 +590,9 @@ impl ControlLoop {
         if let Err(e) = self.link(&config.members) {
             tracing::error!(node = self.node_id, "{e}");
         }
+        if let Some(ids) = &self.shared.identities {
+            ids.set_members(&config.members);
+        }
         let addrs = Arc::new(config.members.clone());
         for r in &self.routes {
             if let Some(roles) = config.streams.get(&r.name) {
@@ -619,12 +632,16 @@ fn log_event(node: NodeId, event: &str) {
 struct Link {
     node_id: NodeId,
     incarnation: u64,
+    /// Where this node serves (its advertised address).
+    serves: String,
     peer: NodeId,
     addr: String,
     secret: Option<Secret>,
 }
 
-/// Owns the outgoing control connection to `peer`: dials, greets, writes.
+/// Owns the outgoing control connection to `peer`: dials, greets, writes. A peer
+/// that answers the greeting with `id-in-use` says that another live process serves
+/// this node's id: this process stops (see [`Shared::stop_fatally`]).
 fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
     let peer = link.peer;
     let mut conn: Option<TcpStream> = None;
@@ -638,9 +655,20 @@ fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
         };
         if conn.is_none() && Instant::now() >= next_dial {
             next_dial = Instant::now() + REDIAL;
-            conn = match dial(&link) {
+            let greeting = Greeting {
+                node_id: link.node_id,
+                incarnation: link.incarnation,
+                serves: &link.serves,
+                addr: &link.addr,
+                secret: link.secret.as_ref(),
+            };
+            conn = match dial(&greeting) {
                 Ok(c) => Some(c),
-                Err(AuthError::Refused(why)) => {
+                Err(DialError::InUse(why)) => {
+                    shared.stop_fatally(format!("node {peer} at {}: {why}", link.addr));
+                    break;
+                }
+                Err(DialError::Refused(why)) => {
                     auth::log_refusal(
                         &format!("to node {peer}"),
                         &format!(
@@ -650,7 +678,7 @@ fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
                     );
                     None
                 }
-                Err(AuthError::Io(_)) => None,
+                Err(DialError::Io(_)) => None,
             };
         }
         let Some(sock) = conn.as_mut() else {
@@ -674,9 +702,35 @@ fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
     }
 }
 
-fn dial(link: &Link) -> Result<TcpStream, AuthError> {
-    let io = |e: String| AuthError::Io(e);
-    let target = link
+/// Who greets another node's controller (this node, process `incarnation`, serving
+/// at `serves`), and where (`addr`).
+pub struct Greeting<'a> {
+    pub node_id: NodeId,
+    pub incarnation: u64,
+    pub serves: &'a str,
+    pub addr: &'a str,
+    pub secret: Option<&'a Secret>,
+}
+
+/// Why a greeting did not give a control connection.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Another live process serves this node's id (the other node's words).
+    #[error("{0}")]
+    InUse(String),
+    /// The other node refused this one (the secret, or no room).
+    #[error("{0}")]
+    Refused(String),
+    /// The connection failed or broke the protocol (the other node may be down).
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Connects to a node's controller, proves the secret, greets with `ControlHello` and
+/// waits for `ControlWelcome`.
+pub fn dial(g: &Greeting<'_>) -> Result<TcpStream, DialError> {
+    let io = |e: String| DialError::Io(e);
+    let target = g
         .addr
         .to_socket_addrs()
         .map_err(|e| io(e.to_string()))?
@@ -686,18 +740,48 @@ fn dial(link: &Link) -> Result<TcpStream, AuthError> {
         TcpStream::connect_timeout(&target, DIAL_TIMEOUT).map_err(|e| io(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-    if let Some(secret) = &link.secret {
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut decoder = crate::wire::FrameDecoder::new();
-        auth::dial(&sock, &mut decoder, secret, link.node_id)?;
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(CONTROL_WELCOME_WAIT_MS)));
+    let mut decoder = crate::wire::FrameDecoder::new();
+    if let Some(secret) = g.secret {
+        auth::dial(&sock, &mut decoder, secret, g.node_id).map_err(|e| match e {
+            AuthError::Refused(why) => DialError::Refused(why),
+            AuthError::Io(why) => DialError::Io(why),
+        })?;
     }
     let mut hello = Vec::new();
     Message::ControlHello {
-        node_id: link.node_id,
-        incarnation: link.incarnation,
+        node_id: g.node_id,
+        incarnation: g.incarnation,
+        addr: Some(g.serves).filter(|a| !a.is_empty()),
     }
     .encode_into(RequestId(0), &mut hello)
     .map_err(|e| io(e.to_string()))?;
     sock.write_all(&hello).map_err(|e| io(e.to_string()))?;
-    Ok(sock)
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(f)) => {
+                return match f.message {
+                    Message::ControlWelcome { .. } => {
+                        let _ = sock.set_read_timeout(None);
+                        Ok(sock)
+                    }
+                    Message::Error {
+                        code: ErrorCode::IdInUse,
+                        message,
+                    } => Err(DialError::InUse(message.to_string())),
+                    Message::Error { code, message } => {
+                        Err(DialError::Refused(format!("{message} ({})", code.as_str())))
+                    }
+                    other => Err(io(format!("answered the greeting with {}", other.kind()))),
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Err(io(e.to_string())),
+        }
+        match decoder.read_from(&mut &sock) {
+            Ok(0) => return Err(io("closed before answering the greeting".into())),
+            Ok(_) => {}
+            Err(e) => return Err(io(e.to_string())),
+        }
+    }
 }

@@ -15,7 +15,7 @@ use crate::replication::NodeId;
 use crate::server::Server;
 use crate::server::admin::{Progress, members_view, switchover_check, switchover_progress};
 use crate::server::config::Config;
-use crate::server::control_loop::ToControl;
+use crate::server::control_loop::{DialError, Greeting, ToControl, dial};
 use crate::server::logging::LogHandle;
 
 /// What a reload did.
@@ -214,64 +214,41 @@ impl Server {
     }
 }
 
-/// How long a refreshed status counts as a live process: the controller's statuses
-/// come every 20 ms; a dead node's age only grows.
-const PROBE_AGAIN_AFTER: Duration = Duration::from_millis(200);
-
-/// What one peer said of this node id: (how long ago it heard it, the incarnation).
-fn heard_of(peer: &str, node: NodeId, query: &str) -> Option<(u64, u64)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_millis(500)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .get(format!("http://{peer}/v1/members?{query}"))
-        .call()
-        .ok()?;
-    if r.status().as_u16() != 200 {
-        return None;
-    }
-    let view: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
-    let me = view["nodes"]
-        .as_array()?
-        .iter()
-        .find(|n| n["node"].as_u64() == Some(u64::from(node)))?;
-    Some((me["heard_ms_ago"].as_u64()?, me["incarnation"].as_u64()?))
-}
-
-/// Refuses to start a node whose id another live process holds: asks the other
-/// nodes' controllers when they last heard from this node id, twice; a status that
-/// keeps coming is another process (a node that crashed or stopped is heard less and
-/// less recently). The peer that saw it is asked once more, so that it logs the
-/// refusal on its side too. Only with `[control]` (statuses are the controller's).
-pub fn refuse_if_running(cfg: &Config) -> Result<(), String> {
-    let Some(control) = &cfg.control else {
+/// Refuses to start a second process of a live node: greets every other node's
+/// controller as this node, process `incarnation`, the way the control loop will,
+/// before this process opens anything. A node that answers `id-in-use` has a live
+/// process of this node id connected (see [`crate::server::identity`]) and logs the
+/// refusal; every node is greeted, so that each says so. The error is the first
+/// answer's one line, "node id N is already served at ADDR ...". Nodes that are down
+/// or do not answer are skipped; the control loop's own greetings refuse a second
+/// process that started while they were (it then stops). Only with `[control]`
+/// (incarnations are the controller's).
+pub fn refuse_if_running(cfg: &Config, incarnation: u64) -> Result<(), String> {
+    if cfg.control.is_none() {
         return Ok(());
-    };
-    let live_within = 3 * control.failover_timeout_ms;
+    }
     let me = cfg.node_id;
+    let mut refused = None;
     for peer in cfg.nodes.iter().filter(|n| n.id != me) {
-        let Some((first, _)) = heard_of(&peer.addr, me, "") else {
-            continue;
+        let greeting = Greeting {
+            node_id: me,
+            incarnation,
+            serves: &cfg.advertise,
+            addr: &peer.addr,
+            secret: cfg.secret.as_ref(),
         };
-        if first >= live_within {
-            continue;
-        }
-        std::thread::sleep(PROBE_AGAIN_AFTER);
-        let Some((again, incarnation)) = heard_of(&peer.addr, me, "") else {
-            continue;
-        };
-        let refreshed = again < first + PROBE_AGAIN_AFTER.as_millis() as u64 / 2;
-        if refreshed && again < live_within {
-            let _ = heard_of(&peer.addr, me, &format!("duplicate_of={me}"));
-            return Err(format!(
-                "node {me} is already running: node {} heard from it {again} ms ago \
-                 (incarnation {incarnation}); a second process with node_id = {me} is refused",
-                peer.id
-            ));
+        match dial(&greeting) {
+            Ok(sock) => {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            }
+            Err(DialError::InUse(why)) => {
+                refused.get_or_insert(format!(
+                    "{why}, says node {} at {}; a second process with node_id = {me} is refused",
+                    peer.id, peer.addr
+                ));
+            }
+            Err(_) => {}
         }
     }
-    Ok(())
+    refused.map_or(Ok(()), Err)
 }

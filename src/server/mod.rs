@@ -18,7 +18,9 @@ pub mod control_link;
 pub mod control_loop;
 pub mod coordinator;
 pub mod dialer;
+pub mod dir_lock;
 pub mod epoch_file;
+pub mod identity;
 pub mod join;
 pub mod lifecycle;
 pub mod logging;
@@ -60,6 +62,11 @@ pub struct Shared {
     pub coordinator: Arc<coordinator::NodeCoordinator>,
     /// Every stream's front settings (`None`: no front), by stream name.
     pub front_settings: Vec<(String, crate::front::FrontSettings)>,
+    /// Which process serves each node id, as this node sees it (with a controller).
+    pub identities: Option<Arc<identity::Identities>>,
+    /// Why the node must stop, once something found it must (another live process
+    /// serves its node id); the daemon stops then.
+    pub fatal: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -81,6 +88,17 @@ impl Shared {
             fronts: Vec::new(),
             coordinator: Arc::default(),
             front_settings: Vec::new(),
+            identities: None,
+            fatal: Mutex::new(None),
+        }
+    }
+
+    /// Records why the node must stop (the first reason counts). The daemon polls
+    /// [`Server::fatal`] and stops with that one line.
+    pub fn stop_fatally(&self, why: String) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if fatal.is_none() {
+            *fatal = Some(why);
         }
     }
 }
@@ -120,6 +138,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DirLock(#[from] dir_lock::DirLockError),
     #[error("{0}")]
     Setup(String),
 }
@@ -137,11 +157,20 @@ pub struct Server {
     /// The admin plane's state (its token changes on reload).
     admin_state: Arc<admin::Admin>,
     node_id: crate::replication::NodeId,
+    /// The data directory's lock, held for the node's life (dropped last).
+    _dir_lock: dir_lock::DirLock,
 }
 
 impl Server {
     pub fn start(mut cfg: Config) -> Result<Server, ServerError> {
-        lifecycle::refuse_if_running(&cfg).map_err(ServerError::Setup)?;
+        // Before anything else touches the data directory: one process serves it.
+        let dir_lock = dir_lock::DirLock::take(&cfg.data_dir, cfg.node_id)?;
+        // Identifies this process to the controller: a node that restarts is a new
+        // incarnation and never resumes a primary role by itself.
+        let incarnation = cfg.control.as_ref().map(|_| new_incarnation());
+        if let Some(inc) = incarnation {
+            lifecycle::refuse_if_running(&cfg, inc).map_err(ServerError::Setup)?;
+        }
         let listener = TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
             what: "listen on",
             addr: cfg.listen,
@@ -207,6 +236,15 @@ impl Server {
                 binlog_servers.push(server);
             }
         }
+        let identities = incarnation.map(|inc| {
+            let members = cfg.genesis().members;
+            Arc::new(identity::Identities::new(
+                cfg.node_id,
+                inc,
+                cfg.advertise.clone(),
+                members,
+            ))
+        });
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
             metrics: (0..cfg.shards).map(|_| Mutex::new(Vec::new())).collect(),
@@ -219,11 +257,10 @@ impl Server {
                 .iter()
                 .filter_map(|s| Some((s.name.clone(), s.front.clone()?)))
                 .collect(),
+            identities: identities.clone(),
+            fatal: Mutex::new(None),
         });
         let started = Instant::now();
-        // Identifies this process to the controller: a node that restarts is a new
-        // incarnation and never resumes a primary role by itself.
-        let incarnation = cfg.control.as_ref().map(|_| new_incarnation());
         let mut per_shard: Vec<Vec<StreamDriver<Log>>> =
             (0..cfg.shards).map(|_| Vec::new()).collect();
         let mut routes = Vec::new();
@@ -248,6 +285,8 @@ impl Server {
                 let persisted = control_loop::load_state(&cfg.data_dir)?;
                 let settings = crate::control::ControllerSettings {
                     failover_timeout_ms: cc.failover_timeout_ms,
+                    append_bytes_max: crate::constants::CONTROL_APPEND_BYTES_MAX,
+                    uncommitted_bytes_max: crate::constants::CONTROL_UNCOMMITTED_BYTES_MAX,
                     ..Default::default()
                 };
                 let stream_routes = routes
@@ -261,6 +300,7 @@ impl Server {
                 let l = control_loop::ControlLoop::new(
                     cfg.node_id,
                     inc,
+                    cfg.advertise.clone(),
                     cfg.genesis(),
                     persisted,
                     settings,
@@ -362,6 +402,10 @@ impl Server {
             control,
             secret: cfg.secret.clone(),
             admin: Some(inbox),
+            identities,
+            control_budget: Arc::default(),
+            handshakes: Arc::default(),
+            joins: Default::default(),
         });
         let (sh, r) = (Arc::clone(&shared), Arc::clone(&routes));
         threads.push(
@@ -380,6 +424,7 @@ impl Server {
             admin,
             admin_state,
             node_id: cfg.node_id,
+            _dir_lock: dir_lock,
         })
     }
 
@@ -399,6 +444,17 @@ impl Server {
 
     pub fn node_id(&self) -> crate::replication::NodeId {
         self.node_id
+    }
+
+    /// Why the node must stop, if something found it must: another live process
+    /// serves its node id (see [`identity`]). The daemon checks it while it waits for
+    /// signals.
+    pub fn fatal(&self) -> Option<String> {
+        self.shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the node serves every stream now (what `/ready` answers).

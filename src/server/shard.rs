@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_sys::uring::{Completion, Ring};
 
-use crate::constants::TICK_MS;
+use crate::constants::{MEMBER_SEND_QUEUE_BYTES_MAX, TICK_MS};
 use crate::log::Log;
 use crate::replication::NodeId;
 use crate::server::Shared;
@@ -520,6 +520,7 @@ impl<P: Provider> Shard<P> {
                     let Some(conn) = conn(sock, decoder) else {
                         continue;
                     };
+                    let conn = conn.with_send_queue_max(MEMBER_SEND_QUEUE_BYTES_MAX);
                     let link = self.add_link(conn, stream, LinkKind::FromPrimary);
                     if let Handled::Close(why) = self.streams[stream].on_peer_hello(
                         &mut self.links,

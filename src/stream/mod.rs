@@ -53,11 +53,7 @@ use metrics::{MemberMetrics, StreamMetrics};
 use primary::PrimaryDriver;
 use secondary::SecondaryDriver;
 
-/// Bytes of records (headers included) in one Replicate frame: well within one log
-/// batch on the member, so a member whose batch is empty can always take a frame.
-pub const REPLICATE_BYTES_MAX: usize = 512 << 10;
-const _: () = assert!(REPLICATE_BYTES_MAX <= crate::constants::BATCH_BYTES_DEFAULT / 2);
-const _: () = assert!(REPLICATE_BYTES_MAX <= FRAME_PAYLOAD_BYTES_MAX);
+pub use crate::constants::REPLICATE_BYTES_MAX;
 
 /// The host's clock as the driver sees it: microseconds since the host started. The
 /// core counts time in ticks of [`TICK_MS`].

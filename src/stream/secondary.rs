@@ -20,7 +20,7 @@ use crate::log::{LogError, record};
 use crate::replication::shared_prefix::{member_cut, truncation_is_stale};
 use crate::replication::{NodeId, Secondary, Verdict};
 use crate::transport::{LinkId, Links};
-use crate::wire::{Message, RequestId};
+use crate::wire::{ErrorCode, Message, RequestId};
 
 pub(super) struct SecondaryDriver {
     pub core: Secondary,
@@ -158,6 +158,21 @@ impl<S: LogStore> StreamDriver<S> {
                     .filter(|r| r.lsn > have)
                     .map(|r| record::record_bytes(r.payload.len()))
                     .sum();
+                // A frame that no batch of this log can hold would wait for room
+                // forever (the primary sends at most `REPLICATE_BYTES_MAX`, or one
+                // record, which a batch holds): refused.
+                let batch_max = self.log.payload_bytes_max() + record::record_bytes(0);
+                if bytes > batch_max {
+                    let why = format!(
+                        "a Replicate of {bytes} bytes of records (headers included) exceeds \
+                         this member's log batch of {batch_max} bytes"
+                    );
+                    let m = Message::Error {
+                        code: ErrorCode::TooLarge,
+                        message: &why,
+                    };
+                    return send_then_close(links, link, RequestId(0), &m, &why);
+                }
                 if bytes > 0 {
                     match self.log.make_room(bytes) {
                         Ok(true) => {}

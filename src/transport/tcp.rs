@@ -5,6 +5,11 @@
 //! link is closed), vanish (reads end, writes fail: the link closes), or send garbage
 //! (the decoder refuses the first bad frame; the link is answered with an error and
 //! closed). Other links never notice.
+//!
+//! Memory: a link's receive buffer holds at most its largest frame and a read chunk
+//! (see [`FrameDecoder`]); its send buffer at most its queue bound
+//! ([`SEND_QUEUE_BYTES_MAX`], or less for links that only carry small answers) and as
+//! much again of bytes already sent, which are dropped once they are the larger part.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
@@ -13,10 +18,8 @@ use std::sync::Arc;
 use lockstep_sys::uring::Ring;
 
 use super::{LinkId, Links, TransportError};
+use crate::constants::SEND_QUEUE_BYTES_MAX;
 use crate::wire::{ErrorCode, FrameDecoder, Message, RequestId};
-
-/// Bytes queued on one link before it is considered stuck and closed.
-pub const SEND_QUEUE_BYTES_MAX: usize = 64 << 20;
 
 /// One TCP connection.
 pub struct Conn {
@@ -25,6 +28,8 @@ pub struct Conn {
     decoder: FrameDecoder,
     out: Vec<u8>,
     out_sent: usize,
+    /// Bytes queued (not yet sent) before the link is considered stuck.
+    out_max: usize,
     poll_in: bool,
     poll_out: bool,
     readable: bool,
@@ -49,11 +54,20 @@ impl Conn {
             decoder,
             out: Vec::with_capacity(64 << 10),
             out_sent: 0,
+            out_max: SEND_QUEUE_BYTES_MAX,
             poll_in: false,
             poll_out: false,
             readable,
             closed: None,
         })
+    }
+
+    /// The same link with a smaller send queue: for a link that carries only small
+    /// answers (a member's acks to its primary), a peer that does not read them is
+    /// found out long before the default bound.
+    pub fn with_send_queue_max(mut self, bytes: usize) -> Conn {
+        self.out_max = bytes.min(SEND_QUEUE_BYTES_MAX);
+        self
     }
 
     /// Reads what the socket has (bounded per turn, so one busy link cannot starve
@@ -93,10 +107,18 @@ impl Conn {
             peer: self.peer.clone(),
             message,
         };
-        if self.out.len() - self.out_sent > SEND_QUEUE_BYTES_MAX {
+        let queued = self.out.len() - self.out_sent;
+        if queued > self.out_max {
             return Err(protocol(format!(
-                "send queue over {SEND_QUEUE_BYTES_MAX} bytes: the peer does not read"
+                "send queue over {} bytes: the peer does not read",
+                self.out_max
             )));
+        }
+        // A peer that reads, but never all of it, would keep the bytes already sent in
+        // the buffer forever: drop them once they are the larger part.
+        if self.out_sent > queued {
+            self.out.drain(..self.out_sent);
+            self.out_sent = 0;
         }
         message
             .encode_into(id, &mut self.out)

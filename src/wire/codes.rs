@@ -75,10 +75,14 @@ pub enum ErrorCode {
     /// A node did not prove that it knows the cluster secret (a wrong secret, or none
     /// where the cluster has one), or asked to join a cluster that has no secret.
     Unauthorized,
+    /// Another live process already serves the node id the connection claims (a
+    /// second process started with the same `node_id`). The process that gets this
+    /// stops.
+    IdInUse,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownStream,
         ErrorCode::TooLarge,
@@ -89,6 +93,7 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::Unexpected,
         ErrorCode::Unauthorized,
+        ErrorCode::IdInUse,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -103,6 +108,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Unexpected => "unexpected",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::IdInUse => "id-in-use",
         }
     }
 
@@ -118,6 +124,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => 8,
             ErrorCode::Unexpected => 9,
             ErrorCode::Unauthorized => 10,
+            ErrorCode::IdInUse => 11,
         }
     }
 

@@ -7,6 +7,7 @@
 
 use super::WireError;
 use super::frame::Kind;
+use crate::constants::{EPOCH_MAX, LSN_MAX};
 
 /// A cursor over the body of one frame of kind `kind`.
 pub(crate) struct Reader<'a> {
@@ -70,6 +71,27 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u64(&mut self, field: &str) -> Result<u64, WireError> {
         self.array(field).map(u64::from_le_bytes)
+    }
+
+    /// An LSN: a u64 of at most [`LSN_MAX`], so that no receiver's `lsn + 1` wraps.
+    pub(crate) fn lsn(&mut self, field: &str) -> Result<u64, WireError> {
+        let v = self.u64(field)?;
+        if v > LSN_MAX {
+            return Err(self.malformed(format!("{field} {v} is beyond the largest LSN {LSN_MAX}")));
+        }
+        Ok(v)
+    }
+
+    /// An epoch: a u64 of at most [`EPOCH_MAX`], so that no receiver's `epoch + 1`
+    /// wraps.
+    pub(crate) fn epoch(&mut self, field: &str) -> Result<u64, WireError> {
+        let v = self.u64(field)?;
+        if v > EPOCH_MAX {
+            return Err(self.malformed(format!(
+                "{field} {v} is beyond the largest epoch {EPOCH_MAX}"
+            )));
+        }
+        Ok(v)
     }
 
     /// A string with a u16 length prefix, at most `max` bytes of UTF-8.

@@ -37,11 +37,45 @@ pub struct FrameDecoder {
     failed: Option<WireError>,
     /// (start, end) before the last frame was taken, for [`Self::rewind_last`].
     before_last: Option<(usize, usize)>,
+    /// A bound on frame bodies below their kinds' own (see [`Self::limit_bodies`]).
+    body_limit: Option<usize>,
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
         FrameDecoder::default()
+    }
+
+    /// A decoder that refuses frame bodies over `limit` bytes, whatever their kind
+    /// allows, as soon as their header is in: for a connection whose next frames can
+    /// only be small (before its hello), so that it cannot make the buffer grow.
+    /// [`Self::lift_body_limit`] returns to the kinds' own limits.
+    pub fn limit_bodies(limit: usize) -> Self {
+        FrameDecoder {
+            body_limit: Some(limit),
+            ..FrameDecoder::default()
+        }
+    }
+
+    /// Back to every kind's own body limit (the hello has come).
+    pub fn lift_body_limit(&mut self) {
+        self.body_limit = None;
+    }
+
+    /// The header at the start of the buffered bytes, checked against the kinds'
+    /// limits and this decoder's.
+    fn header(&self) -> Result<Option<frame::Header>, WireError> {
+        let header = frame::check_header(&self.buf[self.start..self.end])?;
+        if let (Some(h), Some(max)) = (header, self.body_limit)
+            && h.body_len > max
+        {
+            return Err(WireError::TooLarge {
+                kind: h.kind,
+                len: h.body_len,
+                max,
+            });
+        }
+        Ok(header)
     }
 
     /// Bytes received and not yet returned as frames.
@@ -100,7 +134,7 @@ impl FrameDecoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        let header = match frame::check_header(&self.buf[self.start..self.end]) {
+        let header = match self.header() {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(None),
             Err(e) => return Err(self.poison(e)),
@@ -166,7 +200,7 @@ impl FrameDecoder {
 
     /// Bytes still missing from the frame whose header is buffered (0 if none is).
     fn frame_rest(&self) -> usize {
-        match frame::check_header(&self.buf[self.start..self.end]) {
+        match self.header() {
             Ok(Some(h)) => h.frame_len().saturating_sub(self.buffered()),
             _ => 0,
         }

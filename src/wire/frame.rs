@@ -78,10 +78,11 @@ pub enum Kind {
     AuthProof = 0x44,
     JoinRequest = 0x45,
     Joined = 0x46,
+    ControlWelcome = 0x47,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 30] = [
         Kind::ClientHello,
         Kind::Append,
         Kind::Read,
@@ -111,6 +112,7 @@ impl Kind {
         Kind::AuthProof,
         Kind::JoinRequest,
         Kind::Joined,
+        Kind::ControlWelcome,
     ];
 
     pub const fn code(self) -> u8 {
@@ -152,6 +154,7 @@ impl Kind {
             Kind::AuthProof => "AuthProof",
             Kind::JoinRequest => "JoinRequest",
             Kind::Joined => "Joined",
+            Kind::ControlWelcome => "ControlWelcome",
         }
     }
 
@@ -187,13 +190,14 @@ impl Kind {
             Kind::Refuse => 8 + 8 + STR16 + WIRE_TEXT_BYTES_MAX,
             Kind::RingOffer | Kind::RingAccept => STR16 + RING_SETUP_BYTES_MAX,
             Kind::RingSwitch => 0,
-            Kind::ControlHello => 4 + 8,
+            Kind::ControlHello => 4 + 8 + STR16 + NODE_ADDR_BYTES_MAX,
             Kind::Control => 4 + CONTROL_MESSAGE_BYTES_MAX,
             Kind::AuthHello => 4 + AUTH_BYTES,
             Kind::AuthChallenge => AUTH_BYTES * 2,
             Kind::AuthProof => AUTH_BYTES,
             Kind::JoinRequest => 4 + STR16 + NODE_ADDR_BYTES_MAX,
             Kind::Joined => 4 + CONTROL_MESSAGE_BYTES_MAX,
+            Kind::ControlWelcome => 4 + 8,
         }
     }
 }

@@ -35,7 +35,7 @@
 //! 0x31 Ack          epoch u64, received_lsn u64, durable_lsn u64 (<= received_lsn)
 //! 0x32 Refuse       epoch u64, last_lsn u64, reason str16
 //! 0x33 RingAccept   setup u16 length + bytes (as RingOffer)
-//! 0x40 ControlHello node_id u32, incarnation u64
+//! 0x40 ControlHello node_id u32, incarnation u64, addr (where the greeting node serves)
 //! 0x41 Control      len u32, a controller message of len bytes (see
 //!                   `control::ControlMsg`; at most CONTROL_MESSAGE_BYTES_MAX)
 //! 0x42 AuthHello    node_id u32, nonce [32]
@@ -44,10 +44,13 @@
 //! 0x45 JoinRequest  node_id u32, addr (not empty)
 //! 0x46 Joined       len u32, the cluster configuration (JSON) of len bytes (at most
 //!                   CONTROL_MESSAGE_BYTES_MAX)
+//! 0x47 ControlWelcome node_id u32, incarnation u64
 //! ```
 //!
 //! Stream names follow [`check_stream_name`]; texts are at most `WIRE_TEXT_BYTES_MAX`
-//! bytes, addresses `NODE_ADDR_BYTES_MAX`, the status JSON `STATUS_JSON_BYTES_MAX`.
+//! bytes, addresses `NODE_ADDR_BYTES_MAX`, the status JSON `STATUS_JSON_BYTES_MAX`;
+//! every LSN is at most `LSN_MAX` and every epoch at most `EPOCH_MAX` (2^62), so that a
+//! receiver's `lsn + 1` or `epoch + 1` never wraps.
 //!
 //! One set of rules: [`Message::encode_into`] runs [`Message::decode`] over the body it
 //! wrote, so a node never sends what a node would refuse, and every message has exactly
@@ -188,8 +191,12 @@ pub enum Message<'a> {
     /// ring, or why not).
     RingAccept { setup: &'a [u8] },
     /// Node → node, first on a control connection: the controller of `node_id`,
-    /// process `incarnation`.
-    ControlHello { node_id: u32, incarnation: u64 },
+    /// process `incarnation`, which serves at `addr` (its advertised address).
+    ControlHello {
+        node_id: u32,
+        incarnation: u64,
+        addr: Option<&'a str>,
+    },
     /// Node → node: one controller message (opaque here; `control::ControlMsg`).
     Control { message: &'a [u8] },
     /// Dialing node → node, before its hello when the cluster has a secret: who it
@@ -211,6 +218,10 @@ pub enum Message<'a> {
     JoinRequest { node_id: u32, addr: &'a str },
     /// Member → new node: the join is committed; the cluster's configuration.
     Joined { config: &'a [u8] },
+    /// Node → node, the answer to `ControlHello` that accepts it: the answering node
+    /// `node_id`, process `incarnation`. A hello that is refused is answered with
+    /// `Error` instead (`id-in-use` when another live process holds the node id).
+    ControlWelcome { node_id: u32, incarnation: u64 },
 }
 
 impl<'a> Message<'a> {
@@ -245,6 +256,7 @@ impl<'a> Message<'a> {
             Message::AuthProof { .. } => Kind::AuthProof,
             Message::JoinRequest { .. } => Kind::JoinRequest,
             Message::Joined { .. } => Kind::Joined,
+            Message::ControlWelcome { .. } => Kind::ControlWelcome,
         }
     }
 
@@ -359,7 +371,7 @@ fn addr<'a>(r: &mut Reader<'a>, field: &str) -> Result<Option<&'a str>, WireErro
 
 /// `first_lsn u64, count u32`: a non-empty range of LSNs that does not wrap.
 fn lsn_range(r: &mut Reader<'_>) -> Result<(u64, u32), WireError> {
-    let first_lsn = r.u64("first_lsn")?;
+    let first_lsn = r.lsn("first_lsn")?;
     let count = r.u32("count")?;
     if first_lsn == 0 {
         return Err(r.malformed("first_lsn is 0; LSNs start at 1"));

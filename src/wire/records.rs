@@ -252,8 +252,8 @@ impl<'a> Records<'a> {
         let mut total = 0;
         let mut span: Option<Span> = None;
         for i in 0..count {
-            let lsn = r.u64("lsn")?;
-            let epoch = r.u64("epoch")?;
+            let lsn = r.lsn("lsn")?;
+            let epoch = r.epoch("epoch")?;
             let len = r.u32("payload length")? as usize;
             total = check_payload(r, i, len, total)?;
             r.bytes(len, "payload")?;

@@ -127,6 +127,7 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
         Message::ControlHello {
             node_id: u32::MAX,
             incarnation: u64::MAX,
+            addr: Some(&addr),
         },
         Message::Control { message: &control },
         Message::AuthHello {
@@ -145,6 +146,10 @@ fn with_maximal_messages(f: impl Fn(Message<'_>)) {
             addr: &addr,
         },
         Message::Joined { config: &control },
+        Message::ControlWelcome {
+            node_id: u32::MAX,
+            incarnation: u64::MAX,
+        },
     ];
     assert_eq!(messages.len(), Kind::ALL.len());
     for m in messages {
@@ -332,4 +337,66 @@ fn a_frame_put_back_comes_again() {
     d.rewind_last();
     assert_eq!(d.next_frame().unwrap().unwrap().id, RequestId(6));
     assert!(d.next_frame().unwrap().is_none());
+}
+
+#[test]
+fn a_hello_decoder_refuses_a_large_frame_at_its_header_and_lifts_the_bound_after() {
+    use crate::constants::HELLO_BODY_BYTES_MAX;
+    let big = Message::Control {
+        message: &[7u8; 4096],
+    };
+    let frame = encode(&big);
+    let mut d = FrameDecoder::limit_bodies(HELLO_BODY_BYTES_MAX);
+    // The header alone is enough to refuse it; nothing of the body is waited for.
+    d.extend(&frame[..FRAME_HEADER_BYTES]);
+    match d.next_frame() {
+        Err(WireError::TooLarge { max, .. }) => assert_eq!(max, HELLO_BODY_BYTES_MAX),
+        other => panic!("{other:?}"),
+    }
+    // A hello passes, and after it the kinds' own limits hold again.
+    let mut d = FrameDecoder::limit_bodies(HELLO_BODY_BYTES_MAX);
+    d.extend(&encode(&Message::ControlHello {
+        node_id: 2,
+        incarnation: 9,
+        addr: None,
+    }));
+    d.extend(&frame);
+    assert!(matches!(
+        d.next_frame().unwrap().unwrap().message,
+        Message::ControlHello { .. }
+    ));
+    d.lift_body_limit();
+    assert_eq!(d.next_frame().unwrap().unwrap().message, big);
+}
+
+#[test]
+fn lsns_and_epochs_beyond_their_bound_are_refused() {
+    use crate::constants::{EPOCH_MAX, LSN_MAX};
+    let ok = Message::Rebase {
+        epoch: EPOCH_MAX,
+        base_lsn: LSN_MAX,
+        base_epoch: 1,
+    };
+    let frame = encode(&ok);
+    assert_eq!(Frame::parse(&frame).unwrap().message, ok);
+    for bad in [
+        Message::Rebase {
+            epoch: 3,
+            base_lsn: u64::MAX,
+            base_epoch: 1,
+        },
+        Message::Heartbeat {
+            epoch: EPOCH_MAX + 1,
+            commit_lsn: 1,
+        },
+        Message::Truncate {
+            epoch: 3,
+            after_lsn: LSN_MAX + 1,
+            after_epoch: 1,
+        },
+    ] {
+        let mut out = Vec::new();
+        let e = bad.encode_into(RequestId(1), &mut out).unwrap_err();
+        assert!(e.to_string().contains("beyond the largest"), "{e}");
+    }
 }

@@ -89,3 +89,28 @@ pub fn wait_daemon_signal() -> io::Result<DaemonSignal> {
         DaemonSignal::Terminate(sig)
     })
 }
+
+/// As [`wait_daemon_signal`], for at most `timeout`: `None` when none came (or a
+/// signal of another set interrupted the wait), so the caller can look at other work
+/// between waits.
+pub fn wait_daemon_signal_for(timeout: std::time::Duration) -> io::Result<Option<DaemonSignal>> {
+    let set = daemon_set();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are initialised; a null siginfo pointer is allowed.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    if sig < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(if sig == libc::SIGHUP {
+        DaemonSignal::Reload
+    } else {
+        DaemonSignal::Terminate(sig)
+    }))
+}

@@ -71,6 +71,13 @@ pub struct ControllerSettings {
     pub retry_ms: u64,
     /// Applied commands kept in the raft log before it is compacted to a snapshot.
     pub compact_after: u64,
+    /// Bytes of entries in one raft append at most (one entry always goes): the
+    /// receiver decodes an append entry by entry, and bounds how many it takes.
+    pub append_bytes_max: u64,
+    /// Bytes of uncommitted commands the leader holds at most (more than one append);
+    /// a proposal beyond them is dropped (its requester asks again), so requests from
+    /// the other nodes cannot grow the leader's log without bound.
+    pub uncommitted_bytes_max: u64,
     /// A deliberate bug for the simulator's test of its own checker: a failover is
     /// decided on the first sync member's answer, as if every member held every
     /// commit. Never set otherwise.
@@ -87,6 +94,8 @@ impl Default for ControllerSettings {
             failover_timeout_ms: 150,
             retry_ms: 50,
             compact_after: 64,
+            append_bytes_max: 8 << 10,
+            uncommitted_bytes_max: 64 << 10,
             plant_fence_short: false,
         }
     }
@@ -263,8 +272,9 @@ impl Controller {
             election_tick: settings.election_ticks,
             heartbeat_tick: settings.heartbeat_ticks,
             applied,
-            max_size_per_msg: 1 << 20,
+            max_size_per_msg: settings.append_bytes_max,
             max_inflight_msgs: 256,
+            max_uncommitted_size: settings.uncommitted_bytes_max,
             check_quorum: true,
             pre_vote: true,
             ..raft::Config::default()
@@ -389,7 +399,9 @@ impl Controller {
                 self.after_raft();
             }
             ControlMsg::Status(status) => {
-                if status.node == from {
+                // Only members are watched: a status from any other node would add an
+                // entry to `heard` for every node id a peer cares to name.
+                if status.node == from && self.config.members.contains_key(&from) {
                     self.heard.insert(
                         from,
                         Heard {

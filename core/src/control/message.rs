@@ -109,7 +109,7 @@ pub enum ControlMsg {
     },
 }
 
-const TAG_RAFT: u8 = 1;
+pub(crate) const TAG_RAFT: u8 = 1;
 const TAG_JSON: u8 = 2;
 
 impl ControlMsg {

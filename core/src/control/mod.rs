@@ -11,10 +11,12 @@ pub mod controller;
 mod error;
 pub mod fence;
 pub mod message;
+pub mod raft_wire;
 pub mod storage;
 
 pub use cluster_config::{ClusterConfig, Command, DbRoles, Policy, StreamRoles};
 pub use controller::{Controller, ControllerSettings, Output};
 pub use error::{ControlError, Refusal};
 pub use message::{ControlMsg, NodeStatus, Request, StreamStatus};
+pub use raft_wire::elements as raft_elements;
 pub use storage::ControlLog;

@@ -99,6 +99,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::constants::STREAMS_MAX;
 use crate::replication::NodeId;
 
 pub use control::ControlConfig;
@@ -265,6 +266,13 @@ impl Config {
             }
             None => crate::profile::HardwareProfile::default(),
         };
+        if raw.streams.len() > STREAMS_MAX {
+            return Err(format!(
+                "{} [[streams]]: a node hosts at most {STREAMS_MAX} (its status to the \
+                 controller names every one)",
+                raw.streams.len()
+            ));
+        }
         let mut names = HashSet::new();
         let mut streams = Vec::new();
         for s in raw.streams {
@@ -368,6 +376,12 @@ impl Config {
                 addr: addr.clone(),
             })
             .collect();
+        if cluster.streams.len() > STREAMS_MAX {
+            return Err(format!(
+                "the cluster has {} streams: a node hosts at most {STREAMS_MAX}",
+                cluster.streams.len()
+            ));
+        }
         self.streams = Vec::new();
         for (name, roles) in &cluster.streams {
             valid_stream_name(name).map_err(|e| format!("the cluster's stream {name:?}: {e}"))?;

@@ -30,8 +30,9 @@ use super::ack_slot::{AckSlot, AckWriter, SLOT_BYTES, SlotView};
 use super::ring::{Backlog, RingReader, RingWriter, record_bytes};
 use super::setup::{Answer, Chosen, Offer};
 use super::verbs::{LocalRegion, Provider, QpState, QueuePair};
+use crate::constants::SEND_QUEUE_BYTES_MAX;
 use crate::constants::{BATCH_BYTES_MAX, FRAME_FIXED_BYTES_MAX, FRAME_HEADER_BYTES};
-use crate::transport::tcp::{SEND_QUEUE_BYTES_MAX, TcpLinks};
+use crate::transport::tcp::TcpLinks;
 use crate::transport::{LinkId, Links, TransportError};
 use crate::wire::{Frame, Message, RequestId};
 

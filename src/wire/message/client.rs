@@ -95,7 +95,7 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::Read => {
-            let from_lsn = r.u64("from_lsn")?;
+            let from_lsn = r.lsn("from_lsn")?;
             let records_max = r.u32("records_max")?;
             let bytes_max = r.u32("bytes_max")?;
             if from_lsn == 0 {
@@ -119,7 +119,7 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             Message::Welcome {
                 node_id,
                 role,
-                epoch: r.u64("epoch")?,
+                epoch: r.epoch("epoch")?,
                 primary: addr(r, "primary")?,
             }
         }
@@ -136,11 +136,11 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::NotPrimary => Message::NotPrimary {
-            epoch: r.u64("epoch")?,
+            epoch: r.epoch("epoch")?,
             primary: addr(r, "primary")?,
         },
         Kind::Records => {
-            let commit_lsn = r.u64("commit_lsn")?;
+            let commit_lsn = r.lsn("commit_lsn")?;
             let (records, span) = Records::decode(r)?;
             if let Some(s) = span
                 && s.last_lsn > commit_lsn

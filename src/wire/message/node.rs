@@ -1,4 +1,4 @@
-//! The plane between nodes' controllers: the control hello and messages, the
+//! The plane between nodes' controllers: the control hello, its answer and messages, the
 //! handshake that proves knowledge of the cluster secret, and joins (layouts in
 //! [`super`]).
 
@@ -12,6 +12,15 @@ use crate::wire::frame::Kind;
 pub(super) fn encode(m: &Message<'_>, w: &mut Writer<'_>) -> Result<(), WireError> {
     match *m {
         Message::ControlHello {
+            node_id,
+            incarnation,
+            addr,
+        } => {
+            w.u32(node_id)?;
+            w.u64(incarnation)?;
+            w.str16(addr.unwrap_or(""), "addr")
+        }
+        Message::ControlWelcome {
             node_id,
             incarnation,
         } => {
@@ -59,6 +68,11 @@ pub(super) fn encode(m: &Message<'_>, w: &mut Writer<'_>) -> Result<(), WireErro
 pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, WireError> {
     Ok(match kind {
         Kind::ControlHello => Message::ControlHello {
+            node_id: r.u32("node_id")?,
+            incarnation: r.u64("incarnation")?,
+            addr: addr(r, "addr")?,
+        },
+        Kind::ControlWelcome => Message::ControlWelcome {
             node_id: r.u32("node_id")?,
             incarnation: r.u64("incarnation")?,
         },

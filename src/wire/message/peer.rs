@@ -112,7 +112,7 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
     Ok(match kind {
         Kind::PeerHello => {
             let node_id = r.u32("node_id")?;
-            let epoch = r.u64("epoch")?;
+            let epoch = r.epoch("epoch")?;
             Message::PeerHello {
                 stream: stream(r)?,
                 node_id,
@@ -120,10 +120,10 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::Replicate => {
-            let epoch = r.u64("epoch")?;
-            let prev_lsn = r.u64("prev_lsn")?;
-            let prev_epoch = r.u64("prev_epoch")?;
-            let commit_lsn = r.u64("commit_lsn")?;
+            let epoch = r.epoch("epoch")?;
+            let prev_lsn = r.lsn("prev_lsn")?;
+            let prev_epoch = r.epoch("prev_epoch")?;
+            let commit_lsn = r.lsn("commit_lsn")?;
             let (records, span) = Records::decode(r)?;
             let Some(s) = span else {
                 return Err(r.malformed("no records; an empty Replicate is a Heartbeat"));
@@ -156,13 +156,13 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::Heartbeat => Message::Heartbeat {
-            epoch: r.u64("epoch")?,
-            commit_lsn: r.u64("commit_lsn")?,
+            epoch: r.epoch("epoch")?,
+            commit_lsn: r.lsn("commit_lsn")?,
         },
         Kind::Truncate => {
-            let epoch = r.u64("epoch")?;
-            let after_lsn = r.u64("after_lsn")?;
-            let after_epoch = r.u64("after_epoch")?;
+            let epoch = r.epoch("epoch")?;
+            let after_lsn = r.lsn("after_lsn")?;
+            let after_epoch = r.epoch("after_epoch")?;
             if after_epoch > epoch {
                 return Err(r.malformed(format!(
                     "after_epoch {after_epoch} is newer than the primary's epoch {epoch}"
@@ -175,9 +175,9 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::Rebase => {
-            let epoch = r.u64("epoch")?;
-            let base_lsn = r.u64("base_lsn")?;
-            let base_epoch = r.u64("base_epoch")?;
+            let epoch = r.epoch("epoch")?;
+            let base_lsn = r.lsn("base_lsn")?;
+            let base_epoch = r.epoch("base_epoch")?;
             if let Some(m) = rebase_broken(base_lsn, base_epoch, epoch) {
                 return Err(r.malformed(m));
             }
@@ -189,10 +189,10 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
         }
         Kind::PeerWelcome => {
             let node_id = r.u32("node_id")?;
-            let epoch = r.u64("epoch")?;
-            let last_lsn = r.u64("last_lsn")?;
-            let last_epoch = r.u64("last_epoch")?;
-            let durable_lsn = r.u64("durable_lsn")?;
+            let epoch = r.epoch("epoch")?;
+            let last_lsn = r.lsn("last_lsn")?;
+            let last_epoch = r.epoch("last_epoch")?;
+            let durable_lsn = r.lsn("durable_lsn")?;
             if durable_lsn > last_lsn {
                 return Err(r.malformed(format!(
                     "durable_lsn {durable_lsn} is beyond last_lsn {last_lsn}"
@@ -207,9 +207,9 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::Ack => {
-            let epoch = r.u64("epoch")?;
-            let received_lsn = r.u64("received_lsn")?;
-            let durable_lsn = r.u64("durable_lsn")?;
+            let epoch = r.epoch("epoch")?;
+            let received_lsn = r.lsn("received_lsn")?;
+            let durable_lsn = r.lsn("durable_lsn")?;
             if durable_lsn > received_lsn {
                 return Err(r.malformed(format!(
                     "durable_lsn {durable_lsn} is beyond received_lsn {received_lsn}"
@@ -222,8 +222,8 @@ pub(super) fn decode<'a>(kind: Kind, r: &mut Reader<'a>) -> Result<Message<'a>, 
             }
         }
         Kind::Refuse => Message::Refuse {
-            epoch: r.u64("epoch")?,
-            last_lsn: r.u64("last_lsn")?,
+            epoch: r.epoch("epoch")?,
+            last_lsn: r.lsn("last_lsn")?,
             reason: r.str16("reason", WIRE_TEXT_BYTES_MAX)?,
         },
         Kind::RingOffer | Kind::RingAccept => {
