@@ -149,6 +149,11 @@ pub const IDENTITY_CONFIRM_MS: u64 = 200;
 /// may take [`IDENTITY_CONFIRM_MS`] to decide).
 pub const CONTROL_WELCOME_WAIT_MS: u64 = 1000;
 
+/// The same for the greetings a starting node sends before it opens anything (to be
+/// refused if another process serves its id): a node that has not answered by then is
+/// starting itself, or down, and the start does not wait longer for it.
+pub const START_PROBE_WAIT_MS: u64 = 500;
+
 /// Connections that have not yet greeted (handshakes) served at once; a connection
 /// beyond them is closed at once. Each holds a thread and one read chunk.
 pub const HANDSHAKES_MAX: usize = 64;
@@ -227,6 +232,8 @@ const _: () =
 const _: () = assert!(CONTROL_UNCOMMITTED_BYTES_MAX > CONTROL_APPEND_BYTES_MAX);
 // The greeting waits for the decision on a live id, with room for the round trip.
 const _: () = assert!(CONTROL_WELCOME_WAIT_MS >= 2 * IDENTITY_CONFIRM_MS);
+const _: () = assert!(START_PROBE_WAIT_MS >= IDENTITY_CONFIRM_MS + 100);
+const _: () = assert!(START_PROBE_WAIT_MS <= CONTROL_WELCOME_WAIT_MS);
 // Five statuses (every 20 ms) fit in the window of a live process.
 const _: () = assert!(IDENTITY_CONFIRM_MS >= 5 * 20);
 const _: () = assert!(HELLO_BODY_BYTES_MAX <= FRAME_READ_CHUNK_BYTES);

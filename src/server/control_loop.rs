@@ -661,6 +661,7 @@ fn write_peer(link: Link, rx: Receiver<Vec<u8>>, shared: Arc<Shared>) {
                 serves: &link.serves,
                 addr: &link.addr,
                 secret: link.secret.as_ref(),
+                wait: Duration::from_millis(CONTROL_WELCOME_WAIT_MS),
             };
             conn = match dial(&greeting) {
                 Ok(c) => Some(c),
@@ -710,6 +711,8 @@ pub struct Greeting<'a> {
     pub serves: &'a str,
     pub addr: &'a str,
     pub secret: Option<&'a Secret>,
+    /// How long to wait for each answer (the handshake's, the greeting's).
+    pub wait: Duration,
 }
 
 /// Why a greeting did not give a control connection.
@@ -740,7 +743,7 @@ pub fn dial(g: &Greeting<'_>) -> Result<TcpStream, DialError> {
         TcpStream::connect_timeout(&target, DIAL_TIMEOUT).map_err(|e| io(e.to_string()))?;
     let _ = sock.set_nodelay(true);
     let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(CONTROL_WELCOME_WAIT_MS)));
+    let _ = sock.set_read_timeout(Some(g.wait));
     let mut decoder = crate::wire::FrameDecoder::new();
     if let Some(secret) = g.secret {
         auth::dial(&sock, &mut decoder, secret, g.node_id).map_err(|e| match e {

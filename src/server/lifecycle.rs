@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::constants::START_PROBE_WAIT_MS;
 use crate::control::Request;
 use crate::replication::NodeId;
 use crate::server::Server;
@@ -218,37 +219,51 @@ impl Server {
 /// controller as this node, process `incarnation`, the way the control loop will,
 /// before this process opens anything. A node that answers `id-in-use` has a live
 /// process of this node id connected (see [`crate::server::identity`]) and logs the
-/// refusal; every node is greeted, so that each says so. The error is the first
-/// answer's one line, "node id N is already served at ADDR ...". Nodes that are down
-/// or do not answer are skipped; the control loop's own greetings refuse a second
-/// process that started while they were (it then stops). Only with `[control]`
-/// (incarnations are the controller's).
+/// refusal; every node is greeted (at once), so that each says so. The error is the
+/// first answer's one line, "node id N is already served at ADDR ...". Nodes that are
+/// down or do not answer within [`START_PROBE_WAIT_MS`] are skipped; the control
+/// loop's own greetings refuse a second process that started while they were (it then
+/// stops). Only with `[control]` (incarnations are the controller's).
 pub fn refuse_if_running(cfg: &Config, incarnation: u64) -> Result<(), String> {
     if cfg.control.is_none() {
         return Ok(());
     }
     let me = cfg.node_id;
-    let mut refused = None;
-    for peer in cfg.nodes.iter().filter(|n| n.id != me) {
-        let greeting = Greeting {
-            node_id: me,
-            incarnation,
-            serves: &cfg.advertise,
-            addr: &peer.addr,
-            secret: cfg.secret.as_ref(),
-        };
-        match dial(&greeting) {
-            Ok(sock) => {
-                let _ = sock.shutdown(std::net::Shutdown::Both);
-            }
-            Err(DialError::InUse(why)) => {
-                refused.get_or_insert(format!(
-                    "{why}, says node {} at {}; a second process with node_id = {me} is refused",
-                    peer.id, peer.addr
-                ));
-            }
-            Err(_) => {}
-        }
-    }
-    refused.map_or(Ok(()), Err)
+    // All at once: a start waits for the slowest answer, not for their sum.
+    let answers: Vec<Option<String>> = std::thread::scope(|s| {
+        let greetings: Vec<_> = cfg
+            .nodes
+            .iter()
+            .filter(|n| n.id != me)
+            .map(|peer| {
+                s.spawn(move || {
+                    let greeting = Greeting {
+                        node_id: me,
+                        incarnation,
+                        serves: &cfg.advertise,
+                        addr: &peer.addr,
+                        secret: cfg.secret.as_ref(),
+                        wait: Duration::from_millis(START_PROBE_WAIT_MS),
+                    };
+                    match dial(&greeting) {
+                        Ok(sock) => {
+                            let _ = sock.shutdown(std::net::Shutdown::Both);
+                            None
+                        }
+                        Err(DialError::InUse(why)) => Some(format!(
+                            "{why}, says node {} at {}; a second process with node_id = {me} \
+                             is refused",
+                            peer.id, peer.addr
+                        )),
+                        Err(_) => None,
+                    }
+                })
+            })
+            .collect();
+        greetings
+            .into_iter()
+            .map(|g| g.join().unwrap_or(None))
+            .collect()
+    });
+    answers.into_iter().flatten().next().map_or(Ok(()), Err)
 }
