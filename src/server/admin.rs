@@ -425,6 +425,10 @@ pub fn switchover_check(
     Ok(epoch)
 }
 
+/// How long a switchover's checks may wait for the published view to catch up before
+/// a refusal stands.
+const SWITCHOVER_CHECK_WAIT: Duration = Duration::from_millis(500);
+
 /// How many times a switchover is asked again from a newer primary that appeared
 /// meanwhile before it is given up as lost.
 const SWITCHOVER_REBASES_MAX: u32 = 3;
@@ -535,20 +539,28 @@ async fn switchover(
         );
     };
     let started = Instant::now();
-    let Some(view) = members_view(&admin.shared) else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "the controller has not published its view yet: ask again"}),
-        );
-    };
-    let mut rebased = 0;
-    let mut epoch0 = match switchover_check(&view, stream, to) {
-        Ok(e) => e,
-        Err((status, why)) => {
-            tracing::info!(node = admin.node, stream, to, "switchover refused: {why}");
-            return (status, json!({ "error": why }));
+    // The published view may lag the committed configuration by a moment (a node just
+    // back in the sync set, a leader just elected): a refusal stands once the view
+    // still says so after SWITCHOVER_CHECK_WAIT.
+    let (view, mut epoch0) = loop {
+        let Some(view) = members_view(&admin.shared) else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the controller has not published its view yet: ask again"}),
+            );
+        };
+        match switchover_check(&view, stream, to) {
+            Ok(e) => break (view, e),
+            Err(_) if started.elapsed() < SWITCHOVER_CHECK_WAIT => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err((status, why)) => {
+                tracing::info!(node = admin.node, stream, to, "switchover refused: {why}");
+                return (status, json!({ "error": why }));
+            }
         }
     };
+    let mut rebased = 0;
     let from = view["config"]["streams"][stream]["primary"].clone();
     tracing::info!(
         node = admin.node,
