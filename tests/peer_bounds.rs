@@ -416,30 +416,31 @@ fn a_peer_greeting_as_the_primary_with_records_no_batch_holds_or_a_wrapping_lsn_
     let before = proc_kib(pid, "VmRSS");
     let watch = RssWatch::start(pid);
 
-    // As node 1 (the primary) to node 2: records of 4 MiB in one frame.
-    let greet = |sock: &TcpStream, d: &mut FrameDecoder| {
-        send(
-            sock,
-            &Message::PeerHello {
+    // As node 1 (the primary) to node 2: its greeting and the bad frame in one write,
+    // so that the real primary, which connects again as soon as its link is replaced,
+    // does not replace this one first (tried again if it did: closed without an error).
+    let impersonate = |frame: &[u8]| {
+        for _ in 0..5 {
+            let (sock, mut d) = authed(p.addr(2), 1);
+            let mut out = Vec::new();
+            Message::PeerHello {
                 stream: STREAM,
                 node_id: 1,
                 epoch,
-            },
-        );
-        loop {
-            if let Some(f) = d.next_frame().unwrap() {
-                assert!(
-                    matches!(f.message, Message::PeerWelcome { .. }),
-                    "{:?}",
-                    f.message
-                );
-                return;
             }
-            assert!(d.read_from(&mut &*sock).unwrap() > 0, "closed");
+            .encode_into(RequestId(1), &mut out)
+            .unwrap();
+            out.extend_from_slice(frame);
+            if (&sock).write_all(&out).is_err() {
+                continue;
+            }
+            let (error, closed) = error_then_close(&sock, &mut d);
+            if error.is_some() || !closed {
+                return (error, closed);
+            }
         }
+        panic!("the real primary replaced every impersonating link");
     };
-    let (sock, mut d) = authed(p.addr(2), 1);
-    greet(&sock, &mut d);
     let payload = vec![0x5au8; 512 << 10];
     let records: Vec<RecordRef<'_>> = (0..8u64)
         .map(|i| RecordRef {
@@ -448,17 +449,17 @@ fn a_peer_greeting_as_the_primary_with_records_no_batch_holds_or_a_wrapping_lsn_
             payload: &payload,
         })
         .collect();
-    send(
-        &sock,
-        &Message::Replicate {
-            epoch,
-            prev_lsn: 1_000_000,
-            prev_epoch: epoch,
-            commit_lsn: 0,
-            records: Records::new(&records),
-        },
-    );
-    let (error, closed) = error_then_close(&sock, &mut d);
+    let mut replicate = Vec::new();
+    Message::Replicate {
+        epoch,
+        prev_lsn: 1_000_000,
+        prev_epoch: epoch,
+        commit_lsn: 0,
+        records: Records::new(&records),
+    }
+    .encode_into(RequestId(1), &mut replicate)
+    .unwrap();
+    let (error, closed) = impersonate(&replicate);
     assert!(closed, "{error:?}");
     let (code, message) = error.expect("an error");
     assert_eq!(code, ErrorCode::TooLarge, "{message}");
@@ -468,14 +469,11 @@ fn a_peer_greeting_as_the_primary_with_records_no_batch_holds_or_a_wrapping_lsn_
     );
 
     // A Rebase to LSN u64::MAX: the member would start its log over at u64::MAX + 1.
-    let (sock, mut d) = authed(p.addr(2), 1);
-    greet(&sock, &mut d);
     let mut body = Vec::new();
     body.extend_from_slice(&epoch.to_le_bytes());
     body.extend_from_slice(&u64::MAX.to_le_bytes());
     body.extend_from_slice(&1u64.to_le_bytes());
-    (&sock).write_all(&raw_frame(0x24, &body)).unwrap();
-    let (error, closed) = error_then_close(&sock, &mut d);
+    let (error, closed) = impersonate(&raw_frame(0x24, &body));
     assert!(closed, "{error:?}");
     let (code, message) = error.expect("an error");
     assert_eq!(code, ErrorCode::Malformed, "{message}");
