@@ -753,7 +753,6 @@ const PRIMARY_WAIT: Duration = Duration::from_millis(50);
 /// passed (or every candidate ended), the primary of the newest epoch that answered
 /// (first in candidate order among equals), or the first that answered at all. Returns the address and connection chosen, or the
 /// addresses tried and the last error.
-#[allow(clippy::type_complexity)] // the chosen connection, or why there is none
 fn open_parallel(
     candidates: &[String],
     hellos: &[RequestId],

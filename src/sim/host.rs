@@ -400,6 +400,12 @@ impl Process {
     pub fn fence(&mut self, cx: &mut Ctx<'_>, epoch: u64, reply_to: NodeId) {
         let was_primary = self.driver.is_primary();
         self.with_links(cx, |d, links, now| d.fence(links, epoch, reply_to, now));
+        self.after_fence(cx, was_primary);
+    }
+
+    /// As the shard's: a fence or a newer epoch may have ended the primary role; the
+    /// stream's peer links then belong to the old role.
+    fn after_fence(&mut self, cx: &mut Ctx<'_>, was_primary: bool) {
         if was_primary && !self.driver.is_primary() {
             let conns: Vec<ConnId> = self.links.keys().copied().collect();
             cx.out.closes.extend(conns);
@@ -505,11 +511,7 @@ impl Process {
                 if epoch > self.driver.epoch() {
                     let was_primary = self.driver.is_primary();
                     self.with_links(cx, |d, links, now| d.on_newer_epoch(links, epoch, now));
-                    if was_primary && !self.driver.is_primary() {
-                        let conns: Vec<ConnId> = self.links.keys().copied().collect();
-                        cx.out.closes.extend(conns);
-                        self.next_dial.clear();
-                    }
+                    self.after_fence(cx, was_primary);
                 }
                 Handled::Close(why)
             }
